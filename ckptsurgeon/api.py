@@ -1,0 +1,141 @@
+"""The public Python API: open, save, extract."""
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+from .atomic import atomic_output, check_output
+from .errors import SelectionError
+from .formats import open_checkpoint, writer_for
+from .index import CheckpointIndex, TensorRef
+
+__all__ = ["open", "save", "extract", "ExtractResult", "file_sha256"]
+
+Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
+
+
+def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:  # noqa: A001
+    """Open a checkpoint lazily: returns its scope-path index, no tensor bytes are read.
+
+    ``allow_globals`` admits extra plain data classes (``module.ClassName``) found in a pickle; they
+    are recorded by name, never imported or called.
+    """
+    return open_checkpoint(os.fspath(path), allow_globals=allow_globals)
+
+
+def file_sha256(path: str) -> str:
+    """sha256 of a whole file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with builtins.open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _materialize(tensors: Tensors) -> dict[str, np.ndarray]:
+    """Output key -> array; an index writes each tensor under its key."""
+    if isinstance(tensors, CheckpointIndex):
+        return {ref.key: ref for ref in tensors.values()}  # type: ignore[misc]
+    return dict(tensors)  # type: ignore[arg-type]
+
+
+class _LazyArrays(Mapping[str, np.ndarray]):
+    """Reads each tensor when the writer asks for it, so one tensor is in memory at a time."""
+
+    def __init__(self, items: Mapping[str, np.ndarray | TensorRef]) -> None:
+        self._items = items
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        value = self._items[key]
+        return value.numpy() if isinstance(value, TensorRef) else np.asarray(value)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def save(
+    tensors: Tensors,
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    force: bool = False,
+    inputs: Sequence[str] = (),
+) -> str:
+    """Write tensors atomically to ``path`` (format from ``format`` or the suffix); returns the path.
+
+    ``inputs`` are files this output must never replace; an index's own files are always included.
+    """
+    path = os.fspath(path)
+    items = _materialize(tensors)
+    sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
+    check_output(path, sources, force)
+    writer = writer_for(path, format)
+    with atomic_output(path) as fh:
+        writer.write(_LazyArrays(items), fh, dict(metadata or {}))
+    return path
+
+
+@dataclass
+class ExtractResult:
+    """What ``extract`` wrote: output path, tensors written, optimizer tensors left out."""
+
+    path: str
+    written: list[str]
+    nbytes: int
+    skipped_optimizer: int = 0
+    format: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def extract(
+    source: str | os.PathLike[str] | CheckpointIndex,
+    out: str | os.PathLike[str],
+    *,
+    scope: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    regex: bool = False,
+    rename: Sequence[tuple[str, str]] = (),
+    format: str | None = None,
+    include_optimizer: bool = False,
+    force: bool = False,
+    allow_globals: Sequence[str] = (),
+) -> ExtractResult:
+    """Select tensors by scope, optionally rename scope prefixes, and write them to ``out``.
+
+    Mirrors ``ckptsurgeon extract``. Optimizer state is left out unless ``include_optimizer``.
+    Provenance (source name, its sha256, the selection) goes into the output's metadata.
+    """
+    index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
+    chosen = index.select(*scope, exclude=exclude, regex=regex)
+    kept = chosen if include_optimizer else chosen.select(include_optimizer=False) if len(chosen) else chosen
+    skipped = len(chosen) - len(kept)
+    if not len(kept):
+        raise SelectionError(
+            f"{index.files[0]}: the selection holds only optimizer state ({skipped} tensors); "
+            "pass --include-optimizer to extract it"
+        )
+    if rename:
+        kept = kept.renamed(rename)
+    src = index.files[0]
+    metadata = {
+        "source": os.path.basename(src),
+        "source_sha256": file_sha256(src) if os.path.isfile(src) else "",
+        "source_format": index.format,
+        "selection": " ".join(scope) or "**",
+    }
+    if exclude:
+        metadata["exclude"] = " ".join(exclude)
+    if rename:
+        metadata["rename"] = " ".join(f"{a}={b}" for a, b in rename)
+    path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
+    return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name)

@@ -1,0 +1,45 @@
+"""Atomic output files: write beside the target, fsync, rename; nothing left behind on failure."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import BinaryIO
+
+from .errors import OutputError
+
+__all__ = ["atomic_output", "check_output"]
+
+
+def check_output(path: str, inputs: Sequence[str], force: bool) -> None:
+    """Refuse to overwrite an input (ever) or an existing file (unless ``force``)."""
+    real = os.path.realpath(path)
+    for inp in inputs:
+        same = os.path.exists(path) and os.path.exists(inp) and os.path.samefile(path, inp)
+        if same or real == os.path.realpath(inp):
+            raise OutputError(f"{path}: is an input of this operation; choose another output path")
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory; give a file name")
+    if os.path.lexists(path) and not force:
+        raise OutputError(f"{path}: already exists; pass --force to replace it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputError(f"{path}: folder {parent} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[BinaryIO]:
+    """Yield a temporary file beside ``path``; on success it replaces ``path`` in one rename."""
+    parent = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

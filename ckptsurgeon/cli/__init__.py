@@ -1,0 +1,34 @@
+"""The ``ckptsurgeon`` command line."""
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .common import Group
+from .extract import extract_cmd
+from .ls import ls_cmd
+from .tree import tree_cmd
+
+__all__ = ["cli", "main"]
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ckptsurgeon")
+def cli() -> None:
+    """Safe, lazy checkpoint surgery.
+
+    Reads PyTorch (.pt/.pth/.bin/.ckpt, zip and legacy), safetensors and numpy (.npz/.npy)
+    checkpoints without running any code from them, and only the bytes it needs.
+
+    \b
+    Exit codes: 0 ok, 1 bad or unsafe input or failed operation, 2 usage error.
+    """
+
+
+cli.add_command(ls_cmd)
+cli.add_command(tree_cmd)
+cli.add_command(extract_cmd)
+
+
+def main() -> None:
+    cli(prog_name="ckptsurgeon")

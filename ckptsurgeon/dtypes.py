@@ -1,0 +1,128 @@
+"""Dtype tables: every format's dtype names mapped to numpy dtypes (ml_dtypes for bf16/fp8).
+
+Data only; each row says which framework spells it that way.
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+from .errors import FormatError
+
+__all__ = [
+    "TORCH_STORAGE_DTYPES",
+    "TORCH_DTYPES",
+    "SAFETENSORS_DTYPES",
+    "SAFETENSORS_CODES",
+    "TF_DTYPES",
+    "dtype_name",
+    "resolve_dtype",
+]
+
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+_F8E4M3 = np.dtype(ml_dtypes.float8_e4m3fn)
+_F8E5M2 = np.dtype(ml_dtypes.float8_e5m2)
+_F8E4M3FNUZ = np.dtype(ml_dtypes.float8_e4m3fnuz)
+_F8E5M2FNUZ = np.dtype(ml_dtypes.float8_e5m2fnuz)
+
+# torch.save pickles storage classes by name (torch/storage.py `_dtype_to_storage_type_map`).
+TORCH_STORAGE_DTYPES: dict[str, np.dtype] = {
+    "DoubleStorage": np.dtype("float64"),
+    "FloatStorage": np.dtype("float32"),
+    "HalfStorage": np.dtype("float16"),
+    "BFloat16Storage": _BF16,
+    "Float8_e4m3fnStorage": _F8E4M3,
+    "Float8_e5m2Storage": _F8E5M2,
+    "Float8_e4m3fnuzStorage": _F8E4M3FNUZ,
+    "Float8_e5m2fnuzStorage": _F8E5M2FNUZ,
+    "LongStorage": np.dtype("int64"),
+    "IntStorage": np.dtype("int32"),
+    "ShortStorage": np.dtype("int16"),
+    "CharStorage": np.dtype("int8"),
+    "ByteStorage": np.dtype("uint8"),
+    "UInt16Storage": np.dtype("uint16"),
+    "UInt32Storage": np.dtype("uint32"),
+    "UInt64Storage": np.dtype("uint64"),
+    "BoolStorage": np.dtype("bool"),
+    "ComplexFloatStorage": np.dtype("complex64"),
+    "ComplexDoubleStorage": np.dtype("complex128"),
+}
+
+# torch.<dtype> globals, as pickled by ``_rebuild_tensor_v3`` (torch/storage.py `_new_dtypes`).
+TORCH_DTYPES: dict[str, np.dtype] = {
+    "float64": np.dtype("float64"), "double": np.dtype("float64"),
+    "float32": np.dtype("float32"), "float": np.dtype("float32"),
+    "float16": np.dtype("float16"), "half": np.dtype("float16"),
+    "bfloat16": _BF16,
+    "float8_e4m3fn": _F8E4M3, "float8_e5m2": _F8E5M2,
+    "float8_e4m3fnuz": _F8E4M3FNUZ, "float8_e5m2fnuz": _F8E5M2FNUZ,
+    "int64": np.dtype("int64"), "long": np.dtype("int64"),
+    "int32": np.dtype("int32"), "int": np.dtype("int32"),
+    "int16": np.dtype("int16"), "short": np.dtype("int16"),
+    "int8": np.dtype("int8"),
+    "uint8": np.dtype("uint8"), "uint16": np.dtype("uint16"),
+    "uint32": np.dtype("uint32"), "uint64": np.dtype("uint64"),
+    "bool": np.dtype("bool"),
+    "complex64": np.dtype("complex64"), "cfloat": np.dtype("complex64"),
+    "complex128": np.dtype("complex128"), "cdouble": np.dtype("complex128"),
+}
+
+# safetensors header dtype codes (safetensors/src/tensor.rs `Dtype`).
+SAFETENSORS_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("float64"),
+    "F32": np.dtype("float32"),
+    "F16": np.dtype("float16"),
+    "BF16": _BF16,
+    "F8_E4M3": _F8E4M3,
+    "F8_E5M2": _F8E5M2,
+    "I64": np.dtype("int64"),
+    "I32": np.dtype("int32"),
+    "I16": np.dtype("int16"),
+    "I8": np.dtype("int8"),
+    "U64": np.dtype("uint64"),
+    "U32": np.dtype("uint32"),
+    "U16": np.dtype("uint16"),
+    "U8": np.dtype("uint8"),
+    "BOOL": np.dtype("bool"),
+    "C64": np.dtype("complex64"),
+}
+SAFETENSORS_CODES: dict[np.dtype, str] = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+# tensorflow/core/framework/types.proto `DataType` (reference dtypes only; string handled apart).
+TF_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype("float32"),  # DT_FLOAT
+    2: np.dtype("float64"),  # DT_DOUBLE
+    3: np.dtype("int32"),  # DT_INT32
+    4: np.dtype("uint8"),  # DT_UINT8
+    5: np.dtype("int16"),  # DT_INT16
+    6: np.dtype("int8"),  # DT_INT8
+    8: np.dtype("complex64"),  # DT_COMPLEX64
+    9: np.dtype("int64"),  # DT_INT64
+    10: np.dtype("bool"),  # DT_BOOL
+    14: _BF16,  # DT_BFLOAT16
+    17: np.dtype("uint16"),  # DT_UINT16
+    18: np.dtype("complex128"),  # DT_COMPLEX128
+    19: np.dtype("float16"),  # DT_HALF
+    22: np.dtype("uint32"),  # DT_UINT32
+    23: np.dtype("uint64"),  # DT_UINT64
+    24: _F8E5M2,  # DT_FLOAT8_E5M2
+    25: _F8E4M3,  # DT_FLOAT8_E4M3FN
+}
+TF_STRING = 7  # DT_STRING
+TF_DTYPE_NAMES: dict[int, str] = {
+    7: "string", 11: "qint8", 12: "quint8", 13: "qint32", 15: "qint16", 16: "quint16",
+    20: "resource", 21: "variant", 29: "int4", 30: "uint4",
+}
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """The name numpy (with ml_dtypes) gives a dtype: ``float32``, ``bfloat16``, ``bool``."""
+    return np.dtype(dtype).name
+
+
+def resolve_dtype(name: str) -> np.dtype:
+    """Parse a user-given dtype name (``float16``, ``bfloat16``, ``float8_e4m3fn`` ...)."""
+    try:
+        return np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) else np.dtype(name)
+    except TypeError as exc:
+        raise FormatError(f"unknown dtype {name!r}") from exc

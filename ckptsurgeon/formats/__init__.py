@@ -1,0 +1,127 @@
+"""The format registry: detection by content, and one reader / writer entry per format.
+
+Formats are named once, here. Detection never trusts the file extension: magic bytes decide, and
+for zip containers their member names do.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, MissingDependencyError, OutputError, UnsafeCheckpointError
+from ..index import CheckpointIndex
+from . import numpy_fmt, safetensors_fmt, torch_legacy, torch_zip
+from .zipsafe import SafeZip
+
+__all__ = ["detect", "open_checkpoint", "WRITERS", "writer_for", "Writer"]
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _is_tar(path: str) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(257)
+        return fh.read(5) == b"ustar"
+
+
+def detect(path: str) -> str:
+    """Name the format of ``path`` from its content."""
+    if os.path.islink(path):
+        raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links (pass the real file)")
+    if not os.path.exists(path):
+        raise FormatError(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        raise FormatError(f"{path}: is a directory, not a checkpoint ckptsurgeon can read")
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not head:
+        raise FormatError(f"{path}: empty file")
+    if head.startswith(ZIP_MAGICS):
+        names = SafeZip(path).names()
+        if torch_zip.sniff_names(names):
+            return "pytorch"
+        if numpy_fmt.sniff_names(names):
+            return "npz"
+        raise FormatError(f"{path}: a zip archive that is neither a PyTorch checkpoint nor an .npz")
+    if numpy_fmt.sniff_npy(head):
+        return "npy"
+    if head.startswith(HDF5_MAGIC):
+        return "hdf5"
+    if safetensors_fmt.sniff(head, size):
+        return "safetensors"
+    if size > 262 and _is_tar(path):
+        return "pytorch-tar"
+    if torch_legacy.sniff(head):
+        return "pytorch-legacy"
+    raise FormatError(f"{path}: unrecognized checkpoint format (first bytes {head[:8]!r})")
+
+
+def _refuse_tar(path: str, **_: Any) -> CheckpointIndex:
+    raise UnsafeCheckpointError(
+        f"{path}: tar-based legacy PyTorch file; refused (the CVE-2025-32434 class). "
+        "Re-save it with a current torch.save from a trusted environment"
+    )
+
+
+READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
+    "pytorch": torch_zip.read,
+    "pytorch-legacy": torch_legacy.read,
+    "pytorch-tar": _refuse_tar,
+    "safetensors": lambda path, **_: safetensors_fmt.read(path),
+    "npz": lambda path, **_: numpy_fmt.read_npz(path),
+    "npy": lambda path, **_: numpy_fmt.read_npy(path),
+}
+
+
+def open_checkpoint(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
+    """Detect and open ``path``; returns a lazy index (no tensor bytes read)."""
+    fmt = detect(path)
+    reader = READERS.get(fmt)
+    if reader is None:
+        raise FormatError(f"{path}: {fmt} files are not supported yet")
+    try:
+        return reader(path, allow_globals=allow_globals)
+    except (OSError, MemoryError) as exc:
+        raise FormatError(f"{path}: cannot read: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Writer:
+    """An output format: the suffixes it owns and a function writing tensors to an open file."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    write: Callable[[Mapping[str, np.ndarray], Any, Mapping[str, str]], None]
+
+
+def _write_torch(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
+    from . import torch_writer  # imports torch: only when a .pt is asked for
+
+    torch_writer.write(tensors, fh, metadata)
+
+
+WRITERS: Mapping[str, Writer] = {
+    "safetensors": Writer("safetensors", (".safetensors",), safetensors_fmt.write),
+    "npz": Writer("npz", (".npz",), numpy_fmt.write_npz),
+    "pt": Writer("pt", (".pt", ".pth", ".bin", ".ckpt"), _write_torch),
+}
+
+
+def writer_for(path: str, format: str | None) -> Writer:
+    """The writer named by ``format``, else the one owning the output's suffix."""
+    if format:
+        if format not in WRITERS:
+            raise OutputError(f"unknown output format {format!r}; choose one of: {', '.join(WRITERS)}")
+        return WRITERS[format]
+    suffix = os.path.splitext(path)[1].lower()
+    for writer in WRITERS.values():
+        if suffix in writer.suffixes:
+            return writer
+    raise OutputError(f"{path}: cannot tell the output format from {suffix or 'no suffix'!r}; pass --format ({', '.join(WRITERS)})")

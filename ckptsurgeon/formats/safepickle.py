@@ -1,0 +1,341 @@
+"""An allowlist unpickler for PyTorch checkpoints: no pickle code ever runs.
+
+Two gates. First every opcode is checked against an allowlist (``pickletools.genops`` parses, it does
+not execute). Then the C unpickler runs with ``find_class`` answering only exact ``(module, name)``
+pairs, each mapped to an inert stand-in defined here; nothing named by the file is ever imported.
+Tensors become ``LazyTensor`` records (storage key, offset, size, stride); storage bytes are not read.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import pickletools
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
+from ..errors import FormatError, UnsafeCheckpointError
+
+__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes"]
+
+_ALLOWED_OPCODES = frozenset(
+    """PROTO FRAME STOP MARK POP POP_MARK DUP INT BININT BININT1 BININT2 LONG LONG1 LONG4
+    STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 UNICODE SHORT_BINUNICODE
+    BINUNICODE BINUNICODE8 NONE NEWTRUE NEWFALSE FLOAT BINFLOAT EMPTY_LIST APPEND APPENDS LIST
+    EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS
+    FROZENSET GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT MEMOIZE GLOBAL STACK_GLOBAL REDUCE
+    BUILD NEWOBJ PERSID BINPERSID""".split()
+)
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    """A storage named by a persistent id: ``('storage', type, key, location, numel[, view])``."""
+
+    key: str
+    dtype: np.dtype
+    numel: int
+    location: str
+    view: tuple[str, int, int] | None = None
+
+
+@dataclass
+class LazyTensor:
+    storage: StorageRef
+    offset: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    parameter: bool = False
+    dtype: np.dtype | None = None  # set by _rebuild_tensor_v3 (untyped storage); else the storage's
+
+
+class InertObject:
+    """A user-admitted global (``--allow-global``): recorded by name, never imported or called.
+
+    Each admitted name gets its own subclass, so NEWOBJ (which needs a type) works too.
+    """
+
+    name = "?"
+
+    def __new__(cls, *args: Any, **_kw: Any) -> InertObject:
+        self = object.__new__(cls)
+        self.args, self.state, self.items = args, None, []
+        return self
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items.append((key, value))
+
+    def append(self, value: Any) -> None:
+        self.items.append(value)
+
+    def extend(self, values: Iterable[Any]) -> None:
+        self.items.extend(values)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + ([repr(self.state)] if self.state is not None else [])
+        return f"{self.name}({', '.join(parts)})"
+
+
+class _StorageType:
+    def __init__(self, name: str, dtype: np.dtype) -> None:
+        self.name, self.dtype = name, dtype
+
+
+class _TypeMarker:
+    """Stands for a class used only as a tag (``torch.Tensor``, ``Parameter``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _as_ints(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise FormatError(f"malformed tensor record: {what} is {value!r}")
+    return tuple(value)
+
+
+def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> LazyTensor:
+    if not isinstance(storage, StorageRef):
+        raise FormatError("malformed tensor record: storage is not a persistent storage id")
+    if not isinstance(offset, int) or offset < 0:
+        raise FormatError(f"malformed tensor record: storage offset {offset!r}")
+    shape, strides = _as_ints(size, "size"), _as_ints(stride, "stride")
+    if len(shape) != len(strides) or any(v < 0 for v in shape + strides):
+        raise FormatError(f"malformed tensor record: size {shape} / stride {strides}")
+    return LazyTensor(storage, offset, shape, strides)
+
+
+class _TorchDtype:
+    def __init__(self, name: str, dtype: np.dtype) -> None:
+        self.name, self.dtype = name, dtype
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+
+def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any,
+                       dtype: Any, *_rest: Any) -> LazyTensor:
+    if not isinstance(dtype, _TorchDtype):
+        raise FormatError(f"malformed tensor record: dtype {dtype!r}")
+    tensor = _rebuild_tensor(storage, offset, size, stride)
+    tensor.dtype = dtype.dtype
+    return tensor
+
+
+def _rebuild_parameter(data: Any, *_rest: Any) -> LazyTensor:
+    if not isinstance(data, LazyTensor):
+        raise FormatError("malformed parameter record: data is not a tensor")
+    data.parameter = True
+    return data
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
+    if func not in (_rebuild_tensor, _rebuild_tensor_v3, _rebuild_parameter) or not isinstance(args, tuple):
+        raise UnsafeCheckpointError(f"refusing _rebuild_from_type_v2 with {getattr(func, '__name__', func)!r}")
+    return func(*args)
+
+
+def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise UnsafeCheckpointError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode(encoding)
+
+
+class _NumpyDtype:
+    def __init__(self, spec: Any, *_args: Any) -> None:
+        try:
+            self.dtype = np.dtype(spec) if isinstance(spec, str) else None
+        except TypeError:
+            self.dtype = None
+        if self.dtype is None or self.dtype.hasobject:
+            raise UnsafeCheckpointError(f"refusing numpy dtype {spec!r}")
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    if not isinstance(dtype, _NumpyDtype) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise UnsafeCheckpointError("refusing numpy scalar without plain bytes")
+    return np.frombuffer(data, dtype.dtype)[0].item()
+
+
+class _NumpyArray:
+    """``numpy.core.multiarray._reconstruct`` + BUILD state, for plain (non-object) arrays."""
+
+    def __init__(self, *_args: Any) -> None:
+        self.value: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], _NumpyDtype)):
+            raise UnsafeCheckpointError("refusing numpy array state")
+        _ver, shape, dt, fortran, raw = state
+        if not isinstance(raw, bytes) or len(raw) != int(np.prod(shape)) * dt.dtype.itemsize:
+            raise UnsafeCheckpointError("refusing numpy array whose data is not plain bytes of its size")
+        self.value = np.frombuffer(raw, dt.dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _torch_device(*args: Any) -> str:
+    return "device(" + ", ".join(map(repr, args)) + ")"
+
+
+def _torch_size(values: Any = ()) -> tuple[int, ...]:
+    return _as_ints(tuple(values), "torch.Size")
+
+
+_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+    ("torch", "Tensor"): _TypeMarker("torch.Tensor"),
+    ("torch.nn.parameter", "Parameter"): _TypeMarker("torch.nn.Parameter"),
+    ("torch", "Size"): _torch_size,
+    ("torch", "device"): _torch_device,
+    ("torch", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype("uint8")),
+    ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype("uint8")),
+    ("_codecs", "encode"): _codecs_encode,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "complex"): complex,
+    ("builtins", "slice"): slice,
+    ("numpy", "dtype"): _NumpyDtype,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy.core.multiarray", "_reconstruct"): _NumpyArray,
+    ("numpy._core.multiarray", "_reconstruct"): _NumpyArray,
+    ("numpy", "ndarray"): _TypeMarker("numpy.ndarray"),
+}
+for _name, _dt in TORCH_STORAGE_DTYPES.items():
+    _SAFE_GLOBALS[("torch", _name)] = _StorageType(_name, _dt)
+for _name, _dt in TORCH_DTYPES.items():
+    _SAFE_GLOBALS[("torch", _name)] = _TorchDtype(_name, _dt)
+
+# Never admitted by --allow-global, whatever the user says: they run code or reach the system.
+_NEVER_MODULES = re.compile(
+    r"^(os|posix|nt|sys|subprocess|builtins|__builtin__|importlib|runpy|pty|ctypes|pickle|_pickle|"
+    r"marshal|shutil|socket|operator|functools|code|codeop|types|webbrowser|pdb|bdb|timeit|"
+    r"asyncio|multiprocessing|threading|signal|io|_io|tempfile|glob|inspect|commands|platform|"
+    r"torch|numpy|_codecs|codecs|copyreg|pip|setuptools)(\.|$)"
+)
+_CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
+
+
+def check_allow_global(spec: str) -> tuple[str, str]:
+    """Validate a ``--allow-global module.Name``: plain data classes only, never callables."""
+    module, _, name = spec.rpartition(".")
+    if not module or not _CLASS_NAME.match(name) or _NEVER_MODULES.match(module):
+        raise UnsafeCheckpointError(
+            f"--allow-global {spec!r} refused: only data classes (module.ClassName) outside "
+            "system and code-running modules can be admitted"
+        )
+    return module, name
+
+
+def scan_opcodes(data: bytes, where: str) -> None:
+    """Reject any opcode outside the allowlist before anything is unpickled."""
+    try:
+        for op, _arg, pos in pickletools.genops(data):
+            if op.name not in _ALLOWED_OPCODES:
+                raise UnsafeCheckpointError(f"{where}: pickle opcode {op.name} at byte {pos} is not allowed; refusing")
+    except UnsafeCheckpointError:
+        raise
+    except Exception as exc:  # genops raises ValueError and friends on malformed streams
+        raise FormatError(f"{where}: malformed pickle: {exc}") from exc
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, data: bytes, where: str, persistent: Callable[[Any], Any], allowed: dict[tuple[str, str], Any]):
+        super().__init__(io.BytesIO(data))
+        self._where, self._persistent, self._allowed = where, persistent, allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        target = self._allowed.get((module, name))
+        if target is None:
+            raise UnsafeCheckpointError(
+                f"{self._where}: refusing global {module}.{name}; ckptsurgeon never runs code from a checkpoint"
+                + ("" if _NEVER_MODULES.match(module) or not _CLASS_NAME.match(name)
+                   else f" (if it is a plain data class you trust: --allow-global {module}.{name})")
+            )
+        if isinstance(target, tuple) and target[0] == "inert":
+            return type(name, (InertObject,), {"name": target[1]})
+        return target
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._persistent(pid)
+
+
+def storage_from_pid(pid: Any) -> StorageRef:
+    """Decode a torch storage persistent id (zip and legacy forms)."""
+    if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
+        raise FormatError(f"unsupported persistent id {str(pid)[:80]}")
+    _tag, stype, key, location, numel = pid[:5]
+    if not isinstance(stype, _StorageType):
+        raise FormatError(f"persistent id names an unknown storage type {stype!r}")
+    if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
+        raise FormatError(f"malformed persistent id {str(pid)[:80]}")
+    view = None
+    if len(pid) > 5 and pid[5] is not None:
+        v = pid[5]
+        if not (isinstance(v, tuple) and len(v) == 3 and isinstance(v[0], str) and isinstance(v[1], int)):
+            raise FormatError(f"malformed storage view {v!r}")
+        view = (v[0], v[1], v[2])
+    return StorageRef(key, stype.dtype, numel, str(location), view)
+
+
+def safe_load(
+    data: bytes, where: str, persistent: Callable[[Any], Any] = storage_from_pid, allow_globals: Iterable[str] = ()
+) -> Any:
+    """Unpickle ``data`` through both gates; returns plain containers, LazyTensors, numbers, strings."""
+    scan_opcodes(data, where)
+    allowed = dict(_SAFE_GLOBALS)
+    for spec in allow_globals:
+        module, name = check_allow_global(spec)
+        allowed[(module, name)] = ("inert", f"{module}.{name}")
+    try:
+        obj = _Unpickler(data, where, persistent, allowed).load()
+    except (UnsafeCheckpointError, FormatError):
+        raise
+    except RecursionError as exc:
+        raise UnsafeCheckpointError(f"{where}: pickle nests too deeply; refusing") from exc
+    except Exception as exc:
+        raise FormatError(f"{where}: malformed pickle: {type(exc).__name__}: {exc}") from exc
+    return _unwrap(obj)
+
+
+def _unwrap(obj: Any, depth: int = 0, seen: dict[int, Any] | None = None) -> Any:
+    """Replace numpy stand-ins by arrays; each shared object is visited once (pickles are DAGs)."""
+    seen = {} if seen is None else seen
+    if id(obj) in seen:
+        return seen[id(obj)]
+    if depth > 200:
+        raise UnsafeCheckpointError("pickle nests containers too deeply; refusing")
+    out = obj
+    if isinstance(obj, _NumpyArray):
+        out = obj.value
+    elif isinstance(obj, dict):
+        seen[id(obj)] = obj
+        for k in list(obj):
+            obj[k] = _unwrap(obj[k], depth + 1, seen)
+    elif isinstance(obj, list):
+        seen[id(obj)] = obj
+        obj[:] = [_unwrap(v, depth + 1, seen) for v in obj]
+    elif isinstance(obj, tuple):
+        out = tuple(_unwrap(v, depth + 1, seen) for v in obj)
+    seen[id(obj)] = out
+    return out

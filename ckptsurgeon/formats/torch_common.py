@@ -1,0 +1,96 @@
+"""Turn an allowlist-unpickled PyTorch object into a CheckpointIndex (zip and legacy share this)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError
+from ..index import CheckpointIndex, IndexBuilder, TensorRef
+from ..scopes import join_path
+from .safepickle import LazyTensor
+from .tree import flatten, is_optimizer_path, to_jsonable
+
+__all__ = ["StorageBytes", "build_torch_index"]
+
+
+@dataclass(frozen=True)
+class StorageBytes:
+    """Where one storage's bytes are: absolute offset in ``file`` and their length."""
+
+    file: str
+    offset: int
+    nbytes: int
+
+
+def _segments(segs: list[Any]) -> list[str]:
+    out: list[str] = []
+    for s in segs:
+        out.extend(str(s).split(".") if isinstance(s, str) else [str(s)])
+    return out
+
+
+def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteorder: str, optimizer: bool) -> TensorRef:
+    st = t.storage
+    logical = t.dtype if t.dtype is not None else st.dtype
+    dtype = logical.newbyteorder(byteorder) if logical.itemsize > 1 and logical.kind != "b" else logical
+    item = dtype.itemsize
+    if st.numel * st.dtype.itemsize > where.nbytes:
+        raise FormatError(
+            f"{where.file}: storage {st.key!r} declares {st.numel} elements ({st.numel * st.dtype.itemsize} bytes) "
+            f"but holds {where.nbytes} bytes (tensor {key!r})"
+        )
+    view_offset = 0
+    if st.view is not None:
+        view_offset = st.view[1]
+    numel = 1
+    for n in t.shape:
+        numel *= n
+    contiguous = _is_contiguous(t.shape, t.stride)
+    extent = 0 if numel == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
+    first = view_offset + t.offset
+    if numel and (first + extent) * item > where.nbytes:
+        raise FormatError(
+            f"{where.file}: tensor {key!r} (shape {list(t.shape)}, offset {t.offset}) reaches past the end of "
+            f"storage {st.key!r} ({where.nbytes} bytes)"
+        )
+    return TensorRef(
+        path=path, key=key, dtype=dtype, shape=t.shape, file=where.file,
+        offset=where.offset + first * item, stride=None if contiguous else t.stride, optimizer=optimizer,
+    )
+
+
+def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    expected = 1
+    for n, s in zip(reversed(shape), reversed(stride)):
+        if n != 1 and s != expected:
+            return False
+        expected *= n
+    return True
+
+
+def build_torch_index(
+    obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str
+) -> CheckpointIndex:
+    """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata."""
+    builder = IndexBuilder(file)
+    metadata: dict[str, Any] = {}
+    leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)))
+    for segs, leaf in leaves:
+        path = join_path(_segments(segs)) or "_"
+        key = ".".join(str(s) for s in segs) or "_"
+        optimizer = is_optimizer_path(path)
+        if isinstance(leaf, LazyTensor):
+            where = storages.get(leaf.storage.view[0] if leaf.storage.view else leaf.storage.key)
+            if where is None:
+                raise FormatError(f"{file}: tensor {key!r} refers to storage {leaf.storage.key!r}, which the file lacks")
+            builder.add(_tensor_ref(path, key, leaf, where, byteorder, optimizer))
+        elif isinstance(leaf, np.ndarray):
+            arr = leaf
+            builder.add(TensorRef(path=path, key=key, dtype=arr.dtype, shape=arr.shape, file=file,
+                                  optimizer=optimizer, loader=lambda a=arr: a))
+        else:
+            metadata[path] = to_jsonable(leaf)
+    return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".")

@@ -1,0 +1,99 @@
+"""PyTorch legacy checkpoints (``_use_new_zipfile_serialization=False``) and bare pickles.
+
+Layout: pickles of the magic number, the protocol version and sys-info, then the object pickle
+(persistent ids ``('storage', type, key, location, numel, view)``), then a pickle of the storage keys,
+then each storage as an int64 element count followed by its little-endian bytes.
+"""
+from __future__ import annotations
+
+import os
+import pickletools
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import FormatError, UnsafeCheckpointError
+from ..index import CheckpointIndex, read_exact
+from .safepickle import StorageRef, safe_load, storage_from_pid
+from .torch_common import StorageBytes, build_torch_index
+
+__all__ = ["sniff", "read", "MAGIC_NUMBER"]
+
+FORMAT = "pytorch-legacy"
+MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+PROTOCOL_VERSION = 1001
+
+
+def sniff(head: bytes) -> bool:
+    """A pickle stream (protocol 2+ or 0/1 opcodes at the start)."""
+    return head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c", b"N", b"I")
+
+
+def _pickle_span(fh: Any, start: int, where: str) -> int:
+    """Find where the pickle that starts at ``start`` ends (parsing only, nothing executed)."""
+    fh.seek(start)
+    try:
+        for op, _arg, _pos in pickletools.genops(fh):
+            if op.name == "STOP":
+                return fh.tell()
+    except Exception as exc:
+        raise FormatError(f"{where}: malformed pickle at byte {start}: {exc}") from exc
+    raise FormatError(f"{where}: truncated pickle at byte {start}")
+
+
+def _next_pickle(fh: Any, path: str, pos: int, **kw: Any) -> tuple[Any, int]:
+    end = _pickle_span(fh, pos, path)
+    return safe_load(read_exact(path, pos, end - pos), path, **kw), end
+
+
+def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
+    size = os.path.getsize(path)
+    found: dict[str, StorageRef] = {}
+
+    def persistent(pid: Any) -> StorageRef:
+        ref = storage_from_pid(pid)
+        root = ref.view[0] if ref.view else ref.key
+        if root not in found or ref.view is None:
+            found[root] = ref if ref.view is None else StorageRef(root, ref.dtype, ref.numel, ref.location)
+        return ref
+
+    with open(path, "rb") as fh:
+        magic, pos = _next_pickle(fh, path, 0)
+        if magic != MAGIC_NUMBER:
+            # Not a torch file: a bare pickle, unpickled whole through the same allowlist.
+            return read_plain_pickle(path, allow_globals=allow_globals)
+        version, pos = _next_pickle(fh, path, pos)
+        if version != PROTOCOL_VERSION:
+            raise FormatError(f"{path}: unsupported legacy protocol version {version!r}")
+        _sys_info, pos = _next_pickle(fh, path, pos)
+        obj, pos = _next_pickle(fh, path, pos, persistent=persistent, allow_globals=allow_globals)
+        keys, pos = _next_pickle(fh, path, pos)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise FormatError(f"{path}: malformed storage key list")
+    storages: dict[str, StorageBytes] = {}
+    for key in keys:
+        if key not in found:
+            raise FormatError(f"{path}: storage {key!r} is listed but no tensor uses it")
+        (numel,) = struct.unpack("<q", read_exact(path, pos, 8))
+        nbytes = numel * found[key].dtype.itemsize
+        if numel < 0 or pos + 8 + nbytes > size:
+            raise FormatError(f"{path}: truncated: storage {key!r} declares {numel} elements past the end of the file")
+        storages[key] = StorageBytes(path, pos + 8, nbytes)
+        pos += 8 + nbytes
+    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder="<")
+
+
+def read_plain_pickle(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
+    """A bare pickle: unpickled through the allowlist so hostile globals are refused by name."""
+    if os.path.getsize(path) > 1 << 30:
+        raise UnsafeCheckpointError(f"{path}: bare pickle over 1 GiB; refusing")
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        obj, pos = _next_pickle(fh, path, 0, allow_globals=allow_globals)
+        count = 1
+        while pos < size:  # a hidden pickle after the first: each is vetted, then all refused
+            _, pos = _next_pickle(fh, path, pos, allow_globals=allow_globals)
+            count += 1
+    if count > 1:
+        raise UnsafeCheckpointError(f"{path}: {count} pickles concatenated in one file; refusing the hidden ones")
+    return build_torch_index(obj, {}, file=path, format="pickle", byteorder="<")

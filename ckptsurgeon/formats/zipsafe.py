@@ -1,0 +1,118 @@
+"""Zip containers read defensively: no extraction, no encrypted or duplicate or escaping members,
+central directory and local headers must agree, stored members located for direct reads."""
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+
+from ..errors import FormatError, UnsafeCheckpointError
+
+__all__ = ["SafeZip", "Member"]
+
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
+MAX_RATIO = 200  # declared/compressed size above this is treated as a zip bomb
+MAX_SMALL_MEMBER = 256 * 1024 * 1024  # members read whole into memory (pickles, json)
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    data_offset: int  # absolute offset of the member's (possibly compressed) bytes
+    size: int  # uncompressed size
+    compressed_size: int
+    stored: bool
+
+
+class SafeZip:
+    """A zip archive whose members can be located without trusting the archive."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file_size = os.path.getsize(path)
+        try:
+            self._zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+            raise FormatError(f"{path}: damaged zip archive: {exc}") from exc
+        infos = self._zf.infolist()
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise UnsafeCheckpointError(f"{path}: zip member {dup!r} appears twice; refusing an ambiguous archive")
+        self.members: dict[str, Member] = {}
+        with open(path, "rb") as fh:
+            for info in infos:
+                self.members[info.filename] = self._check(fh, info)
+        spans = sorted((m.data_offset, m.data_offset + m.compressed_size, m.name) for m in self.members.values())
+        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+            if start < end:
+                raise UnsafeCheckpointError(f"{path}: zip members {a!r} and {b!r} overlap; refusing a crafted archive")
+
+    def _check(self, fh, info: zipfile.ZipInfo) -> Member:
+        name = info.filename
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith("/") or ".." in parts or ":" in parts[0]:
+            raise UnsafeCheckpointError(f"{self.path}: zip member name {name!r} escapes the archive; refusing")
+        if info.flag_bits & 0x1:
+            raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is encrypted; refusing")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {info.compress_type}")
+        head = os.pread(fh.fileno(), _LOCAL.size, info.header_offset)
+        if len(head) != _LOCAL.size:
+            raise FormatError(f"{self.path}: truncated zip: local header of {name!r} missing")
+        sig, *_rest, n_name, n_extra = _LOCAL.unpack(head)
+        if sig != b"PK\x03\x04":
+            raise FormatError(f"{self.path}: damaged zip: bad local header for {name!r}")
+        local_name = os.pread(fh.fileno(), n_name, info.header_offset + _LOCAL.size)
+        if local_name.decode("utf-8", "replace") != name and local_name.decode("cp437", "replace") != name:
+            raise UnsafeCheckpointError(
+                f"{self.path}: zip member {name!r} has a different name in its local header; refusing a crafted archive"
+            )
+        data_offset = info.header_offset + _LOCAL.size + n_name + n_extra
+        if data_offset + info.compress_size > self.file_size:
+            raise FormatError(f"{self.path}: truncated zip: member {name!r} runs past the end of the file")
+        stored = info.compress_type == zipfile.ZIP_STORED
+        if stored and info.compress_size != info.file_size:
+            raise FormatError(f"{self.path}: damaged zip: stored member {name!r} has two different sizes")
+        if not stored and info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > 1 << 20:
+            raise UnsafeCheckpointError(
+                f"{self.path}: zip member {name!r} expands {info.compress_size} bytes to {info.file_size}; refusing a zip bomb"
+            )
+        return Member(name, data_offset, info.file_size, info.compress_size, stored)
+
+    def names(self) -> list[str]:
+        return list(self.members)
+
+    def read(self, name: str, limit: int = MAX_SMALL_MEMBER) -> bytes:
+        """Read one member whole (for small members: pickles, JSON, headers)."""
+        member = self.members[name]
+        if member.size > limit:
+            raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is {member.size} bytes, over the {limit}-byte limit")
+        try:
+            with self._zf.open(name) as fh:
+                data = fh.read(limit + 1)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise FormatError(f"{self.path}: damaged zip member {name!r}: {exc}") from exc
+        if len(data) != member.size:
+            raise FormatError(f"{self.path}: zip member {name!r} does not have its declared size")
+        return data
+
+    def read_head(self, name: str, size: int) -> bytes:
+        """The first ``size`` bytes of a member (a header), damaged archives as FormatError."""
+        try:
+            with self._zf.open(name) as fh:
+                return fh.read(size)
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise FormatError(f"{self.path}: damaged zip member {name!r}: {exc}") from exc
+
+    def read_with(self, name: str, parse):
+        """Run ``parse(stream)`` over a member, damaged archives as FormatError."""
+        try:
+            with self._zf.open(name) as fh:
+                return parse(fh)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise FormatError(f"{self.path}: damaged zip member {name!r}: {exc}") from exc
+
+    def close(self) -> None:
+        self._zf.close()

@@ -1,0 +1,222 @@
+"""The core model: lazy tensor references and the scope-path index of a checkpoint."""
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import FormatError, SelectionError
+from .scopes import closest_scopes, compile_glob, compile_regex, matches
+
+__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "read_exact"]
+
+
+def read_exact(file: str, offset: int, size: int) -> bytes:
+    """Read exactly ``size`` bytes at ``offset``; a short read is a truncated file."""
+    with open(file, "rb") as fh:
+        data = os.pread(fh.fileno(), size, offset) if size else b""
+    if len(data) != size:
+        raise FormatError(f"{file}: truncated: wanted {size} bytes at offset {offset}, got {len(data)}")
+    return data
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A lazy reference to one tensor: where its bytes are and how to read them.
+
+    ``dtype`` is the stored dtype, byte order included. ``stride`` (in elements) is ``None`` for
+    C-contiguous data. ``loader`` replaces the plain file read for data that is not one byte range
+    (a compressed zip member, a partitioned TF variable).
+    """
+
+    path: str
+    key: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    file: str
+    offset: int = 0
+    stride: tuple[int, ...] | None = None
+    optimizer: bool = False
+    loader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+    @property
+    def dtype_name(self) -> str:
+        return self.dtype.name
+
+    def span(self) -> int:
+        """Bytes between the first and one past the last element this tensor touches."""
+        if self.numel == 0:
+            return 0
+        if self.stride is None:
+            return self.nbytes
+        extent = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
+        return extent * self.dtype.itemsize
+
+    def numpy(self) -> np.ndarray:
+        """Read this tensor's bytes (only those) into a C-contiguous, native-order array."""
+        if self.loader is not None:
+            arr = self.loader()
+        else:
+            raw = read_exact(self.file, self.offset, self.span())
+            flat = np.frombuffer(raw, dtype=self.dtype)
+            if self.stride is None or self.numel == 0:
+                arr = flat.reshape(self.shape)
+            else:
+                item = self.dtype.itemsize
+                arr = np.lib.stride_tricks.as_strided(
+                    flat, self.shape, tuple(s * item for s in self.stride), writeable=False
+                )
+        if not arr.flags.c_contiguous:
+            arr = arr.copy()  # np.ascontiguousarray would turn a 0-d array into 1-d
+        if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        return arr
+
+    def with_path(self, path: str, key: str | None = None) -> TensorRef:
+        return replace(self, path=path, key=self.key if key is None else key)
+
+
+_LITTLE = np.little_endian
+
+
+class CheckpointIndex(Mapping[str, TensorRef]):
+    """Ordered mapping scope path -> TensorRef, plus format, files, metadata and notes.
+
+    ``metadata`` holds format-level metadata and every non-tensor leaf (epoch, hyper-parameters)
+    by its scope path; ``notes`` are things a user should be told when listing (fallbacks taken).
+    """
+
+    def __init__(
+        self,
+        refs: Iterable[TensorRef],
+        *,
+        format: str,
+        files: Sequence[str],
+        metadata: Mapping[str, Any] | None = None,
+        notes: Sequence[str] = (),
+        key_sep: str = ".",
+    ) -> None:
+        self._refs: dict[str, TensorRef] = {r.path: r for r in refs}
+        self.format = format
+        self.files = tuple(files)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.notes = list(notes)
+        self.key_sep = key_sep
+
+    def __getitem__(self, path: str) -> TensorRef:
+        try:
+            return self._refs[path]
+        except KeyError:
+            close = closest_scopes(path, list(self._refs), n=3)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise SelectionError(f"{self.files[0]}: no tensor {path!r}{hint}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __repr__(self) -> str:
+        return f"<CheckpointIndex {self.format} {self.files[0]!r}: {len(self)} tensors>"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self._refs.values())
+
+    def _derive(self, refs: Iterable[TensorRef]) -> CheckpointIndex:
+        return CheckpointIndex(
+            refs, format=self.format, files=self.files, metadata=self.metadata,
+            notes=self.notes, key_sep=self.key_sep,
+        )
+
+    def select(
+        self,
+        *patterns: str,
+        exclude: Sequence[str] = (),
+        regex: bool = False,
+        include_optimizer: bool = True,
+    ) -> CheckpointIndex:
+        """Tensors matched by any pattern (or lying under a matched scope), minus ``exclude``.
+
+        No pattern selects everything. A pattern that selects nothing raises ``SelectionError``
+        listing the closest existing scopes.
+        """
+        compile_ = compile_regex if regex else compile_glob
+        paths = list(self._refs)
+        chosen: dict[str, None] = {}
+        if not patterns:
+            chosen.update(dict.fromkeys(paths))
+        for pattern in patterns:
+            rx = compile_(pattern)
+            hit = [p for p in paths if matches(rx, p)]
+            if not hit:
+                close = closest_scopes(pattern, paths)
+                raise SelectionError(
+                    f"{self.files[0]}: scope {pattern!r} selects nothing; closest scopes: "
+                    + (", ".join(close) if close else "(checkpoint is empty)")
+                )
+            chosen.update(dict.fromkeys(hit))
+        for pattern in exclude:
+            rx = compile_(pattern)
+            chosen = {p: None for p in chosen if not matches(rx, p)}
+        refs = [self._refs[p] for p in paths if p in chosen]
+        if not include_optimizer:
+            refs = [r for r in refs if not r.optimizer]
+        return self._derive(refs)
+
+    def renamed(self, renames: Sequence[tuple[str, str]]) -> CheckpointIndex:
+        """Substitute scope prefixes (first matching rule wins), like TF's ``assignment_map``.
+
+        Renamed tensors get keys in the source's key style (its separator); collisions raise.
+        """
+        builder = IndexBuilder(self.files[0])
+        for ref in self._refs.values():
+            for old, new in renames:
+                if _prefix_matches(ref.path, old):
+                    path = (new + ref.path[len(old):]).strip("/")
+                    path = re.sub("/+", "/", path)
+                    ref = ref.with_path(path, path.replace("/", self.key_sep))
+                    break
+            builder.add(ref)
+        return self._derive(builder.refs)
+
+
+def _prefix_matches(path: str, old: str) -> bool:
+    if old.endswith("/") or not old:
+        return path.startswith(old)
+    return path == old or path.startswith(old + "/")
+
+
+class IndexBuilder:
+    """Collects TensorRefs; two keys that normalize to one path are an error naming both."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self._refs: dict[str, TensorRef] = {}
+
+    def add(self, ref: TensorRef) -> None:
+        prior = self._refs.get(ref.path)
+        if prior is not None:
+            raise FormatError(
+                f"{self.file}: keys {prior.key!r} and {ref.key!r} both normalize to scope path "
+                f"{ref.path!r}; rename one of them (e.g. extract with --rename) or read with the original keys"
+            )
+        self._refs[ref.path] = ref
+
+    @property
+    def refs(self) -> list[TensorRef]:
+        return list(self._refs.values())

@@ -1,0 +1,103 @@
+"""Scope paths and their glob patterns.
+
+A scope path is one slash-separated string per tensor (``encoder/rnn/weight_ih_l0``). Patterns use
+shell globs per segment (``*``, ``?``, ``[..]``) plus ``**`` for any number of segments; a pattern
+selects a tensor when it matches the tensor's path *or any scope above it*.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+
+from .errors import SelectionError
+
+__all__ = ["join_path", "split_key", "compile_glob", "compile_regex", "matches", "scopes_of", "closest_scopes"]
+
+
+def split_key(key: str, sep: str) -> list[str]:
+    """Split an original key into path segments; TF-style ``:0`` suffixes are dropped."""
+    if key.endswith(":0"):
+        key = key[:-2]
+    return [s for s in key.split(sep)] if sep else [key]
+
+
+def join_path(segments: Iterable[object]) -> str:
+    """Join segments into a scope path; empty segments are kept visible as ``_``."""
+    out = []
+    for seg in segments:
+        text = str(seg)
+        out.append(text if text else "_")
+    return "/".join(out)
+
+
+def _segment_regex(seg: str) -> str:
+    out, i = [], 0
+    while i < len(seg):
+        c = seg[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = seg.find("]", i + 2 if i + 1 < len(seg) and seg[i + 1] in "!^" else i + 1)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                body = seg[i + 1 : j]
+                if body[:1] in ("!", "^"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """Compile a scope glob; the result matches a path or any ancestor scope of it."""
+    pattern = pattern.strip("/")
+    if not pattern:
+        raise SelectionError("empty scope pattern; use '**' to select everything")
+    segs = pattern.split("/")
+    body = ""
+    for i, seg in enumerate(segs):
+        last = i == len(segs) - 1
+        if seg == "**":
+            body += ".*" if last else "(?:[^/]+/)*"
+        else:
+            body += _segment_regex(seg) + ("" if last else "/")
+    return re.compile("(?:" + body + ")(?:/.*)?\\Z")
+
+
+def compile_regex(pattern: str) -> re.Pattern[str]:
+    """A full regular expression over scope paths (must match the whole path or a scope above)."""
+    try:
+        return re.compile("(?:" + pattern + ")(?:/.*)?\\Z")
+    except re.error as exc:
+        raise SelectionError(f"invalid --regex {pattern!r}: {exc}") from exc
+
+
+def matches(compiled: re.Pattern[str], path: str) -> bool:
+    return compiled.match(path) is not None
+
+
+def scopes_of(paths: Iterable[str]) -> list[str]:
+    """Every scope (each path prefix at a segment boundary) and every path, in first-seen order."""
+    seen: dict[str, None] = {}
+    for path in paths:
+        segs = path.split("/")
+        for i in range(1, len(segs) + 1):
+            seen.setdefault("/".join(segs[:i]), None)
+    return list(seen)
+
+
+def closest_scopes(pattern: str, paths: Sequence[str], n: int = 5) -> list[str]:
+    """Existing scopes that look most like ``pattern`` (for 'selects nothing' errors)."""
+    scopes = scopes_of(paths)
+    plain = pattern.replace("*", "").replace("?", "").strip("/")
+    close = difflib.get_close_matches(plain, scopes, n=n, cutoff=0.4)
+    if not close:
+        close = [s for s in scopes if "/" not in s][:n]
+    return close

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up with the test dependencies and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+export KERAS_BACKEND=torch
+exec .venv/bin/python -m pytest "$@"
