@@ -36,11 +36,12 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
             "notes": index.notes,
         })
         return
-    rows = [(r.path + ("  [optimizer]" if r.optimizer else ""), "x".join(map(str, r.shape)) or "scalar",
-             r.dtype_name, human_bytes(r.nbytes)) for r in index.values()]
-    widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(("path", "shape", "dtype", "size"))]
+    rows = [(r.path, "x".join(map(str, r.shape)) or "scalar", r.dtype_name, human_bytes(r.nbytes),
+             "optimizer" if r.optimizer else "") for r in index.values()]
+    widths = [max([0] + [len(row[i]) for row in rows]) for i in range(4)]
     for row in rows:
-        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
+        line = f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}  {row[4]}"
+        click.echo(line.rstrip())
     params = sum(r.numel for r in index.values())
     n_opt = sum(r.optimizer for r in index.values())
     click.echo(f"{len(index)} tensors, {params:,} parameters, {human_bytes(index.nbytes)} ({index.format})"

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..errors import FormatError, MissingDependencyError, OutputError, UnsafeCheckpointError
 from ..index import CheckpointIndex
-from . import numpy_fmt, safetensors_fmt, torch_legacy, torch_zip
+from . import numpy_fmt, safetensors_fmt, tf_bundle, torch_legacy, torch_zip
+from .tf_paths import resolve_prefix
 from .zipsafe import SafeZip
 
 __all__ = ["detect", "open_checkpoint", "WRITERS", "writer_for", "Writer"]
@@ -34,6 +35,8 @@ def detect(path: str) -> str:
     """Name the format of ``path`` from its content."""
     if os.path.islink(path):
         raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links (pass the real file)")
+    if resolve_prefix(path) is not None:
+        return "tensorflow"  # the reader verifies the index's magic and every checksum
     if not os.path.exists(path):
         raise FormatError(f"{path}: no such file or directory")
     if os.path.isdir(path):
@@ -77,6 +80,7 @@ READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
     "safetensors": lambda path, **_: safetensors_fmt.read(path),
     "npz": lambda path, **_: numpy_fmt.read_npz(path),
     "npy": lambda path, **_: numpy_fmt.read_npy(path),
+    "tensorflow": tf_bundle.read,
 }
 
 

@@ -1,0 +1,257 @@
+"""TensorFlow checkpoints (tensor bundle V2) read without TensorFlow.
+
+``<prefix>.index`` is a LevelDB table: key "" holds a BundleHeaderProto, every other key a
+BundleEntryProto (dtype, shape, shard, offset, size, masked crc32c, slices). Tensor bytes live in
+``<prefix>.data-NNNNN-of-MMMMM``. Every read verifies the entry's crc32c.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from ..dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
+from ..errors import FormatError, UnsafeCheckpointError
+from ..index import CheckpointIndex, IndexBuilder, TensorRef, read_exact
+from ..scopes import join_path
+from . import protowire as pw
+from .sstable import mask, read_table
+from .tf_paths import resolve_prefix
+from .tf_slices import decode_slice_key, parse_slices
+
+__all__ = ["read", "read_strings"]
+
+FORMAT = "tensorflow"
+ATTR_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+MAX_BYTES = 1 << 62
+
+# TF1 optimizer slot variables: <var>/<slot>; and optimizer bookkeeping at the top level.
+_TF1_SLOTS = re.compile(r"^(Adam|Adam_\d+|AdamW(_\d+)?|Momentum|RMSProp(_\d+)?|Adagrad|AdagradDA(_\d+)?|"
+                        r"Adadelta(_\d+)?|Ftrl(_\d+)?|ProximalAdagrad|ExponentialMovingAverage)$")
+_TF1_OPT_VARS = re.compile(r"^(beta1_power|beta2_power|global_step)(_\d+)?$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    dtype: int
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc: int | None
+    slices: tuple[bytes, ...]
+
+
+def _shape(raw: bytes, where: str) -> tuple[int, ...]:
+    fields = pw.decode(raw)
+    if pw.first(fields, 3):
+        raise FormatError(f"{where}: tensor of unknown rank")
+    dims = tuple(pw.signed64(pw.first(pw.decode(d), 1)) for d in fields.get(2, []))
+    if any(d < 0 for d in dims):
+        raise FormatError(f"{where}: negative dimension in shape {list(dims)}")
+    return dims
+
+
+def _entry(key: str, raw: bytes, where: str) -> Entry:
+    f = pw.decode(raw)
+    crcs = f.get(6)
+    return Entry(key, pw.first(f, 1), _shape(pw.first(f, 2, b""), f"{where}: {key!r}"), pw.first(f, 3),
+                 pw.signed64(pw.first(f, 4)), pw.signed64(pw.first(f, 5)), crcs[-1] if crcs else None,
+                 tuple(f.get(7, [])))
+
+
+def _unescape(component: str) -> str:
+    return re.sub(r"\.(.)", lambda m: {".": ".", "S": "/"}.get(m.group(1), m.group(0)), component)
+
+
+def scope_path(key: str) -> str:
+    """TF1 keys as they are; TF2 object keys without the attribute suffix, escapes undone."""
+    if key.endswith(ATTR_SUFFIX):
+        key = key[: -len(ATTR_SUFFIX)]
+        return join_path(_unescape(c) for c in key.split("/"))
+    return join_path(key.split("/"))
+
+
+def _is_optimizer(key: str, path: str, names: set[str]) -> bool:
+    if path.startswith("optimizer/") or "/.OPTIMIZER_SLOT/" in key:
+        return True
+    head, _, last = key.rpartition("/")
+    return bool((head and _TF1_SLOTS.match(last) and head in names) or _TF1_OPT_VARS.match(key))
+
+
+class _Bundle:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        index_path = prefix + ".index"
+        self.where = index_path
+        if os.path.islink(index_path):
+            raise UnsafeCheckpointError(f"{index_path}: is a symbolic link; ckptsurgeon follows no links")
+        with open(index_path, "rb") as fh:
+            data = fh.read()
+        pairs = read_table(data, index_path)
+        if not pairs or pairs[0][0] != b"":
+            raise FormatError(f"{index_path}: missing bundle header entry")
+        header = pw.decode(pairs[0][1])
+        self.num_shards = pw.first(header, 1, 1)
+        self.byteorder = ">" if pw.first(header, 2) == 1 else "<"
+        if not 1 <= self.num_shards <= 100_000:
+            raise FormatError(f"{index_path}: implausible shard count {self.num_shards}")
+        self.entries: dict[str, Entry] = {}
+        self.slice_entries: dict[tuple[str, tuple], Entry] = {}
+        for raw_key, value in pairs[1:]:
+            if raw_key[:1] == b"\x00":
+                name, extents = decode_slice_key(raw_key, index_path)
+                self.slice_entries[(name, extents)] = _entry(name, value, index_path)
+            else:
+                key = raw_key.decode("utf-8", "replace")
+                self.entries[key] = _entry(key, value, index_path)
+        self._sizes: dict[int, int] = {}
+
+    def shard(self, shard_id: int, key: str) -> tuple[str, int]:
+        if not 0 <= shard_id < self.num_shards:
+            raise FormatError(f"{self.where}: tensor {key!r} names shard {shard_id}, but there are {self.num_shards}")
+        path = f"{self.prefix}.data-{shard_id:05d}-of-{self.num_shards:05d}"
+        if shard_id not in self._sizes:
+            if os.path.islink(path):
+                raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links")
+            if not os.path.isfile(path):
+                raise FormatError(f"{path}: data shard missing (tensor {key!r})")
+            self._sizes[shard_id] = os.path.getsize(path)
+        return path, self._sizes[shard_id]
+
+    def check(self, e: Entry, dtype: np.dtype | None) -> str:
+        """Validate offsets, sizes and shape of an entry; returns its shard file."""
+        path, size = self.shard(e.shard, e.key)
+        if e.offset < 0 or e.size < 0 or e.offset + e.size > size:
+            raise FormatError(f"{path}: tensor {e.key!r} at bytes {e.offset}..{e.offset + e.size} runs past the shard ({size} bytes)")
+        numel = 1
+        for d in e.shape:
+            numel *= d
+        if dtype is not None:
+            if numel * dtype.itemsize > MAX_BYTES:
+                raise UnsafeCheckpointError(f"{self.where}: tensor {e.key!r} shape {list(e.shape)} overflows")
+            if numel * dtype.itemsize != e.size:
+                raise FormatError(f"{self.where}: tensor {e.key!r}: shape {list(e.shape)} x {dtype.name} needs "
+                                  f"{numel * dtype.itemsize} bytes, the entry says {e.size}")
+        return path
+
+    def read_bytes(self, e: Entry, verify: bool = True) -> bytes:
+        path, _ = self.shard(e.shard, e.key)
+        data = read_exact(path, e.offset, e.size)
+        if verify and e.crc is not None and mask(google_crc32c.value(data)) != e.crc:
+            raise FormatError(f"{path}: crc32c mismatch for tensor {e.key!r}: the data shard is corrupted")
+        return data
+
+
+def _numeric_loader(bundle: _Bundle, e: Entry, dtype: np.dtype):
+    def load() -> np.ndarray:
+        return np.frombuffer(bundle.read_bytes(e), dtype=dtype).reshape(e.shape)
+
+    return load
+
+
+def _partitioned_loader(bundle: _Bundle, e: Entry, dtype: np.dtype, parts: list[tuple[tuple, Entry]]):
+    def load() -> np.ndarray:
+        full = np.empty(e.shape, dtype=dtype)
+        for extents, part in parts:
+            index = tuple(slice(s, s + n) for s, n in extents)
+            full[index] = np.frombuffer(bundle.read_bytes(part), dtype=dtype).reshape([n for _, n in extents])
+        return full
+
+    return load
+
+
+def read_strings(bundle: _Bundle, e: Entry) -> list[bytes]:
+    """A string tensor: varint64 lengths, masked crc32c of the lengths, then the bytes.
+
+    The entry's crc32c covers each length as a little-endian uint32, the 4 stored checksum
+    bytes, then the strings (checked against TF-written files in the tests).
+    """
+    data = bundle.read_bytes(e, verify=False)
+    numel = 1
+    for d in e.shape:
+        numel *= d
+    pos, lengths, crc = 0, [], 0
+    for _ in range(numel):
+        n, pos = pw.read_varint(data, pos)
+        lengths.append(n)
+        crc = google_crc32c.extend(crc, struct.pack("<I", n & 0xFFFFFFFF))
+    if pos + 4 + sum(lengths) != len(data):
+        raise FormatError(f"{bundle.where}: string tensor {e.key!r} lengths disagree with its size")
+    if e.crc is not None and mask(google_crc32c.extend(crc, data[pos:])) != e.crc:
+        raise FormatError(f"{bundle.where}: crc32c mismatch for string tensor {e.key!r}: the data shard is corrupted")
+    pos += 4
+    out = []
+    for n in lengths:
+        out.append(data[pos : pos + n])
+        pos += n
+    return out
+
+
+def _strings_metadata(values: list[bytes]) -> Any:
+    if sum(len(v) for v in values) > 65536:
+        return f"<{len(values)} strings, {sum(len(v) for v in values)} bytes>"
+    return [v.decode("utf-8") if _is_text(v) else "0x" + v.hex() for v in values]
+
+
+def _is_text(value: bytes) -> bool:
+    try:
+        return value.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+def _object_graph(raw: bytes) -> list[dict[str, str]]:
+    """TrackableObjectGraph -> [{checkpoint_key, full_name}] (variables' names at save time)."""
+    out = []
+    for node in pw.decode(raw).get(1, []):
+        for attr in pw.decode(node).get(2, []):
+            fields = pw.decode(attr)
+            key = pw.first(fields, 3, b"").decode("utf-8", "replace")
+            name = pw.first(fields, 2, b"").decode("utf-8", "replace")
+            if key:
+                out.append({"checkpoint_key": key, "full_name": name})
+    return out
+
+
+def read(path: str, **_: Any) -> CheckpointIndex:
+    prefix = resolve_prefix(path)
+    if prefix is None:
+        raise FormatError(f"{path}: not a TensorFlow checkpoint (no .index file found)")
+    bundle = _Bundle(prefix)
+    builder = IndexBuilder(bundle.where)
+    metadata: dict[str, Any] = {}
+    names = set(bundle.entries)
+    for key, e in bundle.entries.items():
+        path_ = scope_path(key)
+        if e.dtype == TF_STRING:
+            bundle.check(e, None)
+            values = read_strings(bundle, e)
+            if key == OBJECT_GRAPH and values:
+                metadata["object_graph"] = _object_graph(values[0])
+            else:
+                metadata[path_] = _strings_metadata(values)
+            continue
+        dtype = TF_DTYPES.get(e.dtype)
+        if dtype is None:
+            metadata[path_] = f"<{TF_DTYPE_NAMES.get(e.dtype, f'dtype {e.dtype}')} tensor, not readable as an array>"
+            continue
+        if dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(bundle.byteorder)
+        common = dict(path=path_, key=key, dtype=dtype, shape=e.shape, optimizer=_is_optimizer(key, path_, names))
+        if e.slices:
+            parts = parse_slices(bundle, e, dtype)
+            builder.add(TensorRef(file=bundle.where, loader=_partitioned_loader(bundle, e, dtype, parts), **common))
+        else:
+            shard = bundle.check(e, dtype)
+            builder.add(TensorRef(file=shard, offset=e.offset, loader=_numeric_loader(bundle, e, dtype), **common))
+    files = [bundle.where] + [f"{prefix}.data-{i:05d}-of-{bundle.num_shards:05d}" for i in range(bundle.num_shards)]
+    return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/")
