@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import FormatError, MissingDependencyError, OutputError, UnsafeCheckpointError
 from ..index import CheckpointIndex
-from . import numpy_fmt, safetensors_fmt, tf_bundle, torch_legacy, torch_zip
+from . import hdf5, keras_zip, numpy_fmt, safetensors_fmt, tf_bundle, torch_legacy, torch_zip
 from .tf_paths import resolve_prefix
 from .zipsafe import SafeZip
 
@@ -52,7 +52,9 @@ def detect(path: str) -> str:
             return "pytorch"
         if numpy_fmt.sniff_names(names):
             return "npz"
-        raise FormatError(f"{path}: a zip archive that is neither a PyTorch checkpoint nor an .npz")
+        if keras_zip.sniff_names(names):
+            return "keras"
+        raise FormatError(f"{path}: a zip archive that is neither a PyTorch checkpoint, a .keras model nor an .npz")
     if numpy_fmt.sniff_npy(head):
         return "npy"
     if head.startswith(HDF5_MAGIC):
@@ -81,6 +83,8 @@ READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
     "npz": lambda path, **_: numpy_fmt.read_npz(path),
     "npy": lambda path, **_: numpy_fmt.read_npy(path),
     "tensorflow": tf_bundle.read,
+    "hdf5": hdf5.read,
+    "keras": keras_zip.read,
 }
 
 
@@ -115,6 +119,7 @@ WRITERS: Mapping[str, Writer] = {
     "safetensors": Writer("safetensors", (".safetensors",), safetensors_fmt.write),
     "npz": Writer("npz", (".npz",), numpy_fmt.write_npz),
     "pt": Writer("pt", (".pt", ".pth", ".bin", ".ckpt"), _write_torch),
+    "h5": Writer("h5", (".h5", ".hdf5"), hdf5.write),
 }
 
 

@@ -1,0 +1,109 @@
+"""Keras 3 weights layout (``.weights.h5``, ``model.weights.h5`` in ``.keras``):
+``layers/<class>[_N]/[cell|forward_layer|backward_layer|layers/...]/vars/<i>``.
+
+Human paths come from the ``name`` attribute of each layer's ``vars`` group (the layer's own name)
+and from a table of variable names by class: ``encoder_lstm/cell/kernel``, ``bi/forward_layer/cell/bias``.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import h5py
+
+from ..index import TensorRef
+from .hdf5_safe import child, dataset_ref
+from .keras_names import CELL_OF, VAR_NAMES, class_key, var_names
+
+__all__ = ["is_keras_v3", "keras_v3_refs"]
+
+
+def is_keras_v3(f: h5py.File) -> bool:
+    return isinstance(f.get("layers", getlink=True), h5py.HardLink)
+
+
+def _vars_name(group: h5py.Group) -> str | None:
+    if not isinstance(group.get("vars", getlink=True), h5py.HardLink):
+        return None
+    value = group["vars"].attrs.get("name")
+    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _snake(class_name: str) -> str:
+    """``SimpleRNN`` -> ``simple_rnn``, ``CuDNNLSTM`` -> ``cu_dnnlstm`` (as Keras names its groups)."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", class_name).lower()
+
+
+class _Walker:
+    def __init__(self, where: str, file: str, source: Any, layers: dict[str, dict]) -> None:
+        self.where, self.file, self.source, self.layers = where, file, source, layers
+        self.refs: list[TensorRef] = []
+        self.notes: list[str] = []
+        self.unnamed: list[str] = []
+
+    def obj(self, group: h5py.Group, path: str, cls: str, optimizer: bool) -> None:
+        """One Keras object: its own variables, then its sub-objects."""
+        for key in group.keys():
+            node = child(group, key, self.where)
+            if not isinstance(node, h5py.Group):
+                continue
+            sub = f"{path}/{key}" if path else key
+            if key == "vars":
+                self.variables(node, path, cls, optimizer)
+            elif key == "layers":
+                self.layer_list(node, path, optimizer)
+            elif key == "cell":
+                own = _vars_name(node)
+                self.obj(node, sub, own if own in VAR_NAMES else CELL_OF.get(cls, "cell"), optimizer)
+            else:
+                self.obj(node, sub, class_key(key), optimizer)
+
+    def layer_list(self, group: h5py.Group, prefix: str, optimizer: bool) -> None:
+        found = []
+        for key in group.keys():
+            node = child(group, key, self.where)
+            if isinstance(node, h5py.Group):
+                name = _vars_name(node)
+                if name is None:
+                    name = key
+                    self.unnamed.append(key)
+                found.append((key, node, name))
+        order = {name: i for i, name in enumerate(self.layers)}  # the model config's layer order
+        found.sort(key=lambda item: order.get(item[2], len(order)))
+        for key, node, name in found:
+            config_class = (self.layers.get(name) or {}).get("class_name")
+            cls = _snake(config_class) if config_class else class_key(key)
+            self.obj(node, f"{prefix}/{name}" if prefix else name, cls, optimizer)
+
+    def variables(self, group: h5py.Group, path: str, cls: str, optimizer: bool) -> None:
+        keys = sorted(group.keys(), key=lambda k: (len(k), k))
+        if not keys:
+            return
+        names = var_names(cls, len(keys))
+        if names is None:
+            self.notes.append(f"variable names of {path or '/'} ({cls}) are unknown; its paths use the stored index vars/<i>")
+            names = tuple(f"vars/{k}" for k in keys)
+        for key, name in zip(keys, names):
+            dset = child(group, key, self.where)
+            if isinstance(dset, h5py.Dataset):
+                full = f"{path}/{name}" if path else name
+                # The stored location (layers/lstm/cell/vars/0) names nothing; the human path is the key.
+                self.refs.append(dataset_ref(dset, path=full, key=full,
+                                             file=self.file, where=self.where, source=self.source, optimizer=optimizer))
+
+
+def keras_v3_refs(f: h5py.File, *, where: str, file: str, source: str | Callable[[], Any],
+                  layers: dict[str, dict]) -> tuple[list[TensorRef], list[str]]:
+    """TensorRefs with human paths, and notes on every fallback taken."""
+    walker = _Walker(where, file, source, layers)
+    walker.layer_list(child(f, "layers", where), "", False)
+    for key in f.keys():
+        if key not in ("layers", "vars"):
+            node = child(f, key, where)
+            if isinstance(node, h5py.Group):
+                walker.obj(node, key, class_key(key), optimizer=key == "optimizer")
+    if walker.unnamed:
+        walker.notes.append("layer names are not stored in this file (no 'name' attribute on vars); "
+                            f"paths use the stored group names: {', '.join(walker.unnamed[:8])}")
+    return walker.refs, walker.notes
