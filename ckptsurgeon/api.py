@@ -13,7 +13,7 @@ import numpy as np
 from .atomic import atomic_output, check_output
 from .errors import SelectionError
 from .formats import open_checkpoint, writer_for
-from .index import CheckpointIndex, TensorRef
+from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 
 __all__ = ["open", "save", "extract", "ExtractResult", "file_sha256"]
 
@@ -87,7 +87,7 @@ def save(
 
 @dataclass
 class ExtractResult:
-    """What ``extract`` wrote: output path, tensors written, optimizer tensors left out."""
+    """What ``extract`` wrote: output path, tensors written, optimizer tensors left out, conversions."""
 
     path: str
     written: list[str]
@@ -95,6 +95,39 @@ class ExtractResult:
     skipped_optimizer: int = 0
     format: str = ""
     notes: list[str] = field(default_factory=list)
+    converted: list[dict] = field(default_factory=list)
+    checks: list[dict] = field(default_factory=list)
+
+
+def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float | None):
+    """The converted selection as an index (renamed), the group reports, and the verification rows."""
+    from .rnn.convert import TARGETS, convert_index
+    from .rnn.verify import verify
+
+    rows, done = convert_index(kept, to, options)
+    sep = TARGETS[to][0]
+    builder = IndexBuilder(kept.files[0])
+    for path, key, value in rows:
+        passthrough = isinstance(value, TensorRef)
+        new = rename_path(path, rename)
+        if new is not None:
+            path, key = new, new.replace("/", kept.key_sep if passthrough else sep)
+        if passthrough:
+            builder.add(value.with_path(path, key))
+        else:
+            arr = np.asarray(value)
+            builder.add(TensorRef(path, key, arr.dtype, tuple(arr.shape), kept.files[0], loader=lambda a=arr: a))
+    result = CheckpointIndex(builder.refs, format=to, files=[kept.files[0]], key_sep=sep)
+    checks = []
+    if verify_atol is not None and done:
+        found = verify(kept, result, atol=verify_atol, options_a=options)
+        checks = [r.as_dict() for r in found]
+        bad = [r for r in found if not r.ok]
+        if bad:
+            raise SelectionError("; ".join(f"{r.source}: converted outputs differ by {r.max_abs_diff:.3g} (> {verify_atol:g})"
+                                           for r in bad) + "; nothing written")
+    reports = [{**c.group.describe(), "target": to, "tensors": list(c.tensors), "notes": c.notes} for c in done]
+    return result, reports, checks
 
 
 def extract(
@@ -109,10 +142,16 @@ def extract(
     include_optimizer: bool = False,
     force: bool = False,
     allow_globals: Sequence[str] = (),
+    to: str | None = None,
+    options: object | None = None,
+    verify_atol: float | None = None,
 ) -> ExtractResult:
-    """Select tensors by scope, optionally rename scope prefixes, and write them to ``out``.
+    """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
+    and write them to ``out``.
 
     Mirrors ``ckptsurgeon extract``. Optimizer state is left out unless ``include_optimizer``.
+    ``to`` is one of torch, torch-cell, keras, tf1, onnx, gates (``options``: a ``ConvertOptions``);
+    with ``verify_atol`` the converted groups are run against the source before anything is written.
     Provenance (source name, its sha256, the selection) goes into the output's metadata.
     """
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
@@ -124,7 +163,13 @@ def extract(
             f"{index.files[0]}: the selection holds only optimizer state ({skipped} tensors); "
             "pass --include-optimizer to extract it"
         )
-    if rename:
+    reports: list[dict] = []
+    checks: list[dict] = []
+    if to:
+        from .rnn.convert import ConvertOptions
+
+        kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol)
+    elif rename:
         kept = kept.renamed(rename)
     src = index.files[0]
     metadata = {
@@ -137,5 +182,8 @@ def extract(
         metadata["exclude"] = " ".join(exclude)
     if rename:
         metadata["rename"] = " ".join(f"{a}={b}" for a, b in rename)
+    if to:
+        metadata["converted_to"] = to
     path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
-    return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name)
+    return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name,
+                         converted=reports, checks=checks)

@@ -13,7 +13,7 @@ import numpy as np
 from .errors import FormatError, SelectionError
 from .scopes import closest_scopes, compile_glob, compile_regex, matches
 
-__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "read_exact"]
+__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "read_exact", "rename_path", "memory_index"]
 
 
 def read_exact(file: str, offset: int, size: int) -> bytes:
@@ -185,20 +185,17 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         """
         builder = IndexBuilder(self.files[0])
         for ref in self._refs.values():
-            for old, new in renames:
-                if _prefix_matches(ref.path, old):
-                    path = (new + ref.path[len(old):]).strip("/")
-                    path = re.sub("/+", "/", path)
-                    ref = ref.with_path(path, path.replace("/", self.key_sep))
-                    break
-            builder.add(ref)
+            path = rename_path(ref.path, renames)
+            builder.add(ref if path is None else ref.with_path(path, path.replace("/", self.key_sep)))
         return self._derive(builder.refs)
 
 
-def _prefix_matches(path: str, old: str) -> bool:
-    if old.endswith("/") or not old:
-        return path.startswith(old)
-    return path == old or path.startswith(old + "/")
+def rename_path(path: str, renames: Sequence[tuple[str, str]]) -> str | None:
+    """The path after the first matching prefix rule (``OLD=NEW``), or None when none matches."""
+    for old, new in renames:
+        if (old.endswith("/") or not old) and path.startswith(old) or path == old or path.startswith(old + "/"):
+            return re.sub("/+", "/", (new + path[len(old):]).strip("/"))
+    return None
 
 
 class IndexBuilder:
@@ -220,3 +217,12 @@ class IndexBuilder:
     @property
     def refs(self) -> list[TensorRef]:
         return list(self._refs.values())
+
+
+def memory_index(items: Iterable[tuple[str, str, np.ndarray]], *, format: str, file: str, key_sep: str = ".") -> CheckpointIndex:
+    """An index over arrays already in memory: (path, key, array) rows."""
+    builder = IndexBuilder(file)
+    for path, key, arr in items:
+        arr = np.asarray(arr)
+        builder.add(TensorRef(path, key, arr.dtype, tuple(arr.shape), file, loader=lambda a=arr: a))
+    return CheckpointIndex(builder.refs, format=format, files=[file], key_sep=key_sep)

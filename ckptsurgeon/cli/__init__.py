@@ -7,6 +7,7 @@ from .. import __version__
 from .common import Group
 from .extract import extract_cmd
 from .ls import ls_cmd
+from .rnn import rnn_cmd, verify_cmd
 from .tree import tree_cmd
 
 __all__ = ["cli", "main"]
@@ -28,6 +29,8 @@ def cli() -> None:
 cli.add_command(ls_cmd)
 cli.add_command(tree_cmd)
 cli.add_command(extract_cmd)
+cli.add_command(rnn_cmd)
+cli.add_command(verify_cmd)
 
 
 def main() -> None:

@@ -5,7 +5,9 @@ import click
 
 from .. import api
 from ..formats import WRITERS
+from ..rnn.convert import TARGETS
 from .common import allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
+from .rnn_options import build_options, rnn_options
 
 
 @click.command("extract")
@@ -18,10 +20,19 @@ from .common import allow_global_option, emit_json, human_bytes, parse_pairs, sc
               help="Output format (default: from the output suffix).")
 @click.option("--include-optimizer", is_flag=True, help="Keep optimizer state (left out by default).")
 @click.option("--force", is_flag=True, help="Replace an existing output file (never an input).")
+@click.option("--to", "to", type=click.Choice(list(TARGETS)), default=None,
+              help="Convert recurrent groups to this layout (other tensors pass through).")
+@click.option("--gates", default=None, metavar="LIST", help="With --to gates: only these gates (input,forget,cell,output / reset,update,new).")
+@click.option("--allow-approx", is_flag=True, help="Convert activations the target lacks (hard_sigmoid) and report the error.")
+@click.option("--verify", "verify_", is_flag=True, help="Run converted groups against the source first; write nothing above --atol.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance for --verify.")
+@rnn_options
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
                 rename: tuple[str, ...], output: str, fmt: str | None, include_optimizer: bool, force: bool,
+                to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,
+                forget_bias: float, orientation: str, gate_names: tuple[str, ...], var_names: tuple[str, ...],
                 as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """Extract the selected scopes into a new checkpoint (byte-exact, atomic).
 
@@ -31,16 +42,28 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
       ckptsurgeon extract model.ckpt --scope LSTMcell --rename LSTMcell/=encoder/lstm/ -o lstm.safetensors
       ckptsurgeon extract legacy.pt --scope '**' -o all.npz
       ckptsurgeon extract lightning.ckpt -s 'state_dict/encoder/**' --rename state_dict/= -o enc.pt
+      ckptsurgeon extract model.ckpt -s 'LSTMcell/*' --to torch-cell --rename LSTMcell/= -o cell.safetensors
+      ckptsurgeon extract model.pt -s 'encoder/*' --to gates --gates input,forget -o g.safetensors
     """
+    options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
+                            gates=tuple(g.strip() for g in gates.split(",")) if gates else ())
     result = api.extract(
         checkpoint, output, scope=scope, exclude=exclude, regex=regex,
         rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
-        force=force, allow_globals=allow_globals,
+        force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
     )
     if as_json:
         emit_json({"output": result.path, "format": result.format, "tensors": result.written,
-                   "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer})
+                   "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer,
+                   "converted": result.converted, "checks": result.checks})
         return
+    for group in result.converted:
+        click.echo(f"converted {group['scope'] or '/'} ({group['variant']}) to {group['target']}: "
+                   f"{len(group['tensors'])} tensors")
+        for note in group["notes"]:
+            click.echo(f"  note: {note}")
+    for check in result.checks:
+        click.echo(f"verified {check['source'] or '/'}: max abs diff {check['max_abs_diff']:.3g}")
     click.echo(f"wrote {len(result.written)} tensors ({human_bytes(result.nbytes)}) to {result.path} ({result.format})")
     if result.skipped_optimizer:
         click.echo(f"left out {result.skipped_optimizer} optimizer tensors (pass --include-optimizer to keep them)")

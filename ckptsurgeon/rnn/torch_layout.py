@@ -1,0 +1,106 @@
+"""PyTorch ``nn.LSTM``/``nn.GRU`` (stacked, bidirectional, proj_size, bias=False) and ``nn.LSTMCell``/``GRUCell``.
+
+Names: ``weight_ih_l{k}[_reverse]``, ``weight_hh_...``, ``bias_ih_...``, ``bias_hh_...``, ``weight_hr_...``;
+cells drop the ``_l{k}`` suffix. The canonical layout is PyTorch's, so this adapter only renames.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from ..errors import SelectionError
+from ..index import CheckpointIndex
+from .cell import Cell, Stack
+from .group import RecognizeOptions, RecurrentGroup
+
+__all__ = ["recognize", "write_module", "write_cell"]
+
+_NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+))?(_reverse)?$")
+
+
+def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
+    scopes: dict[str, dict[tuple[str, int | None, int], str]] = defaultdict(dict)
+    for path in index:
+        parent, _, last = path.rpartition("/")
+        m = _NAME.match(last)
+        if m:
+            layer = None if m.group(2) is None else int(m.group(2))
+            scopes[parent][(m.group(1), layer, 1 if m.group(3) else 0)] = path
+    groups = []
+    pos = {p: i for i, p in enumerate(index)}
+    for scope, parts in scopes.items():
+        group = _group(index, scope, parts, pos)
+        if group is not None:
+            groups.append(group)
+    return groups
+
+
+def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int]) -> RecurrentGroup | None:
+    is_cell = all(layer is None for _, layer, _ in parts)
+    layers = sorted({layer for _, layer, _ in parts if layer is not None}) or [None]
+    dirs = 2 if any(d for *_, d in parts) else 1
+    first = parts.get(("weight_hh", layers[0], 0))
+    w_ih = parts.get(("weight_ih", layers[0], 0))
+    if first is None or w_ih is None:
+        return None
+    hh = index[first].shape
+    hr = parts.get(("weight_hr", layers[0], 0))
+    hidden = index[hr].shape[1] if hr else hh[1]
+    proj = index[hr].shape[0] if hr else 0
+    if len(hh) != 2 or hidden == 0 or hh[0] % hidden:
+        return None
+    gates = hh[0] // hidden
+    if gates not in (3, 4):
+        return None  # nn.RNN (one gate) is not a gated recurrent layer
+    kind = "lstm" if gates == 4 else "gru"
+    has_bias = ("bias_ih", layers[0], 0) in parts
+    name = ("nn.LSTMCell" if kind == "lstm" else "nn.GRUCell") if is_cell else ("nn.LSTM" if kind == "lstm" else "nn.GRU")
+
+    def load() -> Stack:
+        stack = []
+        for layer in layers:
+            row = []
+            for d in range(dirs):
+                def get(role: str):
+                    path = parts.get((role, layer, d))
+                    return None if path is None else index[path].numpy()
+
+                w_ih_, w_hh_ = get("weight_ih"), get("weight_hh")
+                if w_ih_ is None or w_hh_ is None:
+                    raise SelectionError(f"{scope}: layer {layer} direction {d} is incomplete (select the whole module)")
+                row.append(Cell(kind, w_ih_, w_hh_, get("bias_ih"), get("bias_hh"), reset_after=True, w_hr=get("weight_hr")))
+            stack.append(row)
+        return stack
+
+    return RecurrentGroup(
+        scope=scope, kind=kind, layout="torch-cell" if is_cell else "torch", variant=name,
+        input_size=index[w_ih].shape[1], hidden_size=hidden, num_layers=len(layers), directions=dirs, proj_size=proj,
+        bias="two" if has_bias else "none", reset_after=True if kind == "gru" else None,
+        members=sorted(parts.values(), key=pos.__getitem__), load=load,
+    )
+
+
+def _suffix(layer: int, direction: int) -> str:
+    return f"_l{layer}" + ("_reverse" if direction else "")
+
+
+def write_module(stack: Stack) -> dict[str, object]:
+    """``nn.LSTM``/``nn.GRU`` state-dict entries (relative names) for a stack."""
+    out: dict[str, object] = {}
+    for k, layer in enumerate(stack):
+        for d, cell in enumerate(layer):
+            s = _suffix(k, d)
+            out[f"weight_ih{s}"], out[f"weight_hh{s}"] = cell.w_ih, cell.w_hh
+            if cell.has_bias:
+                out[f"bias_ih{s}"], out[f"bias_hh{s}"] = cell.biases()
+            if cell.w_hr is not None:
+                out[f"weight_hr{s}"] = cell.w_hr
+    return out
+
+
+def write_cell(stack: Stack) -> dict[str, object]:
+    cell = stack[0][0]
+    out: dict[str, object] = {"weight_ih": cell.w_ih, "weight_hh": cell.w_hh}
+    if cell.has_bias:
+        out["bias_ih"], out["bias_hh"] = cell.biases()
+    return out

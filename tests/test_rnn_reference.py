@@ -1,0 +1,154 @@
+"""The numpy reference cells, recognition and loading, checked against real frameworks' numbers."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import ckptsurgeon
+from ckptsurgeon.rnn.recognize import recognize
+from ckptsurgeon.rnn.reference import run_cell, run_stack
+from conftest import FIXTURES
+from rnn_helpers import TF, only_group, open_scope, tf_meta, tf_outputs
+
+torch = pytest.importorskip("torch")
+
+MODULES = {
+    "lstm_2layer_bidir": lambda: torch.nn.LSTM(5, 4, num_layers=2, bidirectional=True),
+    "lstm_proj": lambda: torch.nn.LSTM(5, 4, num_layers=2, proj_size=2),
+    "lstm_nobias": lambda: torch.nn.LSTM(5, 4, bias=False),
+    "gru_bidir": lambda: torch.nn.GRU(5, 4, bidirectional=True),
+    "gru_2layer": lambda: torch.nn.GRU(5, 3, num_layers=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_reference_cells_equal_torch(tmp_path, name):
+    torch.manual_seed(0)
+    module = MODULES[name]()
+    path = tmp_path / f"{name}.pt"
+    torch.save({"rnn." + k: v for k, v in module.state_dict().items()}, path)
+    group = only_group(ckptsurgeon.open(path))
+    assert group.scope == "rnn" and group.num_layers == module.num_layers
+    assert group.directions == (2 if module.bidirectional else 1)
+    x = torch.randn(6, 2, 5)
+    want = module(x)[0].detach().numpy()
+    np.testing.assert_allclose(run_stack(group.cells(), x.numpy()), want, atol=1e-5)
+
+
+def test_torch_cells_are_recognized(tmp_path):
+    torch.manual_seed(0)
+    cell = torch.nn.GRUCell(3, 5)
+    path = tmp_path / "cell.pt"
+    torch.save(cell.state_dict(), path)
+    group = only_group(ckptsurgeon.open(path))
+    assert group.layout == "torch-cell" and group.kind == "gru" and group.hidden_size == 5
+    x = torch.randn(4, 2, 3)
+    h = torch.zeros(2, 5)
+    outs = []
+    for t in range(4):
+        h = cell(x[t], h)
+        outs.append(h)
+    np.testing.assert_allclose(run_cell(group.cells()[0][0], x.numpy())[0], torch.stack(outs).detach().numpy(), atol=1e-5)
+
+
+def test_hand_built_lstmcell_reproduces_tf():
+    out = tf_outputs("tf1_lstmcell")
+    group = only_group(open_scope(TF / "tf1_lstmcell", "LSTMcell"))
+    assert (group.kind, group.layout, group.input_size, group.hidden_size) == ("lstm", "per-gate", 3, 4)
+    outs, _, c = run_cell(group.cells()[0][0], out["x"])
+    np.testing.assert_allclose(outs, out["h"], atol=1e-5)
+    np.testing.assert_allclose(c, out["c_final"], atol=1e-5)
+
+
+@pytest.mark.parametrize("scope,key", [("bigru", "bigru"), ("bilstm", "bilstm")])
+def test_tf1_bidirectional_reproduces_tf(scope, key):
+    out = tf_outputs("tf1_cells")
+    group = only_group(open_scope(TF / "tf1_cells", scope))
+    assert group.directions == 2
+    x = out["x"].transpose(1, 0, 2)  # TF ran batch-major
+    fw, bw = group.cells()[0]
+    np.testing.assert_allclose(run_cell(fw, x)[0].transpose(1, 0, 2), out[f"{key}_fw"], atol=1e-5)
+    np.testing.assert_allclose(run_cell(bw, x, reverse=True)[0].transpose(1, 0, 2), out[f"{key}_bw"], atol=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["stack", "peephole"])
+def test_tf1_multirnn_and_peephole_projection_reproduce_tf(scope):
+    out = tf_outputs("tf1_cells")
+    group = only_group(open_scope(TF / "tf1_cells", scope))
+    x = out["x"].transpose(1, 0, 2)
+    np.testing.assert_allclose(run_stack(group.cells(), x).transpose(1, 0, 2), out[scope], atol=1e-5)
+
+
+def test_forget_bias_matters():
+    """Leaving TF1's run-time forget_bias out breaks equivalence (declared 0 instead of 1)."""
+    from ckptsurgeon.rnn.group import RecognizeOptions
+
+    out = tf_outputs("tf1_cells")
+    group = only_group(open_scope(TF / "tf1_cells", "bilstm"), options=RecognizeOptions(forget_bias=0.0))
+    x = out["x"].transpose(1, 0, 2)
+    diff = np.abs(run_cell(group.cells()[0][0], x)[0].transpose(1, 0, 2) - out["bilstm_fw"]).max()
+    assert diff > 1e-2
+
+
+def test_cudnn_layout_matches_tfkeras_own_conversion():
+    ref = np.load(FIXTURES / "keras" / "tfkeras" / "cudnn_as_plain.reference.npz")
+    groups = recognize(ckptsurgeon.open(FIXTURES / "keras" / "tfkeras" / "cudnn.h5"))
+    assert [g.layout for g in groups] == ["keras-cudnn", "keras-cudnn"]
+    lstm, gru = (g.cells()[0][0] for g in groups)
+    x = ref["out/x"].transpose(1, 0, 2)
+    y = run_cell(gru, run_cell(lstm, x)[0])[1]
+    np.testing.assert_allclose(y, ref["out/y"], atol=1e-5)
+
+
+def test_rnn_cli_describes_every_fixture():
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    def groups(path):
+        res = CliRunner().invoke(cli, ["rnn", str(path), "--json"])
+        assert res.exit_code == 0, res.output
+        return {g["scope"]: g for g in json.loads(res.output)}
+
+    tf1 = groups(TF / "tf1_cells")
+    assert {s: (g["kind"], g["num_layers"], g["directions"], g["family"]) for s, g in tf1.items()} == {
+        "bigru": ("gru", 1, 2, "reset-before"),
+        "bilstm": ("lstm", 1, 2, None),
+        "stack": ("lstm", 2, 1, None),
+        "peephole": ("lstm", 1, 1, None),
+    }
+    assert tf1["peephole"]["peepholes"] and tf1["peephole"]["proj_size"] == 2
+    assert tf1["bilstm"]["forget_bias"] == 1.0
+    assert groups(TF / "tf1_lstmcell")["LSTMcell"]["layout"] == "per-gate"
+    k = groups(FIXTURES / "keras" / "tfkeras" / "model.h5")
+    assert k["bi"]["family"] == "reset-after" and k["gru_reset_before"]["family"] == "reset-before"
+    assert k["encoder_lstm"]["activation_source"] == "file" and k["bi"]["directions"] == 2
+    t = groups(FIXTURES / "torch" / "model.pt")
+    assert (t["encoder/rnn"]["num_layers"], t["encoder/rnn"]["directions"], t["decoder"]["kind"]) == (2, 2, "gru")
+    assert groups(TF / "tf2_checkpoint")["model/layer_with_weights-0"]["hidden_size"] == 4
+
+
+def test_ambiguous_orientation_is_reported(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = {f"cell/{g}/{v}": rng.standard_normal((4, 4) if v != "bi" else (1, 4)).astype(np.float32)
+               for g in ("input_gate", "forget_gate", "memory_cell", "output_gate") for v in ("wx", "wt", "bi")}
+    path = tmp_path / "square.safetensors"
+    ckptsurgeon.save(tensors, path)
+    group = only_group(ckptsurgeon.open(path))
+    assert any("orientation taken as declared" in n for n in group.notes)
+
+
+def test_custom_gate_names(tmp_path):
+    from ckptsurgeon.rnn.group import RecognizeOptions
+
+    rng = np.random.default_rng(0)
+    tensors = {f"cell/{g}/{v}": rng.standard_normal({"kx": (3, 4), "kh": (4, 4), "kb": (4,)}[v]).astype(np.float32)
+               for g in ("gi", "gf", "gc", "go") for v in ("kx", "kh", "kb")}
+    path = tmp_path / "custom.safetensors"
+    ckptsurgeon.save(tensors, path)
+    assert recognize(ckptsurgeon.open(path)) == []
+    opts = RecognizeOptions(gate_names={"i": ("gi",), "f": ("gf",), "g": ("gc",), "o": ("go",)},
+                            var_names={"x": ("kx",), "h": ("kh",), "b": ("kb",)})
+    assert only_group(ckptsurgeon.open(path), options=opts).input_size == 3
