@@ -17,7 +17,9 @@ from .errors import (
     SelectionError,
     UnsafeCheckpointError,
 )
+from .graft import GraftReport, graft
 from .index import CheckpointIndex, TensorRef
+from .remap import Plan, PlanError, Remap, Rule, load_rules, parse_map
 
 __version__ = "0.1.0"
 
@@ -26,6 +28,14 @@ __all__ = [
     "save",
     "extract",
     "ExtractResult",
+    "graft",
+    "GraftReport",
+    "Remap",
+    "Plan",
+    "PlanError",
+    "Rule",
+    "load_rules",
+    "parse_map",
     "CheckpointIndex",
     "TensorRef",
     "CheckpointError",

@@ -145,6 +145,7 @@ def extract(
     to: str | None = None,
     options: object | None = None,
     verify_atol: float | None = None,
+    map: Sequence[str] = (),  # noqa: A002
 ) -> ExtractResult:
     """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
     and write them to ``out``.
@@ -184,6 +185,14 @@ def extract(
         metadata["rename"] = " ".join(f"{a}={b}" for a, b in rename)
     if to:
         metadata["converted_to"] = to
+    if map:
+        from .remap import Remap, parse_map
+
+        plan = Remap(parse_map(map)).plan(kept)
+        metadata["map"] = " ".join(map)
+        path = save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=index.files)
+        return ExtractResult(path, [r.target for r in plan.mapped], kept.nbytes,
+                             skipped, writer_for(path, format).name, converted=reports, checks=checks)
     path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
     return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name,
                          converted=reports, checks=checks)

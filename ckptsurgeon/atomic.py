@@ -34,7 +34,7 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     parent = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "w+b") as fh:  # readable too: patching writers read back what they wrote
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

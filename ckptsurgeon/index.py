@@ -43,6 +43,12 @@ class TensorRef:
     stride: tuple[int, ...] | None = None
     optimizer: bool = False
     loader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
+    raw: bool | None = None  # offset/stride locate the stored bytes in ``file`` (None: when no loader)
+
+    @property
+    def in_place(self) -> bool:
+        """Whether the tensor's stored bytes sit at ``offset`` in ``file`` (so they can be patched)."""
+        return self.loader is None if self.raw is None else self.raw
 
     @property
     def numel(self) -> int:

@@ -7,6 +7,7 @@ from .. import __version__
 from .common import Group
 from .extract import extract_cmd
 from .ls import ls_cmd
+from .remap import graft_cmd, remap_cmd
 from .rnn import rnn_cmd, verify_cmd
 from .tree import tree_cmd
 
@@ -18,8 +19,10 @@ __all__ = ["cli", "main"]
 def cli() -> None:
     """Safe, lazy checkpoint surgery.
 
-    Reads PyTorch (.pt/.pth/.bin/.ckpt, zip and legacy), safetensors and numpy (.npz/.npy)
-    checkpoints without running any code from them, and only the bytes it needs.
+    Reads PyTorch (.pt/.pth/.bin/.ckpt, zip and legacy), safetensors, numpy (.npz/.npy), HDF5/Keras
+    (.h5, .keras, .weights.h5) and TensorFlow checkpoints without running any code from them, and
+    only the bytes it needs. Understands LSTM/GRU layouts, converts them exactly, grafts them into
+    a downstream model's checkpoint.
 
     \b
     Exit codes: 0 ok, 1 bad or unsafe input or failed operation, 2 usage error.
@@ -31,6 +34,8 @@ cli.add_command(tree_cmd)
 cli.add_command(extract_cmd)
 cli.add_command(rnn_cmd)
 cli.add_command(verify_cmd)
+cli.add_command(remap_cmd)
+cli.add_command(graft_cmd)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from .rnn_options import build_options, rnn_options
 @scope_options
 @click.option("--rename", multiple=True, metavar="OLD=NEW",
               help="Replace a scope prefix, like TF's assignment_map: --rename LSTMcell/=encoder/lstm/ (repeatable).")
+@click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="Remap rule applied last: --map 'LSTMcell/*=encoder/lstm/*'.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default=None,
               help="Output format (default: from the output suffix).")
@@ -30,7 +31,7 @@ from .rnn_options import build_options, rnn_options
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
-                rename: tuple[str, ...], output: str, fmt: str | None, include_optimizer: bool, force: bool,
+                rename: tuple[str, ...], maps: tuple[str, ...], output: str, fmt: str | None, include_optimizer: bool, force: bool,
                 to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,
                 forget_bias: float, orientation: str, gate_names: tuple[str, ...], var_names: tuple[str, ...],
                 as_json: bool, allow_globals: tuple[str, ...]) -> None:
@@ -51,6 +52,7 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
         checkpoint, output, scope=scope, exclude=exclude, regex=regex,
         rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
         force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
+        map=maps,
     )
     if as_json:
         emit_json({"output": result.path, "format": result.format, "tensors": result.written,

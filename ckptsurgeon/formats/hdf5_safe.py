@@ -143,4 +143,7 @@ def dataset_ref(dset: h5py.Dataset, *, path: str, key: str, file: str, where: st
         arr = np.asarray(arr)
         return arr.view(dtype) if arr.dtype != dtype else arr
 
-    return TensorRef(path=path, key=key, dtype=dtype, shape=tuple(dset.shape), file=file, optimizer=optimizer, loader=load)
+    offset = dset.id.get_offset() if dset.chunks is None and not dset.compression else None
+    base = getattr(source, "base_offset", 0) if callable(source) else 0
+    return TensorRef(path=path, key=key, dtype=dtype, shape=tuple(dset.shape), file=file, optimizer=optimizer,
+                     loader=load, offset=(offset or 0) + base, raw=offset is not None)

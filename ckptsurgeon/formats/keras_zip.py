@@ -42,6 +42,8 @@ def read(path: str, **_: Any) -> CheckpointIndex:
         if member.stored:
             def opener() -> Any:
                 return ZipWindow(path, member.data_offset, member.size)
+
+            opener.base_offset = member.data_offset  # dataset offsets are relative to the member
         else:
             blob = zf.read("model.weights.h5", limit=8 << 30)
 

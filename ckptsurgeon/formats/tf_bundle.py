@@ -252,6 +252,6 @@ def read(path: str, **_: Any) -> CheckpointIndex:
             builder.add(TensorRef(file=bundle.where, loader=_partitioned_loader(bundle, e, dtype, parts), **common))
         else:
             shard = bundle.check(e, dtype)
-            builder.add(TensorRef(file=shard, offset=e.offset, loader=_numeric_loader(bundle, e, dtype), **common))
+            builder.add(TensorRef(file=shard, offset=e.offset, loader=_numeric_loader(bundle, e, dtype), raw=False, **common))
     files = [bundle.where] + [f"{prefix}.data-{i:05d}-of-{bundle.num_shards:05d}" for i in range(bundle.num_shards)]
     return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/")

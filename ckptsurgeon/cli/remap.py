@@ -1,0 +1,107 @@
+"""``ckptsurgeon remap`` and ``ckptsurgeon graft``."""
+from __future__ import annotations
+
+import click
+
+from .. import api
+from ..formats import WRITERS
+from ..graft import graft
+from ..remap import Remap, load_rules, parse_map
+from .common import allow_global_option, emit_json, fail, scope_options
+from .rnn_options import build_options, rnn_options
+
+
+@click.command("remap")
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@scope_options
+@click.option("--rules", type=click.Path(exists=True, dir_okay=False), help="A TOML file of [[rule]] tables.")
+@click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="A rule without a file: --map 'LSTMcell/*=encoder/lstm/*'.")
+@click.option("--drop-unmatched", is_flag=True, help="Leave out tensors no rule matches (kept by default).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (not needed with --dry-run).")
+@click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default=None, help="Output format (default: from the suffix).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (source -> target, shapes, dtypes, transforms); write nothing.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
+@allow_global_option
+def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, output, fmt, dry_run, force, as_json,
+              allow_globals):
+    """Rename, reshape, cast, split or reorder tensors by rules: plan first, then write.
+
+    \b
+    Examples:
+      ckptsurgeon remap model.ckpt --map 'LSTMcell/*=encoder/lstm/*' -o out.safetensors
+      ckptsurgeon remap model.pt --rules rules.toml --dry-run
+      ckptsurgeon remap model.pt --rules rules.toml -o out.npz --json
+
+    \b
+    A rules file (TOML):
+      [[rule]]
+      source = "encoder/layer_{n}/kernel"       # glob with {name} captures (or: regex = '...')
+      target = "rnn.weight_ih_l{n}"
+      transforms = [{op = "transpose"}, {op = "gates", kind = "lstm", from = "keras", to = "torch"}]
+      required = true
+      [[rule]]
+      source = "optimizer/**"
+      drop = true
+    Transforms: transpose/permute (axes), reshape (shape), cast (dtype), slice (axis, start, stop),
+    split (axis, parts, index), concat (axis, with), gates (kind, from, to, axis), scale (by), offset (by).
+    """
+    rule_list = parse_map(maps) + (load_rules(rules) if rules else [])
+    if not rule_list:
+        raise click.UsageError("give --rules FILE or at least one --map SRC=DST")
+    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    plan = Remap(rule_list, keep_unmatched=not drop_unmatched).plan(index)
+    if dry_run or as_json:
+        click.echo(plan.to_json() if as_json else plan.table())
+    if dry_run:
+        return
+    if not output:
+        raise click.UsageError("-o/--output is required unless --dry-run")
+    path = api.save(plan.lazy(), output, format=fmt, force=force, inputs=index.files,
+                    metadata={"source": checkpoint, "remap": " ".join(maps) or str(rules)})
+    if not as_json:
+        click.echo(f"wrote {len(plan.mapped)} tensors to {path}")
+
+
+@click.command("graft")
+@click.argument("source", type=click.Path(dir_okay=True))
+@click.option("--into", "template", required=True, type=click.Path(dir_okay=True),
+              help="The downstream model's own checkpoint; the output has exactly its tensors, names and format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (not needed with --dry-run).")
+@scope_options
+@click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="Pair scopes or tensors: --map 'LSTMcell/*=cell/*'.")
+@click.option("--rules", type=click.Path(exists=True, dir_okay=False), help="A TOML rules file (see remap --help).")
+@click.option("--strict", is_flag=True, help="Untouched template tensors or unused source tensors are errors.")
+@click.option("--dry-run", is_flag=True, help="Report what would be replaced; write nothing.")
+@click.option("--force", is_flag=True, help="Replace an existing output file.")
+@rnn_options
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force,
+              forget_bias, orientation, gate_names, var_names, as_json):
+    """Write SOURCE's tensors into a copy of the downstream model's checkpoint TEMPLATE.
+
+    Recurrent groups are converted to the template's layout (TF1 -> PyTorch, PyTorch -> Keras ...);
+    everything not replaced stays byte-identical to TEMPLATE. Exit 1 when nothing would be replaced.
+
+    \b
+    Examples:
+      ckptsurgeon graft pretrained.ckpt --into downstream.pt -o grafted.pt --scope LSTMcell
+      ckptsurgeon graft lstm.pt --into model.weights.h5 -o out.weights.h5 --map 'rnn=bi'
+      ckptsurgeon graft model.ckpt --into init.pt --map 'LSTMcell/*=encoder.cell/*' --dry-run --json
+    """
+    if not dry_run and not output:
+        raise click.UsageError("-o/--output is required unless --dry-run")
+    if exclude or regex:
+        fail("graft takes --scope globs only")
+    report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
+                   force=force, options=build_options(forget_bias, orientation, gate_names, var_names))
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    for line in report.groups:
+        click.echo(f"matched {line}")
+    for row in report.replaced:
+        cast = f" (cast from {row.cast_from})" if row.cast_from else ""
+        click.echo(f"replace {row.target} <- {row.source}{cast}")
+    click.echo(f"{len(report.replaced)} replaced, {len(report.untouched)} template tensors untouched, "
+               f"{len(report.unused)} source tensors unused" + ("" if dry_run else f"; wrote {report.out}"))
