@@ -33,6 +33,9 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
     """Yield a temporary file beside ``path``; on success it replaces ``path`` in one rename."""
     parent = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
     try:
         with os.fdopen(fd, "w+b") as fh:  # readable too: patching writers read back what they wrote
             yield fh

@@ -16,13 +16,21 @@ from .scopes import closest_scopes, compile_glob, compile_regex, matches
 __all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "read_exact", "rename_path", "memory_index"]
 
 
-def read_exact(file: str, offset: int, size: int) -> bytes:
-    """Read exactly ``size`` bytes at ``offset``; a short read is a truncated file."""
+def read_exact(file: str, offset: int, size: int) -> bytearray:
+    """Read exactly ``size`` bytes at ``offset`` into a fresh (writable) buffer; a short read is a truncated file."""
+    buf = bytearray(size)
+    got = 0
     with open(file, "rb") as fh:
-        data = os.pread(fh.fileno(), size, offset) if size else b""
-    if len(data) != size:
-        raise FormatError(f"{file}: truncated: wanted {size} bytes at offset {offset}, got {len(data)}")
-    return data
+        fh.seek(offset)
+        view = memoryview(buf)
+        while got < size:
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    if got != size:
+        raise FormatError(f"{file}: truncated: wanted {size} bytes at offset {offset}, got {got}")
+    return buf
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class TensorRef:
                 item = self.dtype.itemsize
                 arr = np.lib.stride_tricks.as_strided(
                     flat, self.shape, tuple(s * item for s in self.stride), writeable=False
-                )
+                ).copy()
         if not arr.flags.c_contiguous:
             arr = arr.copy()  # np.ascontiguousarray would turn a 0-d array into 1-d
         if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
@@ -129,6 +137,12 @@ class CheckpointIndex(Mapping[str, TensorRef]):
             close = closest_scopes(path, list(self._refs), n=3)
             hint = f"; closest: {', '.join(close)}" if close else ""
             raise SelectionError(f"{self.files[0]}: no tensor {path!r}{hint}") from None
+
+    def __contains__(self, path: object) -> bool:  # Mapping's default would raise our SelectionError
+        return path in self._refs
+
+    def get(self, path: str, default: TensorRef | None = None) -> TensorRef | None:
+        return self._refs.get(path, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)

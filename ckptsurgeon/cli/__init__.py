@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .check import diff_cmd, layout_cmd, stats_cmd, validate_cmd
 from .common import Group
 from .extract import extract_cmd
 from .ls import ls_cmd
@@ -36,6 +37,8 @@ cli.add_command(rnn_cmd)
 cli.add_command(verify_cmd)
 cli.add_command(remap_cmd)
 cli.add_command(graft_cmd)
+for _cmd in (layout_cmd, validate_cmd, diff_cmd, stats_cmd):
+    cli.add_command(_cmd)
 
 
 def main() -> None:

@@ -146,7 +146,7 @@ class _Bundle:
     def read_bytes(self, e: Entry, verify: bool = True) -> bytes:
         path, _ = self.shard(e.shard, e.key)
         data = read_exact(path, e.offset, e.size)
-        if verify and e.crc is not None and mask(google_crc32c.value(data)) != e.crc:
+        if verify and e.crc is not None and mask(google_crc32c.value(bytes(data))) != e.crc:  # it takes bytes only
             raise FormatError(f"{path}: crc32c mismatch for tensor {e.key!r}: the data shard is corrupted")
         return data
 
@@ -186,7 +186,7 @@ def read_strings(bundle: _Bundle, e: Entry) -> list[bytes]:
         crc = google_crc32c.extend(crc, struct.pack("<I", n & 0xFFFFFFFF))
     if pos + 4 + sum(lengths) != len(data):
         raise FormatError(f"{bundle.where}: string tensor {e.key!r} lengths disagree with its size")
-    if e.crc is not None and mask(google_crc32c.extend(crc, data[pos:])) != e.crc:
+    if e.crc is not None and mask(google_crc32c.extend(crc, bytes(data[pos:]))) != e.crc:
         raise FormatError(f"{bundle.where}: crc32c mismatch for string tensor {e.key!r}: the data shard is corrupted")
     pos += 4
     out = []

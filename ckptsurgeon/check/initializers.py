@@ -1,0 +1,198 @@
+"""Guess how a weight tensor was initialized, with evidence.
+
+Candidates whose parameters follow from the tensor's fans (PyTorch's default U(+-1/sqrt(H)), Glorot,
+He, LeCun, uniform/normal/truncated) are tested with a Kolmogorov-Smirnov fit and their support;
+fitted generic distributions come next; a tensor nothing explains is "not an initializer (trained)".
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Guess", "guess_initializer", "orthogonality", "ks_pvalue"]
+
+TRUNC = 0.8796256610342398  # std of a standard normal truncated to +-2
+P_FIXED, P_FITTED = 0.01, 0.05
+# Hand-set initializer parameters are round numbers (stddev=0.1, minval=-0.5, Keras's 0.05 defaults).
+ROUND = sorted(m * 10.0 ** k for m in (1, 2, 5) for k in range(-4, 2))
+
+
+def _round_near(value: float, lo: float, hi: float) -> float | None:
+    """A round number in [lo, hi] closest to ``value``, if any."""
+    inside = [r for r in ROUND if lo <= r <= hi]
+    return min(inside, key=lambda r: abs(r - value)) if inside else None
+
+
+@dataclass(frozen=True)
+class Guess:
+    name: str
+    evidence: str
+    p_value: float | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def ks_pvalue(sample: np.ndarray, cdf: Callable[[np.ndarray], np.ndarray]) -> float:
+    """Two-sided one-sample KS test (asymptotic Kolmogorov distribution, Stephens' correction)."""
+    x = np.sort(sample.astype(np.float64).ravel())
+    n = x.size
+    f = cdf(x)
+    d = max(float(np.max(np.arange(1, n + 1) / n - f)), float(np.max(f - np.arange(n) / n)))
+    lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d
+    if lam < 0.2:
+        return 1.0
+    return float(min(1.0, max(0.0, 2 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101)))))
+
+
+def _uniform(a: float):
+    cdf = lambda x: np.clip((x + a) / (2 * a), 0.0, 1.0)  # noqa: E731
+    logpdf = lambda x: np.where(np.abs(x) <= a * (1 + 1e-6), -math.log(2 * a), -np.inf)  # noqa: E731
+    return cdf, logpdf
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[float])(x)
+
+
+def _normal(mu: float, sigma: float):
+    cdf = lambda x: 0.5 * (1 + _erf((x - mu) / (sigma * math.sqrt(2))))  # noqa: E731
+    logpdf = lambda x: -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma * math.sqrt(2 * math.pi))  # noqa: E731
+    return cdf, logpdf
+
+
+def _truncated(mu: float, sigma: float):
+    lo, hi = 0.5 * (1 + math.erf(-2 / math.sqrt(2))), 0.5 * (1 + math.erf(2 / math.sqrt(2)))
+    cdf = lambda x: np.clip((0.5 * (1 + _erf((x - mu) / (sigma * math.sqrt(2)))) - lo) / (hi - lo), 0.0, 1.0)  # noqa: E731
+    base = _normal(mu, sigma)[1]
+    logpdf = lambda x: np.where(np.abs(x - mu) <= 2 * sigma * (1 + 1e-6), base(x) - math.log(hi - lo), -np.inf)  # noqa: E731
+    return cdf, logpdf
+
+
+def orthogonality(m: np.ndarray) -> tuple[float, float]:
+    """(max |M^T M / g^2 - I|, gain g) with M the tall orientation of a matrix."""
+    m = np.asarray(m, np.float64)
+    if m.shape[0] < m.shape[1]:
+        m = m.T
+    gram = m.T @ m
+    gain2 = float(np.mean(np.diag(gram)))
+    if gain2 <= 0:
+        return float("inf"), 0.0
+    return float(np.max(np.abs(gram / gain2 - np.eye(gram.shape[0])))), math.sqrt(gain2)
+
+
+# Which parameter-free initializers each framework family offers (None: any).
+FAMILY_CANDIDATES = {
+    "torch": {"PyTorch default U(+-1/sqrt(H))", "PyTorch nn.Linear default U(+-1/sqrt(fan_in))", "Glorot/Xavier uniform",
+              "He/Kaiming uniform", "Glorot/Xavier normal", "He/Kaiming normal"},
+    "keras": {"Glorot/Xavier uniform", "He/Kaiming uniform", "LeCun uniform / TF1 uniform_unit_scaling",
+              "Glorot/Xavier normal (Keras, truncated)", "He/Kaiming normal (Keras, truncated)", "LeCun normal (Keras, truncated)"},
+    "tf1": {"Glorot/Xavier uniform", "LeCun uniform / TF1 uniform_unit_scaling", "He/Kaiming uniform",
+            "Glorot/Xavier normal", "He/Kaiming normal"},
+}
+
+
+def _fixed_candidates(fans: Sequence[tuple[int, int]], hidden: int | None, family: str | None = None):
+    """(name, evidence, (cdf, logpdf), uniform bound or None) for initializers with no free parameter."""
+    allowed = FAMILY_CANDIDATES.get(family or "")
+    return [c for c in _all_fixed(fans, hidden) if allowed is None or c[0] in allowed]
+
+
+def _all_fixed(fans: Sequence[tuple[int, int]], hidden: int | None):
+    out = []
+    if hidden:
+        a = 1 / math.sqrt(hidden)
+        out.append(("PyTorch default U(+-1/sqrt(H))", f"uniform within +-{a:.4g} = 1/sqrt({hidden})", _uniform(a), a))
+    for fan_in, fan_out in fans:
+        tag = f"fan_in={fan_in}, fan_out={fan_out}"
+        for name, bound, formula in (
+            ("Glorot/Xavier uniform", math.sqrt(6 / (fan_in + fan_out)), "sqrt(6/(fan_in+fan_out))"),
+            ("He/Kaiming uniform", math.sqrt(6 / fan_in), "sqrt(6/fan_in)"),
+            ("LeCun uniform / TF1 uniform_unit_scaling", math.sqrt(3 / fan_in), "sqrt(3/fan_in)"),
+            ("PyTorch nn.Linear default U(+-1/sqrt(fan_in))", 1 / math.sqrt(fan_in), "1/sqrt(fan_in)"),
+        ):
+            out.append((name, f"uniform within +-{bound:.4g} = {formula}, {tag}", _uniform(bound), bound))
+        for label, var in (("Glorot/Xavier", 2 / (fan_in + fan_out)), ("He/Kaiming", 2 / fan_in), ("LeCun", 1 / fan_in)):
+            sd = math.sqrt(var)
+            out.append((f"{label} normal", f"normal, stddev {sd:.4g}, {tag}", _normal(0, sd), None))
+            out.append((f"{label} normal (Keras, truncated)", f"normal truncated at +-2 sigma, sample stddev {sd:.4g}, {tag}",
+                        _truncated(0, sd / TRUNC), None))
+    return out
+
+
+def _fitted_candidates(x: np.ndarray, mu: float, sd: float, amax: float):
+    """Uniform / truncated normal / normal whose parameter is a round number consistent with the data."""
+    n = x.size
+    out = []
+    a = _round_near(amax, amax * (1 - 1e-6), amax * (1 + 4.0 / n))
+    if a is not None and abs(mu) < 3 * sd / math.sqrt(n):
+        out.append((f"uniform(+-{a:g})", f"uniform within a round bound +-{a:g} (max |x| {amax:.3g})", _uniform(a), 1))
+    m = _round_near(mu, mu - 3 * sd / math.sqrt(n), mu + 3 * sd / math.sqrt(n)) if abs(mu) >= 3 * sd / math.sqrt(n) else 0.0
+    if m is not None:
+        dev = float(np.max(np.abs(x - m)))
+        st = max(sd / TRUNC, dev / 2)
+        r = _round_near(st, st / 1.15, st * 1.15)
+        if r is not None and dev <= 2 * r * (1 + 1e-6):
+            out.append((f"truncated normal (mean {m:g}, stddev {r:g})",
+                        f"normal truncated at +-2 sigma, round stddev {r:g} (fitted {st:.3g})", _truncated(m, r), 2))
+        r = _round_near(sd, sd / 1.15, sd * 1.15)
+        if r is not None:
+            out.append((f"normal (mean {m:g}, stddev {r:g})", f"normal, round stddev {r:g} (fitted {sd:.3g})", _normal(m, r), 2))
+    return out
+
+
+def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (), hidden: int | None = None,
+                      gate: str | None = None, matrix: np.ndarray | None = None, family: str | None = None) -> Guess:
+    """The best explanation of ``values`` (a tensor or one gate's slice of it).
+
+    Candidates must pass a KS test and their support; among those the highest log-likelihood wins,
+    fitted ones paying a BIC penalty for their free parameters.
+    """
+    x = np.asarray(values, np.float64).ravel()
+    if x.size == 0:
+        return Guess("empty", "no values")
+    if not np.all(np.isfinite(x)):
+        return Guess("not finite", f"{int(np.sum(~np.isfinite(x)))} NaN/inf values")
+    if not np.any(x):
+        return Guess("zeros", "every value is 0")
+    mu, sd = float(np.mean(x)), float(np.std(x))
+    if np.all(x == x[0]) or sd <= 1e-5 * abs(mu):
+        note = " (Keras unit_forget_bias)" if abs(mu - 1.0) < 1e-6 and gate in ("f", "forget") else ""
+        return Guess(f"constant {mu:.6g}{note}", "every value is " + (f"{x[0]:g}" if np.all(x == x[0]) else f"~{mu:.6g}"))
+    distinct = np.unique(x)
+    if distinct.size <= 3 and x.size >= 4 * distinct.size:
+        return Guess("constant blocks " + ", ".join(f"{v:g}" for v in distinct),
+                     "few distinct values, e.g. zeros with a forget-gate block of 1.0 (Keras unit_forget_bias)")
+    m = matrix if matrix is not None else (np.asarray(values) if np.ndim(values) == 2 else None)
+    if m is not None and min(m.shape) > 1:
+        dist, gain = orthogonality(m)
+        if dist < 1e-3:
+            return Guess(f"orthogonal (gain {gain:.3g})", f"max |M^T M/g^2 - I| = {dist:.2g}")
+    n, amax = x.size, float(np.max(np.abs(x)))
+    if n < 8:
+        return Guess("too few values to tell", f"{n} values: a distribution cannot be told apart (zeros/constant/orthogonal can)")
+    scored: list[tuple[float, int, str, str, float]] = []
+    overflowed: list[str] = []
+    for rank, (name, evidence, (cdf, logpdf), bound) in enumerate(_fixed_candidates(fans, hidden, family)):
+        if bound is not None and amax > bound * (1 + 1e-6):
+            if amax <= bound * 1.1:
+                overflowed.append(name)
+            continue
+        ll = float(np.sum(logpdf(x)))
+        p = ks_pvalue(x, cdf) if math.isfinite(ll) else 0.0
+        if p > P_FIXED:
+            scored.append((round(ll, 6), -rank, name, evidence, p))  # equal likelihood: the first listed wins
+    if not overflowed:
+        for name, evidence, (cdf, logpdf), k in _fitted_candidates(x, mu, sd, amax):
+            ll = float(np.sum(logpdf(x)))
+            p = ks_pvalue(x, cdf) if math.isfinite(ll) else 0.0
+            if p > P_FITTED:
+                scored.append((round(ll - 0.5 * k * math.log(n), 6), -1000, name, evidence, p))
+    if scored:
+        _ll, _rank, name, evidence, p = max(scored)
+        return Guess(name, f"{evidence}; KS p={p:.2g}", p)
+    near = f"; values just beyond the bound of {overflowed[0]}" if overflowed else ""
+    return Guess("not an initializer (trained)", f"no initializer fits: mean {mu:.3g}, std {sd:.3g}, max |x| {amax:.3g}{near}")

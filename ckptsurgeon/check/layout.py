@@ -1,0 +1,47 @@
+"""Layout locks: what a checkpoint must look like (paths, shapes, dtypes, recurrent groups, hashes)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import SelectionError
+from ..index import CheckpointIndex
+from ..rnn.group import RecognizeOptions, RecurrentGroup
+from ..rnn.recognize import recognize
+
+__all__ = ["make_layout", "load_layout", "group_signature", "tensor_sha256", "LAYOUT_VERSION"]
+
+LAYOUT_VERSION = 1
+GROUP_FIELDS = ("kind", "input_size", "hidden_size", "proj_size", "num_layers", "directions", "peepholes", "family")
+
+
+def tensor_sha256(values) -> str:
+    return hashlib.sha256(values.tobytes()).hexdigest()
+
+
+def group_signature(g: RecurrentGroup) -> dict[str, Any]:
+    d = g.describe()
+    return {"scope": g.scope, "layout": g.layout, **{k: d[k] for k in GROUP_FIELDS}}
+
+
+def make_layout(index: CheckpointIndex, *, hash: bool = False, options: RecognizeOptions | None = None) -> dict[str, Any]:  # noqa: A002
+    tensors = []
+    for ref in index.values():
+        entry = {"path": ref.path, "key": ref.key, "shape": list(ref.shape), "dtype": ref.dtype_name}
+        if hash:
+            entry["sha256"] = tensor_sha256(ref.numpy())
+        tensors.append(entry)
+    return {"version": LAYOUT_VERSION, "format": index.format, "tensors": tensors,
+            "groups": [group_signature(g) for g in recognize(index, options)]}
+
+
+def load_layout(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SelectionError(f"{path}: not a layout file: {exc}") from None
+    if not isinstance(data, dict) or data.get("version") != LAYOUT_VERSION or not isinstance(data.get("tensors"), list):
+        raise SelectionError(f"{path}: not a ckptsurgeon layout (version {LAYOUT_VERSION}); make one with 'ckptsurgeon layout'")
+    return data

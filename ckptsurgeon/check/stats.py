@@ -1,0 +1,123 @@
+"""Per-tensor and per-gate statistics, initializer guesses, and groups holding identical values."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..index import CheckpointIndex
+from ..rnn.gates import GATE_LABELS
+from ..rnn.group import RecognizeOptions, RecurrentGroup
+from ..rnn.recognize import recognize
+from .initializers import guess_initializer, orthogonality
+
+__all__ = ["Stats", "tensor_stats", "checkpoint_stats"]
+
+
+@dataclass
+class Stats:
+    mean: float
+    std: float
+    min: float
+    max: float
+    zeros: float  # share of exact zeros
+    l2: float
+    orthogonality: float | None  # max |M^T M/g^2 - I| for matrices
+    init: str
+    evidence: str
+
+
+def tensor_stats(values: np.ndarray, *, fans=(), hidden=None, gate=None, matrix=None, init=None, family=None) -> Stats:
+    x = np.asarray(values, np.float64)
+    flat = x.ravel()
+    finite = flat[np.isfinite(flat)] if flat.size else flat
+    orth = None
+    m = matrix if matrix is not None else (x if x.ndim == 2 and min(x.shape) > 1 else None)
+    if m is not None and np.all(np.isfinite(m)):
+        orth = orthogonality(m)[0]
+    guess = init or guess_initializer(x, fans=fans, hidden=hidden, gate=gate, matrix=matrix, family=family)
+    pick = (lambda f: float(f(finite))) if finite.size else (lambda f: float("nan"))
+    return Stats(pick(np.mean), pick(np.std), pick(np.min), pick(np.max),
+                 float(np.mean(flat == 0)) if flat.size else 0.0, float(np.linalg.norm(finite)) if finite.size else 0.0,
+                 orth, guess.name, guess.evidence)
+
+
+_FORMAT_FAMILY = {"pytorch": "torch", "pytorch-legacy": "torch", "keras": "keras", "keras-v3": "keras", "keras-h5": "keras"}
+
+
+def _fans(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    if len(shape) == 2:
+        return [(shape[1], shape[0]), (shape[0], shape[1])]  # (out, in) as PyTorch stores, (in, out) as Keras/TF
+    if len(shape) > 2:  # convolutions: receptive field times channels
+        rf = int(np.prod(shape[2:]))
+        return [(shape[1] * rf, shape[0] * rf)]
+    return []
+
+
+def _group_gates(g: RecurrentGroup) -> list[dict[str, Any]]:
+    rows = []
+    letters = "ifgo" if g.kind == "lstm" else "rzn"
+    G, H = len(letters), g.hidden_size
+    fans = list(dict.fromkeys([(g.input_size, G * H), ((g.proj_size or H), G * H), (g.input_size + (g.proj_size or H), G * H),
+                               (g.input_size, H), (H, H)]))
+    hidden = H if g.layout.startswith("torch") else None
+    family = "torch" if g.layout.startswith("torch") else "keras" if g.layout.startswith("keras") else \
+        "tf1" if g.layout.startswith("tf1") else None
+    guess = lambda a, **kw: guess_initializer(a, fans=fans, hidden=hidden, family=family, **kw)  # noqa: E731
+    for k, layer in enumerate(g.cells()):
+        for d, cell in enumerate(layer):
+            # Kernels are initialized whole (one initializer call per matrix), so guess on the whole matrix.
+            whole = {"input kernel": guess(cell.w_ih), "recurrent kernel": guess(cell.w_hh)}
+            b_ih, b_hh = cell.biases()
+            if g.forget_bias and g.kind == "lstm":  # show the bias as stored, without TF1's run-time constant
+                b_ih = b_ih.copy()
+                b_ih[H:2 * H] -= g.forget_bias
+            parts = {"input kernel": cell.w_ih, "recurrent kernel": cell.w_hh}
+            if cell.has_bias:
+                parts["bias"] = b_ih
+                if b_hh.any():  # single-bias layouts keep zeros here
+                    parts["recurrent bias"] = b_hh
+                for name in ("bias", "recurrent bias"):  # one vector, one initializer call, unless gates differ
+                    if name in parts:
+                        pooled = guess(parts[name])
+                        if not pooled.name.startswith(("constant", "not an", "too few")):
+                            whole[name] = pooled
+            for part, arr in parts.items():
+                for j, letter in enumerate(letters):
+                    block = np.split(arr, G)[j]
+                    init = whole.get(part)
+                    s = tensor_stats(block, fans=fans, hidden=hidden, gate=letter, init=init, family=family,
+                                     matrix=block if block.ndim == 2 and block.shape[0] == block.shape[1] else None)
+                    rows.append({"layer": k, "direction": "backward" if d else "forward", "gate": GATE_LABELS[letter],
+                                 "part": part, **asdict(s)})
+    return rows
+
+
+def _digest(g: RecurrentGroup) -> str:
+    h = hashlib.sha256()
+    for layer in g.cells():
+        for cell in layer:
+            for arr in (cell.w_ih, cell.w_hh, *cell.biases()):
+                h.update(np.ascontiguousarray(arr, np.float64).tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = None) -> dict[str, Any]:
+    tensors = []
+    for ref in index.values():
+        if ref.dtype.kind not in "fiub" and ref.dtype.name not in ("bfloat16",):
+            continue
+        arr = ref.numpy()
+        if arr.dtype.kind == "V" or arr.dtype.name.startswith(("bfloat16", "float8")):
+            arr = arr.astype(np.float32)
+        s = tensor_stats(arr, fans=_fans(ref.shape), family=_FORMAT_FAMILY.get(index.format))
+        tensors.append({"path": ref.path, "shape": list(ref.shape), "dtype": ref.dtype_name, **asdict(s)})
+    groups = recognize(index, options)
+    out_groups, digests = [], {}
+    for g in groups:
+        out_groups.append({"scope": g.scope, "kind": g.kind, "variant": g.variant, "gates": _group_gates(g)})
+        digests.setdefault(_digest(g), []).append(g.scope)
+    return {"format": index.format, "tensors": tensors, "groups": out_groups,
+            "identical_groups": [scopes for scopes in digests.values() if len(scopes) > 1]}

@@ -1,0 +1,187 @@
+"""``layout``, ``validate``, ``diff`` and ``stats``: checkpoints in CI, and how weights were initialized."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .. import api
+from ..atomic import atomic_output, check_output
+from ..check.diff import diff
+from ..check.layout import load_layout, make_layout
+from ..check.report import FORMATS, render
+from ..check.stats import checkpoint_stats
+from ..check.validate import validate
+from .common import allow_global_option, emit_json, scope_options
+from .rnn_options import build_options, rnn_options
+
+
+def _write_text(path: str, text: str, inputs: list[str], force: bool = True) -> None:
+    check_output(path, inputs, force)
+    with atomic_output(path) as fh:
+        fh.write(text.encode())
+
+
+@click.command("layout")
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@scope_options
+@click.option("--hash", "hash_", is_flag=True, help="Record each tensor's sha256 too.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the lock file here (default: stdout).")
+@rnn_options
+@allow_global_option
+def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, orientation, gate_names, var_names, allow_globals):
+    """Write a layout lock: format, every tensor's path, shape, dtype, and recurrent groups.
+
+    \b
+    Examples:
+      ckptsurgeon layout model.pt -o model.layout.json
+      ckptsurgeon layout model.pt --hash --scope 'encoder/*' -o encoder.layout.json
+    """
+    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    text = json.dumps(make_layout(index, hash=hash_, options=build_options(forget_bias, orientation, gate_names, var_names)), indent=2)
+    if output:
+        _write_text(output, text + "\n", list(index.files))
+        click.echo(f"wrote layout of {len(index)} tensors to {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@click.command("validate")
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@click.option("--layout", "layout_file", type=click.Path(exists=True, dir_okay=False), help="A lock file from 'ckptsurgeon layout'.")
+@click.option("--like", "reference", type=click.Path(dir_okay=True), help="A reference checkpoint (any format).")
+@scope_options
+@click.option("--allow-extra", is_flag=True, help="Tensors and groups the reference lacks are fine.")
+@click.option("--allow-missing", multiple=True, metavar="GLOB", help="Reference tensors that may be absent.")
+@click.option("--check-finite", is_flag=True, help="Report NaN/inf values (reads every float tensor).")
+@click.option("--hash", "hash_", is_flag=True, help="Compare values with the sha256 in the lock (or the reference).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Report format.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (default: stdout).")
+@rnn_options
+@allow_global_option
+def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allow_extra, allow_missing, check_finite,
+                 hash_, fmt, output, forget_bias, orientation, gate_names, var_names, allow_globals):
+    """Check a checkpoint against a layout lock or a reference; exit 1 on any finding.
+
+    Findings: missing, unexpected, shape, dtype, recurrent (kind, sizes, layout, GRU family),
+    nonfinite, hash. Across formats (--like a PyTorch file for a Keras checkpoint) recurrent
+    groups are compared by meaning, not names.
+
+    \b
+    Examples:
+      ckptsurgeon validate model.pt --layout model.layout.json
+      ckptsurgeon validate model.keras --like reference.pt --check-finite --format github
+      ckptsurgeon validate model.pt --layout model.layout.json --format junit -o report.xml
+    """
+    if bool(layout_file) == bool(reference):
+        raise click.UsageError("give exactly one of --layout FILE or --like REFERENCE")
+    options = build_options(forget_bias, orientation, gate_names, var_names)
+    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    if layout_file:
+        layout, ref_name = load_layout(layout_file), layout_file
+    else:
+        ref = api.open(reference, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+        layout, ref_name = make_layout(ref, hash=hash_, options=options), reference
+    findings = validate(index, layout, allow_extra=allow_extra, allow_missing=allow_missing, check_finite=check_finite,
+                        check_hash=hash_, options=options)
+    text = render(findings, fmt, checkpoint=checkpoint, reference=ref_name)
+    if output:
+        _write_text(output, text + "\n", [checkpoint])
+    else:
+        click.echo(text)
+    if findings:
+        raise SystemExit(1)
+
+
+@click.command("diff")
+@click.argument("a", type=click.Path(dir_okay=True))
+@click.argument("b", type=click.Path(dir_okay=True))
+@scope_options
+@click.option("--atol", type=float, default=0.0, show_default=True, help="Absolute tolerance for value changes.")
+@click.option("--rtol", type=float, default=0.0, show_default=True, help="Relative tolerance for value changes.")
+@rnn_options
+@click.option("--json", "as_json", is_flag=True, help="The differences as JSON.")
+@allow_global_option
+def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, gate_names, var_names, as_json, allow_globals):
+    """Compare two checkpoints (any formats): tensors by path, recurrent groups per gate. Exit 1 if they differ.
+
+    \b
+    Examples:
+      ckptsurgeon diff before.pt after.pt --atol 1e-6
+      ckptsurgeon diff model.ckpt converted.safetensors --scope LSTMcell --json
+    """
+    options = build_options(forget_bias, orientation, gate_names, var_names)
+    x = api.open(a, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    y = api.open(b, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    result = diff(x, y, atol=atol, rtol=rtol, options=options)
+    if as_json:
+        emit_json(result)
+    else:
+        for path in result["only_in_a"]:
+            click.echo(f"only in A  {path}")
+        for path in result["only_in_b"]:
+            click.echo(f"only in B  {path}")
+        for c in result["changed"]:
+            click.echo(f"changed    {c['path']}: {c['a'][0]} {c['a'][1]} -> {c['b'][0]} {c['b'][1]}")
+        for v in result["values"]:
+            tol = " (within tolerance)" if v["within_tolerance"] else ""
+            click.echo(f"values     {v['path']}: max abs {v['max_abs']:.3g}, max rel {v['max_rel']:.3g}{tol}")
+        for g in result["groups"]:
+            if g.get("mismatch"):
+                click.echo(f"group      {g['a']} vs {g['b']}: {g['mismatch']}")
+            for row in g["gates"]:
+                click.echo(f"gate       {g['a'] or '/'} vs {g['b'] or '/'}: layer {row['layer']} {row['direction']} "
+                           f"{row['gate']} {row['part']}: max abs {row['max_abs']:.3g}")
+        click.echo("identical" if result["identical"] else "different")
+    differing = result["only_in_a"] or result["only_in_b"] or result["changed"] or \
+        [v for v in result["values"] if not v["within_tolerance"]] or any(g.get("gates") or g.get("mismatch") for g in result["groups"])
+    if differing:
+        raise SystemExit(1)
+
+
+@click.command("stats")
+@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@scope_options
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write per-gate histograms to this PNG (needs matplotlib).")
+@rnn_options
+@click.option("--json", "as_json", is_flag=True, help="Every statistic as JSON.")
+@allow_global_option
+def stats_cmd(checkpoint, scope, exclude, regex, plot, forget_bias, orientation, gate_names, var_names, as_json, allow_globals):
+    """Statistics per tensor and per gate, and a best guess of how each was initialized.
+
+    Guesses: zeros, constant (e.g. Keras unit_forget_bias), PyTorch default U(+-1/sqrt(H)),
+    Glorot/He/LeCun uniform and normal, orthogonal, truncated normal (mean, stddev),
+    or "not an initializer (trained)"; each with its evidence. Also lists recurrent groups
+    holding identical values.
+
+    \b
+    Examples:
+      ckptsurgeon stats model.pt --scope 'encoder/*'
+      ckptsurgeon stats model.keras --json
+      ckptsurgeon stats model.ckpt --plot gates.png
+    """
+    options = build_options(forget_bias, orientation, gate_names, var_names)
+    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    result = checkpoint_stats(index, options)
+    if plot:
+        from ..check.plot import plot_gates
+
+        check_output(plot, list(index.files), True)
+        with atomic_output(plot) as fh:
+            plot_gates(index, result, fh, options)
+    if as_json:
+        emit_json(result)
+        return
+    for t in result["tensors"]:
+        orth = f" orth {t['orthogonality']:.2g}" if t["orthogonality"] is not None else ""
+        click.echo(f"{t['path']}  {'x'.join(map(str, t['shape'])) or 'scalar'}  mean {t['mean']:.3g} std {t['std']:.3g} "
+                   f"min {t['min']:.3g} max {t['max']:.3g} zeros {t['zeros']:.0%} L2 {t['l2']:.3g}{orth}  -> {t['init']}")
+    for g in result["groups"]:
+        click.echo(f"{g['scope'] or '/'} ({g['variant']}) per gate:")
+        for r in g["gates"]:
+            click.echo(f"  l{r['layer']} {r['direction']:<8} {r['gate']:<7} {r['part']:<16} mean {r['mean']:+.3g} std {r['std']:.3g}"
+                       f"  -> {r['init']}")
+    for scopes in result["identical_groups"]:
+        click.echo(f"identical values: {' == '.join(scopes)}")
+    if plot:
+        click.echo(f"wrote {plot}")
