@@ -186,3 +186,40 @@ def test_load_into_reports_per_key(tmp_path):
     small.cell = torch.nn.LSTMCell(3, 5)
     report = load_into(small, TF / "tf1_lstmcell", scope=["LSTMcell"])
     assert report.loaded == [] and report.mismatched and "does not fit" in report.mismatched[0]
+
+
+def test_torch_lstm_into_tfkeras_h5_template(tmp_path):
+    """A tf.keras 2 full-model .h5 as the template; Keras 3 loads the result (legacy .h5 loading)."""
+    import importlib.util
+
+    torch.manual_seed(6)
+    lstm = torch.nn.LSTM(8, 16, batch_first=True)
+    src = tmp_path / "enc.pt"
+    torch.save({"enc." + k: v for k, v in lstm.state_dict().items()}, src)
+    out = tmp_path / "out.h5"
+    report = ckptsurgeon.graft(src, FIXTURES / "keras" / "tfkeras" / "model.h5", out, map=["enc=encoder_lstm"])
+    assert report.groups == ["enc (nn.LSTM) -> encoder_lstm (Keras LSTM)"]
+    _untouched_bytes_equal(FIXTURES / "keras" / "tfkeras" / "model.h5", out, {r.target for r in report.replaced})
+    spec = importlib.util.spec_from_file_location("models", FIXTURES / "keras" / "models.py")
+    models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(models)
+    model = models.build(keras)
+    model.load_weights(out)
+    x = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    got = keras.ops.convert_to_numpy(model.get_layer("encoder_lstm")(x))
+    np.testing.assert_allclose(got, lstm(torch.tensor(x))[0].detach().numpy(), atol=1e-5)
+
+
+def test_npz_template(tmp_path):
+    torch.manual_seed(7)
+    model = Downstream()
+    template = tmp_path / "init.npz"
+    ckptsurgeon.save({k: v.numpy() for k, v in model.state_dict().items()}, template)
+    out = tmp_path / "out.npz"
+    report = ckptsurgeon.graft(TF / "tf1_lstmcell", template, out, scope=["LSTMcell"])
+    assert len(report.replaced) == 4
+    with np.load(out) as z:  # numpy's own reader checks the member CRCs we rewrote
+        assert list(z.files) == list(model.state_dict())
+        np.testing.assert_array_equal(z["head.weight"], model.state_dict()["head.weight"].numpy())
+        assert not np.array_equal(z["encoder.cell.weight_ih"], model.state_dict()["encoder.cell.weight_ih"].numpy())
+    _untouched_bytes_equal(template, out, {r.target for r in report.replaced})

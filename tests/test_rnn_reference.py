@@ -152,3 +152,34 @@ def test_custom_gate_names(tmp_path):
     opts = RecognizeOptions(gate_names={"i": ("gi",), "f": ("gf",), "g": ("gc",), "o": ("go",)},
                             var_names={"x": ("kx",), "h": ("kh",), "b": ("kb",)})
     assert only_group(ckptsurgeon.open(path), options=opts).input_size == 3
+
+
+@pytest.mark.parametrize("cell,names,forget_bias", [
+    ("BasicLSTMCell", ("Linear/Matrix", "Linear/Bias"), 1.0),  # TF 0.x
+    ("lstm_fused_cell", ("kernel", "bias"), 1.0),  # LSTMBlockFusedCell
+    ("cudnn_compatible_lstm_cell", ("kernel", "bias"), 0.0),  # CudnnCompatibleLSTMCell: no run-time forget bias
+])
+def test_other_tf1_lstm_names(tmp_path, cell, names, forget_bias):
+    """The same fused TF1 kernel under the other cell names TF wrote (hand-made: these need old TF)."""
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((3 + 4, 16)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    path = tmp_path / "old.safetensors"
+    ckptsurgeon.save({f"enc/rnn/{cell}/{names[0]}": kernel, f"enc/rnn/{cell}/{names[1]}": bias}, path)
+    group = only_group(ckptsurgeon.open(path))
+    assert (group.scope, group.kind, group.input_size, group.hidden_size, group.forget_bias) == ("enc", "lstm", 3, 4, forget_bias)
+    lstm_cell = only_group(open_scope(TF / "tf1_cells", "bilstm"))  # the real TF1 layout, same math
+    assert lstm_cell.layout == group.layout == "tf1"
+    c = group.cells()[0][0]
+    np.testing.assert_array_equal(c.w_ih[0:4], kernel[:3, 0:4].T)  # gate i first in both orders
+    np.testing.assert_allclose(c.b_ih[4:8], bias[8:12] + forget_bias)  # TF1 f is the third block (i, j, f, o)
+
+
+def test_tf0_gru_names(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {"m/GRUCell/Gates/Linear/Matrix": rng.standard_normal((5, 4)), "m/GRUCell/Gates/Linear/Bias": np.ones(4),
+              "m/GRUCell/Candidate/Linear/Matrix": rng.standard_normal((5, 2)), "m/GRUCell/Candidate/Linear/Bias": np.zeros(2)}
+    path = tmp_path / "gru0.safetensors"
+    ckptsurgeon.save({k: v.astype(np.float32) for k, v in arrays.items()}, path)
+    group = only_group(ckptsurgeon.open(path))
+    assert (group.kind, group.reset_after, group.input_size, group.hidden_size) == ("gru", False, 3, 2)
