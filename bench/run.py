@@ -13,10 +13,8 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent

@@ -26,7 +26,6 @@ def torch_bytes(t) -> bytes:
 
 def assert_same_as_torch(ref_array: np.ndarray, t) -> None:
     """Element for element, bit for bit, dtype for dtype."""
-    import torch
 
     assert ref_array.dtype.name == str(t.dtype).replace("torch.", ""), (ref_array.dtype, t.dtype)
     assert tuple(ref_array.shape) == tuple(t.shape)

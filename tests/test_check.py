@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from xml.etree import ElementTree as ET
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

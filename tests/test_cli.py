@@ -111,7 +111,6 @@ def test_scope_that_selects_nothing(tmp_path):
 
 
 def _truncations(tmp_path):
-    torch = pytest.importorskip("torch")
     from safetensors.numpy import save_file
 
     files = {}

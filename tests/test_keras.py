@@ -3,7 +3,6 @@ paths; hostile HDF5 and .keras files are refused with one line."""
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import zipfile
 

@@ -9,7 +9,6 @@ from click.testing import CliRunner
 import ckptsurgeon
 from ckptsurgeon.cli import cli
 from ckptsurgeon.rnn.convert import ConversionError, ConvertOptions, convert_index
-from ckptsurgeon.rnn.recognize import recognize
 from ckptsurgeon.rnn.reference import run_stack
 from conftest import FIXTURES
 from rnn_helpers import TF, convert, only_group, open_scope, tf_outputs

@@ -10,7 +10,7 @@ import ckptsurgeon
 from ckptsurgeon.rnn.recognize import recognize
 from ckptsurgeon.rnn.reference import run_cell, run_stack
 from conftest import FIXTURES
-from rnn_helpers import TF, only_group, open_scope, tf_meta, tf_outputs
+from rnn_helpers import TF, only_group, open_scope, tf_outputs
 
 torch = pytest.importorskip("torch")
 

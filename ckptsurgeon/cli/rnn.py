@@ -6,7 +6,7 @@ import click
 from .. import api
 from ..rnn.recognize import recognize
 from ..rnn.verify import verify
-from .common import allow_global_option, emit_json, fail, scope_options
+from .common import allow_global_option, emit_json, scope_options
 from .rnn_options import build_options, rnn_options
 
 

@@ -6,14 +6,13 @@ for zip containers their member names do.
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, MissingDependencyError, OutputError, UnsafeCheckpointError
+from ..errors import FormatError, OutputError, UnsafeCheckpointError
 from ..index import CheckpointIndex
 from . import hdf5, keras_zip, numpy_fmt, safetensors_fmt, tf_bundle, torch_legacy, torch_zip
 from .tf_paths import resolve_prefix

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
