@@ -159,9 +159,8 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
             add(member, f"{s.scope} ({rel})", lambda a=arr: np.asarray(a), np.shape(arr), np.asarray(arr).dtype)
         used.update(s.members)
 
-    rest = source.select(exclude=sorted(used)) if used else source
     if rules:
-        remaining = CheckpointIndex([r for p, r in rest.items() if p not in used], format=source.format,
+        remaining = CheckpointIndex([r for p, r in source.items() if p not in used], format=source.format,
                                     files=source.files, key_sep=source.key_sep)
         try:
             plan = Remap(rules, keep_unmatched=False).plan(remaining)

@@ -113,7 +113,12 @@ def read(path: str) -> CheckpointIndex:
 
 
 def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
-    """Write tensors (in the given order) to an open binary file, little-endian, byte-exact."""
+    """Write tensors (in the given order) to an open binary file, little-endian, byte-exact.
+
+    Not ``safetensors.serialize_file``: that needs every tensor's bytes in memory at once and reorders
+    tensors by dtype; this streams one tensor at a time (``tensors`` may be lazy) and keeps the order.
+    The tests read every output back with the safetensors library itself.
+    """
     header: dict[str, Any] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
