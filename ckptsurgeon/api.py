@@ -117,7 +117,11 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
         else:
             arr = np.asarray(value)
             builder.add(TensorRef(path, key, arr.dtype, tuple(arr.shape), kept.files[0], loader=lambda a=arr: a))
-    result = CheckpointIndex(builder.refs, format=to, files=[kept.files[0]], key_sep=sep)
+    # The GRU family is an ONNX operator attribute, not a weight: the output's metadata keeps it.
+    family = {f"onnx_linear_before_reset:{c.group.scope}": "1" if c.group.reset_after else "0"
+              for c in done if to == "onnx" and c.group.kind == "gru"}
+    result = CheckpointIndex(builder.refs, format=to, files=[kept.files[0]], key_sep=sep,
+                             metadata={"__metadata__": family})
     checks = []
     if verify_atol is not None and done:
         found = verify(kept, result, atol=verify_atol, options_a=options)
@@ -185,6 +189,7 @@ def extract(
         metadata["rename"] = " ".join(f"{a}={b}" for a, b in rename)
     if to:
         metadata["converted_to"] = to
+        metadata.update(kept.metadata.get("__metadata__", {}))
     if map:
         from .remap import Remap, parse_map
 

@@ -260,3 +260,16 @@ def test_verify_cli_catches_a_tampered_conversion(tmp_path):
     ckptsurgeon.save(tensors, bad)
     res = CliRunner().invoke(cli, ["verify", str(TF / "tf1_cells"), str(bad), "-s", "bilstm"])
     assert res.exit_code == 1 and "FAIL" in res.output
+
+
+def test_onnx_keeps_the_gru_family(tmp_path):
+    """ONNX holds the family in linear_before_reset, not in W/R/B: the output's metadata carries it."""
+    out = tmp_path / "gru.safetensors"
+    res = CliRunner().invoke(cli, ["extract", str(TF / "tf1_cells"), "-s", "bigru", "--to", "onnx", "-o", str(out), "--verify"])
+    assert res.exit_code == 0, res.output
+    group = only_group(ckptsurgeon.open(out))
+    assert group.reset_after is False
+    from safetensors import safe_open
+
+    with safe_open(str(out), "np") as f:
+        assert f.metadata()["onnx_linear_before_reset:bigru"] == "0"

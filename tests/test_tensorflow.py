@@ -163,3 +163,13 @@ def test_bad_magic_truncation_and_crc(tmp_path):
         index["w"].numpy()
     res = CliRunner().invoke(cli, ["extract", str(prefix), "-o", str(tmp_path / "o.safetensors")])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and not (tmp_path / "o.safetensors").exists()
+
+
+def test_tf2_optimizer_slots_are_marked(tmp_path):
+    prefix = tmp_path / "slots.ckpt"
+    key = "model/dense/kernel/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE"
+    write_bundle(prefix, {"model/dense/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.ones((2, 2), np.float32),
+                          key: np.zeros((2, 2), np.float32)})
+    index = ckptsurgeon.open(prefix)
+    assert not index["model/dense/kernel"].optimizer
+    assert index["model/dense/kernel/.OPTIMIZER_SLOT/optimizer/m"].optimizer

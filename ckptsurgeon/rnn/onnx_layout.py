@@ -44,7 +44,8 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
         if len(w) != 3 or len(r) != 3 or r[2] == 0 or r[1] % r[2] or r[1] // r[2] not in (3, 4):
             continue
         kind = "lstm" if r[1] // r[2] == 4 else "gru"
-        family = index.metadata.get(f"{scope}/linear_before_reset", "1") if kind == "gru" else None
+        stored = index.metadata.get("__metadata__") or {}
+        family = stored.get(f"onnx_linear_before_reset:{scope}", "1") if kind == "gru" else None
 
         def load(parts=parts, kind=kind, family=family) -> Stack:
             canon, order = ("ifgo" if kind == "lstm" else "rzn"), ORDERS[("onnx", kind)]
