@@ -223,3 +223,24 @@ def test_npz_template(tmp_path):
         np.testing.assert_array_equal(z["head.weight"], model.state_dict()["head.weight"].numpy())
         assert not np.array_equal(z["encoder.cell.weight_ih"], model.state_dict()["encoder.cell.weight_ih"].numpy())
     _untouched_bytes_equal(template, out, {r.target for r in report.replaced})
+
+
+def test_keras_load_into(tmp_path):
+    from ckptsurgeon.keras import load_into
+
+    model = _keras_template(tmp_path)
+    head = model.get_layer("head").get_weights()[0].copy()
+    torch.manual_seed(8)
+    lstm = torch.nn.LSTM(5, 4, bidirectional=True, batch_first=True)
+    src = tmp_path / "lstm.pt"
+    torch.save({"rnn." + k: v for k, v in lstm.state_dict().items()}, src)
+    report = load_into(model, src, map=["rnn=bi"])
+    assert len(report.replaced) == 6
+    x = np.random.default_rng(1).standard_normal((2, 6, 5)).astype(np.float32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("bi")(x)), lstm(torch.tensor(x))[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_array_equal(model.get_layer("head").get_weights()[0], head)
+    small = keras.Sequential([keras.Input((6, 5)), keras.layers.Bidirectional(keras.layers.LSTM(3), name="bi")])
+    before = [w.copy() for w in small.get_weights()]
+    with pytest.raises(ckptsurgeon.PlanError, match="does not fit"):
+        load_into(small, src, map=["rnn=bi"])
+    assert all(np.array_equal(a, b) for a, b in zip(before, small.get_weights()))
