@@ -128,7 +128,7 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         elif tuple(shape) != ref.shape:
             problems.append(f"{src!r} has shape {list(shape)}, template {target!r} has {list(ref.shape)}")
         else:
-            cast = None if np.dtype(dtype) == ref.dtype.newbyteorder("=") or np.dtype(dtype).name == ref.dtype_name else np.dtype(dtype).name
+            cast = None if np.dtype(dtype).name == ref.dtype_name else np.dtype(dtype).name
             rows[target] = GraftRow(target, src, ref.shape, ref.dtype_name, cast, value)
 
     for s, t in _pair_groups(sg, tg, rules):

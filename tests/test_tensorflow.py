@@ -173,3 +173,15 @@ def test_tf2_optimizer_slots_are_marked(tmp_path):
     index = ckptsurgeon.open(prefix)
     assert not index["model/dense/kernel"].optimizer
     assert index["model/dense/kernel/.OPTIMIZER_SLOT/optimizer/m"].optimizer
+
+
+def test_listing_does_not_read_big_string_tensors(tmp_path, monkeypatch):
+    """A big vocabulary is listed by size; its bytes are read only for the object graph or small strings."""
+    from ckptsurgeon.formats import tf_bundle
+
+    monkeypatch.setattr(tf_bundle, "MAX_STRING_READ", 10)
+    reads = []
+    real = tf_bundle.read_strings
+    monkeypatch.setattr(tf_bundle, "read_strings", lambda b, e: reads.append(e.key) or real(b, e))
+    index = ckptsurgeon.open(TF / "tf1_misc")
+    assert reads == [] and index.metadata["vocab"] == "<string tensor [3], 27 bytes>"

@@ -16,6 +16,7 @@ __all__ = ["Guess", "guess_initializer", "orthogonality", "ks_pvalue"]
 
 TRUNC = 0.8796256610342398  # std of a standard normal truncated to +-2
 P_FIXED, P_FITTED = 0.01, 0.05
+MAX_SAMPLE = 50_000  # distribution tests use a fixed-seed subsample; exact properties use every value
 # Hand-set initializer parameters are round numbers (stddev=0.1, minval=-0.5, Keras's 0.05 defaults).
 ROUND = sorted(m * 10.0 ** k for m in (1, 2, 5) for k in range(-4, 2))
 
@@ -123,8 +124,11 @@ def _all_fixed(fans: Sequence[tuple[int, int]], hidden: int | None):
     return out
 
 
-def _fitted_candidates(x: np.ndarray, mu: float, sd: float, amax: float):
-    """Uniform / truncated normal / normal whose parameter is a round number consistent with the data."""
+def _fitted_candidates(x: np.ndarray, mu: float, sd: float, amax: float, lo: float, hi: float):
+    """Uniform / truncated normal / normal whose parameter is a round number consistent with the data.
+
+    ``x`` has every value: its size, extremes and moments are exact.
+    """
     n = x.size
     out = []
     a = _round_near(amax, amax * (1 - 1e-6), amax * (1 + 4.0 / n))
@@ -132,7 +136,7 @@ def _fitted_candidates(x: np.ndarray, mu: float, sd: float, amax: float):
         out.append((f"uniform(+-{a:g})", f"uniform within a round bound +-{a:g} (max |x| {amax:.3g})", _uniform(a), 1))
     m = _round_near(mu, mu - 3 * sd / math.sqrt(n), mu + 3 * sd / math.sqrt(n)) if abs(mu) >= 3 * sd / math.sqrt(n) else 0.0
     if m is not None:
-        dev = float(np.max(np.abs(x - m)))
+        dev = max(hi - m, m - lo)
         st = max(sd / TRUNC, dev / 2)
         r = _round_near(st, st / 1.15, st * 1.15)
         if r is not None and dev <= 2 * r * (1 + 1e-6):
@@ -174,6 +178,7 @@ def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (
     n, amax = x.size, float(np.max(np.abs(x)))
     if n < 8:
         return Guess("too few values to tell", f"{n} values: a distribution cannot be told apart (zeros/constant/orthogonal can)")
+    sample = x if n <= MAX_SAMPLE else np.random.default_rng(0).choice(x, MAX_SAMPLE, replace=False)
     scored: list[tuple[float, int, str, str, float]] = []
     overflowed: list[str] = []
     for rank, (name, evidence, (cdf, logpdf), bound) in enumerate(_fixed_candidates(fans, hidden, family)):
@@ -181,16 +186,17 @@ def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (
             if amax <= bound * 1.1:
                 overflowed.append(name)
             continue
-        ll = float(np.sum(logpdf(x)))
-        p = ks_pvalue(x, cdf) if math.isfinite(ll) else 0.0
+        ll = float(np.sum(logpdf(sample)))
+        p = ks_pvalue(sample, cdf) if math.isfinite(ll) else 0.0
         if p > P_FIXED:
             scored.append((round(ll, 6), -rank, name, evidence, p))  # equal likelihood: the first listed wins
     if not overflowed:
-        for name, evidence, (cdf, logpdf), k in _fitted_candidates(x, mu, sd, amax):
-            ll = float(np.sum(logpdf(x)))
-            p = ks_pvalue(x, cdf) if math.isfinite(ll) else 0.0
+        fitted = _fitted_candidates(x, mu, sd, amax, float(x.min()), float(x.max()))
+        for name, evidence, (cdf, logpdf), k in fitted:
+            ll = float(np.sum(logpdf(sample)))
+            p = ks_pvalue(sample, cdf) if math.isfinite(ll) else 0.0
             if p > P_FITTED:
-                scored.append((round(ll - 0.5 * k * math.log(n), 6), -1000, name, evidence, p))
+                scored.append((round(ll - 0.5 * k * math.log(sample.size), 6), -1000, name, evidence, p))
     if scored:
         _ll, _rank, name, evidence, p = max(scored)
         return Guess(name, f"{evidence}; KS p={p:.2g}", p)

@@ -30,6 +30,7 @@ FORMAT = "tensorflow"
 ATTR_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
 MAX_BYTES = 1 << 62
+MAX_STRING_READ = 65536  # string tensors up to this size are shown in metadata when listing
 
 # TF1 optimizer slot variables: <var>/<slot>; and optimizer bookkeeping at the top level.
 _TF1_SLOTS = re.compile(r"^(Adam|Adam_\d+|AdamW(_\d+)?|Momentum|RMSProp(_\d+)?|Adagrad|AdagradDA(_\d+)?|"
@@ -196,8 +197,6 @@ def read_strings(bundle: _Bundle, e: Entry) -> list[bytes]:
 
 
 def _strings_metadata(values: list[bytes]) -> Any:
-    if sum(len(v) for v in values) > 65536:
-        return f"<{len(values)} strings, {sum(len(v) for v in values)} bytes>"
     return [v.decode("utf-8") if _is_text(v) else "0x" + v.hex() for v in values]
 
 
@@ -233,6 +232,9 @@ def read(path: str, **_: Any) -> CheckpointIndex:
         path_ = scope_path(key)
         if e.dtype == TF_STRING:
             bundle.check(e, None)
+            if key != OBJECT_GRAPH and e.size > MAX_STRING_READ:  # listing stays lazy: big vocabularies are not read
+                metadata[path_] = f"<string tensor {list(e.shape)}, {e.size} bytes>"
+                continue
             values = read_strings(bundle, e)
             if key == OBJECT_GRAPH and values:
                 metadata["object_graph"] = _object_graph(values[0])

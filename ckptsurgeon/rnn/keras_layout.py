@@ -79,9 +79,8 @@ def _single(index: CheckpointIndex, parent: str, parts: dict[str, str]) -> Recur
     cudnn = cls.startswith("CuDNN") or (b is not None and b == (2 * gates * hidden,))
     reset_after = None
     if kind == "gru":
-        reset_after = True if cudnn else bool(cfg.get("reset_after", b is not None and len(b) == 2))
-        if b is not None and not cudnn and (len(b) == 2) != reset_after:
-            reset_after = len(b) == 2  # the stored shape decides
+        # The stored bias shape decides: (2, 3H) is reset-after; CuDNNGRU is always reset-after.
+        reset_after = True if cudnn else len(b) == 2 if b is not None else bool(cfg.get("reset_after", True))
     legacy_names = parent == scope and not cudnn  # Keras 2.2: lstm_1/kernel with no cell scope
     act, rec_act, source = _activations(index, cfg, legacy_names)
     if cudnn:
@@ -134,8 +133,8 @@ def _merge_bidirectional(singles: dict[str, RecurrentGroup]) -> list[RecurrentGr
         m = _DIRECTION.match(last)
         if not m or m.group(1) != "forward" or scope in used:
             continue
-        twin = next((s for s in singles if s.rpartition("/")[0] == parent and s != scope
-                     and (_DIRECTION.match(s.rpartition("/")[2]) or [None, None])[1] == "backward"), None)
+        twin = next((s for s in singles if s.rpartition("/")[0] == parent
+                     and s.rpartition("/")[2].startswith("backward") and _DIRECTION.match(s.rpartition("/")[2])), None)
         if twin is None:
             continue
         back = singles[twin]
