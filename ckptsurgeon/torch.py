@@ -41,7 +41,7 @@ def load_into(module: Any, source: str | os.PathLike[str] | CheckpointIndex, *, 
     except ImportError:
         raise MissingDependencyError("torch", "torch", "load_into") from None
     from .api import open as open_
-    from .formats.torch_writer import to_torch
+    from .formats.pytorch.torch_writer import to_torch
     from .graft import plan_graft
     from .remap import PlanError, load_rules, parse_map
 

@@ -177,7 +177,7 @@ def test_tf2_optimizer_slots_are_marked(tmp_path):
 
 def test_listing_does_not_read_big_string_tensors(tmp_path, monkeypatch):
     """A big vocabulary is listed by size; its bytes are read only for the object graph or small strings."""
-    from ckptsurgeon.formats import tf_bundle
+    from ckptsurgeon.formats.tensorflow import tf_bundle
 
     monkeypatch.setattr(tf_bundle, "MAX_STRING_READ", 10)
     reads = []

@@ -7,7 +7,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from ckptsurgeon.formats.sstable import MAGIC, mask
+from ckptsurgeon.formats.tensorflow.sstable import MAGIC, mask
 
 
 def varint(n: int) -> bytes:

@@ -14,8 +14,12 @@ import numpy as np
 
 from ..errors import FormatError, OutputError, UnsafeCheckpointError
 from ..index import CheckpointIndex
-from . import hdf5, keras_zip, numpy_fmt, safetensors_fmt, tf_bundle, torch_legacy, torch_zip
-from .tf_paths import resolve_prefix
+from .hdf5 import h5 as hdf5, keras_zip
+from .npy import numpy_fmt
+from .pytorch import torch_legacy, torch_zip
+from .safetensors import safetensors_fmt
+from .tensorflow import tf_bundle
+from .tensorflow.tf_paths import resolve_prefix
 from .zipsafe import SafeZip
 
 __all__ = ["detect", "open_checkpoint", "WRITERS", "writer_for", "Writer"]
@@ -109,7 +113,7 @@ class Writer:
 
 
 def _write_torch(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
-    from . import torch_writer  # imports torch: only when a .pt is asked for
+    from .pytorch import torch_writer  # imports torch: only when a .pt is asked for
 
     torch_writer.write(tensors, fh, metadata)
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
-from . import protowire as pw
+from ...errors import FormatError
+from .. import protowire as pw
 
 __all__ = ["decode_slice_key", "parse_slices"]
 

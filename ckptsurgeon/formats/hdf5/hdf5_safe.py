@@ -10,9 +10,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..dtypes import resolve_dtype
-from ..errors import FormatError, UnsafeCheckpointError
-from ..index import TensorRef
+from ...dtypes import resolve_dtype
+from ...errors import FormatError, UnsafeCheckpointError
+from ...index import TensorRef
 
 __all__ = ["open_h5", "child", "walk", "dataset_ref", "ZipWindow", "DTYPE_ATTR"]
 

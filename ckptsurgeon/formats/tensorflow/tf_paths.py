@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from ..errors import FormatError
+from ...errors import FormatError
 
 __all__ = ["resolve_prefix", "looks_like_tf"]
 

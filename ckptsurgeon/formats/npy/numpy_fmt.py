@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, OutputError, UnsafeCheckpointError
-from ..index import CheckpointIndex, IndexBuilder, TensorRef
-from ..scopes import join_path, split_key
-from .tree import is_optimizer_path
-from .zipsafe import SafeZip
+from ...errors import FormatError, OutputError, UnsafeCheckpointError
+from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...scopes import join_path, split_key
+from ..tree import is_optimizer_path
+from ..zipsafe import SafeZip
 
 __all__ = ["sniff_npy", "sniff_names", "read_npz", "read_npy", "write_npz"]
 

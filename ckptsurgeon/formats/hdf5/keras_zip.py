@@ -10,12 +10,12 @@ import io
 import json
 from typing import Any
 
-from ..errors import FormatError
-from ..index import CheckpointIndex
-from .hdf5 import read_source
+from ...errors import FormatError
+from ...index import CheckpointIndex
+from .h5 import read_source
 from .hdf5_safe import ZipWindow
 from .keras_config import parse_config
-from .zipsafe import SafeZip
+from ..zipsafe import SafeZip
 
 __all__ = ["sniff_names", "read"]
 

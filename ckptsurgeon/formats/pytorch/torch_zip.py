@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import FormatError, UnsafeCheckpointError
-from ..index import CheckpointIndex
+from ...errors import FormatError, UnsafeCheckpointError
+from ...index import CheckpointIndex
 from .safepickle import safe_load, storage_from_pid
 from .torch_common import StorageBytes, build_torch_index
-from .zipsafe import SafeZip
+from ..zipsafe import SafeZip
 
 __all__ = ["sniff_names", "read"]
 

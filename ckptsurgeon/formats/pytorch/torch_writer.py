@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from ...errors import MissingDependencyError
 
 __all__ = ["write", "to_torch"]
 

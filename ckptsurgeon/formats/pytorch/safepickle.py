@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
-from ..errors import FormatError, UnsafeCheckpointError
+from ...dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
+from ...errors import FormatError, UnsafeCheckpointError
 
 __all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes"]
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
-from ..errors import FormatError, OutputError, UnsafeCheckpointError
-from ..index import CheckpointIndex, IndexBuilder, TensorRef, read_exact
-from ..scopes import join_path, split_key
-from .tree import is_optimizer_path
+from ...dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
+from ...errors import FormatError, OutputError, UnsafeCheckpointError
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, read_exact
+from ...scopes import join_path, split_key
+from ..tree import is_optimizer_path
 
 __all__ = ["sniff", "read", "write"]
 

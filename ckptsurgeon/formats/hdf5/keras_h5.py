@@ -9,8 +9,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import FormatError
-from ..index import TensorRef
+from ...errors import FormatError
+from ...index import TensorRef
 from .hdf5_safe import child, dataset_ref, walk
 
 __all__ = ["is_keras_h5", "keras_h5_refs", "attr_list"]

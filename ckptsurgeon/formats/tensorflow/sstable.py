@@ -10,8 +10,8 @@ import struct
 
 import google_crc32c
 
-from ..errors import FormatError, UnsafeCheckpointError
-from .protowire import read_varint
+from ...errors import FormatError, UnsafeCheckpointError
+from ..protowire import read_varint
 
 __all__ = ["read_table", "masked_crc32c", "unmask"]
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError
-from ..index import CheckpointIndex, IndexBuilder, TensorRef
-from ..scopes import join_path
+from ...errors import FormatError
+from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...scopes import join_path
 from .safepickle import LazyTensor
-from .tree import flatten, is_optimizer_path, to_jsonable
+from ..tree import flatten, is_optimizer_path, to_jsonable
 
 __all__ = ["StorageBytes", "build_torch_index"]
 

@@ -15,11 +15,11 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from ..dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
-from ..errors import FormatError, UnsafeCheckpointError
-from ..index import CheckpointIndex, IndexBuilder, TensorRef, read_exact
-from ..scopes import join_path
-from . import protowire as pw
+from ...dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
+from ...errors import FormatError, UnsafeCheckpointError
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, read_exact
+from ...scopes import join_path
+from .. import protowire as pw
 from .sstable import mask, read_table
 from .tf_paths import resolve_prefix
 from .tf_slices import decode_slice_key, parse_slices

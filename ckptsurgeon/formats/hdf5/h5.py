@@ -10,13 +10,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import FormatError
-from ..index import CheckpointIndex, IndexBuilder, TensorRef
+from ...errors import FormatError
+from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from .hdf5_safe import DTYPE_ATTR, dataset_ref, open_h5, walk
 from .keras_config import layer_summaries, parse_config
 from .keras_h5 import is_keras_h5, keras_h5_refs
 from .keras_v3 import is_keras_v3, keras_v3_refs
-from .tree import is_optimizer_path
+from ..tree import is_optimizer_path
 
 __all__ = ["read", "read_source", "write"]
 

@@ -13,7 +13,7 @@ KEPT = ("units", "activation", "recurrent_activation", "use_bias", "reset_after"
 
 
 def parse_config(text: str | bytes, where: str) -> dict[str, Any]:
-    from ..errors import FormatError
+    from ...errors import FormatError
 
     try:
         config = json.loads(text)

@@ -12,7 +12,7 @@ from typing import Any
 
 import h5py
 
-from ..index import TensorRef
+from ...index import TensorRef
 from .hdf5_safe import child, dataset_ref
 from .keras_names import CELL_OF, VAR_NAMES, class_key, var_names
 

@@ -12,8 +12,8 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import FormatError, UnsafeCheckpointError
-from ..index import CheckpointIndex, read_exact
+from ...errors import FormatError, UnsafeCheckpointError
+from ...index import CheckpointIndex, read_exact
 from .safepickle import StorageRef, safe_load, storage_from_pid
 from .torch_common import StorageBytes, build_torch_index
 

@@ -1,0 +1,1 @@
+"""numpy ``.npz`` archives and ``.npy`` files, read without pickle."""

@@ -1,0 +1,1 @@
+"""safetensors files: header validated like the reference implementation; streaming writer."""
