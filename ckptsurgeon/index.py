@@ -11,25 +11,9 @@ import numpy as np
 
 from .errors import FormatError, SelectionError
 from .scopes import closest_scopes, compile_glob, compile_regex, matches
+from .source import read_exact
 
-__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "read_exact", "rename_path", "memory_index"]
-
-
-def read_exact(file: str, offset: int, size: int) -> bytearray:
-    """Read exactly ``size`` bytes at ``offset`` into a fresh (writable) buffer; a short read is a truncated file."""
-    buf = bytearray(size)
-    got = 0
-    with open(file, "rb") as fh:
-        fh.seek(offset)
-        view = memoryview(buf)
-        while got < size:
-            n = fh.readinto(view[got:])
-            if not n:
-                break
-            got += n
-    if got != size:
-        raise FormatError(f"{file}: truncated: wanted {size} bytes at offset {offset}, got {got}")
-    return buf
+__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index"]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import FormatError, OutputError, UnsafeCheckpointError
 from ..index import CheckpointIndex
+from ..source import ByteSource, open_source
 from .hdf5 import h5 as hdf5, keras_zip
 from .npy import numpy_fmt
 from .pytorch import torch_legacy, torch_zip
@@ -28,10 +29,8 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def _is_tar(path: str) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(257)
-        return fh.read(5) == b"ustar"
+def _is_tar(src: ByteSource) -> bool:
+    return src.size > 262 and bytes(src.read(257, 5)) == b"ustar"
 
 
 def detect(path: str) -> str:
@@ -44,9 +43,9 @@ def detect(path: str) -> str:
         raise FormatError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         raise FormatError(f"{path}: is a directory, not a checkpoint ckptsurgeon can read")
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        head = fh.read(64)
+    src = open_source(path)
+    size = src.size
+    head = bytes(src.read(0, min(64, size)))
     if not head:
         raise FormatError(f"{path}: empty file")
     if head.startswith(ZIP_MAGICS):
@@ -64,7 +63,7 @@ def detect(path: str) -> str:
         return "hdf5"
     if safetensors_fmt.sniff(head, size):
         return "safetensors"
-    if size > 262 and _is_tar(path):
+    if _is_tar(src):
         return "pytorch-tar"
     if torch_legacy.sniff(head):
         return "pytorch-legacy"

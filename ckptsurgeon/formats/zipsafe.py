@@ -2,12 +2,13 @@
 central directory and local headers must agree, stored members located for direct reads."""
 from __future__ import annotations
 
-import os
+import io
 import struct
 import zipfile
 from dataclasses import dataclass
 
 from ..errors import FormatError, UnsafeCheckpointError
+from ..source import open_source
 
 __all__ = ["SafeZip", "Member"]
 
@@ -30,9 +31,10 @@ class SafeZip:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.file_size = os.path.getsize(path)
+        self._src = open_source(path)
+        self.file_size = self._src.size
         try:
-            self._zf = zipfile.ZipFile(path)
+            self._zf = zipfile.ZipFile(io.BufferedReader(self._src.window(), 1 << 16))
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
             raise FormatError(f"{path}: damaged zip archive: {exc}") from exc
         infos = self._zf.infolist()
@@ -41,15 +43,20 @@ class SafeZip:
             dup = next(n for n in names if names.count(n) > 1)
             raise UnsafeCheckpointError(f"{path}: zip member {dup!r} appears twice; refusing an ambiguous archive")
         self.members: dict[str, Member] = {}
-        with open(path, "rb") as fh:
-            for info in infos:
-                self.members[info.filename] = self._check(fh, info)
+        for info in infos:
+            self.members[info.filename] = self._check(info)
         spans = sorted((m.data_offset, m.data_offset + m.compressed_size, m.name) for m in self.members.values())
         for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
             if start < end:
                 raise UnsafeCheckpointError(f"{path}: zip members {a!r} and {b!r} overlap; refusing a crafted archive")
 
-    def _check(self, fh, info: zipfile.ZipInfo) -> Member:
+    def _pread(self, size: int, offset: int) -> bytes:
+        """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
+        if offset < 0:
+            raise FormatError(f"{self.path}: damaged zip: negative offset {offset}")
+        return bytes(self._src.read(offset, max(0, min(size, self.file_size - offset))))
+
+    def _check(self, info: zipfile.ZipInfo) -> Member:
         name = info.filename
         parts = name.replace("\\", "/").split("/")
         if name.startswith("/") or ".." in parts or ":" in parts[0]:
@@ -58,13 +65,13 @@ class SafeZip:
             raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is encrypted; refusing")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {info.compress_type}")
-        head = os.pread(fh.fileno(), _LOCAL.size, info.header_offset)
+        head = self._pread(_LOCAL.size, info.header_offset)
         if len(head) != _LOCAL.size:
             raise FormatError(f"{self.path}: truncated zip: local header of {name!r} missing")
         sig, *_rest, n_name, n_extra = _LOCAL.unpack(head)
         if sig != b"PK\x03\x04":
             raise FormatError(f"{self.path}: damaged zip: bad local header for {name!r}")
-        local_name = os.pread(fh.fileno(), n_name, info.header_offset + _LOCAL.size)
+        local_name = self._pread(n_name, info.header_offset + _LOCAL.size)
         if local_name.decode("utf-8", "replace") != name and local_name.decode("cp437", "replace") != name:
             raise UnsafeCheckpointError(
                 f"{self.path}: zip member {name!r} has a different name in its local header; refusing a crafted archive"

@@ -2,8 +2,6 @@
 declared sizes are checked against stored sizes, and h5py/libhdf5 errors become input errors."""
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,44 +12,11 @@ from ...dtypes import resolve_dtype
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import TensorRef
 
-__all__ = ["open_h5", "child", "walk", "dataset_ref", "ZipWindow", "DTYPE_ATTR"]
+__all__ = ["open_h5", "child", "walk", "dataset_ref", "DTYPE_ATTR"]
 
 DTYPE_ATTR = "ckptsurgeon_dtype"  # our writer stores bfloat16/float8 bits as uints and names the dtype here
 BOMB_RATIO = 100
 BOMB_MIN = 16 << 20
-
-
-class ZipWindow(io.RawIOBase):
-    """A read-only file object over ``size`` bytes at ``offset`` of ``path`` (a stored zip member)."""
-
-    def __init__(self, path: str, offset: int, size: int) -> None:
-        self._fh = open(path, "rb")
-        self._offset, self._size, self._pos = offset, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._size}[whence]
-        self._pos = max(0, base + pos)
-        return self._pos
-
-    def readinto(self, buf: Any) -> int:
-        n = max(0, min(len(buf), self._size - self._pos))
-        data = os.pread(self._fh.fileno(), n, self._offset + self._pos) if n else b""
-        buf[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
 
 
 def open_h5(source: str | Callable[[], Any], where: str) -> h5py.File:

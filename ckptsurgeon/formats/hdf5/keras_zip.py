@@ -12,10 +12,10 @@ from typing import Any
 
 from ...errors import FormatError
 from ...index import CheckpointIndex
-from .h5 import read_source
-from .hdf5_safe import ZipWindow
-from .keras_config import parse_config
+from ...source import open_source
 from ..zipsafe import SafeZip
+from .h5 import read_source
+from .keras_config import parse_config
 
 __all__ = ["sniff_names", "read"]
 
@@ -41,7 +41,7 @@ def read(path: str, **_: Any) -> CheckpointIndex:
         member = zf.members["model.weights.h5"]
         if member.stored:
             def opener() -> Any:
-                return ZipWindow(path, member.data_offset, member.size)
+                return open_source(path).window(member.data_offset, member.size)
 
             opener.base_offset = member.data_offset  # dataset offsets are relative to the member
         else:

@@ -12,6 +12,7 @@ import numpy as np
 from ...errors import FormatError, OutputError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...scopes import join_path, split_key
+from ...source import open_source
 from ..tree import is_optimizer_path
 from ..zipsafe import SafeZip
 
@@ -91,10 +92,11 @@ def _load_member(path: str, name: str, where: str) -> np.ndarray:
 
 
 def read_npy(path: str) -> CheckpointIndex:
-    with open(path, "rb") as fh:
+    src = open_source(path)
+    with io.BufferedReader(src.window(), 1 << 16) as fh:
         dtype, shape, fortran, hlen = _parse_header(fh, path)
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if hlen + nbytes > os.path.getsize(path):
+    if hlen + nbytes > src.size:
         raise FormatError(f"{path}: truncated .npy: {dtype} x {list(shape)} needs {nbytes} bytes")
     key = os.path.splitext(os.path.basename(path))[0]
     ref = TensorRef(path=join_path([key]), key=key, dtype=dtype, shape=shape, file=path, offset=hlen,

@@ -6,14 +6,15 @@ then each storage as an int64 element count followed by its little-endian bytes.
 """
 from __future__ import annotations
 
-import os
+import io
 import pickletools
 import struct
 from collections.abc import Sequence
 from typing import Any
 
 from ...errors import FormatError, UnsafeCheckpointError
-from ...index import CheckpointIndex, read_exact
+from ...index import CheckpointIndex
+from ...source import ByteSource, open_source
 from .safepickle import StorageRef, safe_load, storage_from_pid
 from .torch_common import StorageBytes, build_torch_index
 
@@ -41,13 +42,18 @@ def _pickle_span(fh: Any, start: int, where: str) -> int:
     raise FormatError(f"{where}: truncated pickle at byte {start}")
 
 
-def _next_pickle(fh: Any, path: str, pos: int, **kw: Any) -> tuple[Any, int]:
-    end = _pickle_span(fh, pos, path)
-    return safe_load(read_exact(path, pos, end - pos), path, **kw), end
+def _next_pickle(fh: Any, src: ByteSource, pos: int, **kw: Any) -> tuple[Any, int]:
+    end = _pickle_span(fh, pos, src.name)
+    return safe_load(src.read(pos, end - pos), src.name, **kw), end
+
+
+def _stream(src: ByteSource) -> io.BufferedReader:
+    return io.BufferedReader(src.window(), 1 << 16)
 
 
 def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
-    size = os.path.getsize(path)
+    src = open_source(path)
+    size = src.size
     found: dict[str, StorageRef] = {}
 
     def persistent(pid: Any) -> StorageRef:
@@ -57,24 +63,24 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
             found[root] = ref if ref.view is None else StorageRef(root, ref.dtype, ref.numel, ref.location)
         return ref
 
-    with open(path, "rb") as fh:
-        magic, pos = _next_pickle(fh, path, 0)
+    with _stream(src) as fh:
+        magic, pos = _next_pickle(fh, src, 0)
         if magic != MAGIC_NUMBER:
             # Not a torch file: a bare pickle, unpickled whole through the same allowlist.
             return read_plain_pickle(path, allow_globals=allow_globals)
-        version, pos = _next_pickle(fh, path, pos)
+        version, pos = _next_pickle(fh, src, pos)
         if version != PROTOCOL_VERSION:
             raise FormatError(f"{path}: unsupported legacy protocol version {version!r}")
-        _sys_info, pos = _next_pickle(fh, path, pos)
-        obj, pos = _next_pickle(fh, path, pos, persistent=persistent, allow_globals=allow_globals)
-        keys, pos = _next_pickle(fh, path, pos)
+        _sys_info, pos = _next_pickle(fh, src, pos)
+        obj, pos = _next_pickle(fh, src, pos, persistent=persistent, allow_globals=allow_globals)
+        keys, pos = _next_pickle(fh, src, pos)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise FormatError(f"{path}: malformed storage key list")
     storages: dict[str, StorageBytes] = {}
     for key in keys:
         if key not in found:
             raise FormatError(f"{path}: storage {key!r} is listed but no tensor uses it")
-        (numel,) = struct.unpack("<q", read_exact(path, pos, 8))
+        (numel,) = struct.unpack("<q", src.read(pos, 8))
         nbytes = numel * found[key].dtype.itemsize
         if numel < 0 or pos + 8 + nbytes > size:
             raise FormatError(f"{path}: truncated: storage {key!r} declares {numel} elements past the end of the file")
@@ -85,14 +91,15 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
 
 def read_plain_pickle(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
     """A bare pickle: unpickled through the allowlist so hostile globals are refused by name."""
-    if os.path.getsize(path) > 1 << 30:
+    src = open_source(path)
+    size = src.size
+    if size > 1 << 30:
         raise UnsafeCheckpointError(f"{path}: bare pickle over 1 GiB; refusing")
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        obj, pos = _next_pickle(fh, path, 0, allow_globals=allow_globals)
+    with _stream(src) as fh:
+        obj, pos = _next_pickle(fh, src, 0, allow_globals=allow_globals)
         count = 1
         while pos < size:  # a hidden pickle after the first: each is vetted, then all refused
-            _, pos = _next_pickle(fh, path, pos, allow_globals=allow_globals)
+            _, pos = _next_pickle(fh, src, pos, allow_globals=allow_globals)
             count += 1
     if count > 1:
         raise UnsafeCheckpointError(f"{path}: {count} pickles concatenated in one file; refusing the hidden ones")

@@ -7,7 +7,6 @@ that agree with dtype x shape, no trailing bytes.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -16,8 +15,9 @@ import numpy as np
 
 from ...dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
 from ...errors import FormatError, OutputError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef, read_exact
+from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...scopes import join_path, split_key
+from ...source import open_source
 from ..tree import is_optimizer_path
 
 __all__ = ["sniff", "read", "write"]
@@ -43,16 +43,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def read_header(path: str) -> tuple[dict[str, Any], int]:
-    size = os.path.getsize(path)
+    src = open_source(path)
+    size = src.size
     if size < 8:
         raise FormatError(f"{path}: too short for safetensors ({size} bytes)")
-    (n,) = struct.unpack("<Q", read_exact(path, 0, 8))
+    (n,) = struct.unpack("<Q", src.read(0, 8))
     if n > MAX_HEADER:
         raise UnsafeCheckpointError(f"{path}: safetensors header declares {n} bytes (limit {MAX_HEADER}); refusing")
     if 8 + n > size:
         raise FormatError(f"{path}: truncated safetensors: header of {n} bytes runs past the end of the file")
     try:
-        header = json.loads(read_exact(path, 8, n).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(bytes(src.read(8, n)).decode("utf-8"), object_pairs_hook=_no_duplicates)
     except FormatError as exc:
         raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -64,7 +65,7 @@ def read_header(path: str) -> tuple[dict[str, Any], int]:
 
 def read(path: str) -> CheckpointIndex:
     header, start = read_header(path)
-    buffer_len = os.path.getsize(path) - start
+    buffer_len = open_source(path).size - start
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise FormatError(f"{path}: __metadata__ must map strings to strings")

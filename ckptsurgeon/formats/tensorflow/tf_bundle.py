@@ -6,7 +6,6 @@ BundleEntryProto (dtype, shape, shard, offset, size, masked crc32c, slices). Ten
 """
 from __future__ import annotations
 
-import os
 import re
 import struct
 from dataclasses import dataclass
@@ -17,10 +16,11 @@ import numpy as np
 
 from ...dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
 from ...errors import FormatError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef, read_exact
+from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...scopes import join_path
+from ...source import open_source
 from .. import protowire as pw
-from .sstable import mask, read_table
+from .sstable import MAX_INDEX, mask, read_table
 from .tf_paths import resolve_prefix
 from .tf_slices import decode_slice_key, parse_slices
 
@@ -92,11 +92,10 @@ class _Bundle:
         self.prefix = prefix
         index_path = prefix + ".index"
         self.where = index_path
-        if os.path.islink(index_path):
-            raise UnsafeCheckpointError(f"{index_path}: is a symbolic link; ckptsurgeon follows no links")
-        with open(index_path, "rb") as fh:
-            data = fh.read()
-        pairs = read_table(data, index_path)
+        src = open_source(index_path)
+        if src.size > MAX_INDEX:
+            raise UnsafeCheckpointError(f"{index_path}: index of {src.size} bytes is over the 1 GiB limit; refusing")
+        pairs = read_table(bytes(src.read(0, src.size)), index_path)
         if not pairs or pairs[0][0] != b"":
             raise FormatError(f"{index_path}: missing bundle header entry")
         header = pw.decode(pairs[0][1])
@@ -120,11 +119,10 @@ class _Bundle:
             raise FormatError(f"{self.where}: tensor {key!r} names shard {shard_id}, but there are {self.num_shards}")
         path = f"{self.prefix}.data-{shard_id:05d}-of-{self.num_shards:05d}"
         if shard_id not in self._sizes:
-            if os.path.islink(path):
-                raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links")
-            if not os.path.isfile(path):
-                raise FormatError(f"{path}: data shard missing (tensor {key!r})")
-            self._sizes[shard_id] = os.path.getsize(path)
+            try:
+                self._sizes[shard_id] = open_source(path).size
+            except FormatError as exc:
+                raise FormatError(f"{path}: data shard missing or unreadable (tensor {key!r}): {exc}") from None
         return path, self._sizes[shard_id]
 
     def check(self, e: Entry, dtype: np.dtype | None) -> str:
@@ -145,7 +143,7 @@ class _Bundle:
 
     def read_bytes(self, e: Entry, verify: bool = True) -> bytes:
         path, _ = self.shard(e.shard, e.key)
-        data = read_exact(path, e.offset, e.size)
+        data = open_source(path).read(e.offset, e.size)
         if verify and e.crc is not None and mask(google_crc32c.value(bytes(data))) != e.crc:  # it takes bytes only
             raise FormatError(f"{path}: crc32c mismatch for tensor {e.key!r}: the data shard is corrupted")
         return data

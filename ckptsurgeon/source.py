@@ -1,0 +1,207 @@
+"""Byte sources: random access to the bytes of one file, local or remote, behind one small protocol.
+
+Every reader gets its bytes through a ``ByteSource``: ``size``, ``read(offset, n)`` (exactly ``n`` bytes
+or a ``FormatError``), ``window(offset, size)`` (a seekable file object for libraries that want one:
+``zipfile``, ``h5py``) and ``identity()`` (what provenance records instead of hashing the file).
+
+``open_source(name)`` picks the implementation: a registered URL scheme (``scheme://...``) or a local
+file. Local files are opened without following a symbolic link and only when they are regular files
+(a FIFO or a device would block or never end).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import stat
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import FormatError, UnsafeCheckpointError
+
+__all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "read_exact"]
+
+
+@runtime_checkable
+class ByteSource(Protocol):
+    """Random access to one file's bytes. ``name`` is the path or URL used in messages."""
+
+    name: str
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def local_path(self) -> str | None:
+        """The local file's path when there is one (kernel copies, libhdf5's own driver), else None."""
+        ...
+
+    def read(self, offset: int, size: int) -> bytes | bytearray:
+        """Exactly ``size`` bytes at ``offset``; a short read raises ``FormatError`` (truncated file)."""
+        ...
+
+    def window(self, offset: int = 0, size: int | None = None) -> io.RawIOBase:
+        """A read-only, seekable file object over ``size`` bytes at ``offset`` (default: to the end)."""
+        ...
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies this version of the file without reading it (size, mtime, ETag ...)."""
+        ...
+
+
+class SourceWindow(io.RawIOBase):
+    """A read-only file object over a byte range of a ``ByteSource``."""
+
+    def __init__(self, source: ByteSource, offset: int = 0, size: int | None = None) -> None:
+        self._source = source
+        self._offset = offset
+        self._size = source.size - offset if size is None else size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        n = max(0, min(len(buf), self._size - self._pos))
+        if not n:
+            return 0
+        data = self._source.read(self._offset + self._pos, n)
+        buf[:n] = data
+        self._pos += n
+        return n
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """An fd on ``path`` if it is a regular file reached without a final symbolic link."""
+    if os.path.islink(path):
+        raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links (pass the real file)")
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file or directory") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise FormatError(f"{path}: is {what}; pass a checkpoint file")
+    return fd, st
+
+
+class LocalFile:
+    """A local regular file, read with ``os.pread`` on a descriptor opened once."""
+
+    _fd = -1
+
+    def __init__(self, path: str) -> None:
+        self.name = path
+        self._fd, self._stat = _open_regular(path)
+
+    @property
+    def size(self) -> int:
+        return self._stat.st_size
+
+    @property
+    def local_path(self) -> str | None:
+        return self.name
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, offset: int, size: int) -> bytearray:
+        """A fresh, writable buffer (arrays made from it can be modified in place)."""
+        if offset < 0 or size < 0:
+            raise FormatError(f"{self.name}: invalid byte range {offset}+{size}")
+        buf = bytearray(size)
+        view, got = memoryview(buf), 0
+        while got < size:
+            n = os.preadv(self._fd, [view[got:got + (1 << 30)]], offset + got)
+            if not n:
+                break
+            got += n
+        if got != size:
+            raise FormatError(f"{self.name}: truncated: wanted {size} bytes at offset {offset}, got {got}")
+        return buf
+
+    def fresh(self) -> bool:
+        """Whether the path still names the file this descriptor reads (not replaced or changed since)."""
+        try:
+            st = os.stat(self.name, follow_symlinks=False)
+        except OSError:
+            return False
+        old = self._stat
+        return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns) == (old.st_ino, old.st_dev, old.st_size, old.st_mtime_ns)
+
+    def window(self, offset: int = 0, size: int | None = None) -> io.RawIOBase:
+        return SourceWindow(self, offset, size)
+
+    def identity(self) -> dict[str, Any]:
+        return {"size": self._stat.st_size, "mtime_ns": self._stat.st_mtime_ns}
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError):
+            self.close()
+
+
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+_SCHEMES: dict[str, Callable[[str], ByteSource]] = {}
+_CACHE: dict[str, ByteSource] = {}
+_CACHE_MAX = 64
+
+
+def is_url(name: str) -> bool:
+    return _URL.match(name) is not None
+
+
+def register_scheme(scheme: str, opener: Callable[[str], ByteSource]) -> None:
+    """Open ``scheme://...`` names with ``opener`` (remote stores register here)."""
+    _SCHEMES[scheme.lower()] = opener
+
+
+def open_source(name: str) -> ByteSource:
+    """The ByteSource for a path or URL; opened once and reused (a small cache of open files)."""
+    src = _CACHE.pop(name, None)
+    if src is not None and getattr(src, "fresh", lambda: True)():
+        _CACHE[name] = src  # most recently used last
+        return src
+    if src is not None:
+        getattr(src, "close", lambda: None)()
+    m = _URL.match(name)
+    if m:
+        opener = _SCHEMES.get(m.group(1).lower())
+        if opener is None:
+            raise FormatError(f"{name}: unsupported URL scheme {m.group(1)!r}")
+        src = opener(name)
+    else:
+        src = LocalFile(name)
+    if len(_CACHE) >= _CACHE_MAX:
+        old = _CACHE.pop(next(iter(_CACHE)))
+        getattr(old, "close", lambda: None)()
+    _CACHE[name] = src
+    return src
+
+
+def read_exact(name: str, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of the file or URL ``name``."""
+    return open_source(name).read(offset, size)
