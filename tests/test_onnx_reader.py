@@ -1,0 +1,167 @@
+"""The ONNX reader against onnx.load + onnx.numpy_helper.to_array, on every tensor of every model."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from onnx_models import (all_storage_model, external_model, onnx, reference_tensors, rnn_model, torch_export)
+
+import ckptsurgeon
+from ckptsurgeon.errors import FormatError, UnsafeCheckpointError
+from ckptsurgeon.formats import detect
+
+
+def assert_matches_onnx(path) -> ckptsurgeon.CheckpointIndex:
+    index = ckptsurgeon.open(str(path))
+    assert index.format == "onnx"
+    ref = reference_tensors(path)
+    tensors = {p: v for p, v in ref.items() if isinstance(v, np.ndarray)}
+    strings = {p: v for p, v in ref.items() if not isinstance(v, np.ndarray)}
+    assert set(index) == set(tensors)
+    for p, want in tensors.items():
+        got = index[p].numpy()
+        assert got.dtype == want.dtype, (p, got.dtype, want.dtype)
+        assert got.shape == want.shape, (p, got.shape, want.shape)
+        assert index[p].shape == want.shape and index[p].dtype == want.dtype
+        assert got.tobytes() == np.ascontiguousarray(want).tobytes(), p
+    for p, want in strings.items():
+        assert index.metadata[p] == want
+    return index
+
+
+def test_every_storage_form_matches_onnx(tmp_path):
+    path = all_storage_model(tmp_path / "all.onnx")
+    index = assert_matches_onnx(path)
+    # the forms are all there: raw and typed of every dtype, sparse, constants, subgraphs two deep
+    assert {"raw/bfloat16", "typed/bfloat16", "typed/float16", "typed/int8", "typed/bool", "raw/int4", "typed/int4",
+            "raw/float4e2m1", "typed/uint2", "raw/complex128", "typed/double", "typed/uint64"} <= set(index)
+    assert index["sparse/linear"].shape == (3, 4) and index["c_sparse"].shape == (3, 4)
+    assert index["c_float"].shape == () and index["c_ints"].numpy().tolist() == [4, -5, 1 << 40]
+    assert "fill/value" in index
+    assert "Loop_9/body/b/w" in index and "Loop_9/body/inner/If/then_branch/t_w" in index
+    assert index["Loop_9/body/inner/If/else_branch/e_w"].dtype == np.float64
+    md = index.metadata
+    assert md["producer_name"] == "ckptsurgeon-tests" and md["opset_import"] == {"ai.onnx": 21}
+    assert md["metadata_props"] == {"author": "tests", "purpose": "reader"} and md["doc_string"] == "all storage forms"
+    assert md["ir_version"] == onnx.load(str(path)).ir_version
+    assert md["labels"] == ["yes", "no"] and md["c_string"] == "hello"
+    # raw_data and packed float_data point into the file (patchable); varint-typed fields do not
+    assert index["raw/float"].in_place and index["typed/float"].in_place and index["typed/double"].in_place
+    assert not index["typed/int64"].in_place and not index["raw/int4"].in_place
+
+
+@pytest.mark.parametrize("one_file", [True, False])
+def test_external_data_matches_onnx(tmp_path, one_file):
+    path = external_model(tmp_path, one_file)
+    index = assert_matches_onnx(path)
+    assert len(index.files) == (2 if one_file else 7)
+    assert all(index[p].file != str(path) and index[p].in_place for p in index)
+
+
+def test_listing_reads_no_tensor_bytes(tmp_path, monkeypatch):
+    path = external_model(tmp_path, True)
+    data = tmp_path / "ext.weights"
+    # a model whose external file is truncated *after* the listed ranges would fail on read, not on ls:
+    from ckptsurgeon.source import LocalFile
+    reads = []
+    orig = LocalFile.read
+    monkeypatch.setattr(LocalFile, "read", lambda self, o, n: reads.append((self.name, o, n)) or orig(self, o, n))
+    index = ckptsurgeon.open(str(path))
+    assert len(index) == 6 and not [r for r in reads if r[0] == str(data)]
+    big = [r for r in reads if r[2] > 4096]
+    assert not big
+
+
+def test_large_model_lists_without_loading(tmp_path):
+    """A model over 2 GB must use external data; listing touches only the structure (sparse file)."""
+    onnx_path = tmp_path / "big.onnx"
+    from onnx import TensorProto, helper
+    t = TensorProto(name="huge", data_type=TensorProto.FLOAT, dims=[1 << 30])
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "big.bin"), ("offset", "0"), ("length", str(4 << 30))):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    g = helper.make_graph([], "g", [], [], [t])
+    onnx.save(helper.make_model(g), str(onnx_path))
+    with open(tmp_path / "big.bin", "wb") as fh:
+        fh.truncate(4 << 30)  # sparse: no disk used
+    code = ("import ckptsurgeon, resource, sys; i = ckptsurgeon.open(sys.argv[1]); r = i['huge']; "
+            "print(r.shape, r.nbytes, 'torch' in sys.modules, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, str(onnx_path)], capture_output=True, text=True, check=True).stdout.split()
+    assert out[:3] == ["(1073741824,)", str(4 << 30), "False"]
+    assert int(out[3]) < 400_000  # KiB of peak RSS: nothing near the 4 GiB tensor was allocated
+    assert "onnx" not in subprocess.run([sys.executable, "-c", "import ckptsurgeon, sys; ckptsurgeon.open(sys.argv[1]); "
+                                         "print(sorted(m for m in sys.modules if m.startswith(('onnx', 'google.protobuf'))))",
+                                         str(onnx_path)], capture_output=True, text=True, check=True).stdout.replace("[]", "")
+
+
+def test_torch_exports_match_onnx(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    x = torch.randn(5, 2, 3)
+    legacy = torch_export(torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True), (x,), tmp_path / "lstm.onnx",
+                          dynamo=False, do_constant_folding=False)
+    idx = assert_matches_onnx(legacy)
+    assert "weight_ih_l1_reverse" in idx and idx["weight_ih_l1_reverse"].shape == (16, 8)
+    gru = torch_export(torch.nn.GRU(3, 4, num_layers=2, bidirectional=True), (x,), tmp_path / "gru.onnx", dynamo=False)
+    assert_matches_onnx(gru)
+    pytest.importorskip("onnxscript")
+    dyn = torch_export(torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True), (x,), tmp_path / "dyn" / "lstm.onnx",
+                       dynamo=True) if os.makedirs(tmp_path / "dyn") is None else None
+    assert_matches_onnx(dyn)
+
+
+def test_detection_by_content(tmp_path):
+    path, _ = rnn_model(tmp_path / "m.bin", "LSTM")
+    assert detect(str(path)) == "onnx"
+    # other formats are not claimed
+    for name, data in {"st": (8).to_bytes(8, "little") + b'{"a":1} ', "zeros": b"\x08\x01\x00" * 20,
+                       "text": b"\x08hello world", "proto": b"\x08\x05\x12\x03abc\x9a\x01"}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(FormatError):
+            ckptsurgeon.open(str(tmp_path / name))
+
+
+def _tensor_with_external(tmp_path, location: str, length: int | None = None, data_size: int = 64):
+    from onnx import TensorProto, helper
+    t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[16])
+    t.data_location = TensorProto.EXTERNAL
+    entries = [("location", location), ("offset", "0")] + ([("length", str(length))] if length is not None else [])
+    for k, v in entries:
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    (tmp_path / "sub").mkdir(exist_ok=True)
+    path = tmp_path / "sub" / "m.onnx"
+    onnx.save(helper.make_model(helper.make_graph([], "g", [], [], [t])), str(path))
+    return path
+
+
+@pytest.mark.parametrize("location, exc, words", [
+    ("../outside.bin", UnsafeCheckpointError, "leaves the model's folder"),
+    ("/etc/passwd", UnsafeCheckpointError, "absolute"),
+    ("link.bin", UnsafeCheckpointError, "symbolic link"),
+    ("linkdir/w.bin", UnsafeCheckpointError, "symbolic link"),
+    ("short.bin", FormatError, "past the end"),
+    ("missing.bin", FormatError, "no such file"),
+])
+def test_external_data_refusals(tmp_path, location, exc, words):
+    path = _tensor_with_external(tmp_path, location, 64)
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 64)
+    (tmp_path / "sub" / "short.bin").write_bytes(b"\0" * 60)
+    os.symlink(tmp_path / "outside.bin", tmp_path / "sub" / "link.bin")
+    os.symlink(tmp_path, tmp_path / "sub" / "linkdir")
+    (tmp_path / "w.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(exc, match=words) as info:
+        ckptsurgeon.open(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_external_length_must_match_shape(tmp_path):
+    path = _tensor_with_external(tmp_path, "w.bin", 32)
+    (tmp_path / "sub" / "w.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(FormatError, match="needs 64 bytes"):
+        ckptsurgeon.open(str(path))
