@@ -165,3 +165,94 @@ def test_external_length_must_match_shape(tmp_path):
     (tmp_path / "sub" / "w.bin").write_bytes(b"\0" * 64)
     with pytest.raises(FormatError, match="needs 64 bytes"):
         ckptsurgeon.open(str(path))
+
+
+# ------------------------------------------------------------------ hostile files
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, v = v & 0x7F, v >> 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def _ld(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _model(graph: bytes) -> bytes:
+    return b"\x08\x08" + _ld(7, graph) + _ld(8, _ld(1, b"") + b"\x10\x0d")
+
+
+@pytest.mark.parametrize("name, graph, exc, words", [
+    ("length past end", _varint(5 << 3 | 2) + _varint(1 << 40) + b"\0" * 8, FormatError, "declares"),
+    ("varint overflow", _ld(5, b"\x08" + b"\xff" * 11), FormatError, "varint"),
+    ("raw size lie", _ld(5, b"\x08\x10\x08\x04" + _ld(8, b"w") + b"\x10\x01" + _ld(9, b"\0" * 8)), FormatError, "needs 256 bytes, raw_data holds 8"),
+    ("shape overflow", _ld(5, b"\x08" + _varint(1 << 62) + b"\x08" + _varint(1 << 62) + _ld(8, b"w") + b"\x10\x01"
+                          + _ld(9, b"\0" * 4)), UnsafeCheckpointError, "overflows"),
+    ("negative dim", _ld(5, b"\x08" + _varint((1 << 64) - 3) + _ld(8, b"w") + b"\x10\x01"), FormatError, "negative"),
+    ("wire type 3", _ld(5, b"\x0b"), FormatError, "wire type"),
+    ("no data", _ld(5, b"\x08\x04" + _ld(8, b"w") + b"\x10\x01"), FormatError, "holds no data"),
+    ("segment", _ld(5, b"\x08\x01" + _ld(8, b"w") + b"\x10\x01" + _ld(3, b"\x08\x00\x10\x01") + _ld(9, b"\0" * 4)),
+     FormatError, "segmented"),
+    ("unknown dtype", _ld(5, b"\x08\x01" + _ld(8, b"w") + b"\x10\x63" + _ld(9, b"\0" * 4)), FormatError, "data type 99"),
+])
+def test_hostile_structures(tmp_path, name, graph, exc, words):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(_model(graph))
+    with pytest.raises(exc, match=words) as info:
+        ckptsurgeon.open(str(path))["w"].numpy()
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_deep_subgraph_nesting_is_refused(tmp_path):
+    g = b""
+    for _ in range(40):  # If(then_branch=If(then_branch=...))
+        attr = _ld(1, b"then_branch") + b"\xa0\x01\x05" + _ld(6, g)
+        g = _ld(1, _ld(4, b"If") + _ld(5, attr))
+    path = tmp_path / "deep.onnx"
+    path.write_bytes(_model(g))
+    with pytest.raises(UnsafeCheckpointError, match="nested over"):
+        ckptsurgeon.open(str(path))
+
+
+def test_unpacked_typed_fields(tmp_path):
+    """Repeated scalars written one tag per value (legal protobuf, though onnx writes them packed)."""
+    vals = np.array([1.5, -2.0, 3.25], np.float32)
+    floats = b"".join(b"\x25" + v.tobytes() for v in vals)  # field 4, wire type 5, per value
+    ints = b"".join(b"\x38" + _varint(int(v) & ((1 << 64) - 1)) for v in (-5, 7, 1 << 40))  # field 7, varint
+    t1 = _ld(5, b"\x08\x03" + b"\x10\x01" + _ld(8, b"f") + floats)
+    t2 = _ld(5, b"\x08\x03" + b"\x10\x07" + _ld(8, b"i") + ints)
+    path = tmp_path / "unpacked.onnx"
+    path.write_bytes(_model(t1 + t2))
+    m = onnx.load(str(path))
+    index = ckptsurgeon.open(str(path))
+    for t in m.graph.initializer:
+        assert index[t.name].numpy().tobytes() == onnx.numpy_helper.to_array(t).tobytes()
+    assert index["i"].numpy().tolist() == [-5, 7, 1 << 40]
+
+
+def test_mutated_models_fail_cleanly(tmp_path):
+    """Random byte flips and truncations of a real model: a one-line ckptsurgeon error or a listing, never a crash."""
+    from ckptsurgeon.errors import CheckpointError
+    path, _ = rnn_model(tmp_path / "m.onnx", "LSTM", peepholes=True)
+    data = path.read_bytes()
+    rng = np.random.default_rng(11)
+    for k in range(300):
+        buf = bytearray(data)
+        if k % 3 == 0:
+            buf = buf[: rng.integers(1, len(buf))]
+        for _ in range(rng.integers(1, 4)):
+            if buf:
+                buf[rng.integers(len(buf))] = rng.integers(256)
+        bad = tmp_path / f"mut{k}.onnx"
+        bad.write_bytes(bytes(buf))
+        try:
+            index = ckptsurgeon.open(str(bad))
+            for ref in index.values():
+                ref.numpy()
+        except CheckpointError as exc:
+            assert "\n" not in str(exc)
+        bad.unlink()
