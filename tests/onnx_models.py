@@ -141,6 +141,7 @@ def all_storage_model(path: Path) -> Path:
     inits.append(numpy_helper.from_array(np.zeros((0, 4), np.float32), "empty"))
     inits.append(numpy_helper.from_array(np.float32(2.5), "scalar"))
     inits.append(helper.make_tensor("labels", TensorProto.STRING, [2], [b"yes", b"no"]))
+    inits.append(helper.make_tensor("label", TensorProto.STRING, [1], [b"one"]))
     sp1 = helper.make_sparse_tensor(numpy_helper.from_array(np.array([1.5, -2.0, 3.0], np.float32), "sparse.linear"),
                                     numpy_helper.from_array(np.array([1, 5, 11], np.int64), "sparse.linear_idx"), [3, 4])
     sp2 = helper.make_sparse_tensor(numpy_helper.from_array(np.array([7, 9], np.int32), "sparse.coo"),

@@ -48,7 +48,7 @@ def test_every_storage_form_matches_onnx(tmp_path):
     assert md["producer_name"] == "ckptsurgeon-tests" and md["opset_import"] == {"ai.onnx": 21}
     assert md["metadata_props"] == {"author": "tests", "purpose": "reader"} and md["doc_string"] == "all storage forms"
     assert md["ir_version"] == onnx.load(str(path)).ir_version
-    assert md["labels"] == ["yes", "no"] and md["c_string"] == "hello"
+    assert md["labels"] == ["yes", "no"] and md["label"] == ["one"] and md["c_string"] == "hello"
     # raw_data and packed float_data point into the file (patchable); varint-typed fields do not
     assert index["raw/float"].in_place and index["typed/float"].in_place and index["typed/double"].in_place
     assert not index["typed/int64"].in_place and not index["raw/int4"].in_place

@@ -117,7 +117,8 @@ def tensor_entries(model: Model) -> list[tuple[str, str, Graph, object, str]]:
     return rows
 
 
-def _refs(model: Model, path: str, key: str, what: Any, kind: str) -> list[tuple[str, TensorRef | list[str]]]:
+def _refs(model: Model, path: str, key: str, what: Any, kind: str) -> list[tuple[str, TensorRef | list[str] | str]]:
+    """The TensorRefs of one entry (strings: a list for string tensors, a str for ``value_string``)."""
     file = model.path
     if isinstance(what, TensorInfo):
         return [(path, tensor_ref(file, what, path, key))]
@@ -139,7 +140,7 @@ def _refs(model: Model, path: str, key: str, what: Any, kind: str) -> list[tuple
     if attr.name == "value_ints":
         return [(path, scalar_ref(path, key, attr.ints, "int64", (len(attr.ints),), file))]
     if attr.name == "value_string" and attr.s is not None:
-        return [(path, [attr.s.decode("utf-8", "replace")])]
+        return [(path, attr.s.decode("utf-8", "replace"))]
     if attr.name == "value_strings":
         return [(path, [s.decode("utf-8", "replace") for s in attr.strings])]
     return []
@@ -154,8 +155,8 @@ def read(path: str, **_: Any) -> CheckpointIndex:
     notes: list[str] = []
     for tpath, key, _graph, what, kind in tensor_entries(model):
         for p, ref in _refs(model, tpath, key, what, kind):
-            if isinstance(ref, list):
-                metadata[p] = ref if len(ref) != 1 or what is None else ref[0]
+            if not isinstance(ref, TensorRef):
+                metadata[p] = ref
                 continue
             if ref.file not in files:
                 files.append(ref.file)
