@@ -89,11 +89,11 @@ def test_large_model_lists_without_loading(tmp_path):
     onnx.save(helper.make_model(g), str(onnx_path))
     with open(tmp_path / "big.bin", "wb") as fh:
         fh.truncate(4 << 30)  # sparse: no disk used
-    code = ("import ckptsurgeon, resource, sys; i = ckptsurgeon.open(sys.argv[1]); r = i['huge']; "
-            "print(r.shape, r.nbytes, 'torch' in sys.modules, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code = ("import ckptsurgeon, re, sys; i = ckptsurgeon.open(sys.argv[1]); r = i['huge']; "  # VmHWM: this process's peak
+            "print(r.shape, r.nbytes, 'torch' in sys.modules, re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])")
     out = subprocess.run([sys.executable, "-c", code, str(onnx_path)], capture_output=True, text=True, check=True).stdout.split()
     assert out[:3] == ["(1073741824,)", str(4 << 30), "False"]
-    assert int(out[3]) < 400_000  # KiB of peak RSS: nothing near the 4 GiB tensor was allocated
+    assert int(out[3]) < 200_000  # KiB of peak RSS (about 50 MB here): nothing near the 4 GiB tensor was allocated
     assert "onnx" not in subprocess.run([sys.executable, "-c", "import ckptsurgeon, sys; ckptsurgeon.open(sys.argv[1]); "
                                          "print(sorted(m for m in sys.modules if m.startswith(('onnx', 'google.protobuf'))))",
                                          str(onnx_path)], capture_output=True, text=True, check=True).stdout.replace("[]", "")
