@@ -65,7 +65,7 @@ def test_external_data_matches_onnx(tmp_path, one_file):
 def test_listing_reads_no_tensor_bytes(tmp_path, monkeypatch):
     path = external_model(tmp_path, True)
     data = tmp_path / "ext.weights"
-    # a model whose external file is truncated *after* the listed ranges would fail on read, not on ls:
+    # count every read: none may touch the external data file, none may be larger than a structure read
     from ckptsurgeon.source import LocalFile
     reads = []
     orig = LocalFile.read
