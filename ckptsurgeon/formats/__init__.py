@@ -17,6 +17,7 @@ from ..index import CheckpointIndex
 from ..source import ByteSource, open_source
 from .hdf5 import h5 as hdf5, keras_zip
 from .npy import numpy_fmt
+from .onnx import onnx_fmt
 from .pytorch import torch_legacy, torch_zip
 from .safetensors import safetensors_fmt
 from .tensorflow import tf_bundle
@@ -67,6 +68,8 @@ def detect(path: str) -> str:
         return "pytorch-tar"
     if torch_legacy.sniff(head):
         return "pytorch-legacy"
+    if onnx_fmt.sniff(head, size):
+        return "onnx"
     raise FormatError(f"{path}: unrecognized checkpoint format (first bytes {head[:8]!r})")
 
 
@@ -87,6 +90,7 @@ READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
     "tensorflow": tf_bundle.read,
     "hdf5": hdf5.read,
     "keras": keras_zip.read,
+    "onnx": onnx_fmt.read,
 }
 
 

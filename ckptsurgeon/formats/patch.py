@@ -90,6 +90,10 @@ def _fix_zip_crcs(fh: BinaryIO, template: str, offsets: list[int]) -> None:
 
 def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, np.ndarray], *, force: bool = False) -> str:
     """Copy ``index``'s file to ``out`` with the tensors at ``replacements``' paths overwritten."""
+    if index.format == "onnx":  # protobuf lengths and external data files: its own writer
+        from .onnx.patch import patch_onnx
+
+        return patch_onnx(index, out, replacements, force=force)
     template = index.files[0]
     check_output(out, [template], force)
     patches = _check(index, replacements)
