@@ -24,11 +24,15 @@ def tf_meta(folder: str) -> dict:
 
 
 def convert(index, target: str, **options):
-    """Convert every group of ``index`` to ``target``; returns (index of the result, {name: array})."""
-    rows, _ = convert_index(index, target, ConvertOptions(**options))
+    """Convert every group of ``index`` to ``target``; returns (index of the result, {name: array}).
+
+    The result index carries the conversions' self-descriptions as a file written by ckptsurgeon would."""
+    rows, done = convert_index(index, target, ConvertOptions(**options))
     arrays = {key: (v.numpy() if hasattr(v, "numpy") and not isinstance(v, np.ndarray) else np.asarray(v)) for _, key, v in rows}
-    sep = TARGETS[target][0]
-    return memory_index(((k.replace(sep, "/"), k, a) for k, a in arrays.items()), format=target, file="<memory>"), arrays
+    sep = TARGETS[target].sep
+    out = memory_index(((k.replace(sep, "/"), k, a) for k, a in arrays.items()), format=target, file="<memory>")
+    out.metadata["__metadata__"] = {k: v for c in done for k, v in c.stated().items()}
+    return out, arrays
 
 
 def only_group(index, **kw):
