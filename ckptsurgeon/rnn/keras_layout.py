@@ -28,7 +28,7 @@ _DIRECTION = re.compile(r"^(forward|backward)(_layer|_.+)$")
 
 def _layer_of(scope: str) -> str:
     parent, _, last = scope.rpartition("/")
-    return parent if last in _CELL_SCOPES and parent else scope
+    return parent if last in _CELL_SCOPES else scope
 
 
 def _config(index: CheckpointIndex, layer_scope: str) -> dict[str, Any]:
@@ -36,8 +36,13 @@ def _config(index: CheckpointIndex, layer_scope: str) -> dict[str, Any]:
     segs = layer_scope.split("/")
     top = layers.get(segs[0]) or {}
     if len(segs) > 1 and _DIRECTION.match(segs[-1]) and top.get("class_name") == "Bidirectional":
-        inner = top.get("backward_layer") if segs[-1].startswith("backward") and top.get("backward_layer") else top.get("layer")
-        return inner or {}
+        backward = segs[-1].startswith("backward")
+        if backward and top.get("backward_layer"):
+            return top["backward_layer"]
+        inner = dict(top.get("layer") or {})
+        if backward and isinstance(inner.get("go_backwards"), bool):
+            inner["go_backwards"] = not inner["go_backwards"]  # Keras builds the backward copy with it flipped
+        return inner
     return layers.get(segs[-1]) or top
 
 
@@ -168,6 +173,15 @@ def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGro
         if twin is None:
             continue
         back = singles[twin]
+        used.update((scope, twin))
+        shape = lambda g: (g.kind, g.input_size, g.hidden_size, g.bias)  # noqa: E731
+        if shape(back) != shape(group):
+            why = (f"missing: half of a Keras Bidirectional whose layers differ ({group.variant} {group.hidden_size} "
+                   f"forward, {back.variant} {back.hidden_size} backward); no target holds that")
+            for half in (group, back):
+                half.provenance["bidirectional"] = why
+            out.extend((group, back))
+            continue
         top = (index.metadata.get("layers") or {}).get(parent.split("/")[0]) or {}
         prov = dict(group.provenance)
         for fact in ("reset_after", "activation", "recurrent_activation"):
@@ -181,7 +195,6 @@ def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGro
         if merge_mode is not None:
             merged.merge_mode, merged.provenance["merge_mode"] = merge_mode, "file: model config"
         merged.load = lambda f=group, b=back: [[f.load()[0][0], b.load()[0][0]]]
-        used.update((scope, twin))
         out.append(merged)
     return out + [g for s, g in singles.items() if s not in used]
 

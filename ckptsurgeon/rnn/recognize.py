@@ -38,7 +38,7 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -
     return groups
 
 
-_LAYER = re.compile(r"^(.*)/layer_(\d+)$")
+_LAYER = re.compile(r"^(?:(.*)/)?layer_(\d+)$")
 
 
 def merge_layers(groups: list[RecurrentGroup]) -> list[RecurrentGroup]:
@@ -47,7 +47,7 @@ def merge_layers(groups: list[RecurrentGroup]) -> list[RecurrentGroup]:
     for g in groups:
         m = _LAYER.match(g.scope)
         if m:
-            stacks.setdefault(m.group(1), {})[int(m.group(2))] = g
+            stacks.setdefault(m.group(1) or "", {})[int(m.group(2))] = g
     merged, used = [], set()
     for scope, layers in stacks.items():
         order = [layers[k] for k in sorted(layers)]

@@ -154,6 +154,11 @@ def _group(index, scope, found) -> RecurrentGroup | None:
                                input_size=gk[0] - hidden, hidden_size=hidden, num_layers=len(layers),
                                directions=len(dirs), bias="one", reset_after=False, topology=topology,
                                provenance=prov, members=members)
+    widths = sorted({index[v[2]["kernel" if v[0] == "lstm" else "ck"]].shape[1] // (4 if v[0] == "lstm" else 1)
+                     for v in found.values()})
+    if len(widths) > 1:
+        group.provenance["layers"] = (f"missing: its layers have different widths ({', '.join(map(str, widths))}), which "
+                                      "no target's single hidden size holds; select one layer")
     group.load = lambda: [[_load(index, found[(k, d)], group) for d in dirs] for k in layers]
     return group
 
@@ -168,11 +173,12 @@ def _load(index, entry, group: RecurrentGroup) -> Cell:
     get = lambda key: index[parts[key]].numpy()  # noqa: E731
     if kind == "lstm":
         kernel = get("kernel")
-        n_in = kernel.shape[0] - (group.proj_size or group.hidden_size)
+        proj = get("projection").shape[1] if group.proj_size else 0
+        n_in = kernel.shape[0] - (proj or kernel.shape[1] // 4)
         order = ORDERS[("tf1", "lstm")]
         w = reorder(kernel.T, order, "ifgo")
         bias = reorder(get("bias"), order, "ifgo").copy() if "bias" in parts else np.zeros(kernel.shape[1], kernel.dtype)
-        H = group.hidden_size
+        H = kernel.shape[1] // 4
         bias[H:2 * H] += np.asarray(group.forget_bias, bias.dtype)  # fold the run-time forget_bias in
         peep = np.stack([get("w_i_diag"), get("w_f_diag"), get("w_o_diag")]) if group.peepholes else None
         w_hr = get("projection").T if group.proj_size else None
