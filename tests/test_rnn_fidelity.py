@@ -458,3 +458,26 @@ def test_load_into_verifies_by_default(tmp_path, monkeypatch):
     assert report.loaded == [] and "computes outputs" in report.mismatched[0]
     assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
     assert load_into(fresh, path, verify_atol=None).loaded  # verification off: the tampered values load
+
+
+def test_keras_versions_compare_as_versions():
+    from ckptsurgeon.rnn.keras_facts import parse_version
+
+    assert parse_version("2.15.0") > parse_version("2.3") > parse_version("2.2.4-tf") > parse_version("2.1.6")
+    assert parse_version("3.0.0.dev2024") == (3, 0, 0) and parse_version("") is None
+
+
+def test_keras_load_into_reports_the_verification(tmp_path):
+    from ckptsurgeon.keras import load_into
+
+    keras.utils.set_random_seed(9)
+    model = keras.Sequential([keras.Input((6, 5)), keras.layers.GRU(4, return_sequences=True, name="g")])
+    torch.manual_seed(9)
+    src = torch.nn.GRU(5, 4, batch_first=True)
+    report = load_into(model, _torch_file(tmp_path, src, "g"))
+    assert len(report.checks) == 1 and report.checks[0].ok and report.checks[0].max_abs_diff < 1e-6
+    x = np.random.default_rng(3).standard_normal((2, 6, 5)).astype(np.float32)
+    np.testing.assert_allclose(_keras_out(model, x), src(torch.tensor(x))[0].detach().numpy(), atol=1e-5)
+    hard = keras.Sequential([keras.Input((6, 5)), keras.layers.GRU(4, recurrent_activation="hard_sigmoid", name="g")])
+    with pytest.raises(ckptsurgeon.PlanError, match="hard_sigmoid_keras3"):  # its config states it: no silent swap
+        load_into(hard, _torch_file(tmp_path, src, "g"))
