@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 import ckptsurgeon
 from ckptsurgeon.cli import cli
-from ckptsurgeon.rnn import ConversionError, ConvertOptions, convert_group, recognize, refusals, verify_converted
+from ckptsurgeon.rnn import ConversionError, ConvertOptions, convert_group, refusals, verify_converted
 from ckptsurgeon.rnn.reference import run_stack
-from rnn_helpers import TF, convert, only_group, open_scope, run_onnx
+from rnn_helpers import TF, convert, only_group, run_onnx
 
 torch = pytest.importorskip("torch")
 

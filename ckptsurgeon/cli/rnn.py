@@ -69,9 +69,9 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
         return
     for g in groups:
         click.echo(_summary(g))
-        for fact in _SHOWN:
-            if fact in g.provenance:
-                click.echo(f"  {fact}: {_value(g, fact)}  ({g.provenance[fact]})")
+        for fact in [f for f in _SHOWN if f in g.provenance] + [f for f in g.provenance if f not in _SHOWN]:
+            value = _value(g, fact) if hasattr(g, fact) else "not usable"
+            click.echo(f"  {fact}: {value}  ({g.provenance[fact]})")
         for note in g.notes:
             click.echo(f"  note: {note}")
 

@@ -95,10 +95,10 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
     t = TARGETS[target]
     why: list[str] = []
     for fact, source in group.unsettled().items():
-        why.append(f"{fact} not known: {source.split(':', 1)[-1].strip()}")
+        why.append(f"{fact}: {source.split(':', 1)[-1].strip()}")
     if into is not None:
         for fact, source in into.unsettled().items():
-            why.append(f"the template group {into.scope!r}'s {fact} is not known: {source.split(':', 1)[-1].strip()}")
+            why.append(f"the template group {into.scope!r}'s {fact}: {source.split(':', 1)[-1].strip()}")
     if why:
         return why
     if group.kind == "gru" and group.reset_after not in t.families:
