@@ -121,6 +121,9 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
     from .rnn.verify import verify_converted
 
     rows, done = convert_index(kept, to, options)
+    if not done:
+        raise SelectionError(f"{kept.files[0]}: no recurrent group in the selection to convert to {to} "
+                             "(see `ckptsurgeon rnn`); drop --to to extract the tensors as they are")
     checks = []
     if verify_atol is not None:
         found = [verify_converted(c, atol=verify_atol, seed=i) for i, c in enumerate(done)]

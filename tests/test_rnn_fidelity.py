@@ -481,3 +481,17 @@ def test_keras_load_into_reports_the_verification(tmp_path):
     hard = keras.Sequential([keras.Input((6, 5)), keras.layers.GRU(4, recurrent_activation="hard_sigmoid", name="g")])
     with pytest.raises(ckptsurgeon.PlanError, match="hard_sigmoid_keras3"):  # its config states it: no silent swap
         load_into(hard, _torch_file(tmp_path, src, "g"))
+
+
+def test_partial_selections_are_refused_not_passed_through(tmp_path):
+    grid = TF.parent / "tensorflow" / "tf1_grid" / "bi_multi2_lstm" / "model.ckpt"
+    res = _cli("extract", grid, "-s", "bidirectional_rnn/bw", "--to", "torch", "-o", tmp_path / "bw.pt")
+    assert res.exit_code == 1 and "only the backward (bw) cells" in res.output and not (tmp_path / "bw.pt").exists()
+    res = _cli("extract", grid, "-s", "bidirectional_rnn/fw", "--to", "torch", "-o", tmp_path / "fw.pt")
+    assert res.exit_code == 0 and "verified" in res.output, res.output  # the forward stack alone is a plain stack
+    module = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True)
+    module.load_state_dict({k.split(".")[-1]: v for k, v in torch.load(tmp_path / "fw.pt", weights_only=True).items()})
+    ref = np.load(grid.parent / "reference.npz")
+    np.testing.assert_allclose(module(torch.tensor(ref["out/x"]))[0].detach().numpy(), ref["out/outputs/fw"], atol=1e-5)
+    res = _cli("extract", TF / "tf1_misc", "--to", "torch", "-o", tmp_path / "none.pt")
+    assert res.exit_code == 1 and "no recurrent group" in res.output

@@ -117,7 +117,7 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
     if group.topology == "independent" and group.num_layers > 1 and group.directions == 2 and not t.independent:
         why.append("its directions are two independent stacks (TF1 bidirectional_dynamic_rnn over MultiRNNCells: layer k "
                    f"of fw reads only layer k-1 of fw), while {target} layer k reads both directions of layer k-1; "
-                   "use --to tf1 or gates, or select one direction")
+                   "use --to tf1 or gates, or select the forward stack alone (.../fw)")
     if group.go_backwards and group.directions == 2:
         why.append("it is a Keras Bidirectional whose forward layer has go_backwards=True, which no target here "
                    "expresses (and the reference cells do not model)")

@@ -114,9 +114,9 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
 def _group(index, scope, found) -> RecurrentGroup | None:
     layers = sorted({k for k, _ in found})
     dirs = sorted({d for _, d in found})
-    if layers != list(range(len(layers))) or dirs not in ([0], [0, 1]) or len(found) != len(layers) * len(dirs):
+    if layers != list(range(len(layers))) or dirs not in ([0], [1], [0, 1]) or len(found) != len(layers) * len(dirs):
         return None
-    kind, cell_name, parts, _ = found[(0, 0)]
+    kind, cell_name, parts, _ = found[(layers[0], dirs[0])]
     topologies = {v[3] for v in found.values()}
     if any(v[0] != kind or v[1] != cell_name for v in found.values()) or len(topologies) > 1:
         return None
@@ -156,6 +156,9 @@ def _group(index, scope, found) -> RecurrentGroup | None:
                                provenance=prov, members=members)
     widths = sorted({index[v[2]["kernel" if v[0] == "lstm" else "ck"]].shape[1] // (4 if v[0] == "lstm" else 1)
                      for v in found.values()})
+    if dirs == [1]:
+        group.provenance["directions"] = ("missing: only the backward (bw) cells are selected; they run last step "
+                                          "first inside a bidirectional layer, which no target holds alone; select both")
     if len(widths) > 1:
         group.provenance["layers"] = (f"missing: its layers have different widths ({', '.join(map(str, widths))}), which "
                                       "no target's single hidden size holds; select one layer")
