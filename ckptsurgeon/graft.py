@@ -28,7 +28,8 @@ from .rnn.verify import GroupCheck, check_pair
 __all__ = ["GraftReport", "GraftRow", "plan_graft", "graft", "render_scope", "template_options"]
 
 # template group layout -> the --to target that writes it
-_TARGET_OF = {"torch": "torch", "torch-cell": "torch-cell", "keras": "keras", "tf1": "tf1", "tf1-gru": "tf1", "onnx": "onnx"}
+_TARGET_OF = {"torch": "torch", "torch-cell": "torch-cell", "keras": "keras", "tf1": "tf1", "tf1-gru": "tf1", "onnx": "onnx",
+              "gates": "gates"}
 
 
 @dataclass
