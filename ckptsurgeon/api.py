@@ -99,13 +99,40 @@ class ExtractResult:
     checks: list[dict] = field(default_factory=list)
 
 
-def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float | None):
-    """The converted selection as an index (renamed), the group reports, and the verification rows."""
+def _out_scope(scope: str, rename: Sequence[tuple[str, str]], rules: Sequence = ()) -> str:
+    """A group scope after ``rename`` (prefix rules) and remap ``rules``, for its ``rnn:<scope>`` metadata key."""
+    new = rename_path(scope + "/\0" if scope else "\0", rename)
+    scope = scope if new is None else new.removesuffix("\0").rstrip("/")
+    if rules:
+        from .graft import render_scope
+
+        mapped = render_scope(scope, rules)
+        scope = scope if mapped is None else mapped
+    return scope
+
+
+def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float | None, rules: Sequence = ()):
+    """The converted selection as an index (renamed), the group reports, and the verification rows.
+
+    Each converted group is read back from its own tensors and self-description and run against the
+    source before anything is written; the output's metadata gets every group's ``rnn:<scope>``.
+    """
     from .rnn.convert import TARGETS, convert_index
-    from .rnn.verify import verify
+    from .rnn.verify import verify_converted
 
     rows, done = convert_index(kept, to, options)
-    sep = TARGETS[to][0]
+    if not done:
+        raise SelectionError(f"{kept.files[0]}: no recurrent group in the selection to convert to {to} "
+                             "(see `ckptsurgeon rnn`); drop --to to extract the tensors as they are")
+    checks = []
+    if verify_atol is not None:
+        found = [verify_converted(c, atol=verify_atol, seed=i) for i, c in enumerate(done)]
+        checks = [r.as_dict() for r in found]
+        bad = [r for r in found if not r.ok]
+        if bad:
+            raise SelectionError("; ".join(f"{r.source or '/'}: converted outputs differ by {r.max_abs_diff:.3g} "
+                                           f"(> {verify_atol:g})" for r in bad) + "; nothing written")
+    sep = TARGETS[to].sep
     builder = IndexBuilder(kept.files[0])
     for path, key, value in rows:
         passthrough = isinstance(value, TensorRef)
@@ -117,20 +144,13 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
         else:
             arr = np.asarray(value)
             builder.add(TensorRef(path, key, arr.dtype, tuple(arr.shape), kept.files[0], loader=lambda a=arr: a))
-    # The GRU family is an ONNX operator attribute, not a weight: the output's metadata keeps it.
-    family = {f"onnx_linear_before_reset:{c.group.scope}": "1" if c.group.reset_after else "0"
-              for c in done if to == "onnx" and c.group.kind == "gru"}
+    stated: dict[str, str] = {}
+    for c in done:
+        stated.update(c.stated(_out_scope(c.group.scope, rename, rules)))
     result = CheckpointIndex(builder.refs, format=to, files=[kept.files[0]], key_sep=sep,
-                             metadata={"__metadata__": family})
-    checks = []
-    if verify_atol is not None and done:
-        found = verify(kept, result, atol=verify_atol, options_a=options)
-        checks = [r.as_dict() for r in found]
-        bad = [r for r in found if not r.ok]
-        if bad:
-            raise SelectionError("; ".join(f"{r.source}: converted outputs differ by {r.max_abs_diff:.3g} (> {verify_atol:g})"
-                                           for r in bad) + "; nothing written")
-    reports = [{**c.group.describe(), "target": to, "tensors": list(c.tensors), "notes": c.notes} for c in done]
+                             metadata={"__metadata__": stated})
+    reports = [{**c.group.describe(), "target": to, "tensors": list(c.tensors), "notes": c.notes,
+                "output": c.metadata} for c in done]
     return result, reports, checks
 
 
@@ -148,7 +168,7 @@ def extract(
     allow_globals: Sequence[str] = (),
     to: str | None = None,
     options: object | None = None,
-    verify_atol: float | None = None,
+    verify_atol: float | None = 1e-5,
     map: Sequence[str] = (),  # noqa: A002
 ) -> ExtractResult:
     """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
@@ -156,7 +176,8 @@ def extract(
 
     Mirrors ``ckptsurgeon extract``. Optimizer state is left out unless ``include_optimizer``.
     ``to`` is one of torch, torch-cell, keras, tf1, onnx, gates (``options``: a ``ConvertOptions``);
-    with ``verify_atol`` the converted groups are run against the source before anything is written.
+    the converted groups are read back and run against the source before anything is written, and
+    nothing is written above ``verify_atol`` (``None`` skips the check).
     Provenance (source name, its sha256, the selection) goes into the output's metadata.
     """
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
@@ -173,7 +194,9 @@ def extract(
     if to:
         from .rnn.convert import ConvertOptions
 
-        kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol)
+        from .remap import parse_map
+
+        kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol, parse_map(map))
     elif rename:
         kept = kept.renamed(rename)
     src = index.files[0]
@@ -190,6 +213,8 @@ def extract(
     if to:
         metadata["converted_to"] = to
         metadata.update(kept.metadata.get("__metadata__", {}))
+    elif writer_for(os.fspath(out), format).name == "npz":
+        metadata = {}  # npz has no hidden place for metadata: a member is written only when a conversion needs one
     if map:
         from .remap import Remap, parse_map
 

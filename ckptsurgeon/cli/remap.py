@@ -8,7 +8,7 @@ from ..formats import WRITERS
 from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
 from .common import allow_global_option, emit_json, fail, scope_options
-from .rnn_options import build_options, rnn_options
+from .rnn_options import build_options, fact_options, fact_values, rnn_options
 
 
 @click.command("remap")
@@ -74,14 +74,23 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.option("--strict", is_flag=True, help="Untouched template tensors or unused source tensors are errors.")
 @click.option("--dry-run", is_flag=True, help="Report what would be replaced; write nothing.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--allow-approx", is_flag=True, help="Graft even when the template computes other activations; "
+              "report the measured error.")
+@click.option("--verify/--no-verify", "verify_", default=True, show_default=True,
+              help="Run each grafted template group against the source group first; write nothing above --atol.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance for --verify.")
 @rnn_options
+@fact_options
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
-def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force,
-              forget_bias, orientation, gate_names, var_names, as_json):
+def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force, allow_approx,
+              verify_, atol, forget_bias, orientation, gate_names, var_names, reset_after, activation,
+              recurrent_activation, go_backwards, as_json):
     """Write SOURCE's tensors into a copy of the downstream model's checkpoint TEMPLATE.
 
-    Recurrent groups are converted to the template's layout (TF1 -> PyTorch, PyTorch -> Keras ...);
+    Recurrent groups are converted to the template's layout (TF1 -> PyTorch, PyTorch -> Keras ...) with
+    the template group's own constants and activations, and verified (--no-verify skips it);
     everything not replaced stays byte-identical to TEMPLATE. Exit 1 when nothing would be replaced.
+    The fact flags (--forget-bias, --recurrent-activation ...) describe SOURCE.
 
     \b
     Examples:
@@ -93,13 +102,20 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
         raise click.UsageError("-o/--output is required unless --dry-run")
     if exclude or regex:
         fail("graft takes --scope globs only")
+    options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
+                            **fact_values(reset_after, activation, recurrent_activation, go_backwards))
     report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
-                   force=force, options=build_options(forget_bias, orientation, gate_names, var_names))
+                   force=force, options=options, verify_atol=atol if verify_ else None)
     if as_json:
         emit_json(report.as_dict())
         return
     for line in report.groups:
         click.echo(f"matched {line}")
+    for note in report.notes:
+        click.echo(f"  note: {note}")
+    for check in report.checks:
+        click.echo(f"verified {check.source or '/'} -> {check.converted or '/'}: max abs diff {check.max_abs_diff:.3g} "
+                   f"(atol {check.atol:g})")
     for row in report.replaced:
         cast = f" (cast from {row.cast_from})" if row.cast_from else ""
         click.echo(f"replace {row.target} <- {row.source}{cast}")

@@ -1,29 +1,29 @@
 """Reference recurrent cells in numpy (float64), on the canonical layout.
 
 They define what "the same numbers" means for ``verify``; tests check them against real
-``torch.nn.LSTM/GRU``, Keras layers and TensorFlow's recorded outputs.
+``torch.nn.LSTM/GRU``, Keras layers, ONNX runtimes and TensorFlow's recorded outputs. Everything a
+``Stack`` states is honoured: activations by exact formula, GRU family, peepholes, projection,
+topology (interleaved or independent directions) and ``go_backwards``. A semantic that is not known
+(``None``) is refused, never defaulted.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import CheckpointError
+from .activations import activation
 from .cell import Cell, Stack
 
-__all__ = ["ACTIVATIONS", "run_cell", "run_stack"]
+__all__ = ["run_cell", "run_stack"]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-ACTIVATIONS = {
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-    "hard_sigmoid": lambda x: np.clip(0.2 * x + 0.5, 0.0, 1.0),  # Keras 1/2
-    "hard_sigmoid_keras3": lambda x: np.clip(x + 3.0, 0.0, 6.0) / 6.0,  # Keras 3: relu6(x+3)/6
-    "relu": lambda x: np.maximum(x, 0.0),
-    "linear": lambda x: x,
-}
+def _fn(name: str | None, what: str):
+    if name is None:
+        raise CheckpointError(f"the {what} is not known; the reference cells cannot run it")
+    try:
+        return activation(name).fn
+    except KeyError as exc:
+        raise CheckpointError(str(exc.args[0])) from None
 
 
 def _f64(a: np.ndarray | None) -> np.ndarray | None:
@@ -33,7 +33,9 @@ def _f64(a: np.ndarray | None) -> np.ndarray | None:
 def run_cell(cell: Cell, x: np.ndarray, h0: np.ndarray | None = None, c0: np.ndarray | None = None,
              reverse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Run over ``x`` (T, B, in); returns outputs (T, B, H or P), final h, final c (LSTM)."""
-    sig, act = ACTIVATIONS[cell.recurrent_activation], ACTIVATIONS[cell.activation]
+    sig, act = _fn(cell.recurrent_activation, "recurrent_activation"), _fn(cell.activation, "activation")
+    if cell.kind == "gru" and cell.reset_after is None:
+        raise CheckpointError("the GRU family (reset_after) is not known; the reference cells cannot run it")
     w_ih, w_hh = _f64(cell.w_ih), _f64(cell.w_hh)
     b_ih, b_hh = (_f64(b) for b in cell.biases())
     H, T, B = cell.hidden, x.shape[0], x.shape[1]
@@ -72,8 +74,29 @@ def run_cell(cell: Cell, x: np.ndarray, h0: np.ndarray | None = None, c0: np.nda
     return outs, h, (c if cell.kind == "lstm" else None)
 
 
-def run_stack(stack: Stack, x: np.ndarray) -> np.ndarray:
-    """Stacked (and bidirectional) layers: each layer's directions concatenated feed the next."""
+def run_stack(stack: Stack | list[list[Cell]], x: np.ndarray) -> np.ndarray:
+    """Outputs (T, B, D*H) of a stack over ``x`` (T, B, in); directions concatenated, reverse aligned to x.
+
+    interleaved: each layer's directions concatenated feed the next layer. independent: each
+    direction runs its own stack and the tops are concatenated. go_backwards: the one direction runs
+    from the last step and its outputs come back in that order (Keras).
+    """
+    if not isinstance(stack, Stack):
+        stack = Stack(list(stack))
+    if stack.go_backwards:
+        if len(stack[0]) != 1:
+            raise CheckpointError("go_backwards on a bidirectional stack has no reference semantics here")
+        for layer in stack:
+            x = run_cell(layer[0], x, reverse=True)[0][::-1]
+        return x
+    if stack.topology == "independent" and len(stack[0]) == 2:
+        tops = []
+        for d in range(2):
+            y = x
+            for layer in stack:
+                y = run_cell(layer[d], y, reverse=d == 1)[0]
+            tops.append(y)
+        return np.concatenate(tops, axis=-1)
     for layer in stack:
         outs = [run_cell(cell, x, reverse=d == 1)[0] for d, cell in enumerate(layer)]
         x = np.concatenate(outs, axis=-1)

@@ -47,6 +47,9 @@ def read_source(source: str | Callable[[], Any], *, file: str, where: str, confi
                 name = "keras-v3"
             else:
                 refs, name = _generic(f, where=where, file=file, source=source), "hdf5"
+                stored = {str(k): _attr_text(v) for k, v in f.attrs.items() if isinstance(v, (str, bytes))}
+                if stored:
+                    metadata["__metadata__"] = stored  # what the h5 writer (or another tool) put in attributes
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise FormatError(f"{where}: damaged HDF5 file: {exc}") from None
     builder = IndexBuilder(where)
