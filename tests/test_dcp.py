@@ -93,6 +93,8 @@ def test_sharded_tensors_are_really_split_and_reassembled(version):
     cols = index["dtensors/cols"]  # split on dim 1: chunks are not contiguous blocks of the full tensor
     assert rows.shape == (5, 3) and cols.shape == (4, 6)
     assert not rows.in_place and rows.numpy().flags.c_contiguous
+    if version == "torch-2.13.0":  # a ShardedTensor (FSDP1 sharded state dicts, Megatron torch_dist) too
+        assert index["sharded_tensor/st"].shape == (7, 2)
 
 
 def test_non_tensor_state_goes_to_metadata_and_optimizer_is_marked():
