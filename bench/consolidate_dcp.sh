@@ -4,10 +4,11 @@
 #
 #   bash bench/consolidate_dcp.sh [DATA_DIR]     # default DATA_DIR: /work/bench-data (else /tmp)
 #
-# Builds (once) a DCP folder with torch from .venv: 2 gloo processes on CPU, 64 tensors of 64 MiB
-# float32 (4 GiB), each split across the 2 ranks on dim 0 (DTensor Shard(0)), so every tensor is
-# reassembled from 2 chunks in 2 .distcp files. Then runs `ckptsurgeon consolidate` under
-# /usr/bin/time -v and prints the peak RSS, the import baseline and the check.
+# Builds (once, bench/make_dcp_bench.py) a DCP folder with torch from .venv: 2 gloo processes on CPU,
+# 64 tensors of 64 MiB float32 (4 GiB), each split across the 2 ranks on dim 0 (DTensor Shard(0)), so
+# every tensor is reassembled from 2 chunks in 2 .distcp files. Then runs `ckptsurgeon consolidate`
+# (one file, then 1 GB shards) under /usr/bin/time -v and prints the peak RSS, the import baseline
+# and the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash scripts/setup.sh test
@@ -23,33 +24,7 @@ ROWS=4096   # 4096 x 4096 float32 = 64 MiB per tensor
 if [ ! -f "$CKPT/.metadata" ]; then
   echo "building $CKPT (4 GiB, 2 ranks) ..."
   rm -rf "$CKPT"
-  nice "$PY" - "$CKPT" "$N" "$ROWS" <<'EOF'
-import os, socket, sys
-import torch
-import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-import torch.multiprocessing as mp
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.tensor import DTensor, Shard
-
-
-def work(rank, world, port, path, n, rows):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    mesh = init_device_mesh("cpu", (world,))
-    g = torch.Generator().manual_seed(rank)
-    state = {f"layers.{i}.weight": DTensor.from_local(torch.randn(rows // world, rows, generator=g), mesh, [Shard(0)])
-             for i in range(n)}
-    dcp.save(state, storage_writer=dcp.FileSystemWriter(path))
-    dist.barrier()
-    dist.destroy_process_group()
-
-
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-mp.spawn(work, args=(2, port, sys.argv[1], int(sys.argv[2]), int(sys.argv[3])), nprocs=2, join=True)
-EOF
+  nice "$PY" bench/make_dcp_bench.py "$CKPT" "$N" "$ROWS"
 fi
 du -sh "$CKPT"
 rm -f "$OUT"
@@ -66,6 +41,12 @@ else
   echo "FAIL: goal is under 200 MiB and under the largest tensor + 150 MB"
   status=1
 fi
+rm -rf "$OUT.shards"
+slog=$( { /usr/bin/time -v .venv/bin/ckptsurgeon consolidate "$CKPT" -o "$OUT.shards" --max-shard-size 1GB; } 2>&1 )
+speak=$(echo "$slog" | awk -F: '/Maximum resident/ {print $2+0}')
+echo "consolidate --max-shard-size 1GB: $(ls "$OUT.shards" | wc -l) files, peak RSS $((speak / 1024)) MiB"
+[ "$speak" -lt $((200 * 1024)) ] || { echo "FAIL: sharded consolidate over 200 MiB"; status=1; }
+rm -rf "$OUT.shards"
 "$PY" - "$CKPT" "$OUT" <<'EOF'
 import sys, numpy as np, ckptsurgeon
 src, out = ckptsurgeon.open(sys.argv[1]), ckptsurgeon.open(sys.argv[2])

@@ -14,6 +14,7 @@ import os
 import posixpath
 from typing import Protocol
 
+from .errors import UnsafeCheckpointError
 from .source import ensure_scheme, is_url, open_source, url_scheme
 
 __all__ = ["Location", "register_location", "kind", "exists", "isfile", "isdir", "islink", "join", "parent", "basename",
@@ -35,21 +36,19 @@ def register_location(scheme: str, location: Location) -> None:
     _LOCATIONS[scheme.lower()] = location
 
 
-def _remote(name: str) -> Location:
+def _remote(name: str) -> Location | None:
     scheme = url_scheme(name)
     if scheme not in _LOCATIONS:
         ensure_scheme(scheme, name)  # loads the remote backend, or raises its install hint
-    loc = _LOCATIONS.get(scheme)
-    if loc is None:
-        from .errors import FormatError
-
-        raise FormatError(f"{name}: folders under {scheme}:// are not supported")
-    return loc
+    return _LOCATIONS.get(scheme)
 
 
 def kind(name: str) -> str | None:
+    """``"file"``, ``"directory"`` or None. A URL scheme without a registered location counts as a file
+    (its byte source, or the lack of one, speaks when it is opened)."""
     if is_url(name):
-        return _remote(name).kind(name)
+        loc = _remote(name)
+        return loc.kind(name) if loc is not None else "file"
     if os.path.isdir(name):
         return "directory"
     return "file" if os.path.lexists(name) else None
@@ -90,8 +89,6 @@ def basename(name: str) -> str:
 
 def read_small(name: str, limit: int, what: str = "file") -> bytes:
     """A whole small file (an index, a state file); over ``limit`` bytes is refused."""
-    from .errors import UnsafeCheckpointError
-
     src = open_source(name)
     if src.size > limit:
         raise UnsafeCheckpointError(f"{name}: {what} of {src.size} bytes is over the {limit}-byte limit; refusing")

@@ -54,8 +54,8 @@ def _fs_for(url: str) -> tuple[Any, str]:
         return fsspec.core.url_to_fs(url)
     except ImportError as exc:  # the store's own backend (s3fs, gcsfs, huggingface_hub, aiohttp) is missing
         extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}.get(url.split("://")[0].lower(), "remote")
-        raise MissingDependencyError(getattr(exc, "name", None) or "its fsspec backend", extra,
-                                     f"reading {public_url(url)}") from None
+        package = {"s3": "s3fs", "gcs": "gcsfs", "hf": "huggingface_hub", "remote": "aiohttp"}[extra]
+        raise MissingDependencyError(package, extra, f"reading {public_url(url)}") from exc
     except Exception as exc:
         raise FormatError(f"{public_url(url)}: cannot open: {_one_line(exc)}") from None
 

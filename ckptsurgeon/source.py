@@ -4,8 +4,9 @@ Every reader gets its bytes through a ``ByteSource``: ``size``, ``read(offset, n
 or a ``FormatError``), ``window(offset, size)`` (a seekable file object for libraries that want one:
 ``zipfile``, ``h5py``) and ``identity()`` (what provenance records instead of hashing the file).
 
-``open_source(name)`` picks the implementation: a registered URL scheme (``scheme://...``) or a local
-file. Local files are opened without following a symbolic link and only when they are regular files
+``open_source(name)`` picks the implementation: a registered URL scheme (``scheme://...``; the remote
+ones of ``REMOTE_SCHEMES`` load ``ckptsurgeon.remote`` on first use) or a local file. A source may also
+offer ``readinto(offset, buffer)`` to fill a buffer without an intermediate copy (local files do). Local files are opened without following a symbolic link and only when they are regular files
 (a FIFO or a device would block or never end).
 """
 from __future__ import annotations

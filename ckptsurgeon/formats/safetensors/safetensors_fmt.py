@@ -147,3 +147,4 @@ def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str
         little = np.ascontiguousarray(little)
         if little.size:
             fh.write(little.reshape(-1).view(np.uint8).data)  # the array's own buffer: no second copy in memory
+        del arr, little  # free this tensor before the next one is read: one tensor in memory at a time
