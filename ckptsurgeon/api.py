@@ -11,11 +11,12 @@ from typing import Union
 import numpy as np
 
 from .atomic import atomic_output, check_output
-from .errors import SelectionError
-from .formats import open_checkpoint, writer_for
+from .errors import OutputError, SelectionError
+from .formats import WRITERS, open_checkpoint, writer_for
+from .formats.sharded.hf_shards import ShardedOutput
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 
-__all__ = ["open", "save", "extract", "ExtractResult", "file_sha256"]
+__all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance"]
 
 Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
 
@@ -55,11 +56,58 @@ class _LazyArrays(Mapping[str, np.ndarray]):
         value = self._items[key]
         return value.numpy() if isinstance(value, TensorRef) else np.asarray(value)
 
+    def spec(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """dtype and shape without reading the tensor (writers size their headers with it)."""
+        value = self._items[key]
+        if not isinstance(value, TensorRef):
+            value = np.asarray(value)
+        return value.dtype, tuple(value.shape)
+
     def __iter__(self):
         return iter(self._items)
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _spec(items: Mapping, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+    spec = getattr(items, "spec", None)
+    return spec(key) if spec is not None else _LazyArrays(items).spec(key)
+
+
+def save_sharded(
+    tensors: Tensors,
+    folder: str | os.PathLike[str],
+    *,
+    max_shard_size: int | str,
+    format: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    force: bool = False,
+    inputs: Sequence[str] = (),
+) -> ShardedOutput:
+    """Write tensors into ``folder`` as Hugging Face shards of at most ``max_shard_size`` ("5GB" or bytes).
+
+    Names, index and split follow huggingface_hub (``model-00001-of-00003.safetensors`` +
+    ``model.safetensors.index.json``; ``format="pt"`` writes ``pytorch_model-*.bin``). All files are
+    written atomically together; tensors are read one at a time.
+    """
+    from .formats.sharded.hf_shards import parse_size, write_sharded
+
+    folder = os.fspath(folder)
+    items = tensors if not isinstance(tensors, CheckpointIndex) else _materialize(tensors)
+    sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
+    if os.path.splitext(folder)[1].lower() in (".safetensors", ".bin", ".pt", ".npz", ".h5"):
+        raise OutputError(f"{folder}: with --max-shard-size the output is a folder (shards are named like "
+                          "huggingface_hub names them); give a folder name")
+    lazy = items if hasattr(items, "spec") else _LazyArrays(items)  # type: ignore[arg-type]
+
+    def nbytes(key: str) -> int:
+        dtype, shape = _spec(lazy, key)
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    writer = WRITERS.get(format or "safetensors") or writer_for(folder, format)  # the latter names the choices
+    return write_sharded(lazy, nbytes, folder, max_bytes=parse_size(max_shard_size), writer=writer,
+                         metadata=dict(metadata or {}), force=force, inputs=sources)
 
 
 def save(
@@ -97,6 +145,35 @@ class ExtractResult:
     notes: list[str] = field(default_factory=list)
     converted: list[dict] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # every file written (the shards and their index)
+
+
+def provenance(index: CheckpointIndex) -> dict[str, str]:
+    """Where an index came from, for an output's metadata: name plus a hash or the store's version tag.
+
+    A local file is hashed (sha256); a remote one records its URL and ETag or the Hub's LFS sha256
+    (never a download of the whole file); a sharded or DCP checkpoint hashes its small index file.
+    """
+    from . import location
+    from .source import is_url, open_source
+
+    src = index.files[0]
+    out = {"source": location.basename(src.rstrip("/")) or src}
+    if is_url(src):
+        ident = open_source(src if location.isfile(src) else index.files[1]).identity()
+        out["source"] = ident.get("url", src)
+        if ident.get("sha256"):
+            out["source_sha256"] = ident["sha256"]
+        if ident.get("etag"):
+            out["source_etag"] = ident["etag"]
+        return out
+    if os.path.isfile(src):
+        out["source_sha256"] = file_sha256(src)
+    elif index.format == "dcp" and len(index.files) > 1:
+        out["source_metadata_sha256"] = file_sha256(index.files[1])
+    else:
+        out["source_sha256"] = ""
+    return out
 
 
 def _out_scope(scope: str, rename: Sequence[tuple[str, str]], rules: Sequence = ()) -> str:
@@ -170,6 +247,7 @@ def extract(
     options: object | None = None,
     verify_atol: float | None = 1e-5,
     map: Sequence[str] = (),  # noqa: A002
+    max_shard_size: int | str | None = None,
 ) -> ExtractResult:
     """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
     and write them to ``out``.
@@ -178,7 +256,8 @@ def extract(
     ``to`` is one of torch, torch-cell, keras, tf1, onnx, gates (``options``: a ``ConvertOptions``);
     the converted groups are read back and run against the source before anything is written, and
     nothing is written above ``verify_atol`` (``None`` skips the check).
-    Provenance (source name, its sha256, the selection) goes into the output's metadata.
+    Provenance (source name, its sha256 or ETag, the selection) goes into the output's metadata.
+    ``max_shard_size`` ("5GB") writes Hugging Face shards into the folder ``out`` instead of one file.
     """
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
     chosen = index.select(*scope, exclude=exclude, regex=regex)
@@ -199,10 +278,8 @@ def extract(
         kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol, parse_map(map))
     elif rename:
         kept = kept.renamed(rename)
-    src = index.files[0]
     metadata = {
-        "source": os.path.basename(src),
-        "source_sha256": file_sha256(src) if os.path.isfile(src) else "",
+        **provenance(index),
         "source_format": index.format,
         "selection": " ".join(scope) or "**",
     }
@@ -220,9 +297,14 @@ def extract(
 
         plan = Remap(parse_map(map)).plan(kept)
         metadata["map"] = " ".join(map)
-        path = save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=index.files)
-        return ExtractResult(path, [r.target for r in plan.mapped], kept.nbytes,
-                             skipped, writer_for(path, format).name, converted=reports, checks=checks)
-    path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
-    return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name,
-                         converted=reports, checks=checks)
+        tensors, written = plan.lazy(), [r.target for r in plan.mapped]
+    else:
+        tensors, written = kept, [r.key for r in kept.values()]
+    if max_shard_size is not None:
+        res = save_sharded(tensors, out, max_shard_size=max_shard_size, format=format, metadata=metadata,
+                           force=force, inputs=index.files)
+        return ExtractResult(res.index or res.files[0], written, kept.nbytes, skipped, format or "safetensors",
+                             converted=reports, checks=checks, files=res.files)
+    path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files)
+    return ExtractResult(path, written, kept.nbytes, skipped, writer_for(path, format).name,
+                         converted=reports, checks=checks, files=[path])

@@ -16,7 +16,9 @@ from .rnn_options import build_options, fact_options, fact_values, rnn_options
 @click.option("--rename", multiple=True, metavar="OLD=NEW",
               help="Replace a scope prefix, like TF's assignment_map: --rename LSTMcell/=encoder/lstm/ (repeatable).")
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="Remap rule applied last: --map 'LSTMcell/*=encoder/lstm/*'.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output file (a folder with --max-shard-size).")
+@click.option("--max-shard-size", default=None, metavar="SIZE",
+              help="Write Hugging Face shards of at most SIZE (5GB, 500MB: decimal units) into the folder -o.")
 @click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default=None,
               help="Output format (default: from the output suffix).")
 @click.option("--include-optimizer", is_flag=True, help="Keep optimizer state (left out by default).")
@@ -34,7 +36,7 @@ from .rnn_options import build_options, fact_options, fact_values, rnn_options
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
-                rename: tuple[str, ...], maps: tuple[str, ...], output: str, fmt: str | None, include_optimizer: bool, force: bool,
+                rename: tuple[str, ...], maps: tuple[str, ...], output: str, max_shard_size: str | None, fmt: str | None, include_optimizer: bool, force: bool,
                 to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,
                 forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],
                 var_names: tuple[str, ...], reset_after: bool | None, activation: str | None,
@@ -51,8 +53,10 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
       ckptsurgeon extract model.ckpt -s 'LSTMcell/*' --to torch-cell --rename LSTMcell/= -o cell.safetensors
       ckptsurgeon extract model.pt -s 'encoder/*' --to gates --gates input,forget -o g.safetensors
       ckptsurgeon extract keras1.h5 --to onnx -o gru.npz        # hard_sigmoid: ONNX HardSigmoid(0.2, 0.5)
+      ckptsurgeon extract big.safetensors --max-shard-size 5GB -o out/
+      ckptsurgeon extract https://host/model.safetensors -s 'encoder/*' -o enc.safetensors
 
-    
+    \b
     Every --to conversion is read back and run against the source before anything is written
     (--no-verify skips it); the output's metadata describes each group (rnn:<scope>).
     """
@@ -63,10 +67,10 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
         checkpoint, output, scope=scope, exclude=exclude, regex=regex,
         rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
         force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
-        map=maps,
+        map=maps, max_shard_size=max_shard_size,
     )
     if as_json:
-        emit_json({"output": result.path, "format": result.format, "tensors": result.written,
+        emit_json({"output": result.path, "files": result.files, "format": result.format, "tensors": result.written,
                    "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer,
                    "converted": result.converted, "checks": result.checks})
         return
@@ -76,8 +80,5 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
         for note in group["notes"]:
             click.echo(f"  note: {note}")
     for check in result.checks:
-        click.echo(f"verified {check['source'] or '/'}: max abs diff {check['max_abs_diff']:.3g} "
-                   f"(atol {check['atol']:g})")
-    click.echo(f"wrote {len(result.written)} tensors ({human_bytes(result.nbytes)}) to {result.path} ({result.format})")
     if result.skipped_optimizer:
         click.echo(f"left out {result.skipped_optimizer} optimizer tensors (pass --include-optimizer to keep them)")

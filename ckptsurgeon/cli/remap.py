@@ -17,14 +17,15 @@ from .rnn_options import build_options, fact_options, fact_values, rnn_options
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False), help="A TOML file of [[rule]] tables.")
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="A rule without a file: --map 'LSTMcell/*=encoder/lstm/*'.")
 @click.option("--drop-unmatched", is_flag=True, help="Leave out tensors no rule matches (kept by default).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (not needed with --dry-run).")
+@click.option("-o", "--output", type=click.Path(), help="Output file, or folder with --max-shard-size (not needed with --dry-run).")
+@click.option("--max-shard-size", default=None, metavar="SIZE", help="Write Hugging Face shards of at most SIZE (5GB) into the folder -o.")
 @click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default=None, help="Output format (default: from the suffix).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (source -> target, shapes, dtypes, transforms); write nothing.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @allow_global_option
-def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, output, fmt, dry_run, force, as_json,
-              allow_globals):
+def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, output, max_shard_size, fmt, dry_run, force,
+              as_json, allow_globals):
     """Rename, reshape, cast, split or reorder tensors by rules: plan first, then write.
 
     \b
@@ -57,8 +58,13 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
         return
     if not output:
         raise click.UsageError("-o/--output is required unless --dry-run")
-    path = api.save(plan.lazy(), output, format=fmt, force=force, inputs=index.files,
-                    metadata={"source": checkpoint, "remap": " ".join(maps) or str(rules)})
+    metadata = {"source": checkpoint, "remap": " ".join(maps) or str(rules)}
+    if max_shard_size:
+        res = api.save_sharded(plan.lazy(), output, max_shard_size=max_shard_size, format=fmt, force=force,
+                               inputs=index.files, metadata=metadata)
+        path = f"{res.index or res.files[0]} ({len(res.files)} files)"
+    else:
+        path = api.save(plan.lazy(), output, format=fmt, force=force, inputs=index.files, metadata=metadata)
     if not as_json:
         click.echo(f"wrote {len(plan.mapped)} tensors to {path}")
 
@@ -67,7 +73,7 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.argument("source", type=click.Path(dir_okay=True))
 @click.option("--into", "template", required=True, type=click.Path(dir_okay=True),
               help="The downstream model's own checkpoint; the output has exactly its tensors, names and format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (not needed with --dry-run).")
+@click.option("-o", "--output", type=click.Path(), help="Output file, a folder for a sharded template (not needed with --dry-run).")
 @scope_options
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="Pair scopes or tensors: --map 'LSTMcell/*=cell/*'.")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False), help="A TOML rules file (see remap --help).")

@@ -94,6 +94,13 @@ class _LazyRows(Mapping[str, np.ndarray]):
     def __getitem__(self, key: str) -> np.ndarray:
         return self._rows[key].value()
 
+    def spec(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """dtype and shape of a target as planned, without reading it."""
+        from ..dtypes import resolve_dtype
+
+        row = self._rows[key]
+        return resolve_dtype(row.dtype), tuple(row.shape)
+
     def __iter__(self):
         return iter(self._rows)
 

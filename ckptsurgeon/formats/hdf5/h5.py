@@ -4,6 +4,7 @@ Also the ``--format h5`` writer: one dataset per tensor at its scope path, prove
 """
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from ...errors import FormatError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...source import is_url, open_source
 from .hdf5_safe import DTYPE_ATTR, dataset_ref, open_h5, walk
 from .keras_config import layer_summaries, parse_config
 from .keras_h5 import is_keras_h5, keras_h5_refs
@@ -68,6 +70,11 @@ def _generic(f: h5py.File, *, where: str, file: str, source: Any) -> list[Tensor
 
 
 def read(path: str, **_: Any) -> CheckpointIndex:
+    if is_url(path):  # libhdf5 reads a remote file through h5py's file-object support, by byte range
+        def opener() -> Any:
+            return io.BufferedReader(open_source(path).window(), 1 << 16)
+
+        return read_source(opener, file=path, where=path)
     return read_source(path, file=path, where=path)
 
 

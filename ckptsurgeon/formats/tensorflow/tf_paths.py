@@ -1,11 +1,13 @@
 """Find a TensorFlow checkpoint's prefix from what the user gave: prefix, .index, .data shard,
-a folder with a ``checkpoint`` state file, or a SavedModel folder."""
+a folder with a ``checkpoint`` state file, or a SavedModel folder. Local or remote (``location``)."""
 from __future__ import annotations
 
 import os
 import re
 
+from ... import location as loc
 from ...errors import FormatError
+from ...source import is_url
 
 __all__ = ["resolve_prefix", "looks_like_tf"]
 
@@ -14,36 +16,41 @@ _STATE = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 
 
 def _from_state(folder: str) -> str:
-    with open(os.path.join(folder, "checkpoint"), encoding="utf-8", errors="replace") as fh:
-        match = _STATE.search(fh.read(1 << 20))
+    state = loc.join(folder, "checkpoint")
+    text = loc.read_small(state, 1 << 20, "checkpoint state file").decode("utf-8", "replace")
+    match = _STATE.search(text)
     if not match:
-        raise FormatError(f"{folder}/checkpoint: no model_checkpoint_path line")
+        raise FormatError(f"{state}: no model_checkpoint_path line")
     named = match.group(1).encode().decode("unicode_escape")
-    candidates = [named] if not os.path.isabs(named) else []
-    inside = os.path.realpath(named).startswith(os.path.realpath(folder) + os.sep)
-    if os.path.isabs(named) and inside:
-        candidates.append(named)
-    candidates.append(os.path.basename(named))  # a moved folder: TF state files often hold absolute paths
+    candidates = [named] if not os.path.isabs(named) and not is_url(named) else []
+    if not is_url(folder):
+        inside = os.path.realpath(named).startswith(os.path.realpath(folder) + os.sep)
+        if os.path.isabs(named) and inside:
+            candidates.append(named)
+    candidates.append(loc.basename(named))  # a moved folder: TF state files often hold absolute paths
     for cand in candidates:
-        prefix = cand if os.path.isabs(cand) else os.path.join(folder, cand)
-        if os.path.isfile(prefix + ".index"):
+        prefix = cand if os.path.isabs(cand) and not is_url(folder) else loc.join(folder, cand)
+        if loc.isfile(prefix + ".index"):
             return prefix
-    raise FormatError(f"{folder}/checkpoint names {named!r}, but no {os.path.basename(named)}.index is in {folder}")
+    raise FormatError(f"{state} names {named!r}, but no {loc.basename(named)}.index is in {folder}")
 
 
 def resolve_prefix(path: str) -> str | None:
     """The checkpoint prefix for ``path``, or None when ``path`` is not a TF checkpoint."""
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "variables", "variables.index")):
-            return os.path.join(path, "variables", "variables")  # SavedModel
-        if os.path.isfile(os.path.join(path, "checkpoint")):
+    kind = loc.kind(path)
+    if kind == "directory" or (kind is None and is_url(path)):
+        saved = loc.join(path, "variables", "variables")
+        if loc.isfile(saved + ".index"):
+            return saved  # SavedModel
+        if loc.isfile(loc.join(path, "checkpoint")):
             return _from_state(path)
-        return None
-    if path.endswith(".index") and os.path.isfile(path):
+        if kind == "directory":
+            return None
+    if path.endswith(".index") and kind == "file":
         return path[: -len(".index")]
-    if _DATA.search(path) and os.path.isfile(path):
+    if _DATA.search(path) and kind == "file":
         return _DATA.sub("", path)
-    if not os.path.exists(path) and os.path.isfile(path + ".index"):
+    if kind is None and loc.isfile(path + ".index"):
         return path
     return None
 
