@@ -80,5 +80,9 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
         for note in group["notes"]:
             click.echo(f"  note: {note}")
     for check in result.checks:
+        click.echo(f"verified {check['source'] or '/'}: max abs diff {check['max_abs_diff']:.3g} "
+                   f"(atol {check['atol']:g})")
+    click.echo(f"wrote {len(result.written)} tensors ({human_bytes(result.nbytes)}) to {result.path} ({result.format})"
+               + (f" and {len(result.files) - 1} more files" if len(result.files) > 1 else ""))
     if result.skipped_optimizer:
         click.echo(f"left out {result.skipped_optimizer} optimizer tensors (pass --include-optimizer to keep them)")
