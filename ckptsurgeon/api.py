@@ -290,7 +290,7 @@ def extract(
     if to:
         metadata["converted_to"] = to
         metadata.update(kept.metadata.get("__metadata__", {}))
-    elif writer_for(os.fspath(out), format).name == "npz":
+    elif (format or ("safetensors" if max_shard_size is not None else writer_for(os.fspath(out), None).name)) == "npz":
         metadata = {}  # npz has no hidden place for metadata: a member is written only when a conversion needs one
     if map:
         from .remap import Remap, parse_map
