@@ -14,6 +14,7 @@ from .atomic import atomic_output, check_output
 from .errors import SelectionError
 from .formats import open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
+from .scopes import as_patterns
 
 __all__ = ["open", "save", "extract", "ExtractResult", "file_sha256"]
 
@@ -26,7 +27,7 @@ def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> 
     ``allow_globals`` admits extra plain data classes (``module.ClassName``) found in a pickle; they
     are recorded by name, never imported or called.
     """
-    return open_checkpoint(os.fspath(path), allow_globals=allow_globals)
+    return open_checkpoint(os.fspath(path), allow_globals=as_patterns(allow_globals, "allow_globals"))
 
 
 def file_sha256(path: str) -> str:
@@ -159,6 +160,7 @@ def extract(
     with ``verify_atol`` the converted groups are run against the source before anything is written.
     Provenance (source name, its sha256, the selection) goes into the output's metadata.
     """
+    scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_patterns(map, "map")  # noqa: A001
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
     chosen = index.select(*scope, exclude=exclude, regex=regex)
     kept = chosen if include_optimizer else chosen.select(include_optimizer=False) if len(chosen) else chosen

@@ -21,6 +21,7 @@ from .remap import PlanError, Remap, Rule, load_rules, parse_map
 from .rnn.convert import ConversionError, ConvertOptions, check_target, convert_stack
 from .rnn.group import RecurrentGroup
 from .rnn.recognize import recognize
+from .scopes import as_patterns
 
 __all__ = ["GraftReport", "GraftRow", "plan_graft", "graft"]
 
@@ -193,6 +194,7 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     from .api import open as open_
     from .formats.patch import patch_copy
 
+    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
     src = source if isinstance(source, CheckpointIndex) else open_(source)
     src = src.select(*scope, include_optimizer=False)
     tpl = open_(into)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .graft import GraftReport, graft
+from .scopes import as_patterns
 
 __all__ = ["load_into"]
 
@@ -21,6 +22,7 @@ __all__ = ["load_into"]
 def load_into(model: Any, source: Any, *, scope: Sequence[str] = (), map: Sequence[str] = (),  # noqa: A002
               rules: str | None = None, strict: bool = False, options: Any = None) -> GraftReport:
     """Graft ``source`` into ``model``'s current weights and load the result; nothing loads on any misfit."""
+    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
     with tempfile.TemporaryDirectory(prefix="ckptsurgeon-") as tmp:
         template = os.path.join(tmp, "template.weights.h5")
         model.save_weights(template)

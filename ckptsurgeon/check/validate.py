@@ -9,7 +9,7 @@ import numpy as np
 
 from ..index import CheckpointIndex
 from ..rnn.group import RecognizeOptions
-from ..scopes import compile_glob, matches
+from ..scopes import as_patterns, compile_glob, matches
 from .layout import GROUP_FIELDS, make_layout, tensor_sha256
 
 __all__ = ["Finding", "validate", "KINDS"]
@@ -40,7 +40,7 @@ def validate(index: CheckpointIndex, layout: dict[str, Any], *, allow_extra: boo
              allow_missing: Sequence[str] = (), check_finite: bool = False, check_hash: bool = False,
              options: RecognizeOptions | None = None) -> list[Finding]:
     findings: list[Finding] = []
-    missing_ok = [compile_glob(p) for p in allow_missing]
+    missing_ok = [compile_glob(p) for p in as_patterns(allow_missing, "allow_missing")]
     cross = not _same_family(index.format, layout.get("format", index.format))
     current = make_layout(index, options=options)
     groups_now = current["groups"]
