@@ -1,5 +1,6 @@
 """Find a TensorFlow checkpoint's prefix from what the user gave: prefix, .index, .data shard,
-a folder with a ``checkpoint`` state file, or a SavedModel folder."""
+a folder with a ``checkpoint`` state file, a SavedModel folder, or a folder holding one bundle
+(a SavedModel's ``variables/``)."""
 from __future__ import annotations
 
 import os
@@ -31,6 +32,17 @@ def _from_state(folder: str) -> str:
     raise FormatError(f"{folder}/checkpoint names {named!r}, but no {os.path.basename(named)}.index is in {folder}")
 
 
+def _bundles(folder: str) -> list[str]:
+    """Prefixes of the bundles in ``folder``: ``<prefix>.index`` beside a ``<prefix>.data-*`` shard (no links)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    shards = {_DATA.sub("", n) for n in names if _DATA.search(n)}
+    return [n[: -len(".index")] for n in names if n.endswith(".index") and n[: -len(".index")] in shards
+            and os.path.isfile(os.path.join(folder, n)) and not os.path.islink(os.path.join(folder, n))]
+
+
 def resolve_prefix(path: str) -> str | None:
     """The checkpoint prefix for ``path``, or None when ``path`` is not a TF checkpoint."""
     if os.path.isdir(path):
@@ -38,7 +50,11 @@ def resolve_prefix(path: str) -> str | None:
             return os.path.join(path, "variables", "variables")  # SavedModel
         if os.path.isfile(os.path.join(path, "checkpoint")):
             return _from_state(path)
-        return None
+        found = _bundles(path)
+        if len(found) > 1:
+            raise FormatError(f"{path}: holds {len(found)} TensorFlow checkpoints and no 'checkpoint' file naming "
+                              f"the latest; pass one prefix: {', '.join(os.path.join(path, p) for p in found)}")
+        return os.path.join(path, found[0]) if found else None
     if path.endswith(".index") and os.path.isfile(path):
         return path[: -len(".index")]
     if _DATA.search(path) and os.path.isfile(path):
