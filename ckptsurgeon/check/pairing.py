@@ -5,7 +5,8 @@ Rounds, each only among groups still unpaired:
 2. the same normalized scope (lower case, container prefixes such as ``state_dict/`` or ``module/``
    dropped, segments joined with ``_``: ``encoder/rnn`` pairs with ``encoder_rnn``), when exactly
    one group on each side has it;
-3. the same kind and sizes, when exactly one unpaired group on each side has them.
+3. the same kind and sizes, when exactly one unpaired group on each side has them;
+4. the only group left unpaired on each side (they differ in kind or sizes, and are reported so).
 What is left is only in A or only in B. Every pair says how it was made.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ CONTAINERS = frozenset({"state_dict", "model_state_dict", "module", "model", "mo
 class GroupPair:
     a: int | None  # index into A's groups; None: only in B
     b: int | None
-    how: str  # "scope", "normalized scope 'x'", "kind and sizes", "only in A", "only in B"
+    how: str  # "scope", "normalized scope 'x'", "kind and sizes", "the only group left on each side", "only in A"/"B"
 
 
 def normalize_scope(scope: str) -> str:
@@ -69,6 +70,8 @@ def pair_groups(a: Sequence[Any], b: Sequence[Any]) -> list[GroupPair]:
             js = [j for j, kb in keys_b.items() if kb == k]
             if list(keys_a.values()).count(k) == 1 and len(js) == 1:
                 take(i, js[0], f"{how} {k!r}" if how == "normalized scope" else how)
+    if len(free_a) == 1 and len(free_b) == 1:
+        take(free_a[0], free_b[0], "the only group left on each side")
     pairs += [GroupPair(i, None, "only in A") for i in free_a]
     pairs += [GroupPair(None, j, "only in B") for j in free_b]
     return pairs
