@@ -74,9 +74,11 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.option("--strict", is_flag=True, help="Untouched template tensors or unused source tensors are errors.")
 @click.option("--dry-run", is_flag=True, help="Report what would be replaced; write nothing.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
+@click.option("--allow-aliased", is_flag=True,
+              help="Write even when a replaced tensor shares storage with other template tensors; each one it changes is reported.")
 @rnn_options
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
-def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force,
+def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force, allow_aliased,
               forget_bias, orientation, gate_names, var_names, as_json):
     """Write SOURCE's tensors into a copy of the downstream model's checkpoint TEMPLATE.
 
@@ -94,7 +96,8 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
     if exclude or regex:
         fail("graft takes --scope globs only")
     report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
-                   force=force, options=build_options(forget_bias, orientation, gate_names, var_names))
+                   force=force, options=build_options(forget_bias, orientation, gate_names, var_names),
+                   allow_aliased=allow_aliased)
     if as_json:
         emit_json(report.as_dict())
         return
@@ -103,5 +106,8 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
     for row in report.replaced:
         cast = f" (cast from {row.cast_from})" if row.cast_from else ""
         click.echo(f"replace {row.target} <- {row.source}{cast}")
-    click.echo(f"{len(report.replaced)} replaced, {len(report.untouched)} template tensors untouched, "
+    for alias in report.aliased:
+        click.echo(f"aliased {alias['path']} changes too (shares storage with {', '.join(alias['shares_with'])})")
+    aliased = f"{len(report.aliased)} changed through shared storage, " if report.aliased else ""
+    click.echo(f"{len(report.replaced)} replaced, {aliased}{len(report.untouched)} template tensors untouched, "
                f"{len(report.unused)} source tensors unused" + ("" if dry_run else f"; wrote {report.out}"))
