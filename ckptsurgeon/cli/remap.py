@@ -7,6 +7,7 @@ from .. import api
 from ..formats import WRITERS
 from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
+from ..remap.verify import uses_gates, write_plan
 from .common import allow_global_option, emit_json, fail, scope_options
 from .rnn_options import build_options, rnn_options
 
@@ -22,9 +23,12 @@ from .rnn_options import build_options, rnn_options
 @click.option("--dry-run", is_flag=True, help="Print the plan (source -> target, shapes, dtypes, transforms); write nothing.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
+@click.option("--no-verify", is_flag=True, help="With a gates transform: skip running the result's recurrent groups against the source's.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance of that verification.")
+@rnn_options
 @allow_global_option
 def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, output, fmt, dry_run, force, as_json,
-              allow_globals):
+              no_verify, atol, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Rename, reshape, cast, split or reorder tensors by rules: plan first, then write.
 
     \b
@@ -44,7 +48,12 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
       source = "optimizer/**"
       drop = true
     Transforms: transpose/permute (axes), reshape (shape), cast (dtype), slice (axis, start, stop),
-    split (axis, parts, index), concat (axis, with), gates (kind, from, to, axis), scale (by), offset (by).
+    split (axis, parts, index), concat (axis, with), gates (kind, from, to, axis, hidden), scale (by), offset (by).
+    With kind = "gru" and tf1 on one side, gates maps TF1's [r, u] gates tensor (hidden required);
+    the candidate is a separate tensor in TF1 and gets its own rule.
+
+    When a rule has a gates transform, the result is verified before it is written: its recurrent
+    groups are paired with the source's and run on the same random inputs (--no-verify skips).
     """
     rule_list = parse_map(maps) + (load_rules(rules) if rules else [])
     if not rule_list:
@@ -57,8 +66,16 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
         return
     if not output:
         raise click.UsageError("-o/--output is required unless --dry-run")
-    path = api.save(plan.lazy(), output, format=fmt, force=force, inputs=index.files,
-                    metadata={"source": checkpoint, "remap": " ".join(maps) or str(rules)})
+    verify_atol = atol if uses_gates(rule_list) and not no_verify else None
+    path, report = write_plan(plan, output, format=fmt, force=force, inputs=index.files,
+                              metadata={"source": checkpoint, "remap": " ".join(maps) or str(rules)}, verify_atol=verify_atol,
+                              options=build_options(forget_bias, orientation, gate_names, var_names))
+    echo = (lambda text: click.echo(text, err=True)) if as_json else click.echo
+    for check in report.checks if report else []:
+        echo(f"verified {check['source'] or '/'} -> {check['converted'] or '/'} (paired by {check['paired_by']}): "
+             f"max abs diff {check['max_abs_diff']:.3g}")
+    for line in report.unverified if report else []:
+        echo(f"not verified: {line}")
     if not as_json:
         click.echo(f"wrote {len(plan.mapped)} tensors to {path}")
 
