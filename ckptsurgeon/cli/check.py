@@ -170,16 +170,20 @@ def _print_diff(result: dict) -> None:
 @click.argument("checkpoint", type=click.Path(dir_okay=True))
 @scope_options
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write per-gate histograms to this PNG (needs matplotlib).")
+@click.option("--include-optimizer", is_flag=True, help="Also optimizer state (left out by default, as in extract).")
 @rnn_options
 @click.option("--json", "as_json", is_flag=True, help="Every statistic as JSON.")
 @allow_global_option
-def stats_cmd(checkpoint, scope, exclude, regex, plot, forget_bias, orientation, gate_names, var_names, as_json, allow_globals):
+def stats_cmd(checkpoint, scope, exclude, regex, plot, include_optimizer, forget_bias, orientation, gate_names, var_names,
+              as_json, allow_globals):
     """Statistics per tensor and per gate, and a best guess of how each was initialized.
 
     Guesses: zeros, constant (e.g. Keras unit_forget_bias), PyTorch default U(+-1/sqrt(H)),
     Glorot/He/LeCun uniform and normal, orthogonal, truncated normal (mean, stddev),
-    or "not an initializer (trained)"; each with its evidence. Also lists recurrent groups
-    holding identical values.
+    or "not an initializer (trained)"; each with its evidence. Tensors of recurrent groups are
+    judged in their group's context. Small tensors (under 50 values) list every initializer that
+    fits ("one of: ..."). Optimizer state is left out unless --include-optimizer. Also lists
+    recurrent groups holding identical values.
 
     \b
     Examples:
@@ -189,7 +193,7 @@ def stats_cmd(checkpoint, scope, exclude, regex, plot, forget_bias, orientation,
     """
     options = build_options(forget_bias, orientation, gate_names, var_names)
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    result = checkpoint_stats(index, options)
+    result = checkpoint_stats(index, options, include_optimizer=include_optimizer)
     if plot:
         from ..check.plot import plot_gates
 
@@ -210,5 +214,7 @@ def stats_cmd(checkpoint, scope, exclude, regex, plot, forget_bias, orientation,
                        f"  -> {r['init']}")
     for scopes in result["identical_groups"]:
         click.echo(f"identical values: {' == '.join(scopes)}")
+    if result["left_out_optimizer"]:
+        click.echo(f"left out {result['left_out_optimizer']} optimizer tensors (pass --include-optimizer to see them)")
     if plot:
         click.echo(f"wrote {plot}")
