@@ -15,6 +15,7 @@ from .errors import OutputError, SelectionError
 from .formats import WRITERS, open_checkpoint, writer_for
 from .formats.sharded.hf_shards import ShardedOutput
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
+from .scopes import as_patterns
 
 __all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance"]
 
@@ -27,7 +28,7 @@ def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> 
     ``allow_globals`` admits extra plain data classes (``module.ClassName``) found in a pickle; they
     are recorded by name, never imported or called.
     """
-    return open_checkpoint(os.fspath(path), allow_globals=allow_globals)
+    return open_checkpoint(os.fspath(path), allow_globals=as_patterns(allow_globals, "allow_globals"))
 
 
 def file_sha256(path: str) -> str:
@@ -259,6 +260,7 @@ def extract(
     Provenance (source name, its sha256 or ETag, the selection) goes into the output's metadata.
     ``max_shard_size`` ("5GB") writes Hugging Face shards into the folder ``out`` instead of one file.
     """
+    scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_patterns(map, "map")  # noqa: A001
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
     chosen = index.select(*scope, exclude=exclude, regex=regex)
     kept = chosen if include_optimizer else chosen.select(include_optimizer=False) if len(chosen) else chosen

@@ -24,6 +24,7 @@ from .rnn.convert import ConversionError, ConvertOptions, convert_group
 from .rnn.group import RecognizeOptions, RecurrentGroup
 from .rnn.recognize import recognize
 from .rnn.verify import GroupCheck, check_pair
+from .scopes import as_patterns
 
 __all__ = ["GraftReport", "GraftRow", "plan_graft", "graft", "render_scope", "template_options"]
 
@@ -56,11 +57,12 @@ class GraftReport:
     dry_run: bool = False
     checks: list[GroupCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    aliased: list[dict[str, Any]] = field(default_factory=list)  # template tensors changed through shared storage
 
     def as_dict(self) -> dict[str, Any]:
         return {"out": self.out, "dry_run": self.dry_run, "groups": self.groups,
                 "replaced": [r.as_dict() for r in self.replaced], "untouched": self.untouched, "unused": self.unused,
-                "checks": [c.as_dict() for c in self.checks], "notes": self.notes}
+                "checks": [c.as_dict() for c in self.checks], "notes": self.notes, "aliased": self.aliased}
 
 
 def template_options(options: RecognizeOptions) -> RecognizeOptions:
@@ -236,16 +238,20 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
 def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathLike[str], out: str | None = None, *,
           scope: Sequence[str] = (), map: Sequence[str] = (), rules: str | None = None,  # noqa: A002
           strict: bool = False, dry_run: bool = False, force: bool = False,
-          options: ConvertOptions | None = None, verify_atol: float | None = 1e-5) -> GraftReport:
+          options: ConvertOptions | None = None, verify_atol: float | None = 1e-5,
+          allow_aliased: bool = False) -> GraftReport:
     """Write SOURCE's chosen tensors into a copy of TEMPLATE (``into``); see the module docstring.
 
     ``strict``: template tensors left untouched or source tensors left unused are errors.
     Nothing replaced is an error too. ``dry_run`` plans and reports without writing.
     Every grafted recurrent group is verified first (``verify_atol``; ``None`` skips it).
+    A replacement that would change another template tensor through shared storage (a view, a
+    transpose, tied weights) is refused unless ``allow_aliased``; then each such tensor is in ``aliased``.
     """
     from .api import open as open_
-    from .formats.patch import patch_copy
+    from .formats.patch import aliased, patch_copy
 
+    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
     src = source if isinstance(source, CheckpointIndex) else open_(source)
     src = src.select(*scope, include_optimizer=False)
     tpl = open_(into)
@@ -261,8 +267,16 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
                              f"({', '.join(report.untouched[:5])}) and {len(report.unused)} source tensor(s) unused "
                              f"({', '.join(report.unused[:5])})")
     report.dry_run = dry_run
+    values = {r.target: r.value() for r in report.replaced}
+    changed = [a for a in aliased(tpl, values) if a.changes]
+    if changed and not allow_aliased:
+        raise SelectionError(f"{tpl.files[0]}: " + "; ".join(
+            f"replacing {', '.join(repr(p) for p in a.shares_with)} would also change template tensor {a.path!r} (they share storage)"
+            for a in changed) + "; nothing written (pass --allow-aliased to write it and have every changed tensor reported)")
+    report.aliased = [{"path": a.path, "shares_with": list(a.shares_with)} for a in changed]
+    report.untouched = [p for p in report.untouched if p not in {a.path for a in changed}]
     if not dry_run:
         if out is None:
             raise SelectionError("graft needs an output path (-o) unless --dry-run")
-        report.out = patch_copy(tpl, os.fspath(out), {r.target: r.value() for r in report.replaced}, force=force)
+        report.out = patch_copy(tpl, os.fspath(out), values, force=force, allow_aliased=allow_aliased)
     return report

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .graft import GraftReport, graft
+from .scopes import as_patterns
 
 __all__ = ["load_into"]
 
@@ -39,6 +40,7 @@ def load_into(model: Any, source: Any, *, scope: Sequence[str] = (), map: Sequen
 
     Each recurrent group is verified first (``report.checks``; ``verify_atol=None`` skips it).
     """
+    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
     with tempfile.TemporaryDirectory(prefix="ckptsurgeon-") as tmp:
         template = _save_template(model, tmp)
         out = os.path.join(tmp, "grafted" + (".keras" if template.endswith(".keras") else ".weights.h5"))

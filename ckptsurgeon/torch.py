@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import MissingDependencyError
 from .index import CheckpointIndex, memory_index
+from .scopes import as_patterns
 
 __all__ = ["LoadReport", "load_into"]
 
@@ -49,6 +50,7 @@ def load_into(module: Any, source: str | os.PathLike[str] | CheckpointIndex, *, 
     from .graft import plan_graft
     from .remap import PlanError, load_rules, parse_map
 
+    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
     state = module.state_dict()
     template = memory_index(((k.replace(".", "/"), k, v.detach().cpu().numpy() if v.dtype != torch.bfloat16
                               else v.detach().cpu().view(torch.int16).numpy()) for k, v in state.items()),

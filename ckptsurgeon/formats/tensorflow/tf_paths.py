@@ -1,5 +1,6 @@
 """Find a TensorFlow checkpoint's prefix from what the user gave: prefix, .index, .data shard,
-a folder with a ``checkpoint`` state file, or a SavedModel folder. Local or remote (``location``)."""
+a folder with a ``checkpoint`` state file, a SavedModel folder, or a local folder holding one bundle
+(a SavedModel's ``variables/``). Local or remote (``location``)."""
 from __future__ import annotations
 
 import os
@@ -35,6 +36,17 @@ def _from_state(folder: str) -> str:
     raise FormatError(f"{state} names {named!r}, but no {loc.basename(named)}.index is in {folder}")
 
 
+def _bundles(folder: str) -> list[str]:
+    """Prefixes of the bundles in a local ``folder``: ``<prefix>.index`` beside a ``<prefix>.data-*`` shard (no links)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    shards = {_DATA.sub("", n) for n in names if _DATA.search(n)}
+    return [n[: -len(".index")] for n in names if n.endswith(".index") and n[: -len(".index")] in shards
+            and os.path.isfile(os.path.join(folder, n)) and not os.path.islink(os.path.join(folder, n))]
+
+
 def resolve_prefix(path: str) -> str | None:
     """The checkpoint prefix for ``path``, or None when ``path`` is not a TF checkpoint."""
     kind = loc.kind(path)
@@ -44,6 +56,12 @@ def resolve_prefix(path: str) -> str | None:
             return saved  # SavedModel
         if loc.isfile(loc.join(path, "checkpoint")):
             return _from_state(path)
+        if kind == "directory" and not is_url(path):
+            found = _bundles(path)
+            if len(found) > 1:
+                raise FormatError(f"{path}: holds {len(found)} TensorFlow checkpoints and no 'checkpoint' file naming "
+                                  f"the latest; pass one prefix: {', '.join(os.path.join(path, p) for p in found)}")
+            return os.path.join(path, found[0]) if found else None
         if kind == "directory":
             return None
     if path.endswith(".index") and kind == "file":
