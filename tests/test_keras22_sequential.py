@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ckptsurgeon
-from ckptsurgeon.formats.keras_config import layer_summaries
+from ckptsurgeon.formats.hdf5.keras_config import layer_summaries
 from ckptsurgeon.rnn.recognize import recognize
 from ckptsurgeon.rnn.reference import run_stack
 from conftest import FIXTURES
