@@ -12,7 +12,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..check.pairing import SIGNATURE_FIELDS, pair_groups
@@ -48,6 +48,17 @@ def _sub(index: CheckpointIndex, g: RecurrentGroup) -> CheckpointIndex:
                            metadata=index.metadata, key_sep=index.key_sep)
 
 
+def _carried_facts(g: RecurrentGroup, options: RecognizeOptions | None) -> RecognizeOptions:
+    """How to read the result: a remap moves weights, it does not change activations, the GRU family or
+    the direction of time, so the source group's facts stand in for what a weights-only result cannot
+    state (a fact the result's file does state still wins, and a disagreement shows as a mismatch)."""
+    base = options or RecognizeOptions()
+    facts = {"activation": g.activation, "recurrent_activation": g.recurrent_activation, "go_backwards": g.go_backwards}
+    if g.kind == "gru":
+        facts["reset_after"] = g.reset_after
+    return replace(base, **{k: v for k, v in facts.items() if v is not None})
+
+
 def verify_remap(source: CheckpointIndex, result: CheckpointIndex, *, atol: float = 1e-5,
                  options: RecognizeOptions | None = None) -> RemapVerification:
     """Pair the recurrent groups of ``source`` and ``result`` and compare their outputs."""
@@ -77,7 +88,8 @@ def verify_remap(source: CheckpointIndex, result: CheckpointIndex, *, atol: floa
                 f"{k} {a!r} vs {b!r}" for k, a, b in zip(SIGNATURE_FIELDS, sig_x, sig_y) if a != b)
         else:
             try:
-                (check,) = verify(_sub(source, x), _sub(result, y), atol=atol, options_a=options, options_b=options)
+                (check,) = verify(_sub(source, x), _sub(result, y), atol=atol, options_a=options,
+                                  options_b=_carried_facts(x, options))
                 row.update(max_abs_diff=check.max_abs_diff, ok=check.ok)
                 if not check.ok:
                     row["reason"] = f"outputs differ by {check.max_abs_diff:.3g} (> {atol:g})"
