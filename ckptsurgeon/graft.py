@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SelectionError
+from .errors import CheckpointError, SelectionError
 from .index import CheckpointIndex, TensorRef
 from .remap import PlanError, Remap, Rule, load_rules, parse_map
 from .rnn.convert import ConversionError, ConvertOptions, convert_group
@@ -132,6 +132,15 @@ def _member_for(tpl: RecurrentGroup, rel: str, template: CheckpointIndex) -> str
     return found[0] if len(found) == 1 else None
 
 
+def _place(s: RecurrentGroup, t: RecurrentGroup, tensors: dict[str, np.ndarray],
+           template: CheckpointIndex) -> list[tuple[str | None, str, np.ndarray]]:
+    """(template member or None, label, value) for each converted tensor. A template group whose stored
+    tensors are not its layout's own (an ONNX node fed through constant chains) writes them back itself."""
+    if t.write_back is not None:
+        return [(member, f"{member} via {t.scope}", np.asarray(arr)) for member, arr in t.write_back(tensors).items()]
+    return [(_member_for(t, rel, template), rel, np.asarray(arr)) for rel, arr in tensors.items()]
+
+
 def _verify_group(s: RecurrentGroup, t: RecurrentGroup, conv, template: CheckpointIndex,
                   values: dict[str, np.ndarray], options: RecognizeOptions, atol: float, seed: int) -> GroupCheck:
     """The template group with its new values, read with the template's own facts, against the source."""
@@ -191,13 +200,17 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
             problems.append(str(exc))
             continue
         values: dict[str, np.ndarray] = {}
-        for rel, arr in conv.tensors.items():
-            member = _member_for(t, rel, template)
+        try:
+            placed = _place(s, t, conv.tensors, template)
+        except CheckpointError as exc:
+            problems.append(f"{s.scope or '/'} -> {t.scope or '/'}: {exc}")
+            continue
+        for member, label, arr in placed:
             if member is None:
-                problems.append(f"converted {rel!r} of {s.scope!r} has no counterpart in template group {t.scope!r}")
-            elif add(member, f"{s.scope} ({rel})", lambda a=arr: np.asarray(a), np.shape(arr), np.asarray(arr).dtype):
+                problems.append(f"converted {label!r} of {s.scope!r} has no counterpart in template group {t.scope!r}")
+            elif add(member, f"{s.scope} ({label})", lambda a=arr: np.asarray(a), np.shape(arr), np.asarray(arr).dtype):
                 values[member] = np.asarray(arr)
-        if len(values) != len(conv.tensors):
+        if len(values) != len(placed):
             continue
         groups_done.append(f"{s.scope or '/'} ({s.variant}) -> {t.scope or '/'} ({t.variant})")
         notes.extend(conv.notes)

@@ -5,6 +5,7 @@ import click
 
 from .. import api
 from ..rnn.group import RecurrentGroup
+from ..rnn.onnx_graph import ungated
 from ..rnn.recognize import recognize
 from ..rnn.verify import verify
 from .common import allow_global_option, emit_json, scope_options
@@ -12,13 +13,15 @@ from .rnn_options import build_options, fact_options, fact_values, rnn_options
 
 # facts shown per group, in this order, when the group has a provenance for them
 _SHOWN = ("reset_after", "recurrent_activation", "activation", "forget_bias", "topology", "go_backwards",
-          "merge_mode", "orientation")
+          "merge_mode", "orientation", "clip", "input_forget")
 
 
 def _value(g: RecurrentGroup, fact: str) -> str:
     value = getattr(g, fact)
     if fact == "reset_after":
         return g.family or "unknown"
+    if fact == "clip" and value is None and fact in g.provenance and not g.provenance[fact].startswith("missing"):
+        return "none"
     if value is None:
         return "unknown"
     if fact.endswith("activation"):
@@ -64,7 +67,8 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
     if as_json:
         emit_json([g.describe() for g in groups])
         return
-    if not groups:
+    others = ungated(index)
+    if not groups and not others:
         click.echo("no recurrent groups found")
         return
     for g in groups:
@@ -74,6 +78,8 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
             click.echo(f"  {fact}: {value}  ({g.provenance[fact]})")
         for note in g.notes:
             click.echo(f"  note: {note}")
+    for scope, members, why in others:
+        click.echo(f"{scope}: RNN [ONNX RNN node] ({', '.join(members)}): not converted: {why}")
 
 
 @click.command("verify")

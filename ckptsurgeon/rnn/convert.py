@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..index import CheckpointIndex
-from . import gates_layout, keras_layout, onnx_layout, tf1_layout, torch_layout
+from . import gates_layout, keras_layout, onnx_graph, onnx_layout, tf1_layout, torch_layout
 from .activations import ACTIVATIONS, TORCH_ACTIVATIONS, formula
 from .cell import Stack
 from .facts import META_PREFIX, describe_output
@@ -50,9 +50,10 @@ class _Target:
     independent: bool  # can hold two independent directional stacks
     go_backwards: bool  # can carry Keras's go_backwards (one direction)
     one_cell: bool = False
+    clip: bool = False  # can hold ONNX's clip of gate pre-activations
+    input_forget: bool = False  # can hold ONNX's input_forget (f = 1 - i)
 
 
-_ONNX_ACTS = tuple(n for n, a in ACTIVATIONS.items() if a.onnx is not None)
 TARGETS: dict[str, _Target] = {
     "torch": _Target(".", lambda s, g, o: torch_layout.write_module(s), TORCH_ACTIVATIONS, (True,), False, True, False, False),
     "torch-cell": _Target(".", lambda s, g, o: torch_layout.write_cell(s), TORCH_ACTIVATIONS, (True,), False, False,
@@ -60,8 +61,11 @@ TARGETS: dict[str, _Target] = {
     "keras": _Target("/", lambda s, g, o: keras_layout.write(s), None, (True, False), False, False, False, True),
     "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), TORCH_ACTIVATIONS, (False,), True, True,
                    True, False),
-    "onnx": _Target("/", lambda s, g, o: onnx_layout.write(s), _ONNX_ACTS, (True, False), True, False, False, True),
-    "gates": _Target("/", lambda s, g, o: gates_layout.write_gates(s, o.gates), None, (True, False), True, True, True, True),
+    # every formula of activations.ACTIVATIONS (named or parametric) has an ONNX activations entry
+    "onnx": _Target("/", lambda s, g, o: onnx_layout.write(s), None, (True, False), True, False, False, True,
+                    clip=True, input_forget=True),
+    "gates": _Target("/", lambda s, g, o: gates_layout.write_gates(s, o.gates), None, (True, False), True, True, True, True,
+                     clip=True, input_forget=True),
 }
 
 
@@ -128,7 +132,18 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
         name = getattr(group, fact)
         if name not in ACTIVATIONS:
             why.append(f"its {fact} {name!r} has no reference formula here, so the conversion cannot be checked")
+    if group.clip is not None and not t.clip:
+        why.append(f"it clips every gate pre-activation to [-{group.clip:g}, {group.clip:g}] (ONNX clip), which {target} "
+                   "cells do not (TF1's cell_clip clips the cell state, another function); use --to onnx or gates")
+    if group.input_forget and not t.input_forget:
+        why.append(f"its forget gate is 1 - input gate (ONNX input_forget=1), which {target} cannot express; "
+                   "use --to onnx or gates")
     if into is not None:
+        if t.clip and (group.clip, group.input_forget) != (into.clip, into.input_forget):
+            why.append(f"it computes clip={group.clip}, input_forget={group.input_forget}; the template group "
+                       f"{into.scope!r} computes clip={into.clip}, input_forget={into.input_forget}")
+        if group.peepholes and not into.peepholes:
+            why.append(f"it has peephole connections and the template group {into.scope!r} has none")
         if group.kind == "gru" and group.reset_after != into.reset_after:
             why.append(f"a {group.family} GRU cannot compute what the template's {into.family} GRU computes")
         if (group.go_backwards, group.topology if group.num_layers > 1 else "") != (
@@ -185,7 +200,10 @@ def _notes(sem: RecurrentGroup, target: str) -> list[str]:
         for fact in ("recurrent_activation", "activation"):
             name = getattr(sem, fact)
             keras_name = ACTIVATIONS[name].keras
-            if keras_name is None:
+            if keras_name is None and name != "hard_sigmoid_keras2":
+                notes.append(f"{fact} is {name} = {formula(name)}, which no Keras activation name means: build the "
+                             f"Keras layer with {fact}=<a function computing {formula(name)}>")
+            elif keras_name is None:
                 notes.append(f"{fact} is {name} = {formula(name)} (Keras 1/2's 'hard_sigmoid'); Keras 3's 'hard_sigmoid' is "
                              f"relu6(x + 3) / 6, a different function: build the Keras 3 layer with {fact}="
                              "lambda x: keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)")
@@ -255,6 +273,9 @@ def convert_index(index: CheckpointIndex, target: str, options: ConvertOptions |
     claimed = {m for g in groups for m in g.members}
     sep = TARGETS[target].sep
     problems, done = [], []
+    for scope, members, why in onnx_graph.ungated(index):
+        problems.append(f"cannot convert {scope} to {target}: {why}; leave its tensors out "
+                        f"(--exclude for {', '.join(members)})")
     for g in groups:
         try:
             done.append(convert_group(g, target, options))

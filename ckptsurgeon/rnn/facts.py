@@ -44,7 +44,8 @@ def stated(index: CheckpointIndex, scope: str) -> dict[str, Any] | None:
     return desc
 
 
-_FROM_DESC = ("activation", "recurrent_activation", "go_backwards", "topology", "forget_bias", "merge_mode")
+_FROM_DESC = ("activation", "recurrent_activation", "go_backwards", "topology", "forget_bias", "merge_mode", "clip",
+              "input_forget")
 
 
 def apply_stated(group: RecurrentGroup, index: CheckpointIndex) -> None:
@@ -67,6 +68,10 @@ def _flag_text(name: str, value: Any) -> str:
     return f"{FACT_FLAGS[name]} {value}"
 
 
+# Version defaults that bind like the file: an ONNX node without an attribute runs the operator's default.
+_BINDING_DEFAULTS = ("version default: ONNX opset",)
+
+
 def apply_flags(group: RecurrentGroup, options: RecognizeOptions) -> None:
     for name, value in options.declared().items():
         if name == "orientation" or name not in group.provenance:
@@ -74,7 +79,7 @@ def apply_flags(group: RecurrentGroup, options: RecognizeOptions) -> None:
         if name == "reset_after" and group.kind != "gru":
             continue
         source = group.provenance[name]
-        if origin(source) == "file":
+        if origin(source) == "file" or source.startswith(_BINDING_DEFAULTS):
             if getattr(group, name) != value:
                 group.notes.append(f"{_flag_text(name, value)} ignored for {group.scope or '/'}: the file states "
                                    f"{name}={getattr(group, name)} ({source})")
@@ -95,5 +100,9 @@ def describe_output(group: RecurrentGroup, target: str, **extra: Any) -> dict[st
     }
     if group.merge_mode is not None:
         desc["merge_mode"] = group.merge_mode
+    if group.clip is not None:
+        desc["clip"] = group.clip
+    if group.input_forget:
+        desc["input_forget"] = True
     desc.update(extra)
     return desc

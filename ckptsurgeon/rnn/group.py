@@ -72,10 +72,15 @@ class RecurrentGroup:
     go_backwards: bool = False
     merge_mode: str | None = None  # Keras Bidirectional: concat, sum, mul, ave, None
     orientation: str | None = None  # hand-built per-gate cells: "xw" or "wx"
+    clip: float | None = None  # ONNX clip attribute (gate pre-activations clipped); None: no clipping
+    input_forget: bool = False  # ONNX input_forget attribute (LSTM: f = 1 - i)
     provenance: dict[str, str] = field(default_factory=dict)  # fact -> "origin: detail"
     members: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     load: Callable[[], Stack | list] | None = field(default=None, repr=False, compare=False)
+    # Groups whose stored tensors are not the layout's own (ONNX nodes fed through constant chains): the
+    # converted tensors (relative names, as the layout's writer names them) -> {member path: new value}.
+    write_back: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def cells(self) -> Stack:
         """The weights in canonical layout, with this group's semantics (activations, family, topology)."""
@@ -85,7 +90,8 @@ class RecurrentGroup:
         stack = raw if isinstance(raw, Stack) else Stack(list(raw))
         gru = self.kind == "gru"
         stack = stack.map(lambda c: c.with_(activation=self.activation, recurrent_activation=self.recurrent_activation,
-                                            reset_after=self.reset_after if gru else True))
+                                            reset_after=self.reset_after if gru else True, clip=self.clip,
+                                            input_forget=self.input_forget and not gru))
         stack.topology, stack.go_backwards = self.topology, self.go_backwards
         return stack
 
@@ -107,7 +113,8 @@ class RecurrentGroup:
         out = {k: getattr(self, k) for k in (
             "scope", "kind", "layout", "variant", "input_size", "hidden_size", "proj_size", "num_layers",
             "directions", "bias", "peepholes", "reset_after", "forget_bias", "activation",
-            "recurrent_activation", "topology", "go_backwards", "merge_mode", "orientation", "members", "notes")}
+            "recurrent_activation", "topology", "go_backwards", "merge_mode", "orientation", "clip", "input_forget",
+            "members", "notes")}
         out["family"] = self.family
         out["formulas"] = {"activation": formula(self.activation), "recurrent_activation": formula(self.recurrent_activation)}
         out["provenance"] = dict(self.provenance)

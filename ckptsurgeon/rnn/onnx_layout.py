@@ -19,7 +19,26 @@ from .facts import stored_metadata
 from .gates import ORDERS, reorder
 from .group import RecognizeOptions, RecurrentGroup
 
-__all__ = ["recognize", "write", "node_attributes"]
+__all__ = ["recognize", "write", "node_attributes", "cells_from_onnx", "is_model_file"]
+
+
+def is_model_file(index: CheckpointIndex) -> bool:
+    """A real ``.onnx`` model (its graph is read by ``onnx_graph``), not tensors named W/R/B in another file."""
+    return index.format == "onnx" and "ir_version" in index.metadata
+
+
+def cells_from_onnx(kind: str, W: np.ndarray, R: np.ndarray, B: np.ndarray | None, P: np.ndarray | None) -> list[Cell]:
+    """One canonical cell per direction from operator inputs ``W [D, G*H, in]``, ``R``, ``B [D, 2*G*H]``, ``P [D, 3H]``."""
+    canon, order = ("ifgo" if kind == "lstm" else "rzn"), ORDERS[("onnx", kind)]
+    cells = []
+    for d in range(W.shape[0]):
+        b_ih = b_hh = None
+        if B is not None:
+            b_in, b_rec = np.split(B[d], 2)
+            b_ih, b_hh = reorder(b_in, order, canon), reorder(b_rec, order, canon)
+        peep = None if P is None else P[d].reshape(3, -1)[[0, 2, 1]]  # i, o, f -> i, f, o
+        cells.append(Cell(kind, reorder(W[d], order, canon), reorder(R[d], order, canon), b_ih, b_hh, peepholes=peep))
+    return cells
 
 
 def write(stack: Stack) -> dict[str, np.ndarray]:
@@ -41,6 +60,8 @@ _DEFAULTS = "version default: ONNX {} attribute default (the node's attributes a
 
 
 def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
+    if is_model_file(index):
+        return []  # a real model: its nodes state everything (onnx_graph); names alone would guess
     scopes: dict[str, dict[str, str]] = defaultdict(dict)
     for path in index:
         parent, _, last = path.rpartition("/")
@@ -66,20 +87,8 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
                                        "which this file does not hold; pass --reset-after or --reset-before")
 
         def load(parts=parts, kind=kind) -> list:
-            canon, order = ("ifgo" if kind == "lstm" else "rzn"), ORDERS[("onnx", kind)]
-            W, R = index[parts["W"]].numpy(), index[parts["R"]].numpy()
-            B = index[parts["B"]].numpy() if "B" in parts else None
-            P = index[parts["P"]].numpy() if "P" in parts else None
-            cells = []
-            for d in range(W.shape[0]):
-                b_ih = b_hh = None
-                if B is not None:
-                    b_in, b_rec = np.split(B[d], 2)
-                    b_ih, b_hh = reorder(b_in, order, canon), reorder(b_rec, order, canon)
-                peep = None if P is None else P[d].reshape(3, -1)[[0, 2, 1]]
-                cells.append(Cell(kind, reorder(W[d], order, canon), reorder(R[d], order, canon), b_ih, b_hh,
-                                  peepholes=peep))
-            return [cells]
+            get = lambda role: index[parts[role]].numpy() if role in parts else None  # noqa: E731
+            return [cells_from_onnx(kind, get("W"), get("R"), get("B"), get("P"))]
 
         groups.append(RecurrentGroup(scope=scope, kind=kind, layout="onnx", variant=f"ONNX {kind.upper()}",
                                      input_size=w[2], hidden_size=r[2], directions=w[0], bias="two" if "B" in parts else "none",
@@ -105,4 +114,8 @@ def node_attributes(group: RecurrentGroup) -> dict[str, object]:
         if alphas:  # only the activations that take parameters consume alpha/beta entries, in order
             attrs["activation_alpha"] = alphas
             attrs["activation_beta"] = [e[2] for e in entries if e[2] is not None]
+    if group.clip is not None:
+        attrs["clip"] = group.clip
+    if group.input_forget:
+        attrs["input_forget"] = 1
     return attrs

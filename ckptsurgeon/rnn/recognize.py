@@ -5,14 +5,15 @@ import re
 from dataclasses import replace
 
 from ..index import CheckpointIndex
-from . import gates_layout, keras_layout, onnx_layout, pergate_layout, tf1_layout, torch_layout
+from . import gates_layout, keras_layout, onnx_graph, onnx_layout, pergate_layout, tf1_layout, torch_layout
 from .facts import apply_flags, apply_stated
 from .group import RecognizeOptions, RecurrentGroup
 
 __all__ = ["recognize", "ADAPTERS"]
 
-# Most specific naming first.
-ADAPTERS = (gates_layout, torch_layout, tf1_layout, keras_layout, pergate_layout, onnx_layout)
+# An ONNX model's graph first (its nodes state everything; their tensors are claimed before any name-based
+# adapter sees them), then the most specific naming first.
+ADAPTERS = (onnx_graph, gates_layout, torch_layout, tf1_layout, keras_layout, pergate_layout, onnx_layout)
 
 
 def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -> list[RecurrentGroup]:
@@ -69,5 +70,5 @@ def merge_layers(groups: list[RecurrentGroup]) -> list[RecurrentGroup]:
 def _same(g: RecurrentGroup, first: RecurrentGroup) -> bool:
     """Layers that can be one stacked group: same kind, sizes, layout and every computation fact."""
     keys = ("kind", "hidden_size", "directions", "reset_after", "layout", "activation", "recurrent_activation",
-            "merge_mode", "proj_size", "bias")
+            "merge_mode", "proj_size", "bias", "clip", "input_forget")
     return all(getattr(g, k) == getattr(first, k) for k in keys)

@@ -3,8 +3,10 @@
 They define what "the same numbers" means for ``verify``; tests check them against real
 ``torch.nn.LSTM/GRU``, Keras layers, ONNX runtimes and TensorFlow's recorded outputs. Everything a
 ``Stack`` states is honoured: activations by exact formula, GRU family, peepholes, projection,
-topology (interleaved or independent directions) and ``go_backwards``. A semantic that is not known
-(``None``) is refused, never defaulted.
+topology (interleaved or independent directions), ``go_backwards``, and the ONNX node attributes
+``clip`` (applied to every gate's pre-activation, peephole terms included, not to the cell state before
+the output activation: what onnxruntime computes) and ``input_forget`` (f = 1 - i). A semantic that is
+not known (``None``) is refused, never defaulted.
 """
 from __future__ import annotations
 
@@ -43,6 +45,8 @@ def run_cell(cell: Cell, x: np.ndarray, h0: np.ndarray | None = None, c0: np.nda
     h = np.zeros((B, out_size)) if h0 is None else np.asarray(h0, np.float64)
     c = np.zeros((B, H)) if c0 is None else np.asarray(c0, np.float64)
     peep, w_hr = _f64(cell.peepholes), _f64(cell.w_hr)
+    bound = None if cell.clip is None else float(cell.clip)
+    cl = (lambda v: v) if bound is None else (lambda v: np.clip(v, -bound, bound))  # noqa: E731
     outs = np.zeros((T, B, out_size))
     steps = range(T - 1, -1, -1) if reverse else range(T)
     for t in steps:
@@ -53,22 +57,24 @@ def run_cell(cell: Cell, x: np.ndarray, h0: np.ndarray | None = None, c0: np.nda
             pi, pf, pg, po = np.split(gx + gh, 4, axis=1)
             if peep is not None:
                 pi, pf = pi + peep[0] * c, pf + peep[1] * c
-            c = sig(pf) * c + sig(pi) * act(pg)
+            i = sig(cl(pi))
+            f = 1.0 - i if cell.input_forget else sig(cl(pf))
+            c = f * c + i * act(cl(pg))
             if peep is not None:
                 po = po + peep[2] * c
-            h = sig(po) * act(c)
+            h = sig(cl(po)) * act(c)
             if w_hr is not None:
                 h = h @ w_hr.T
         else:
             xr, xz, xn = np.split(gx, 3, axis=1)
             ur, uz, un = np.split(w_hh, 3, axis=0)
             br, bz, bn = np.split(b_hh, 3)
-            r = sig(xr + h @ ur.T + br)
-            z = sig(xz + h @ uz.T + bz)
+            r = sig(cl(xr + h @ ur.T + br))
+            z = sig(cl(xz + h @ uz.T + bz))
             if cell.reset_after:
-                n = act(xn + r * (h @ un.T + bn))
+                n = act(cl(xn + r * (h @ un.T + bn)))
             else:
-                n = act(xn + (r * h) @ un.T + bn)
+                n = act(cl(xn + (r * h) @ un.T + bn))
             h = (1.0 - z) * n + z * h
         outs[t] = h
     return outs, h, (c if cell.kind == "lstm" else None)

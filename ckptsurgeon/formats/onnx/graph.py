@@ -14,7 +14,8 @@ path), every attribute exactly as stored plus the ONNX default for each one the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,17 @@ class NodeInput:
         if self._chain is not None:
             return fold(self._chain)
         raise OutputError(f"input {self.role} ({self.name!r}) is {self.origin}: it has no value in the file")
+
+    def value_with(self, refs: Mapping[str, TensorRef]) -> np.ndarray:
+        """The input's value with its data sources read from ``refs`` (scope path -> TensorRef) where
+        given, else from the model: what the input becomes once those tensors are replaced."""
+        if self._ref is not None:
+            return refs.get(self.path or "", self._ref).numpy()
+        if self._chain is not None:
+            paths = {s.name: s.path for s in self.sources}
+            leaves = {n: refs.get(paths[n], ref) if n in paths else ref for n, ref in self._chain.leaves.items()}
+            return fold(replace(self._chain, leaves=leaves))
+        return self.value()
 
     def write_back(self, new: np.ndarray) -> dict[str, np.ndarray]:
         """{source scope path: new array} that makes this input equal ``new`` exactly; refused if not writable."""

@@ -1,0 +1,340 @@
+"""ONNX ``LSTM``/``GRU`` nodes as recurrent groups, recognized from the graph (not from names).
+
+A node states everything its computation depends on, so every fact comes from it (``file: node ...
+states ...``) or from the operator's documented default (``version default: ONNX opset N default ...``):
+``direction`` (``reverse`` = Keras go_backwards, see below), ``hidden_size``, ``activations`` with
+``activation_alpha``/``activation_beta`` (consumed in order by the activations that take them, as
+onnxruntime does; ``HardSigmoid(0.2, 0.5)`` is Keras 2's hard_sigmoid exactly), ``clip``,
+``input_forget``, ``linear_before_reset`` (the GRU family) and ``layout`` (batch-major X/Y: data layout
+only, the weights are the same). What a node states that no formula here computes (an LSTM whose cell
+activation g differs from its output activation h, directions with different activations, an
+alpha-taking activation without alpha and without a documented default) is ``missing``: conversions refuse.
+
+W/R/B/P come from ``NodeInput.value_with``: initializers, Constants, or constant chains folded with
+``onnx.reference`` (torch's ``nn.LSTMCell`` inside an ``If``). The group's ``members`` are the real
+tensors those values come from (so ``extract --scope`` and graft work on them), and its ``write_back``
+turns converted W/R/B/P into new values of exactly those tensors (graft into an ONNX template).
+
+Nodes whose ``Y`` feeds the next node's ``X`` through element moves that stack exactly (``links``) are one
+group of several layers. Direction ``reverse``: the node runs last step first and returns ``Y`` aligned
+with ``X``; Keras's ``go_backwards`` returns its outputs last step first. The group says go_backwards
+(what the weights compute per step is the same) and notes the flip; reverse nodes are never stacked.
+``RNN`` nodes (one ungated recurrence) are not groups: ``ungated`` lists them with the reason.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError, FormatError, MissingDependencyError, OutputError
+from ..index import CheckpointIndex, TensorRef
+from .activations import ONNX_FORMULAS, from_onnx
+from .group import RecognizeOptions, RecurrentGroup
+from .onnx_layout import cells_from_onnx, is_model_file
+
+__all__ = ["recognize", "ungated", "ONNX_DEFAULT"]
+
+ONNX_DEFAULT = "version default: ONNX opset"  # provenance prefix of an operator default: binding, like the file
+_GATED = {"LSTM": 3, "GRU": 2}  # activations per direction: f, g, h / f, g
+_WEIGHTS = ("W", "R", "B", "P")
+# Defaults of alpha/beta for activations that take them, where the ONNX spec ("the same as the corresponding
+# ONNX operators") and onnxruntime agree (checked by the tests). ThresholdedRelu (spec 1.0, onnxruntime 0),
+# Affine and ScaledTanh (no operator of their own) have none: a node must state them.
+_PARAM_DEFAULTS = {"HardSigmoid": (0.2, 0.5), "LeakyRelu": (0.01, None), "Elu": (1.0, None)}
+
+
+@dataclass
+class _Facts:
+    values: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _stated(node, attr: str, value: Any) -> str:
+    return f"file: node {node.scope} states {attr}={value!r}"
+
+
+def _default(node, attr: str, value: Any) -> str:
+    return f"{ONNX_DEFAULT} {node.opset} default {attr}={value!r} (node {node.scope} does not state it)"
+
+
+def _activations(node) -> tuple[str | None, str | None, str]:
+    """(recurrent_activation, activation, provenance) of an LSTM/GRU node."""
+    per, dirs = _GATED[node.op_type], node.num_directions
+    acts = list(node.activations)
+    if len(acts) != per * dirs:
+        return None, None, (f"missing: node {node.scope} lists {len(acts)} activations; a {node.direction} "
+                            f"{node.op_type} takes {per * dirs} ({per} per direction)")
+    alphas, betas = list(node.activation_alpha), list(node.activation_beta)
+    names, defaults = [], []
+    canon = {k.lower(): k for k in ONNX_FORMULAS}
+    for a in acts:
+        op = canon.get(str(a).lower())
+        if op is None:
+            return None, None, f"missing: node {node.scope} uses activation {a!r}, which the ONNX spec does not define"
+        takes_a, takes_b = ONNX_FORMULAS[op][:2]
+        params = []
+        for takes, pool, k in ((takes_a, alphas, 0), (takes_b, betas, 1)):
+            value = pool.pop(0) if takes and pool else None
+            if takes and value is None:
+                value = _PARAM_DEFAULTS.get(op, (None, None))[k]
+                if value is None:
+                    return None, None, (f"missing: node {node.scope} gives {op} no {('alpha', 'beta')[k]} and ONNX "
+                                        "documents no default for it (runtimes disagree)")
+                defaults.append(f"{op} {('alpha', 'beta')[k]} {value}")
+            params.append(value)
+        names.append(from_onnx(op, *params))
+    if alphas or betas:
+        return None, None, (f"missing: node {node.scope} gives {len(alphas)} alpha / {len(betas)} beta value(s) that no "
+                            "activation takes; which activation each belongs to is not defined")
+    by_dir = [names[d * per:(d + 1) * per] for d in range(dirs)]
+    if any(d != by_dir[0] for d in by_dir):
+        return None, None, f"missing: node {node.scope}'s directions use different activations ({by_dir}); no target holds that"
+    if node.op_type == "LSTM" and by_dir[0][1] != by_dir[0][2]:
+        return None, None, (f"missing: node {node.scope}'s LSTM cell activation g={by_dir[0][1]} differs from its output "
+                            f"activation h={by_dir[0][2]}; no target here computes that")
+    listed = {"activations": acts, "activation_alpha": list(node.activation_alpha),
+              "activation_beta": list(node.activation_beta)}
+    shown = ", ".join(f"{k}={v}" for k, v in listed.items() if v)
+    if "activations" not in node.stated:
+        prov = _default(node, "activations", acts)
+    elif defaults:
+        prov = (f"{ONNX_DEFAULT} {node.opset} default {', '.join(defaults)} (node {node.scope} states {shown} but not "
+                "those parameters)")
+    else:
+        prov = f"file: node {node.scope} states {shown}"
+    return by_dir[0][0], by_dir[0][1], prov
+
+
+def _facts(node) -> _Facts:
+    out = _Facts()
+    v, p = out.values, out.provenance
+
+    def fact(name: str, attr: str, value: Any, shown: Any = None) -> None:
+        v[name] = value
+        shown = value if shown is None else shown
+        p[name] = _stated(node, attr, shown) if attr in node.stated else _default(node, attr, shown)
+
+    if node.direction not in ("forward", "reverse", "bidirectional"):
+        p["go_backwards"] = f"missing: node {node.scope} states direction={node.direction!r}, which ONNX does not define"
+        v["go_backwards"] = False
+    else:
+        fact("go_backwards", "direction", node.direction == "reverse", node.direction)
+    if node.op_type == "GRU":
+        fact("reset_after", "linear_before_reset", bool(node.linear_before_reset), node.linear_before_reset)
+    rec, act, prov = _activations(node)
+    v["recurrent_activation"], v["activation"] = rec, act
+    p["recurrent_activation"] = p["activation"] = prov
+    fact("clip", "clip", None if node.clip is None else float(np.float32(node.clip)))
+    if node.op_type == "LSTM":
+        fact("input_forget", "input_forget", bool(node.input_forget), node.input_forget)
+    if node.layout not in (0, 1):
+        p["layout"] = f"missing: node {node.scope} states layout={node.layout}, which ONNX does not define"
+    if node.layout == 1:
+        out.notes.append(f"node {node.scope} has layout=1: X and Y are batch-major (torch batch_first=True); "
+                         "the weights are the same")
+    if node.direction == "reverse":
+        out.notes.append(f"node {node.scope} has direction='reverse': it runs last step first and returns Y aligned with "
+                         "X; Keras's go_backwards returns its outputs last step first (flip them on the time axis to "
+                         "compare; the final state is the same)")
+    return out
+
+
+def _sources(inp) -> list[str]:
+    if inp.origin in ("initializer", "constant"):
+        return [inp.path]
+    return [s.path for s in inp.sources] if inp.origin == "folded" else []
+
+
+def _state_notes(node) -> list[str]:
+    notes = []
+    for role in ("initial_h", "initial_c"):
+        inp = node.inputs.get(role)
+        if inp is None or inp.origin not in ("initializer", "constant", "folded"):
+            continue
+        try:
+            nonzero = bool(np.any(inp.value() != 0))
+        except (MissingDependencyError, OutputError):
+            continue
+        if nonzero:
+            where = inp.path or ", ".join(s.path for s in inp.sources)
+            notes.append(f"node {node.scope} starts from a constant non-zero {role} ({where}); converted weights start "
+                         "from the state you pass (zeros by default): pass that tensor to reproduce the model")
+    if node.inputs.get("sequence_lens") is not None and node.inputs["sequence_lens"].origin != "absent":
+        notes.append(f"node {node.scope} takes sequence_lens: padded steps are skipped (torch: packed sequences, Keras: "
+                     "masking); the weights compute the same per step")
+    return notes
+
+
+@dataclass
+class _Layer:
+    node: Any  # formats.onnx.graph.RecurrentNode
+    members: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    facts: _Facts
+
+    @property
+    def key(self) -> tuple:
+        return (self.node.op_type, self.node.num_directions, self.shapes["R"][2], self.node.layout,
+                "B" in self.shapes, "P" in self.shapes)
+
+
+def _shape(inp, refs: Mapping[str, TensorRef]) -> tuple[int, ...]:
+    if inp.origin in ("initializer", "constant"):
+        return tuple(refs[inp.path].shape)
+    return tuple(inp.value_with(refs).shape)
+
+
+def _layer(index: CheckpointIndex, node) -> _Layer | None:
+    roles = [r for r in _WEIGHTS if r in node.inputs]
+    members: list[str] = []
+    for role in roles:
+        inp = node.inputs[role]
+        if role in ("W", "R") and inp.origin not in ("initializer", "constant", "folded"):
+            return None  # weights fed or computed at run time: nothing in the file to convert
+        members += [m for m in _sources(inp) if m not in members]
+    if not members or any(m not in index for m in members):
+        return None
+    refs = {m: index[m] for m in members}
+    shapes = {r: _shape(node.inputs[r], refs) for r in roles if node.inputs[r].origin != "absent"}
+    G, D = {"LSTM": 4, "GRU": 3}[node.op_type], node.num_directions
+    w, r = shapes["W"], shapes["R"]
+    H = r[2] if len(r) == 3 else -1
+    want = {"W": (D, G * H, w[2] if len(w) == 3 else -1), "R": (D, G * H, H), "B": (D, 2 * G * H), "P": (D, 3 * H)}
+    bad = [f"{k} {list(s)} (expected {list(want[k])})" for k, s in shapes.items() if s != want[k]]
+    if node.hidden_size is not None and node.hidden_size != H:
+        bad.append(f"hidden_size={node.hidden_size} but R is {list(r)}")
+    if bad:
+        raise FormatError(f"{index.files[0]}: {node.op_type} node {node.scope!r}: " + "; ".join(bad))
+    facts = _facts(node)
+    facts.notes += _state_notes(node)
+    folded = [r for r in roles if node.inputs[r].origin == "folded"]
+    if folded:
+        ops = sorted({op for r in folded for op in node.inputs[r].ops})
+        srcs = [s for r in folded for s in _sources(node.inputs[r])]
+        facts.notes.append(f"node {node.scope}: {', '.join(folded)} folded from {', '.join(dict.fromkeys(srcs))} "
+                           f"({', '.join(ops)})")
+    for role in roles:
+        inp = node.inputs[role]
+        if inp.origin != "absent" and not inp.writable:
+            facts.notes.append(f"node {node.scope}: {role} cannot be written back ({inp.reason})")
+    return _Layer(node, members, shapes, facts)
+
+
+def _value(inp, refs: Mapping[str, TensorRef]) -> np.ndarray | None:
+    return None if inp is None or inp.origin == "absent" else np.asarray(inp.value_with(refs))
+
+
+def _group(index: CheckpointIndex, layers: list[_Layer]) -> RecurrentGroup:
+    first = layers[0]
+    node, v = first.node, first.facts.values
+    kind = node.op_type.lower()
+    members = list(dict.fromkeys(m for layer in layers for m in layer.members))
+    prov = dict(first.facts.provenance)
+    notes = [n for layer in layers for n in layer.facts.notes]
+    if len(layers) > 1:
+        chain = ", ".join(layer.node.scope for layer in layers)
+        prov["topology"] = (f"file: each node's Y feeds the next node's X ({chain}), every step's directions "
+                            "concatenated: layer k reads both directions of layer k-1")
+    variant = f"ONNX {node.op_type} node" if len(layers) == 1 else f"ONNX {node.op_type} nodes x{len(layers)} layers"
+    group = RecurrentGroup(
+        scope=node.scope, kind=kind, layout="onnx", variant=variant, input_size=first.shapes["W"][2],
+        hidden_size=first.shapes["R"][2], num_layers=len(layers), directions=node.num_directions,
+        bias="two" if "B" in first.shapes else "none", peepholes="P" in first.shapes,
+        reset_after=v.get("reset_after"), activation=v["activation"], recurrent_activation=v["recurrent_activation"],
+        go_backwards=v["go_backwards"], clip=v["clip"], input_forget=v.get("input_forget", False),
+        provenance=prov, members=members, notes=notes)
+
+    def refs() -> dict[str, TensorRef]:
+        return {m: index[m] for m in members}
+
+    def load() -> list:
+        got = refs()
+        return [cells_from_onnx(kind, *(_value(layer.node.inputs.get(r), got) for r in _WEIGHTS)) for layer in layers]
+
+    def write_back(tensors: dict[str, Any]) -> dict[str, Any]:
+        got, out = refs(), {}
+        for k, layer in enumerate(layers):
+            base = "" if len(layers) == 1 else f"layer_{k}/"
+            for role in _WEIGHTS:
+                inp, new = layer.node.inputs.get(role), tensors.get(base + role)
+                if inp is None or inp.origin == "absent":
+                    if new is not None and np.any(np.asarray(new) != 0):
+                        raise OutputError(f"{index.files[0]}: node {layer.node.scope} has no {role} input, and the "
+                                          f"source's {role} is not zero; it cannot be dropped")
+                    continue
+                current = _value(inp, got)
+                new = np.zeros_like(current) if new is None else np.asarray(new).astype(current.dtype)
+                for path, arr in inp.write_back(new).items():
+                    if path in out and not np.array_equal(out[path], arr):
+                        raise OutputError(f"{index.files[0]}: two inputs of node {layer.node.scope} ask different "
+                                          f"values of {path!r}; it cannot be written back")
+                    out[path] = arr
+        return out
+
+    group.load, group.write_back = load, write_back
+    return group
+
+
+def _stackable(a: _Layer, b: _Layer) -> bool:
+    """``b`` can be layer k+1 above ``a``: same kind, sizes and every computation fact; reads a's width."""
+    va, vb = a.facts.values, b.facts.values
+    return (a.key == b.key and va == vb and not va["go_backwards"]
+            and b.shapes["W"][2] == a.node.num_directions * a.shapes["R"][2]
+            and not any(s.startswith("missing") for s in (*a.facts.provenance.values(), *b.facts.provenance.values())))
+
+
+def _model_nodes(index: CheckpointIndex) -> tuple[Any, list]:
+    from ..formats.onnx.graph import describe_recurrent
+    from ..formats.onnx.onnx_fmt import load_model
+
+    model = load_model(index.files[0])
+    return model, describe_recurrent(model)
+
+
+def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
+    if not is_model_file(index):
+        return []
+    from ..formats.onnx.links import layer_links
+
+    model, nodes = _model_nodes(index)
+    layers = [(n, _layer(index, n)) for n in nodes if n.op_type in _GATED]
+    found = [(n, layer) for n, layer in layers if layer is not None]
+    if not found:
+        return []
+    links = layer_links(model, [n for n, _ in found], [layer.shapes["R"][2] for _, layer in found])
+    links = {k: j for k, j in links.items() if _stackable(found[j][1], found[k][1])}
+    above = {j: k for k, j in links.items()}
+    groups = []
+    for k, (_, layer) in enumerate(found):
+        if k in links:
+            continue  # a layer above another: part of that stack
+        stack = [layer]
+        while k in above:
+            k = above[k]
+            stack.append(found[k][1])
+        groups.append(_group(index, stack))
+    return groups
+
+
+def ungated(index: CheckpointIndex) -> list[tuple[str, list[str], str]]:
+    """ONNX ``RNN`` nodes whose weights are in ``index``: (node scope, their tensors, why they are not converted)."""
+    if not is_model_file(index):
+        return []
+    try:
+        _, nodes = _model_nodes(index)
+    except CheckpointError:
+        return []
+    out = []
+    for node in nodes:
+        if node.op_type != "RNN":
+            continue
+        members = [m for r in _WEIGHTS if r in node.inputs for m in _sources(node.inputs[r])]
+        if members and all(m in index for m in members):
+            acts = ", ".join(node.activations)
+            out.append((node.scope, members, f"it is an ONNX RNN node (one ungated recurrence, activations {acts}); "
+                                             "ckptsurgeon converts gated layers (LSTM, GRU) only"))
+    return out
