@@ -262,6 +262,10 @@ def extract(
     """
     scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_patterns(map, "map")  # noqa: A001
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
+    if index.format == "onnx" and scope:
+        from .rnn.onnx_graph import expand_scopes
+
+        scope = expand_scopes(index, scope, regex)  # a recurrent node's scope selects the tensors it reads
     chosen = index.select(*scope, exclude=exclude, regex=regex)
     kept = chosen if include_optimizer else chosen.select(include_optimizer=False) if len(chosen) else chosen
     skipped = len(chosen) - len(kept)

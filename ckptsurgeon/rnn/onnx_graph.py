@@ -23,6 +23,7 @@ with ``X``; Keras's ``go_backwards`` returns its outputs last step first. The gr
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from .activations import ONNX_FORMULAS, from_onnx
 from .group import RecognizeOptions, RecurrentGroup
 from .onnx_layout import cells_from_onnx, is_model_file
 
-__all__ = ["recognize", "ungated", "ONNX_DEFAULT"]
+__all__ = ["recognize", "ungated", "expand_scopes", "ONNX_DEFAULT"]
 
 ONNX_DEFAULT = "version default: ONNX opset"  # provenance prefix of an operator default: binding, like the file
 _GATED = {"LSTM": 3, "GRU": 2}  # activations per direction: f, g, h / f, g
@@ -338,3 +339,31 @@ def ungated(index: CheckpointIndex) -> list[tuple[str, list[str], str]]:
             out.append((node.scope, members, f"it is an ONNX RNN node (one ungated recurrence, activations {acts}); "
                                              "ckptsurgeon converts gated layers (LSTM, GRU) only"))
     return out
+
+
+def _escape(path: str, regex: bool) -> str:
+    if regex:
+        return re.escape(path)
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+def expand_scopes(index: CheckpointIndex, patterns: tuple[str, ...], regex: bool = False) -> tuple[str, ...]:
+    """Selection patterns with each recurrent node group they match (by its node scope) standing for its
+    tensors: ``--scope rnn/LSTM`` selects the initializers (or folded sources) that node reads."""
+    if not patterns or not is_model_file(index):
+        return patterns
+    from ..scopes import compile_glob, compile_regex, matches
+
+    try:
+        groups = recognize(index, RecognizeOptions())
+    except CheckpointError:
+        return patterns
+    compile_ = compile_regex if regex else compile_glob
+    out: list[str] = []
+    for pattern in patterns:
+        rx = compile_(pattern)
+        hits = [g for g in groups if matches(rx, g.scope)]
+        if not hits or any(matches(rx, path) for path in index):
+            out.append(pattern)  # it selects tensors itself (or nothing at all: select says so)
+        out += [_escape(m, regex) for g in hits for m in g.members]
+    return tuple(dict.fromkeys(out))

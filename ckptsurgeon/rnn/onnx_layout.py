@@ -111,9 +111,11 @@ def node_attributes(group: RecurrentGroup) -> dict[str, object]:
         entries = entries * group.directions
         attrs["activations"] = [e[0] for e in entries]
         alphas = [e[1] for e in entries if e[1] is not None]
+        betas = [e[2] for e in entries if e[2] is not None]
         if alphas:  # only the activations that take parameters consume alpha/beta entries, in order
             attrs["activation_alpha"] = alphas
-            attrs["activation_beta"] = [e[2] for e in entries if e[2] is not None]
+        if betas:
+            attrs["activation_beta"] = betas
     if group.clip is not None:
         attrs["clip"] = group.clip
     if group.input_forget:

@@ -83,10 +83,19 @@ def _chain(scopes: _Scopes, graph: Graph, x_name: str) -> tuple[Node, list[tuple
         name = found.inputs[0]
 
 
-def _stacks_exactly(ops: list[tuple[Node, list[np.ndarray]]], dirs: int, hidden: int, layout: int) -> bool:
-    sizes = [(3, 2)] + [(int(p[0][0]), int(p[0][1])) for n, p in ops if n.op_type == "Reshape" and p
-                        and p[0].size == 3 and p[0][0] > 0 and p[0][1] > 0]
-    for a, b in dict.fromkeys(sizes):
+_MAX_TRACE = 1 << 22  # elements of Y traced with the model's declared sizes
+
+
+def _stacks_exactly(ops: list[tuple[Node, list[np.ndarray]]], dirs: int, hidden: int, layout: int,
+                    declared: tuple[int, int] | None) -> bool:
+    """The chain turns Y into the stacked X for the model's declared (dim 0, dim 1) of X when known (a
+    Reshape may hard-code them, as static exports do), else for two unrelated sizes (so a hard-coded
+    shape cannot pass by coincidence)."""
+    if declared is not None and declared[0] * declared[1] * dirs * hidden <= _MAX_TRACE:
+        sizes = [declared]
+    else:
+        sizes = [(3, 2), (5, 4)]
+    for a, b in sizes:
         y_shape = (a, dirs, b, hidden) if layout == 0 else (a, b, dirs, hidden)
         y = np.arange(int(np.prod(y_shape)), dtype=np.int64).reshape(y_shape)
         want = (y.transpose(0, 2, 1, 3) if layout == 0 else y).reshape(a, b, dirs * hidden)
@@ -95,27 +104,40 @@ def _stacks_exactly(ops: list[tuple[Node, list[np.ndarray]]], dirs: int, hidden:
             for node, params in ops:
                 got = _apply(node, got, params)
         except (ValueError, IndexError, KeyError, TypeError):
-            continue
-        if got.shape == want.shape and np.array_equal(got, want):
-            return True
-    return False
+            return False
+        if got.shape != want.shape or not np.array_equal(got, want):
+            return False
+    return True
+
+
+def _declared(graph: Graph, name: str) -> tuple[int, int] | None:
+    """Dims 0 and 1 of a graph input as the model declares them (in this graph or an enclosing one)."""
+    g: Graph | None = graph
+    while g is not None:
+        if name in g.input_dims:
+            dims = g.input_dims[name]
+            return (dims[0], dims[1]) if len(dims) == 3 and dims[0] and dims[1] else None
+        g = g.parent
+    return None
 
 
 def layer_links(model: Model, nodes: Sequence[RecurrentNode], hidden: Sequence[int]) -> dict[int, int]:
-    """``{k: j}``: node ``k``'s X is node ``j``'s Y stacked exactly (both of ``nodes``; ``hidden[j]`` is node
-    j's hidden size). A node whose Y feeds more than one recurrent node links to none of them."""
+    """``{k: j}``: node ``k``'s X is node ``j``'s Y stacked exactly (both of ``nodes``, in graph order;
+    ``hidden[j]`` is node j's hidden size). A node whose Y feeds more than one recurrent node links to none."""
     scopes = _Scopes(model)
-    graphs = {id(g): g for g in model.graphs()}
     by_scope: dict[str, Graph] = {}
-    for g in graphs.values():
+    for g in model.graphs():
         by_scope.setdefault(g.scope, g)
     index = {(n.graph_scope, n.outputs[0]): j for j, n in enumerate(nodes) if n.outputs and n.outputs[0]}
     found: dict[int, int] = {}
+    sizes: dict[int, tuple[int, int] | None] = {}
     for k, node in enumerate(nodes):
         graph = by_scope.get(node.graph_scope)
         x = node.inputs["X"].name
         if graph is None or not x:
             continue
+        if node.inputs["X"].origin == "graph_input":
+            sizes[k] = _declared(graph, x)
         hit = _chain(scopes, graph, x)
         if hit is None:
             continue
@@ -123,7 +145,8 @@ def layer_links(model: Model, nodes: Sequence[RecurrentNode], hidden: Sequence[i
         j = index.get((node.graph_scope, producer.outputs[0]))
         if j is None or j == k:
             continue
-        if _stacks_exactly(ops, nodes[j].num_directions, hidden[j], nodes[j].layout):
+        if _stacks_exactly(ops, nodes[j].num_directions, hidden[j], nodes[j].layout, sizes.get(j)):
             found[k] = j
-    feeders = [j for j in found.values()]
+            sizes[k] = sizes.get(j)
+    feeders = list(found.values())
     return {k: j for k, j in found.items() if feeders.count(j) == 1}

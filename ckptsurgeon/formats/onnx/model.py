@@ -114,6 +114,7 @@ class Graph:
     sparse: list[SparseInfo] = field(default_factory=list)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    input_dims: dict[str, tuple[int | None, ...]] = field(default_factory=dict)  # declared shapes (None: symbolic)
     parent: Graph | None = None
     owner: Node | None = None
     depth: int = 0
@@ -316,7 +317,25 @@ class _Parser:
                 name = next((self.text(e, "value name") for e in self.w.fields(f.start, f.end)
                              if e.number == 1 and e.wire == 2), "")
                 (g.inputs if n == 11 else g.outputs).append(name)
+                if n == 11:
+                    dims = self.tensor_dims(f)
+                    if dims is not None:
+                        g.input_dims[name] = dims
         return g
+
+    def tensor_dims(self, value_info: Field) -> tuple[int | None, ...] | None:
+        """The declared shape of a ValueInfoProto's tensor type (``None`` per symbolic dimension), if any."""
+        msg = value_info
+        for number in (2, 1, 2):  # ValueInfoProto.type -> TypeProto.tensor_type -> Tensor.shape
+            msg = next((e for e in self.w.fields(msg.start, msg.end) if e.number == number and e.wire == 2), None)
+            if msg is None:
+                return None
+        dims: list[int | None] = []
+        for d in self.w.fields(msg.start, msg.end):
+            if d.number == 1 and d.wire == 2:
+                value = next((e.value for e in self.w.fields(d.start, d.end) if e.number == 1 and e.wire == 0), None)
+                dims.append(value)
+        return tuple(dims)
 
     def function(self, span: Span, index: int) -> Graph:
         """A FunctionProto as a graph of its nodes (scope ``functions/<domain>.<name>``)."""
