@@ -137,7 +137,8 @@ def _place(s: RecurrentGroup, t: RecurrentGroup, tensors: dict[str, np.ndarray],
     """(template member or None, label, value) for each converted tensor. A template group whose stored
     tensors are not its layout's own (an ONNX node fed through constant chains) writes them back itself."""
     if t.write_back is not None:
-        return [(member, f"{member} via {t.scope}", np.asarray(arr)) for member, arr in t.write_back(tensors).items()]
+        label = f"{t.layout} node inputs of {t.scope}, written back"
+        return [(member, label, np.asarray(arr)) for member, arr in t.write_back(tensors).items()]
     return [(_member_for(t, rel, template), rel, np.asarray(arr)) for rel, arr in tensors.items()]
 
 

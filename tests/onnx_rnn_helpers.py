@@ -91,3 +91,12 @@ class Wrapper:
                 return self.rnn(x)[0]
 
         return Enc()
+
+
+def assert_bytes_only_changed_inside(before: bytes, after: bytes, spans: list[tuple[int, int]]) -> int:
+    """Same length, and every differing byte lies inside one of ``spans``; returns how many bytes differ."""
+    assert len(before) == len(after)
+    diff = np.flatnonzero(np.frombuffer(before, np.uint8) != np.frombuffer(after, np.uint8))
+    for d in diff:
+        assert any(lo <= d < hi for lo, hi in spans), f"byte {d} changed outside the replaced tensors"
+    return len(diff)
