@@ -265,7 +265,7 @@ def extract(
     if index.format == "onnx" and scope:
         from .rnn.onnx_graph import expand_scopes
 
-        scope = expand_scopes(index, scope, regex)  # a recurrent node's scope selects the tensors it reads
+        scope = expand_scopes(index, scope, regex, always=to is not None)  # a node's scope selects what it reads
     chosen = index.select(*scope, exclude=exclude, regex=regex)
     kept = chosen if include_optimizer else chosen.select(include_optimizer=False) if len(chosen) else chosen
     skipped = len(chosen) - len(kept)

@@ -266,8 +266,10 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     from .formats.patch import aliased, patch_copy
 
     scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
+    from .rnn.onnx_graph import expand_scopes
+
     src = source if isinstance(source, CheckpointIndex) else open_(source)
-    src = src.select(*scope, include_optimizer=False)
+    src = src.select(*expand_scopes(src, scope), include_optimizer=False)  # an ONNX node's scope: what it reads
     tpl = open_(into)
     rule_list = parse_map(map) + (load_rules(rules) if rules else [])
     options = options or ConvertOptions()

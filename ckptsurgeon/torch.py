@@ -55,8 +55,10 @@ def load_into(module: Any, source: str | os.PathLike[str] | CheckpointIndex, *, 
     template = memory_index(((k.replace(".", "/"), k, v.detach().cpu().numpy() if v.dtype != torch.bfloat16
                               else v.detach().cpu().view(torch.int16).numpy()) for k, v in state.items()),
                             format="module", file=f"<{type(module).__name__}>")
+    from .rnn.onnx_graph import expand_scopes
+
     src = source if isinstance(source, CheckpointIndex) else open_(source)
-    src = src.select(*scope, include_optimizer=False)
+    src = src.select(*expand_scopes(src, scope), include_optimizer=False)  # an ONNX node's scope: what it reads
     report = LoadReport()
     try:
         plan = plan_graft(src, template, parse_map(map) + (load_rules(rules) if rules else []), options,

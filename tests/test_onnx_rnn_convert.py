@@ -264,3 +264,45 @@ def test_allow_approx_measures_the_error(tmp_path):
     res = CliRunner().invoke(cli, ["extract", str(path), "--to", "torch", "--allow-approx", "-o", str(tmp_path / "o.pt.safetensors")])
     assert res.exit_code == 0, res.output
     assert "approximate: (hard_sigmoid_keras2, tanh) replaced by (sigmoid, tanh); max abs output difference" in res.output
+
+
+# ------------------------------------------------------------------ tf1, graft into torch, load_into
+
+@pytest.mark.parametrize("op,attrs", [("LSTM", {}), ("GRU", {})])
+def test_tf1_target_is_verified(tmp_path, op, attrs):
+    path, _ = rnn_model(tmp_path / "m.onnx", op, direction="bidirectional", with_initial=False, extra_attrs=attrs)
+    res = CliRunner().invoke(cli, ["extract", str(path), "--scope", "enc/rnn", "--to", "tf1", "-o", str(tmp_path / "t.safetensors")])
+    assert res.exit_code == 0 and "verified enc/rnn: max abs diff" in res.output, res.output
+    names = set(load_file(str(tmp_path / "t.safetensors")))
+    assert any("bidirectional_rnn/fw/" in n for n in names) and any("bidirectional_rnn/bw/" in n for n in names)
+    res = CliRunner().invoke(cli, ["verify", str(path), str(tmp_path / "t.safetensors")])
+    assert res.exit_code == 0, res.output
+
+
+def test_onnx_source_grafted_into_a_torch_template(tmp_path):
+    """The other direction: an ONNX model's stacked LSTM nodes into a PyTorch checkpoint (node scope -> module)."""
+    torch.manual_seed(6)
+    m = Wrapper.make(torch, "LSTM", num_layers=2, bidirectional=True)
+    x = torch.randn(5, 2, 3)
+    path = torch_export(m, (x,), tmp_path / "m.onnx", dynamo=False)
+    torch.manual_seed(7)
+    other = Wrapper.make(torch, "LSTM", num_layers=2, bidirectional=True)
+    torch.save(other.state_dict(), tmp_path / "tpl.pt")
+    res = CliRunner().invoke(cli, ["graft", str(path), "--scope", "rnn/LSTM", "--into", str(tmp_path / "tpl.pt"),
+                                   "--map", "rnn/LSTM=rnn", "-o", str(tmp_path / "warm.pt")])
+    assert res.exit_code == 0, res.output
+    other.load_state_dict(torch.load(tmp_path / "warm.pt", weights_only=True))
+    y = ort_run(path, {input_names(path)[0]: x.numpy()})[0]
+    np.testing.assert_allclose(other(x).detach().numpy(), y, rtol=1e-5, atol=1e-5)
+
+
+def test_load_into_a_torch_module_from_an_onnx_model(tmp_path):
+    from ckptsurgeon.torch import load_into
+
+    module, args = export_lstmcell(torch, tmp_path / "cell.onnx")
+    cell = torch.nn.LSTMCell(3, 4)
+    report = load_into(cell, str(tmp_path / "cell.onnx"), scope=["If/then_branch/cell/LSTM"],
+                       map=["If/then_branch/cell/LSTM="])
+    assert report.checks and report.checks[0].ok
+    for name, value in module.cell.state_dict().items():
+        assert torch.equal(cell.state_dict()[name], value), name

@@ -347,18 +347,22 @@ def _escape(path: str, regex: bool) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
 
-def expand_scopes(index: CheckpointIndex, patterns: tuple[str, ...], regex: bool = False) -> tuple[str, ...]:
+def expand_scopes(index: CheckpointIndex, patterns: tuple[str, ...], regex: bool = False, *,
+                  always: bool = True) -> tuple[str, ...]:
     """Selection patterns with each recurrent node group they match (by its node scope) standing for its
-    tensors: ``--scope rnn/LSTM`` selects the initializers (or folded sources) that node reads."""
+    tensors: ``--scope rnn/LSTM`` selects the initializers (or folded sources) that node reads. With
+    ``always=False`` only patterns that select no tensor themselves are looked at (no recognition otherwise)."""
     if not patterns or not is_model_file(index):
         return patterns
     from ..scopes import compile_glob, compile_regex, matches
 
+    compile_ = compile_regex if regex else compile_glob
+    if not always and all(any(matches(compile_(p), path) for path in index) for p in patterns):
+        return patterns
     try:
         groups = recognize(index, RecognizeOptions())
     except CheckpointError:
         return patterns
-    compile_ = compile_regex if regex else compile_glob
     out: list[str] = []
     for pattern in patterns:
         rx = compile_(pattern)
