@@ -375,3 +375,16 @@ def test_external_data_group(tmp_path):
     g = one_group(path)
     assert ckptsurgeon.open(str(path)).files[1:] and g.peepholes
     check_against_ort(path, g)
+
+
+def test_nodes_with_run_time_weights_are_listed_not_grouped(tmp_path):
+    path, _ = rnn_model(tmp_path / "m.onnx", "LSTM", with_initial=False)
+    m = onnx.load(str(path))
+    b = next(t for t in m.graph.initializer if t.name == "rnn.B")
+    m.graph.initializer.remove(b)
+    m.graph.input.append(helper.make_tensor_value_info("rnn.B", onnx.TensorProto.FLOAT, list(b.dims)))
+    onnx.save(m, str(path))
+    assert groups_of(path) == []
+    res = CliRunner().invoke(cli, ["rnn", str(path)])
+    assert res.exit_code == 0 and "enc/rnn: LSTM [ONNX LSTM node] (rnn/W, rnn/R): not converted: its weights are not in " \
+                                   "the file: B 'rnn.B' is fed at run time" in res.output, res.output

@@ -5,7 +5,7 @@ import click
 
 from .. import api
 from ..rnn.group import RecurrentGroup
-from ..rnn.onnx_graph import ungated
+from ..rnn.onnx_graph import not_converted
 from ..rnn.recognize import recognize
 from ..rnn.verify import verify
 from .common import allow_global_option, emit_json, scope_options
@@ -67,7 +67,7 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
     if as_json:
         emit_json([g.describe() for g in groups])
         return
-    others = ungated(index)
+    others = not_converted(index)
     if not groups and not others:
         click.echo("no recurrent groups found")
         return
@@ -78,8 +78,9 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
             click.echo(f"  {fact}: {value}  ({g.provenance[fact]})")
         for note in g.notes:
             click.echo(f"  note: {note}")
-    for scope, members, why in others:
-        click.echo(f"{scope}: RNN [ONNX RNN node] ({', '.join(members)}): not converted: {why}")
+    for scope, op, members, why in others:
+        tensors = f" ({', '.join(members)})" if members else ""
+        click.echo(f"{scope}: {op} [ONNX {op} node]{tensors}: not converted: {why}")
 
 
 @click.command("verify")

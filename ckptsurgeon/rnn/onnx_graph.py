@@ -36,7 +36,7 @@ from .activations import ONNX_FORMULAS, from_onnx
 from .group import RecognizeOptions, RecurrentGroup
 from .onnx_layout import cells_from_onnx, is_model_file
 
-__all__ = ["recognize", "ungated", "expand_scopes", "ONNX_DEFAULT"]
+__all__ = ["recognize", "ungated", "not_converted", "expand_scopes", "ONNX_DEFAULT"]
 
 ONNX_DEFAULT = "version default: ONNX opset"  # provenance prefix of an operator default: binding, like the file
 _GATED = {"LSTM": 3, "GRU": 2}  # activations per direction: f, g, h / f, g
@@ -191,12 +191,11 @@ def _shape(inp, refs: Mapping[str, TensorRef]) -> tuple[int, ...]:
 
 def _layer(index: CheckpointIndex, node) -> _Layer | None:
     roles = [r for r in _WEIGHTS if r in node.inputs]
+    if _runtime_inputs(node):
+        return None  # weights fed or computed at run time: not in the file (``not_converted`` says which)
     members: list[str] = []
     for role in roles:
-        inp = node.inputs[role]
-        if role in ("W", "R") and inp.origin not in ("initializer", "constant", "folded"):
-            return None  # weights fed or computed at run time: nothing in the file to convert
-        members += [m for m in _sources(inp) if m not in members]
+        members += [m for m in _sources(node.inputs[role]) if m not in members]
     if not members or any(m not in index for m in members):
         return None
     refs = {m: index[m] for m in members}
@@ -223,6 +222,16 @@ def _layer(index: CheckpointIndex, node) -> _Layer | None:
         if inp.origin != "absent" and not inp.writable:
             facts.notes.append(f"node {node.scope}: {role} cannot be written back ({inp.reason})")
     return _Layer(node, members, shapes, facts)
+
+
+def _runtime_inputs(node) -> list[str]:
+    """The weight inputs of ``node`` that are fed or computed at run time (with the reason)."""
+    out = []
+    for role in (r for r in _WEIGHTS if r in node.inputs):
+        inp = node.inputs[role]
+        if inp.origin not in ("initializer", "constant", "folded", "absent") or (role in ("W", "R") and inp.origin == "absent"):
+            out.append(f"{role} {inp.reason or inp.origin}")
+    return out
 
 
 def _value(inp, refs: Mapping[str, TensorRef]) -> np.ndarray | None:
@@ -321,8 +330,9 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
     return groups
 
 
-def ungated(index: CheckpointIndex) -> list[tuple[str, list[str], str]]:
-    """ONNX ``RNN`` nodes whose weights are in ``index``: (node scope, their tensors, why they are not converted)."""
+def not_converted(index: CheckpointIndex) -> list[tuple[str, str, list[str], str]]:
+    """Recurrent nodes of an ONNX model that are no group: ``RNN`` nodes whose weights are in ``index`` (refused
+    by conversions) and LSTM/GRU nodes whose weights are fed or computed at run time. (scope, op, tensors, why)."""
     if not is_model_file(index):
         return []
     try:
@@ -331,14 +341,20 @@ def ungated(index: CheckpointIndex) -> list[tuple[str, list[str], str]]:
         return []
     out = []
     for node in nodes:
-        if node.op_type != "RNN":
-            continue
         members = [m for r in _WEIGHTS if r in node.inputs for m in _sources(node.inputs[r])]
-        if members and all(m in index for m in members):
+        runtime = _runtime_inputs(node)
+        if node.op_type == "RNN" and members and all(m in index for m in members) and not runtime:
             acts = ", ".join(node.activations)
-            out.append((node.scope, members, f"it is an ONNX RNN node (one ungated recurrence, activations {acts}); "
-                                             "ckptsurgeon converts gated layers (LSTM, GRU) only"))
+            out.append((node.scope, "RNN", members, f"it is an ONNX RNN node (one ungated recurrence, activations "
+                                                    f"{acts}); ckptsurgeon converts gated layers (LSTM, GRU) only"))
+        elif node.op_type in _GATED and runtime:
+            out.append((node.scope, node.op_type, members, "its weights are not in the file: " + "; ".join(runtime)))
     return out
+
+
+def ungated(index: CheckpointIndex) -> list[tuple[str, list[str], str]]:
+    """ONNX ``RNN`` nodes whose weights are in ``index``: (node scope, their tensors, why conversions refuse them)."""
+    return [(scope, members, why) for scope, op, members, why in not_converted(index) if op == "RNN"]
 
 
 def _escape(path: str, regex: bool) -> str:
