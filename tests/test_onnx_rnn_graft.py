@@ -278,3 +278,26 @@ def test_graft_api_reports_what_it_wrote(tmp_path):
     with pytest.raises(CheckpointError, match="does not fit"):
         graft(str(_torch_source(tmp_path, num_layers=2)), into=str(tpl), out=str(tmp_path / "p.onnx"),
               map=["rnn=enc/rnn"])
+
+
+def test_external_data_template_keeps_every_other_byte(tmp_path):
+    """Every W/R/B/P of a helper-made model in one external file: only their byte ranges change, in a copy."""
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "out").mkdir()
+    tpl, w = rnn_model(tmp_path / "tpl" / "m.onnx", "LSTM", direction="bidirectional", external=True, with_initial=False)
+    index = ckptsurgeon.open(str(tpl))
+    data = index.files[1]
+    assert all(index[p].file == data for p in ("rnn/W", "rnn/R", "rnn/B"))
+    src = _torch_source(tmp_path, bidirectional=True)
+    out = tmp_path / "out" / "m.onnx"
+    run_graft(src, "--into", tpl, "-o", out)
+    assert tpl.read_bytes() == out.read_bytes()  # the model file itself: locations and all, unchanged
+    with open(data, "rb") as f:
+        before = f.read()
+    after = (tmp_path / "out" / os.path.basename(data)).read_bytes()
+    assert assert_bytes_only_changed_inside(before, after, spans(index, ["rnn/W", "rnn/R", "rnn/B"], data)) > 100
+    torch.manual_seed(9)
+    lstm = torch.nn.LSTM(3, 4, bidirectional=True)
+    x = RNG.standard_normal((5, 2, 3)).astype(np.float32)
+    for got in (ort_run(out, {"X": x})[0], ref_run(out, {"X": x})[0]):
+        np.testing.assert_allclose(flat_y(got), lstm(torch.from_numpy(x))[0].detach().numpy(), rtol=1e-5, atol=1e-5)
