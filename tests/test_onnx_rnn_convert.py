@@ -306,3 +306,21 @@ def test_load_into_a_torch_module_from_an_onnx_model(tmp_path):
     assert report.checks and report.checks[0].ok
     for name, value in module.cell.state_dict().items():
         assert torch.equal(cell.state_dict()[name], value), name
+
+
+def test_keras_load_into_from_an_onnx_model(tmp_path):
+    from ckptsurgeon.keras import load_into
+
+    path, _ = rnn_model(tmp_path / "g.onnx", "GRU", with_initial=False, extra_attrs=dict(linear_before_reset=1))
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, return_sequences=True, name="gru")])
+    report = load_into(model, str(path), map=["enc/rnn=gru"])
+    assert report.checks and report.checks[0].ok
+    x = RNG.standard_normal((2, 5, 3)).astype(np.float32)
+    y = flat_y(ort_run(path, {"X": x.transpose(1, 0, 2)})[0]).transpose(1, 0, 2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), y, rtol=1e-5, atol=1e-5)
+    # a reset-before node into Keras's default reset-after GRU: refused, nothing loaded
+    path0, _ = rnn_model(tmp_path / "g0.onnx", "GRU", with_initial=False)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(Exception, match="reset-before GRU cannot compute"):
+        load_into(model, str(path0), map=["enc/rnn=gru"])
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
