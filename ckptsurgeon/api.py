@@ -1,21 +1,21 @@
 """The public Python API: open, save, extract."""
 from __future__ import annotations
 
-import builtins
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Union
 
 import numpy as np
 
 from .atomic import atomic_output, check_output
-from .errors import SelectionError
+from .errors import CheckpointError, SelectionError
 from .formats import open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
+from .source import CHUNK, open_source
 
-__all__ = ["open", "save", "extract", "ExtractResult", "file_sha256"]
+__all__ = ["open", "save", "extract", "ExtractResult", "file_sha256", "provenance"]
 
 Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
 
@@ -29,17 +29,40 @@ def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> 
     return open_checkpoint(os.fspath(path), allow_globals=allow_globals)
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of a whole file, read in 1 MiB chunks."""
+def file_sha256(path: str, progress: Callable[[int], None] | None = None) -> str:
+    """sha256 of a whole file or URL, read in ``CHUNK``-sized ranges."""
+    src = open_source(path)
     digest = hashlib.sha256()
-    with builtins.open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for offset in range(0, src.size, CHUNK):
+        n = min(CHUNK, src.size - offset)
+        digest.update(src.read(offset, n))
+        if progress is not None:
+            progress(n)
     return digest.hexdigest()
 
 
-def _materialize(tensors: Tensors) -> dict[str, np.ndarray]:
-    """Output key -> array; an index writes each tensor under its key."""
+def provenance(index: CheckpointIndex, *, source_sha256: bool = False,
+               progress: Callable[[int], None] | None = None) -> dict[str, str]:
+    """Where an output came from, without reading one unselected byte: the source's name, its identity
+    (size and mtime, or what a remote store reports, e.g. an ETag), the sha256 of the header or index
+    its reader parsed, its format. ``source_sha256`` hashes the whole source too (reads all of it)."""
+    src = index.files[0]
+    meta = {"source": os.path.basename(src)}
+    try:
+        identity = open_source(src).identity()
+    except CheckpointError:  # e.g. an index built in memory, or a folder
+        identity = {}
+    meta.update({f"source_{k}": str(v) for k, v in identity.items()})
+    if index.header_sha256:
+        meta["source_header_sha256"] = index.header_sha256
+    if source_sha256:
+        meta["source_sha256"] = file_sha256(src, progress)
+    meta["source_format"] = index.format
+    return meta
+
+
+def _materialize(tensors: Tensors) -> dict[str, np.ndarray | TensorRef]:
+    """Output key -> array or TensorRef; an index writes each tensor under its key."""
     if isinstance(tensors, CheckpointIndex):
         return {ref.key: ref for ref in tensors.values()}  # type: ignore[misc]
     return dict(tensors)  # type: ignore[arg-type]
@@ -48,12 +71,16 @@ def _materialize(tensors: Tensors) -> dict[str, np.ndarray]:
 class _LazyArrays(Mapping[str, np.ndarray]):
     """Reads each tensor when the writer asks for it, so one tensor is in memory at a time."""
 
-    def __init__(self, items: Mapping[str, np.ndarray | TensorRef]) -> None:
+    def __init__(self, items: Mapping[str, np.ndarray | TensorRef], progress: Callable[[int], None] | None = None) -> None:
         self._items = items
+        self._progress = progress
 
     def __getitem__(self, key: str) -> np.ndarray:
         value = self._items[key]
-        return value.numpy() if isinstance(value, TensorRef) else np.asarray(value)
+        arr = value.numpy() if isinstance(value, TensorRef) else np.asarray(value)
+        if self._progress is not None:
+            self._progress(arr.nbytes)
+        return arr
 
     def __iter__(self):
         return iter(self._items)
@@ -70,10 +97,12 @@ def save(
     metadata: Mapping[str, str] | None = None,
     force: bool = False,
     inputs: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
 ) -> str:
     """Write tensors atomically to ``path`` (format from ``format`` or the suffix); returns the path.
 
     ``inputs`` are files this output must never replace; an index's own files are always included.
+    ``progress(n)`` is called as tensor bytes are written (``n`` bytes at a time).
     """
     path = os.fspath(path)
     items = _materialize(tensors)
@@ -81,7 +110,10 @@ def save(
     check_output(path, sources, force)
     writer = writer_for(path, format)
     with atomic_output(path) as fh:
-        writer.write(_LazyArrays(items), fh, dict(metadata or {}))
+        if writer.streams:  # copies TensorRefs' bytes itself (kernel copies, batched reads)
+            writer.write(items, fh, dict(metadata or {}), progress=progress)
+        else:
+            writer.write(_LazyArrays(items, progress), fh, dict(metadata or {}))
     return path
 
 
@@ -150,6 +182,8 @@ def extract(
     options: object | None = None,
     verify_atol: float | None = None,
     map: Sequence[str] = (),  # noqa: A002
+    source_sha256: bool = False,
+    progress: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
     and write them to ``out``.
@@ -157,7 +191,10 @@ def extract(
     Mirrors ``ckptsurgeon extract``. Optimizer state is left out unless ``include_optimizer``.
     ``to`` is one of torch, torch-cell, keras, tf1, onnx, gates (``options``: a ``ConvertOptions``);
     with ``verify_atol`` the converted groups are run against the source before anything is written.
-    Provenance (source name, its sha256, the selection) goes into the output's metadata.
+    Provenance (``provenance()``: the source's name, identity and header digest, the selection; the
+    whole source's sha256 only with ``source_sha256``) goes into the output's metadata, and safetensors
+    outputs record the sha256 of each tensor whose bytes passed through memory. ``progress(n)`` is
+    called as bytes are hashed and written.
     """
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
     chosen = index.select(*scope, exclude=exclude, regex=regex)
@@ -176,13 +213,8 @@ def extract(
         kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol)
     elif rename:
         kept = kept.renamed(rename)
-    src = index.files[0]
-    metadata = {
-        "source": os.path.basename(src),
-        "source_sha256": file_sha256(src) if os.path.isfile(src) else "",
-        "source_format": index.format,
-        "selection": " ".join(scope) or "**",
-    }
+    metadata = provenance(index, source_sha256=source_sha256, progress=progress)
+    metadata["selection"] = " ".join(scope) or "**"
     if exclude:
         metadata["exclude"] = " ".join(exclude)
     if rename:
@@ -195,9 +227,10 @@ def extract(
 
         plan = Remap(parse_map(map)).plan(kept)
         metadata["map"] = " ".join(map)
-        path = save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=index.files)
+        path = save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=index.files,
+                    progress=progress)
         return ExtractResult(path, [r.target for r in plan.mapped], kept.nbytes,
                              skipped, writer_for(path, format).name, converted=reports, checks=checks)
-    path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
+    path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files, progress=progress)
     return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name,
                          converted=reports, checks=checks)

@@ -13,7 +13,7 @@ from .errors import FormatError, SelectionError
 from .scopes import closest_scopes, compile_glob, compile_regex, matches
 from .source import read_exact
 
-__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index"]
+__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index", "lazy_sha256"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,8 @@ class CheckpointIndex(Mapping[str, TensorRef]):
 
     ``metadata`` holds format-level metadata and every non-tensor leaf (epoch, hyper-parameters)
     by its scope path; ``notes`` are things a user should be told when listing (fallbacks taken).
+    ``header_sha256`` is the sha256 of the header or index bytes the reader parsed (provenance without
+    reading any tensor byte); empty when a library read them for us (HDF5).
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         metadata: Mapping[str, Any] | None = None,
         notes: Sequence[str] = (),
         key_sep: str = ".",
+        header_sha256: str | Callable[[], str] = "",
     ) -> None:
         self._refs: dict[str, TensorRef] = {r.path: r for r in refs}
         self.format = format
@@ -112,6 +115,7 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.notes = list(notes)
         self.key_sep = key_sep
+        self._header_sha256 = header_sha256
 
     def __getitem__(self, path: str) -> TensorRef:
         try:
@@ -137,13 +141,20 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         return f"<CheckpointIndex {self.format} {self.files[0]!r}: {len(self)} tensors>"
 
     @property
+    def header_sha256(self) -> str:
+        """sha256 of the header or index bytes the reader parsed; computed when first asked for."""
+        if callable(self._header_sha256):
+            self._header_sha256 = self._header_sha256()
+        return self._header_sha256
+
+    @property
     def nbytes(self) -> int:
         return sum(r.nbytes for r in self._refs.values())
 
     def _derive(self, refs: Iterable[TensorRef]) -> CheckpointIndex:
         return CheckpointIndex(
             refs, format=self.format, files=self.files, metadata=self.metadata,
-            notes=self.notes, key_sep=self.key_sep,
+            notes=self.notes, key_sep=self.key_sep, header_sha256=self._header_sha256,
         )
 
     def select(
@@ -191,6 +202,17 @@ class CheckpointIndex(Mapping[str, TensorRef]):
             path = rename_path(ref.path, renames)
             builder.add(ref if path is None else ref.with_path(path, path.replace("/", self.key_sep)))
         return self._derive(builder.refs)
+
+
+def lazy_sha256(data: bytes) -> Callable[[], str]:
+    """The hex sha256 of ``data``, computed when called: listing a checkpoint never pays for hashing."""
+
+    def digest() -> str:
+        import hashlib
+
+        return hashlib.sha256(data).hexdigest()
+
+    return digest
 
 
 def rename_path(path: str, renames: Sequence[tuple[str, str]]) -> str | None:

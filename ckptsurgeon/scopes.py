@@ -6,7 +6,6 @@ selects a tensor when it matches the tensor's path *or any scope above it*.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 
@@ -95,6 +94,8 @@ def scopes_of(paths: Iterable[str]) -> list[str]:
 
 def closest_scopes(pattern: str, paths: Sequence[str], n: int = 5) -> list[str]:
     """Existing scopes that look most like ``pattern`` (for 'selects nothing' errors)."""
+    import difflib  # only for error messages
+
     scopes = scopes_of(paths)
     plain = pattern.replace("*", "").replace("?", "").strip("/")
     close = difflib.get_close_matches(plain, scopes, n=n, cutoff=0.4)

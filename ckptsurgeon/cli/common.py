@@ -14,7 +14,7 @@ import click
 
 from ..errors import CheckpointError
 
-__all__ = ["Group", "allow_global_option", "scope_options", "human_bytes", "emit_json", "parse_pairs", "fail"]
+__all__ = ["Group", "LazyChoice", "allow_global_option", "scope_options", "human_bytes", "emit_json", "parse_pairs", "fail"]
 
 
 class CommandError(click.ClickException):
@@ -49,6 +49,19 @@ class Group(click.Group):
             raise CommandError(
                 f"internal error: {type(exc).__name__}: {exc} (rerun with CKPTSURGEON_DEBUG=1 for a traceback)"
             ) from None
+
+
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose values come from ``load()`` when first needed (help text, parsing), so
+    a table living in a heavy module is imported only when the option is used."""
+
+    def __init__(self, load: Callable[[], Any], case_sensitive: bool = True) -> None:
+        self._load = load
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> tuple[Any, ...]:  # type: ignore[override]
+        return tuple(self._load())
 
 
 def allow_global_option(f: Callable) -> Callable:

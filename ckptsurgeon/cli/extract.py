@@ -5,9 +5,14 @@ import click
 
 from .. import api
 from ..formats import WRITERS
-from ..rnn.convert import TARGETS
-from .common import allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
+from .common import LazyChoice, allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
 from .rnn_options import build_options, rnn_options
+
+
+def _targets() -> list[str]:
+    from ..rnn.convert import TARGETS
+
+    return list(TARGETS)
 
 
 @click.command("extract")
@@ -21,7 +26,7 @@ from .rnn_options import build_options, rnn_options
               help="Output format (default: from the output suffix).")
 @click.option("--include-optimizer", is_flag=True, help="Keep optimizer state (left out by default).")
 @click.option("--force", is_flag=True, help="Replace an existing output file (never an input).")
-@click.option("--to", "to", type=click.Choice(list(TARGETS)), default=None,
+@click.option("--to", "to", type=LazyChoice(_targets), default=None,
               help="Convert recurrent groups to this layout (other tensors pass through).")
 @click.option("--gates", default=None, metavar="LIST", help="With --to gates: only these gates (input,forget,cell,output / reset,update,new).")
 @click.option("--allow-approx", is_flag=True, help="Convert activations the target lacks (hard_sigmoid) and report the error.")
@@ -47,7 +52,7 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
       ckptsurgeon extract model.pt -s 'encoder/*' --to gates --gates input,forget -o g.safetensors
     """
     options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
-                            gates=tuple(g.strip() for g in gates.split(",")) if gates else ())
+                            gates=tuple(g.strip() for g in gates.split(",")) if gates else ()) if to else None
     result = api.extract(
         checkpoint, output, scope=scope, exclude=exclude, regex=regex,
         rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..rnn.convert import ConvertOptions
+if TYPE_CHECKING:
+    from ..rnn.convert import ConvertOptions
 
 __all__ = ["rnn_options", "build_options"]
 
@@ -33,6 +36,8 @@ def _decl(values: tuple[str, ...], allowed: str, option: str) -> dict[str, tuple
 
 def build_options(forget_bias: float, orientation: str, gate_names: tuple[str, ...], var_names: tuple[str, ...],
                   **extra) -> ConvertOptions:
+    from ..rnn.convert import ConvertOptions  # the recurrent machinery loads only for commands that use it
+
     return ConvertOptions(forget_bias=forget_bias, orientation=orientation,
                           gate_names=_decl(gate_names, "ifgo", "--gate-names"),
                           var_names=_decl(var_names, "xhb", "--var-names"), **extra)

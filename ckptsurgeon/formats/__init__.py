@@ -1,29 +1,27 @@
 """The format registry: detection by content, and one reader / writer entry per format.
 
 Formats are named once, here. Detection never trusts the file extension: magic bytes decide, and
-for zip containers their member names do.
+for zip containers their member names do. A format's module is imported only when a file is
+detected as that format (or when detection needs its sniffer), so listing a safetensors file never
+loads h5py or the pickle machinery.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FormatError, OutputError, UnsafeCheckpointError
-from ..index import CheckpointIndex
 from ..source import ByteSource, open_source
-from .hdf5 import h5 as hdf5, keras_zip
-from .npy import numpy_fmt
-from .pytorch import torch_legacy, torch_zip
-from .safetensors import safetensors_fmt
-from .tensorflow import tf_bundle
 from .tensorflow.tf_paths import resolve_prefix
-from .zipsafe import SafeZip
 
-__all__ = ["detect", "open_checkpoint", "WRITERS", "writer_for", "Writer"]
+if TYPE_CHECKING:
+    from ..index import CheckpointIndex
+
+__all__ = ["detect", "open_checkpoint", "READERS", "WRITERS", "writer_for", "Writer", "load_all"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -31,6 +29,11 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 def _is_tar(src: ByteSource) -> bool:
     return src.size > 262 and bytes(src.read(257, 5)) == b"ustar"
+
+
+def _module(name: str) -> ModuleType:
+    """``ckptsurgeon.formats.<name>``, imported on first use."""
+    return import_module(f"{__name__}.{name}")
 
 
 def detect(path: str) -> str:
@@ -48,24 +51,25 @@ def detect(path: str) -> str:
     head = bytes(src.read(0, min(64, size)))
     if not head:
         raise FormatError(f"{path}: empty file")
+    # safetensors first: the commonest format, and its sniffer cannot match the magic bytes below
+    if _module("safetensors.safetensors_fmt").sniff(head, size):
+        return "safetensors"
     if head.startswith(ZIP_MAGICS):
-        names = SafeZip(path).names()
-        if torch_zip.sniff_names(names):
+        names = _module("zipsafe").SafeZip(path).names()
+        if _module("pytorch.torch_zip").sniff_names(names):
             return "pytorch"
-        if numpy_fmt.sniff_names(names):
+        if _module("npy.numpy_fmt").sniff_names(names):
             return "npz"
-        if keras_zip.sniff_names(names):
+        if _module("hdf5.keras_zip").sniff_names(names):
             return "keras"
         raise FormatError(f"{path}: a zip archive that is neither a PyTorch checkpoint, a .keras model nor an .npz")
-    if numpy_fmt.sniff_npy(head):
-        return "npy"
     if head.startswith(HDF5_MAGIC):
         return "hdf5"
-    if safetensors_fmt.sniff(head, size):
-        return "safetensors"
+    if _module("npy.numpy_fmt").sniff_npy(head):
+        return "npy"
     if _is_tar(src):
         return "pytorch-tar"
-    if torch_legacy.sniff(head):
+    if _module("pytorch.torch_legacy").sniff(head):
         return "pytorch-legacy"
     raise FormatError(f"{path}: unrecognized checkpoint format (first bytes {head[:8]!r})")
 
@@ -77,17 +81,44 @@ def _refuse_tar(path: str, **_: Any) -> CheckpointIndex:
     )
 
 
+@dataclass(frozen=True)
+class _Reader:
+    """A reader named by module path: ``ckptsurgeon.formats.<module>.<function>``, imported when called.
+
+    ``options``: whether the function takes the keyword options (``allow_globals``) itself.
+    """
+
+    module: str
+    function: str
+    options: bool = True
+
+    def load(self) -> Callable[..., CheckpointIndex]:
+        return getattr(_module(self.module), self.function)
+
+    def __call__(self, path: str, **options: Any) -> CheckpointIndex:
+        return self.load()(path, **options) if self.options else self.load()(path)
+
+
 READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
-    "pytorch": torch_zip.read,
-    "pytorch-legacy": torch_legacy.read,
+    "pytorch": _Reader("pytorch.torch_zip", "read"),
+    "pytorch-legacy": _Reader("pytorch.torch_legacy", "read"),
     "pytorch-tar": _refuse_tar,
-    "safetensors": lambda path, **_: safetensors_fmt.read(path),
-    "npz": lambda path, **_: numpy_fmt.read_npz(path),
-    "npy": lambda path, **_: numpy_fmt.read_npy(path),
-    "tensorflow": tf_bundle.read,
-    "hdf5": hdf5.read,
-    "keras": keras_zip.read,
+    "safetensors": _Reader("safetensors.safetensors_fmt", "read", options=False),
+    "npz": _Reader("npy.numpy_fmt", "read_npz", options=False),
+    "npy": _Reader("npy.numpy_fmt", "read_npy", options=False),
+    "tensorflow": _Reader("tensorflow.tf_bundle", "read"),
+    "hdf5": _Reader("hdf5.h5", "read"),
+    "keras": _Reader("hdf5.keras_zip", "read"),
 }
+
+
+def load_all() -> None:
+    """Import every reader and writer module now (for audits that must see no import later)."""
+    for reader in READERS.values():
+        if isinstance(reader, _Reader):
+            reader.load()
+    for name in ["zipsafe"] + [w.module for w in WRITERS.values()]:
+        _module(name)
 
 
 def open_checkpoint(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
@@ -104,24 +135,28 @@ def open_checkpoint(path: str, *, allow_globals: Sequence[str] = ()) -> Checkpoi
 
 @dataclass(frozen=True)
 class Writer:
-    """An output format: the suffixes it owns and a function writing tensors to an open file."""
+    """An output format: the suffixes it owns and the function (``formats.<module>.<function>``, imported
+    when first used) writing tensors to an open file: ``write(tensors, fh, metadata)``.
+
+    ``streams``: the function also takes ``TensorRef`` values (and a ``progress`` callback) and copies
+    their bytes itself; other writers get arrays, read one at a time.
+    """
 
     name: str
     suffixes: tuple[str, ...]
-    write: Callable[[Mapping[str, np.ndarray], Any, Mapping[str, str]], None]
+    module: str
+    function: str = "write"
+    streams: bool = False
 
-
-def _write_torch(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
-    from .pytorch import torch_writer  # imports torch: only when a .pt is asked for
-
-    torch_writer.write(tensors, fh, metadata)
+    def write(self, tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], **options: Any) -> None:
+        getattr(_module(self.module), self.function)(tensors, fh, metadata, **options)
 
 
 WRITERS: Mapping[str, Writer] = {
-    "safetensors": Writer("safetensors", (".safetensors",), safetensors_fmt.write),
-    "npz": Writer("npz", (".npz",), numpy_fmt.write_npz),
-    "pt": Writer("pt", (".pt", ".pth", ".bin", ".ckpt"), _write_torch),
-    "h5": Writer("h5", (".h5", ".hdf5"), hdf5.write),
+    "safetensors": Writer("safetensors", (".safetensors",), "safetensors.writer", streams=True),
+    "npz": Writer("npz", (".npz",), "npy.numpy_fmt", "write_npz"),
+    "pt": Writer("pt", (".pt", ".pth", ".bin", ".ckpt"), "pytorch.torch_writer"),  # imports torch only when called
+    "h5": Writer("h5", (".h5", ".hdf5"), "hdf5.h5"),
 }
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import FormatError, UnsafeCheckpointError
+from ..index import lazy_sha256
 from ..source import open_source
 
 __all__ = ["SafeZip", "Member"]
@@ -87,6 +89,11 @@ class SafeZip:
                 f"{self.path}: zip member {name!r} expands {info.compress_size} bytes to {info.file_size}; refusing a zip bomb"
             )
         return Member(name, data_offset, info.file_size, info.compress_size, stored)
+
+    def directory_sha256(self) -> Callable[[], str]:
+        """The (lazy) sha256 of the central directory and end records: the archive's index."""
+        start = self._zf.start_dir
+        return lazy_sha256(bytes(self._src.read(start, self.file_size - start)))
 
     def names(self) -> list[str]:
         return list(self.members)

@@ -62,6 +62,7 @@ def read_npz(path: str) -> CheckpointIndex:
     sep = _key_sep(keys)
     builder = IndexBuilder(path)
     try:
+        digest = zf.directory_sha256()
         for name, key in zip(zf.names(), keys):
             member = zf.members[name]
             where = f"{path}:{name}"
@@ -78,7 +79,7 @@ def read_npz(path: str) -> CheckpointIndex:
                 builder.add(TensorRef(loader=lambda n=name, w=where: _load_member(path, n, w), **common))
     finally:
         zf.close()
-    return CheckpointIndex(builder.refs, format="npz", files=[path], key_sep=sep)
+    return CheckpointIndex(builder.refs, format="npz", files=[path], key_sep=sep, header_sha256=digest)
 
 
 def _load_member(path: str, name: str, where: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Turn an allowlist-unpickled PyTorch object into a CheckpointIndex (zip and legacy share this)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +72,8 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
 
 
 def build_torch_index(
-    obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str
+    obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str,
+    header_sha256: str | Callable[[], str] = "",
 ) -> CheckpointIndex:
     """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata."""
     builder = IndexBuilder(file)
@@ -93,4 +94,5 @@ def build_torch_index(
                                   optimizer=optimizer, loader=lambda a=arr: a))
         else:
             metadata[path] = to_jsonable(leaf)
-    return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".")
+    return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".",
+                           header_sha256=header_sha256)

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 
-from ...dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
-from ...errors import FormatError, OutputError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...dtypes import SAFETENSORS_DTYPES
+from ...errors import FormatError, UnsafeCheckpointError
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
 from ...scopes import join_path, split_key
 from ...source import open_source
 from ..tree import is_optimizer_path
 
-__all__ = ["sniff", "read", "write"]
+__all__ = ["sniff", "read", "read_header"]
 
 FORMAT = "safetensors"
 MAX_HEADER = 100_000_000
@@ -42,7 +41,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def read_header(path: str) -> tuple[dict[str, Any], int]:
+def read_header(path: str) -> tuple[dict[str, Any], int, Callable[[], str]]:
+    """The parsed header, where the data buffer starts, and the (lazy) sha256 of the bytes before it."""
     src = open_source(path)
     size = src.size
     if size < 8:
@@ -52,19 +52,21 @@ def read_header(path: str) -> tuple[dict[str, Any], int]:
         raise UnsafeCheckpointError(f"{path}: safetensors header declares {n} bytes (limit {MAX_HEADER}); refusing")
     if 8 + n > size:
         raise FormatError(f"{path}: truncated safetensors: header of {n} bytes runs past the end of the file")
+    raw = bytes(src.read(8, n))
+    digest = lazy_sha256(struct.pack("<Q", n) + raw)
     try:
-        header = json.loads(bytes(src.read(8, n)).decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except FormatError as exc:
         raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"{path}: safetensors header is not UTF-8 JSON: {exc}") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: safetensors header is not a JSON object")
-    return header, 8 + n
+    return header, 8 + n, digest
 
 
 def read(path: str) -> CheckpointIndex:
-    header, start = read_header(path)
+    header, start, digest = read_header(path)
     buffer_len = open_source(path).size - start
     meta = header.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
@@ -110,30 +112,5 @@ def read(path: str) -> CheckpointIndex:
         p = join_path(split_key(key, "."))
         builder.add(TensorRef(path=p, key=key, dtype=dtype, shape=shape, file=path, offset=start + begin,
                               optimizer=is_optimizer_path(p)))
-    return CheckpointIndex(builder.refs, format=FORMAT, files=[path], metadata={"__metadata__": meta}, key_sep=".")
-
-
-def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
-    """Write tensors (in the given order) to an open binary file, little-endian, byte-exact.
-
-    Not ``safetensors.serialize_file``: that needs every tensor's bytes in memory at once and reorders
-    tensors by dtype; this streams one tensor at a time (``tensors`` may be lazy) and keeps the order.
-    The tests read every output back with the safetensors library itself.
-    """
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    offset = 0
-    for key, arr in tensors.items():
-        code = SAFETENSORS_CODES.get(arr.dtype.newbyteorder("=") if arr.dtype.itemsize > 1 else arr.dtype)
-        if code is None:
-            raise OutputError(f"tensor {key!r}: dtype {arr.dtype.name} has no safetensors code; cast it or use --format npz")
-        header[key] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)  # align the buffer to 8 bytes like the reference writer
-    fh.write(struct.pack("<Q", len(blob)))
-    fh.write(blob)
-    for arr in tensors.values():
-        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False) if arr.dtype.itemsize > 1 else arr
-        fh.write(np.ascontiguousarray(little).tobytes())
+    return CheckpointIndex(builder.refs, format=FORMAT, files=[path], metadata={"__metadata__": meta}, key_sep=".",
+                           header_sha256=digest)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
 from ...errors import FormatError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
 from ...scopes import join_path
 from ...source import open_source
 from .. import protowire as pw
@@ -95,7 +95,9 @@ class _Bundle:
         src = open_source(index_path)
         if src.size > MAX_INDEX:
             raise UnsafeCheckpointError(f"{index_path}: index of {src.size} bytes is over the 1 GiB limit; refusing")
-        pairs = read_table(bytes(src.read(0, src.size)), index_path)
+        raw = bytes(src.read(0, src.size))
+        self.index_sha256 = lazy_sha256(raw)
+        pairs = read_table(raw, index_path)
         if not pairs or pairs[0][0] != b"":
             raise FormatError(f"{index_path}: missing bundle header entry")
         header = pw.decode(pairs[0][1])
@@ -253,4 +255,5 @@ def read(path: str, **_: Any) -> CheckpointIndex:
             shard = bundle.check(e, dtype)
             builder.add(TensorRef(file=shard, offset=e.offset, loader=_numeric_loader(bundle, e, dtype), raw=False, **common))
     files = [bundle.where] + [f"{prefix}.data-{i:05d}-of-{bundle.num_shards:05d}" for i in range(bundle.num_shards)]
-    return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/")
+    return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/",
+                           header_sha256=bundle.index_sha256)

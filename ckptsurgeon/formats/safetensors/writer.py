@@ -1,0 +1,152 @@
+"""The safetensors writer: header first, then each tensor's bytes, streamed in the given order.
+
+Not ``safetensors.serialize_file``: that needs every tensor's bytes in memory at once and reorders
+tensors by dtype. Here a value is an array or a lazy ``TensorRef``:
+
+- a byte-exact tensor (one plain little-endian byte range of its source) is copied, never decoded:
+  by the kernel when it is larger than ``HASHED_COPY_MAX`` and its source is a local file (its bytes
+  never enter this process), otherwise through one reused-size buffer, adjacent small tensors in one read;
+- any other tensor (strided, big-endian, converted, checksummed) is read as an array, one at a time.
+
+Every tensor whose bytes pass through memory gets its sha256 (of the bytes as written) in
+``__metadata__["tensor_sha256"]``, a JSON object key -> hex digest; the header is written with
+placeholder digests of the same length and patched in place at the end. The tests read every output
+back with the safetensors library itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...dtypes import SAFETENSORS_CODES
+from ...errors import OutputError
+from ...index import TensorRef
+from ...source import CHUNK, open_source
+
+__all__ = ["write", "HASHED_COPY_MAX", "SHA256_KEY"]
+
+HASHED_COPY_MAX = 16 << 20  # byte-exact tensors up to this size are copied through memory and hashed
+SHA256_KEY = "tensor_sha256"
+_PLACEHOLDER = "0" * 64
+
+
+@dataclass
+class _Item:
+    key: str
+    value: Any  # np.ndarray | TensorRef
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    nbytes: int
+    plain: bool  # one little-endian byte range of a source: copied, not decoded
+    hashed: bool
+
+
+def _is_plain(value: Any) -> bool:
+    return (isinstance(value, TensorRef) and value.loader is None and value.stride is None and value.numel > 0
+            and (value.dtype.itemsize == 1 or value.dtype.byteorder == "<"
+                 or (value.dtype.byteorder == "=" and np.little_endian)))
+
+
+def _items(tensors: Mapping[str, Any]) -> list[_Item]:
+    out = []
+    for key, value in tensors.items():
+        if not isinstance(value, TensorRef):
+            value = np.asarray(value)
+        dtype = value.dtype
+        code = SAFETENSORS_CODES.get(dtype.newbyteorder("=") if dtype.itemsize > 1 else dtype)
+        if code is None:
+            raise OutputError(f"tensor {key!r}: dtype {dtype.name} has no safetensors code; cast it or use --format npz")
+        shape = tuple(int(d) for d in value.shape)
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        plain = _is_plain(value)
+        kernel = plain and nbytes > HASHED_COPY_MAX and open_source(value.file).local_path is not None
+        out.append(_Item(key, value, dtype, shape, nbytes, plain, hashed=not kernel))
+    return out
+
+
+def _header(items: list[_Item], metadata: Mapping[str, str], digests: Mapping[str, str]) -> bytes:
+    header: dict[str, Any] = {}
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    if digests:
+        meta[SHA256_KEY] = json.dumps(digests, separators=(",", ":"))
+    if meta:
+        header["__metadata__"] = meta
+    offset = 0
+    for item in items:
+        code = SAFETENSORS_CODES[item.dtype.newbyteorder("=") if item.dtype.itemsize > 1 else item.dtype]
+        header[item.key] = {"dtype": code, "shape": list(item.shape), "data_offsets": [offset, offset + item.nbytes]}
+        offset += item.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # align the buffer to 8 bytes like the reference writer
+    return struct.pack("<Q", len(blob)) + blob
+
+
+def _runs(items: list[_Item]) -> list[list[_Item]]:
+    """Consecutive hashed byte-exact tensors adjacent in one source, at most CHUNK bytes a run."""
+    runs: list[list[_Item]] = []
+    for item in items:
+        last = runs[-1] if runs else None
+        if (last and item.plain and item.hashed and last[0].plain and last[0].hashed
+                and last[-1].value.file == item.value.file
+                and last[-1].value.offset + last[-1].nbytes == item.value.offset
+                and item.value.offset + item.nbytes - last[0].value.offset <= CHUNK):
+            last.append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def _array_bytes(value: Any) -> memoryview:
+    arr = value.numpy() if isinstance(value, TensorRef) else value
+    if arr.dtype.itemsize > 1 and arr.dtype.byteorder not in ("<", "|") and not (arr.dtype.byteorder == "=" and np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    arr = np.ascontiguousarray(arr)
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
+          progress: Callable[[int], None] | None = None) -> None:
+    """Write ``tensors`` (arrays or TensorRefs, in the given order) to the open binary file ``fh``."""
+    items = _items(tensors)
+    digests = {i.key: _PLACEHOLDER for i in items if i.hashed}
+    head = _header(items, metadata, digests)
+    start = fh.tell()
+    fh.write(head)
+    for run in _runs(items):
+        first = run[0]
+        if first.plain and first.hashed and first.nbytes <= CHUNK:
+            data = memoryview(open_source(first.value.file).read(first.value.offset, sum(i.nbytes for i in run)))
+            pos = 0
+            for item in run:
+                digests[item.key] = hashlib.sha256(data[pos:pos + item.nbytes]).hexdigest()
+                pos += item.nbytes
+            fh.write(data)
+            if progress is not None:
+                progress(pos)
+        elif first.plain:
+            digest = hashlib.sha256() if first.hashed else None
+            open_source(first.value.file).copy_to(fh, first.value.offset, first.nbytes, digest=digest, progress=progress)
+            if digest is not None:
+                digests[first.key] = digest.hexdigest()
+        else:
+            data = _array_bytes(first.value)
+            if len(data) != first.nbytes:
+                raise OutputError(f"tensor {first.key!r}: read {len(data)} bytes, expected {first.nbytes}")
+            digests[first.key] = hashlib.sha256(data).hexdigest()
+            fh.write(data)
+            if progress is not None:
+                progress(first.nbytes)
+    if digests:
+        final = _header(items, metadata, digests)
+        if len(final) != len(head):  # digests are fixed-length hex: cannot happen
+            raise OutputError("internal error: safetensors header changed length while patching digests")
+        end = fh.tell()
+        fh.seek(start)
+        fh.write(final)
+        fh.seek(end)
