@@ -11,7 +11,7 @@ import numpy as np
 
 from .atomic import atomic_output, check_output
 from .errors import CheckpointError, SelectionError
-from .formats import open_checkpoint, writer_for
+from .formats import no_cycle_collection, open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 from .source import CHUNK, open_source
 
@@ -109,7 +109,7 @@ def save(
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
     check_output(path, sources, force)
     writer = writer_for(path, format)
-    with atomic_output(path) as fh:
+    with atomic_output(path) as fh, no_cycle_collection():
         if writer.streams:  # copies TensorRefs' bytes itself (kernel copies, batched reads)
             writer.write(items, fh, dict(metadata or {}), progress=progress)
         else:

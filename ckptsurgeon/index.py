@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,7 +51,10 @@ class TensorRef:
 
     @property
     def dtype_name(self) -> str:
-        return self.dtype.name
+        name = _DTYPE_NAMES.get(self.dtype)  # numpy computes ``dtype.name`` in Python each time
+        if name is None:
+            name = _DTYPE_NAMES[self.dtype] = self.dtype.name
+        return name
 
     def span(self) -> int:
         """Bytes between the first and one past the last element this tensor touches."""
@@ -87,6 +90,7 @@ class TensorRef:
 
 
 _LITTLE = np.little_endian
+_DTYPE_NAMES: dict[np.dtype, str] = {}
 
 
 class CheckpointIndex(Mapping[str, TensorRef]):
@@ -133,6 +137,15 @@ class CheckpointIndex(Mapping[str, TensorRef]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
+
+    def values(self) -> ValuesView[TensorRef]:  # the dict's own views: Mapping's call __getitem__ per item
+        return self._refs.values()
+
+    def items(self) -> ItemsView[str, TensorRef]:
+        return self._refs.items()
+
+    def keys(self) -> KeysView[str]:
+        return self._refs.keys()
 
     def __len__(self) -> int:
         return len(self._refs)

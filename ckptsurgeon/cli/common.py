@@ -14,7 +14,7 @@ import click
 
 from ..errors import CheckpointError
 
-__all__ = ["Group", "LazyChoice", "allow_global_option", "scope_options", "human_bytes", "emit_json", "parse_pairs", "fail"]
+__all__ = ["Group", "LazyChoice", "allow_global_option", "scope_options", "human_bytes", "emit_json", "json_text", "parse_pairs", "fail"]
 
 
 class CommandError(click.ClickException):
@@ -89,8 +89,32 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+_ENCODE = json.JSONEncoder(default=str).encode  # no indent: the C encoder (indent= takes the pure-Python path)
+
+
+def _member(key: Any, value: str) -> str:
+    return f"{_ENCODE(key if isinstance(key, str) else str(key))}: {value}"
+
+
+def _lines(obj: Any, depth: int, pad: str = "") -> str:
+    """``obj`` laid out one member per line for ``depth`` levels, each deeper value on one line."""
+    inner = pad + "  "
+    if depth and isinstance(obj, dict) and obj and all(isinstance(k, str) for k in obj):
+        rows = [inner + _member(k, _lines(v, depth - 1, inner)) for k, v in obj.items()]
+        return "{\n" + ",\n".join(rows) + "\n" + pad + "}"
+    if depth and isinstance(obj, (list, tuple)) and obj:
+        return "[\n" + ",\n".join(inner + _lines(v, depth - 1, inner) for v in obj) + "\n" + pad + "]"
+    return _ENCODE(obj)
+
+
+def json_text(obj: Any) -> str:
+    """JSON as ``--json`` prints it: the top two levels one member per line (one tensor, group or
+    finding per line), deeper values compact. Encoded by the C encoder: 100,000 tensors in a blink."""
+    return _lines(obj, 2)
+
+
 def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    click.echo(json_text(obj))
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:

@@ -7,8 +7,10 @@ loads h5py or the pickle machinery.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
@@ -21,7 +23,7 @@ from .tensorflow.tf_paths import resolve_prefix
 if TYPE_CHECKING:
     from ..index import CheckpointIndex
 
-__all__ = ["detect", "open_checkpoint", "READERS", "WRITERS", "writer_for", "Writer", "load_all"]
+__all__ = ["detect", "open_checkpoint", "READERS", "WRITERS", "writer_for", "Writer", "load_all", "no_cycle_collection"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -55,7 +57,7 @@ def detect(path: str) -> str:
     if _module("safetensors.safetensors_fmt").sniff(head, size):
         return "safetensors"
     if head.startswith(ZIP_MAGICS):
-        names = _module("zipsafe").SafeZip(path).names()
+        names = _module("zipsafe").SafeZip(path, hand_off=True).names()
         if _module("pytorch.torch_zip").sniff_names(names):
             return "pytorch"
         if _module("npy.numpy_fmt").sniff_names(names):
@@ -128,9 +130,24 @@ def open_checkpoint(path: str, *, allow_globals: Sequence[str] = ()) -> Checkpoi
     if reader is None:
         raise FormatError(f"{path}: {fmt} files are not supported yet")
     try:
-        return reader(path, allow_globals=allow_globals)
+        with no_cycle_collection():
+            return reader(path, allow_globals=allow_globals)
     except (OSError, MemoryError) as exc:
         raise FormatError(f"{path}: cannot read: {exc}") from exc
+
+
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """Pause the cycle collector while an index is built or a header written: ~10 objects per tensor
+    and no garbage cycles, and the collector's repeated passes over them tripled the time of a
+    100,000-tensor listing. Reference counting still frees everything; the collector resumes after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @dataclass(frozen=True)

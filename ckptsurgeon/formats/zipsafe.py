@@ -3,6 +3,7 @@ central directory and local headers must agree, stored members located for direc
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zipfile
 from collections.abc import Callable
@@ -10,13 +11,17 @@ from dataclasses import dataclass
 
 from ..errors import FormatError, UnsafeCheckpointError
 from ..index import lazy_sha256
-from ..source import open_source
+from ..source import LocalFile, open_source
 
 __all__ = ["SafeZip", "Member"]
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
 MAX_RATIO = 200  # declared/compressed size above this is treated as a zip bomb
 MAX_SMALL_MEMBER = 256 * 1024 * 1024  # members read whole into memory (pickles, json)
+_NAME_GUESS = 226  # local header + name in one 256-byte read
+
+# path -> (source, ZipFile, members): a parse kept for the next SafeZip of the same file (see __init__)
+_HANDED_OFF: dict[str, tuple[object, zipfile.ZipFile, dict[str, Member]]] = {}
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,16 @@ class Member:
 class SafeZip:
     """A zip archive whose members can be located without trusting the archive."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, hand_off: bool = False) -> None:
+        """``hand_off``: keep the parsed archive for the next ``SafeZip`` of the same unchanged file
+        (detection lists the members, then the reader opens it: one parse, not two)."""
         self.path = path
         self._src = open_source(path)
         self.file_size = self._src.size
+        kept = _HANDED_OFF.pop(path, None)
+        if kept is not None and kept[0] is self._src:
+            self._zf, self.members = kept[1], kept[2]
+            return
         try:
             self._zf = zipfile.ZipFile(io.BufferedReader(self._src.window(), 1 << 16))
         except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
@@ -51,12 +62,18 @@ class SafeZip:
         for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
             if start < end:
                 raise UnsafeCheckpointError(f"{path}: zip members {a!r} and {b!r} overlap; refusing a crafted archive")
+        if hand_off:
+            _HANDED_OFF.clear()
+            _HANDED_OFF[path] = (self._src, self._zf, self.members)
 
     def _pread(self, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
         if offset < 0:
             raise FormatError(f"{self.path}: damaged zip: negative offset {offset}")
-        return bytes(self._src.read(offset, max(0, min(size, self.file_size - offset))))
+        size = max(0, min(size, self.file_size - offset))
+        if isinstance(self._src, LocalFile):  # one syscall per member header: skip the generic checks
+            return os.pread(self._src.fileno(), size, offset)
+        return bytes(self._src.read(offset, size))
 
     def _check(self, info: zipfile.ZipInfo) -> Member:
         name = info.filename
@@ -67,13 +84,15 @@ class SafeZip:
             raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is encrypted; refusing")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {info.compress_type}")
-        head = self._pread(_LOCAL.size, info.header_offset)
-        if len(head) != _LOCAL.size:
+        head = self._pread(_LOCAL.size + _NAME_GUESS, info.header_offset)  # header and (usually) name: one read
+        if len(head) < _LOCAL.size:
             raise FormatError(f"{self.path}: truncated zip: local header of {name!r} missing")
-        sig, *_rest, n_name, n_extra = _LOCAL.unpack(head)
+        sig, *_rest, n_name, n_extra = _LOCAL.unpack_from(head)
         if sig != b"PK\x03\x04":
             raise FormatError(f"{self.path}: damaged zip: bad local header for {name!r}")
-        local_name = self._pread(n_name, info.header_offset + _LOCAL.size)
+        local_name = head[_LOCAL.size:_LOCAL.size + n_name]
+        if len(local_name) < n_name:
+            local_name = self._pread(n_name, info.header_offset + _LOCAL.size)
         if local_name.decode("utf-8", "replace") != name and local_name.decode("cp437", "replace") != name:
             raise UnsafeCheckpointError(
                 f"{self.path}: zip member {name!r} has a different name in its local header; refusing a crafted archive"

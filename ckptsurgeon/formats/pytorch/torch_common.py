@@ -32,10 +32,25 @@ def _segments(segs: list[Any]) -> list[str]:
     return out
 
 
+def _path_and_key(segs: list[Any]) -> tuple[str, str]:
+    """The scope path (every '.' of a string key is a scope) and the original dotted key."""
+    if all(type(s) is str for s in segs):
+        key = ".".join(segs)
+        if key and ".." not in key and key[0] != "." and key[-1] != ".":  # no empty segment: the fast path
+            return key.replace(".", "/"), key
+    return join_path(_segments(segs)) or "_", ".".join(str(s) for s in segs) or "_"
+
+
+_ORDERED: dict[tuple[np.dtype, str], np.dtype] = {}  # (dtype, byte order) -> dtype in that order
+
+
 def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteorder: str, optimizer: bool) -> TensorRef:
     st = t.storage
     logical = t.dtype if t.dtype is not None else st.dtype
-    dtype = logical.newbyteorder(byteorder) if logical.itemsize > 1 and logical.kind != "b" else logical
+    dtype = _ORDERED.get((logical, byteorder))
+    if dtype is None:
+        dtype = logical.newbyteorder(byteorder) if logical.itemsize > 1 and logical.kind != "b" else logical
+        _ORDERED[(logical, byteorder)] = dtype
     item = dtype.itemsize
     if st.numel * st.dtype.itemsize > where.nbytes:
         raise FormatError(
@@ -80,8 +95,7 @@ def build_torch_index(
     metadata: dict[str, Any] = {}
     leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)))
     for segs, leaf in leaves:
-        path = join_path(_segments(segs)) or "_"
-        key = ".".join(str(s) for s in segs) or "_"
+        path, key = _path_and_key(segs)
         optimizer = is_optimizer_path(path)
         if isinstance(leaf, LazyTensor):
             where = storages.get(leaf.storage.view[0] if leaf.storage.view else leaf.storage.key)

@@ -15,7 +15,7 @@ from typing import Any
 from ...dtypes import SAFETENSORS_DTYPES
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
-from ...scopes import join_path, split_key
+from ...scopes import key_path
 from ...source import open_source
 from ..tree import is_optimizer_path
 
@@ -32,12 +32,19 @@ def sniff(head: bytes, file_size: int) -> bool:
     return 2 <= n <= min(MAX_HEADER, file_size - 8) and head[8:9] == b"{"
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise FormatError(f"duplicate key {k!r} in header")
-        out[k] = v
+def _object(pairs: Any, what: str) -> dict[str, Any]:
+    """A JSON object parsed with ``object_pairs_hook=list`` as a dict; a key given twice is an error.
+
+    The hook is the C ``list`` (a Python hook per object costs seconds on 100,000-tensor headers);
+    JSON arrays stay lists of values, objects are lists of (key, value) tuples.
+    """
+    if not isinstance(pairs, list) or (pairs and not isinstance(pairs[0], tuple)):
+        raise FormatError(f"{what} is not a JSON object")
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise FormatError(f"duplicate key {dup!r} in header")
     return out
 
 
@@ -55,48 +62,63 @@ def read_header(path: str) -> tuple[dict[str, Any], int, Callable[[], str]]:
     raw = bytes(src.read(8, n))
     digest = lazy_sha256(struct.pack("<Q", n) + raw)
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except FormatError as exc:
-        raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
+        parsed = json.loads(raw.decode("utf-8"), object_pairs_hook=list)
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"{path}: safetensors header is not UTF-8 JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise FormatError(f"{path}: safetensors header is not a JSON object")
+    try:
+        if not raw.lstrip().startswith(b"{"):  # an empty array would pass _object as {}
+            raise FormatError("safetensors header is not a JSON object")
+        header = _object(parsed, "safetensors header")
+    except FormatError as exc:
+        raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
     return header, 8 + n, digest
+
+
+_FIELDS = frozenset(("dtype", "shape", "data_offsets"))
+
+
+def _entry(path: str, key: str, info: Any) -> tuple[int, int, str, Any, tuple[int, ...]]:
+    """(begin, end, key, dtype, shape) of one header entry, validated like the reference implementation."""
+    try:
+        info = _object(info, f"tensor {key!r}")
+    except FormatError as exc:
+        raise FormatError(f"{path}: tensor {key!r}: malformed header entry ({exc})") from None
+    if not _FIELDS.issuperset(info):
+        raise FormatError(f"{path}: tensor {key!r}: malformed header entry")
+    dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+    if dtype is None:
+        raise FormatError(f"{path}: tensor {key!r}: unsupported dtype {info.get('dtype')!r}")
+    shape, offs = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise FormatError(f"{path}: tensor {key!r}: invalid shape {shape!r}")
+    if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int and o >= 0 for o in offs)):
+        raise FormatError(f"{path}: tensor {key!r}: invalid data_offsets {offs!r}")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel * dtype.itemsize >= 1 << 64:
+        raise UnsafeCheckpointError(f"{path}: tensor {key!r}: shape {shape} overflows")
+    if offs[1] - offs[0] != numel * dtype.itemsize:
+        raise FormatError(
+            f"{path}: tensor {key!r}: data_offsets {offs} hold {offs[1] - offs[0]} bytes, "
+            f"but {info['dtype']} x {shape} needs {numel * dtype.itemsize}"
+        )
+    return offs[0], offs[1], key, dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype, tuple(shape)
 
 
 def read(path: str) -> CheckpointIndex:
     header, start, digest = read_header(path)
     buffer_len = open_source(path).size - start
     meta = header.pop("__metadata__", None) or {}
+    try:
+        meta = _object(meta, "__metadata__") if isinstance(meta, list) else meta
+    except FormatError as exc:
+        raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise FormatError(f"{path}: __metadata__ must map strings to strings")
-    entries = []
-    for key, info in header.items():
-        if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
-            raise FormatError(f"{path}: tensor {key!r}: malformed header entry")
-        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
-        if dtype is None:
-            raise FormatError(f"{path}: tensor {key!r}: unsupported dtype {info.get('dtype')!r}")
-        shape, offs = info.get("shape"), info.get("data_offsets")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise FormatError(f"{path}: tensor {key!r}: invalid shape {shape!r}")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) and o >= 0 for o in offs)):
-            raise FormatError(f"{path}: tensor {key!r}: invalid data_offsets {offs!r}")
-        numel = 1
-        for d in shape:
-            numel *= d
-        if numel * dtype.itemsize >= 1 << 64:
-            raise UnsafeCheckpointError(f"{path}: tensor {key!r}: shape {shape} overflows")
-        if offs[1] - offs[0] != numel * dtype.itemsize:
-            raise FormatError(
-                f"{path}: tensor {key!r}: data_offsets {offs} hold {offs[1] - offs[0]} bytes, "
-                f"but {info['dtype']} x {shape} needs {numel * dtype.itemsize}"
-            )
-        entries.append((offs[0], offs[1], key, dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype, tuple(shape)))
-    entries.sort(key=lambda e: (e[0], e[1]))
+    entries = [_entry(path, key, info) for key, info in header.items()]  # in header order
     expected = 0
-    for begin, end, key, *_ in entries:
+    for begin, end, key, *_ in sorted(entries, key=lambda e: (e[0], e[1])):
         if begin != expected:
             what = "overlaps the previous tensor" if begin < expected else "leaves a gap before it"
             raise FormatError(f"{path}: tensor {key!r} at byte {begin} {what} (expected {expected})")
@@ -107,9 +129,8 @@ def read(path: str) -> CheckpointIndex:
             + (" (truncated file)" if expected > buffer_len else " (trailing bytes)")
         )
     builder = IndexBuilder(path)
-    order = {key: i for i, key in enumerate(header)}
-    for begin, _end, key, dtype, shape in sorted(entries, key=lambda e: order[e[2]]):
-        p = join_path(split_key(key, "."))
+    for begin, _end, key, dtype, shape in entries:
+        p = key_path(key, ".")
         builder.add(TensorRef(path=p, key=key, dtype=dtype, shape=shape, file=path, offset=start + begin,
                               optimizer=is_optimizer_path(p)))
     return CheckpointIndex(builder.refs, format=FORMAT, files=[path], metadata={"__metadata__": meta}, key_sep=".",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,36 +54,55 @@ def _is_plain(value: Any) -> bool:
                  or (value.dtype.byteorder == "=" and np.little_endian)))
 
 
+def _code(dtype: np.dtype) -> str | None:
+    """The safetensors dtype code of ``dtype`` in any byte order (cached: numpy's calls are slow)."""
+    if dtype not in _CODES:
+        _CODES[dtype] = SAFETENSORS_CODES.get(dtype.newbyteorder("=") if dtype.itemsize > 1 else dtype)
+    return _CODES[dtype]
+
+
+_CODES: dict[np.dtype, str | None] = {}
+
+
 def _items(tensors: Mapping[str, Any]) -> list[_Item]:
     out = []
     for key, value in tensors.items():
         if not isinstance(value, TensorRef):
             value = np.asarray(value)
         dtype = value.dtype
-        code = SAFETENSORS_CODES.get(dtype.newbyteorder("=") if dtype.itemsize > 1 else dtype)
-        if code is None:
+        if _code(dtype) is None:
             raise OutputError(f"tensor {key!r}: dtype {dtype.name} has no safetensors code; cast it or use --format npz")
-        shape = tuple(int(d) for d in value.shape)
-        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        shape = value.shape if isinstance(value, TensorRef) else tuple(int(d) for d in value.shape)
+        nbytes = math.prod(shape) * dtype.itemsize
         plain = _is_plain(value)
         kernel = plain and nbytes > HASHED_COPY_MAX and open_source(value.file).local_path is not None
         out.append(_Item(key, value, dtype, shape, nbytes, plain, hashed=not kernel))
     return out
 
 
-def _header(items: list[_Item], metadata: Mapping[str, str], digests: Mapping[str, str]) -> bytes:
+def _encode(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _tensors_json(items: list[_Item]) -> str:
+    """The tensors' part of the header (a JSON object), built once."""
     header: dict[str, Any] = {}
-    meta = {str(k): str(v) for k, v in metadata.items()}
-    if digests:
-        meta[SHA256_KEY] = json.dumps(digests, separators=(",", ":"))
-    if meta:
-        header["__metadata__"] = meta
     offset = 0
     for item in items:
-        code = SAFETENSORS_CODES[item.dtype.newbyteorder("=") if item.dtype.itemsize > 1 else item.dtype]
-        header[item.key] = {"dtype": code, "shape": list(item.shape), "data_offsets": [offset, offset + item.nbytes]}
+        header[item.key] = {"dtype": _code(item.dtype), "shape": list(item.shape), "data_offsets": [offset, offset + item.nbytes]}
         offset += item.nbytes
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return _encode(header)
+
+
+def _header(tensors_json: str, metadata: Mapping[str, str], digests: Mapping[str, str]) -> bytes:
+    """8-byte length + header: ``__metadata__`` first (with the digests), then the tensors."""
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    if digests:
+        meta[SHA256_KEY] = _encode(digests)
+    text = tensors_json
+    if meta:
+        text = '{"__metadata__":' + _encode(meta) + ("," + tensors_json[1:] if tensors_json != "{}" else "}")
+    blob = text.encode("utf-8")
     blob += b" " * (-len(blob) % 8)  # align the buffer to 8 bytes like the reference writer
     return struct.pack("<Q", len(blob)) + blob
 
@@ -115,7 +135,8 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
     """Write ``tensors`` (arrays or TensorRefs, in the given order) to the open binary file ``fh``."""
     items = _items(tensors)
     digests = {i.key: _PLACEHOLDER for i in items if i.hashed}
-    head = _header(items, metadata, digests)
+    tensors_json = _tensors_json(items)
+    head = _header(tensors_json, metadata, digests)
     start = fh.tell()
     fh.write(head)
     for run in _runs(items):
@@ -143,7 +164,7 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
             if progress is not None:
                 progress(first.nbytes)
     if digests:
-        final = _header(items, metadata, digests)
+        final = _header(tensors_json, metadata, digests)
         if len(final) != len(head):  # digests are fixed-length hex: cannot happen
             raise OutputError("internal error: safetensors header changed length while patching digests")
         end = fh.tell()
