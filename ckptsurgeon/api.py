@@ -15,9 +15,10 @@ from .formats import no_cycle_collection, open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 from .source import CHUNK, open_source
 
-__all__ = ["open", "save", "extract", "ExtractResult", "file_sha256", "provenance"]
+__all__ = ["open", "save", "extract", "ExtractResult", "file_sha256", "provenance", "Progress"]
 
 Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
+Progress = Callable[[int, int], None]  # progress(bytes just done, total bytes of the operation)
 
 
 def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:  # noqa: A001
@@ -97,23 +98,30 @@ def save(
     metadata: Mapping[str, str] | None = None,
     force: bool = False,
     inputs: Sequence[str] = (),
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> str:
     """Write tensors atomically to ``path`` (format from ``format`` or the suffix); returns the path.
 
     ``inputs`` are files this output must never replace; an index's own files are always included.
-    ``progress(n)`` is called as tensor bytes are written (``n`` bytes at a time).
+    ``progress(n, total)`` is called as tensor bytes are written.
     """
     path = os.fspath(path)
     items = _materialize(tensors)
+    step = None
+    if progress is not None:
+        total = sum(v.nbytes for v in items.values() if isinstance(v, (TensorRef, np.ndarray)))
+
+        def step(n: int) -> None:
+            progress(n, total)
+
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
     check_output(path, sources, force)
     writer = writer_for(path, format)
     with atomic_output(path) as fh, no_cycle_collection():
         if writer.streams:  # copies TensorRefs' bytes itself (kernel copies, batched reads)
-            writer.write(items, fh, dict(metadata or {}), progress=progress)
+            writer.write(items, fh, dict(metadata or {}), progress=step)
         else:
-            writer.write(_LazyArrays(items, progress), fh, dict(metadata or {}))
+            writer.write(_LazyArrays(items, step), fh, dict(metadata or {}))
     return path
 
 
@@ -183,7 +191,7 @@ def extract(
     verify_atol: float | None = None,
     map: Sequence[str] = (),  # noqa: A002
     source_sha256: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ExtractResult:
     """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
     and write them to ``out``.
@@ -193,8 +201,8 @@ def extract(
     with ``verify_atol`` the converted groups are run against the source before anything is written.
     Provenance (``provenance()``: the source's name, identity and header digest, the selection; the
     whole source's sha256 only with ``source_sha256``) goes into the output's metadata, and safetensors
-    outputs record the sha256 of each tensor whose bytes passed through memory. ``progress(n)`` is
-    called as bytes are hashed and written.
+    outputs record the sha256 of each tensor whose bytes passed through memory. ``progress(n, total)``
+    is called as bytes are hashed and written.
     """
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
     chosen = index.select(*scope, exclude=exclude, regex=regex)
@@ -213,7 +221,9 @@ def extract(
         kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol)
     elif rename:
         kept = kept.renamed(rename)
-    metadata = provenance(index, source_sha256=source_sha256, progress=progress)
+    grand = kept.nbytes + (open_source(index.files[0]).size if source_sha256 else 0)
+    step = (lambda n: progress(n, grand)) if progress is not None else None
+    metadata = provenance(index, source_sha256=source_sha256, progress=step)
     metadata["selection"] = " ".join(scope) or "**"
     if exclude:
         metadata["exclude"] = " ".join(exclude)
@@ -228,9 +238,10 @@ def extract(
         plan = Remap(parse_map(map)).plan(kept)
         metadata["map"] = " ".join(map)
         path = save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=index.files,
-                    progress=progress)
+                    progress=step and (lambda n, _total: step(n)))
         return ExtractResult(path, [r.target for r in plan.mapped], kept.nbytes,
                              skipped, writer_for(path, format).name, converted=reports, checks=checks)
-    path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files, progress=progress)
+    path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files,
+                progress=step and (lambda n, _total: step(n)))
     return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name,
                          converted=reports, checks=checks)

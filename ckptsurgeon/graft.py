@@ -184,11 +184,13 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
 def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathLike[str], out: str | None = None, *,
           scope: Sequence[str] = (), map: Sequence[str] = (), rules: str | None = None,  # noqa: A002
           strict: bool = False, dry_run: bool = False, force: bool = False,
-          options: ConvertOptions | None = None) -> GraftReport:
+          options: ConvertOptions | None = None,
+          progress: Callable[[int, int], None] | None = None) -> GraftReport:
     """Write SOURCE's chosen tensors into a copy of TEMPLATE (``into``); see the module docstring.
 
     ``strict``: template tensors left untouched or source tensors left unused are errors.
     Nothing replaced is an error too. ``dry_run`` plans and reports without writing.
+    Replacements are computed one at a time while the copy is written; ``progress(n, total)`` follows it.
     """
     from .api import open as open_
     from .formats.patch import patch_copy
@@ -210,5 +212,6 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     if not dry_run:
         if out is None:
             raise SelectionError("graft needs an output path (-o) unless --dry-run")
-        report.out = patch_copy(tpl, os.fspath(out), {r.target: r.value() for r in report.replaced}, force=force)
+        report.out = patch_copy(tpl, os.fspath(out), {r.target: r.value for r in report.replaced}, force=force,
+                                progress=progress)
     return report

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -104,12 +105,16 @@ def _digest(g: RecurrentGroup) -> str:
     return h.hexdigest()
 
 
-def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = None) -> dict[str, Any]:
+def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = None, *,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """``progress(n, total)`` is called as tensors are read."""
     tensors = []
-    for ref in index.values():
-        if ref.dtype.kind not in "fiub" and ref.dtype.name not in ("bfloat16",):
-            continue
+    chosen = [ref for ref in index.values() if ref.dtype.kind in "fiub" or ref.dtype.name in ("bfloat16",)]
+    total = sum(ref.nbytes for ref in chosen)
+    for ref in chosen:
         arr = ref.numpy()
+        if progress is not None:
+            progress(ref.nbytes, total)
         if arr.dtype.kind == "V" or arr.dtype.name.startswith(("bfloat16", "float8")):
             arr = arr.astype(np.float32)
         s = tensor_stats(arr, fans=_fans(ref.shape), family=_FORMAT_FAMILY.get(index.format))

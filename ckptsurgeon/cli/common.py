@@ -4,17 +4,19 @@ Exit codes: 0 ok, 1 bad or unsafe input / failed operation, 2 usage error.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 
 from ..errors import CheckpointError
 
-__all__ = ["Group", "LazyChoice", "allow_global_option", "scope_options", "human_bytes", "emit_json", "json_text", "parse_pairs", "fail"]
+__all__ = ["Group", "LazyChoice", "byte_progress", "allow_global_option", "scope_options", "human_bytes", "emit_json", "json_text", "parse_pairs", "fail"]
 
 
 class CommandError(click.ClickException):
@@ -115,6 +117,66 @@ def json_text(obj: Any) -> str:
 
 def emit_json(obj: Any) -> None:
     click.echo(json_text(obj))
+
+
+PROGRESS_DELAY = 1.0  # seconds of work before a progress bar appears
+_REDRAW = 0.1  # seconds between redraws
+
+
+class _DelayedBar:
+    """A ``click.progressbar`` in bytes, drawn only once the work has run ``PROGRESS_DELAY`` seconds.
+
+    ``click.progressbar`` rather than ``rich``: click is already a dependency and already imported;
+    a byte count, a percentage and an ETA are all these commands need.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.total, self.label = 0, label
+        self.done = self.shown = 0
+        self.start = self.drawn = time.monotonic()
+        self.bar: Any = None
+
+    def update(self, n: int, total: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.drawn < _REDRAW or now - self.start < PROGRESS_DELAY or total <= 0:
+            return
+        if self.bar is not None and total != self.total:
+            self.bar.length = total
+        self.total = total
+        if self.bar is None:
+            self.bar = click.progressbar(length=self.total, label=self.label, file=sys.stderr, show_eta=True,
+                                         show_percent=True, item_show_func=lambda text: text)
+            self.bar.__enter__()
+        self.bar.update(self.done - self.shown, f"{human_bytes(self.done)} of {human_bytes(self.total)}")
+        self.shown, self.drawn = self.done, now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.done - self.shown, f"{human_bytes(self.done)} of {human_bytes(self.total)}")
+            self.bar.__exit__(None, None, None)
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def byte_progress(label: str, *, quiet: bool = False) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield a ``progress(n_bytes, total_bytes)`` callback (the library's progress protocol) drawing a
+    bar on stderr, or None: no bar when stderr is not a terminal (piped, redirected, CI), under
+    ``quiet`` (``--json``), or for work done within ``PROGRESS_DELAY`` seconds (it appears only after)."""
+    if quiet or not _is_tty(sys.stderr):
+        yield None
+        return
+    bar = _DelayedBar(label)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ import click
 
 from .. import api
 from ..formats import WRITERS
-from .common import LazyChoice, allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
+from .common import LazyChoice, allow_global_option, byte_progress, emit_json, human_bytes, parse_pairs, scope_options
 from .rnn_options import build_options, rnn_options
 
 
@@ -33,13 +33,16 @@ def _targets() -> list[str]:
 @click.option("--verify", "verify_", is_flag=True, help="Run converted groups against the source first; write nothing above --atol.")
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance for --verify.")
 @rnn_options
+@click.option("--source-sha256", is_flag=True,
+              help="Also record the sha256 of the whole source file (reads all of it; provenance otherwise "
+                   "reads only the header).")
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
                 rename: tuple[str, ...], maps: tuple[str, ...], output: str, fmt: str | None, include_optimizer: bool, force: bool,
                 to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,
                 forget_bias: float, orientation: str, gate_names: tuple[str, ...], var_names: tuple[str, ...],
-                as_json: bool, allow_globals: tuple[str, ...]) -> None:
+                source_sha256: bool, as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """Extract the selected scopes into a new checkpoint (byte-exact, atomic).
 
     \b
@@ -53,12 +56,13 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
     """
     options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
                             gates=tuple(g.strip() for g in gates.split(",")) if gates else ()) if to else None
-    result = api.extract(
-        checkpoint, output, scope=scope, exclude=exclude, regex=regex,
-        rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
-        force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
-        map=maps,
-    )
+    with byte_progress("extract", quiet=as_json) as progress:
+        result = api.extract(
+            checkpoint, output, scope=scope, exclude=exclude, regex=regex,
+            rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
+            force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
+            map=maps, source_sha256=source_sha256, progress=progress,
+        )
     if as_json:
         emit_json({"output": result.path, "format": result.format, "tensors": result.written,
                    "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer,

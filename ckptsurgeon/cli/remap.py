@@ -7,7 +7,7 @@ from .. import api
 from ..formats import WRITERS
 from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
-from .common import allow_global_option, emit_json, fail, scope_options
+from .common import allow_global_option, byte_progress, emit_json, fail, scope_options
 from .rnn_options import build_options, rnn_options
 
 
@@ -93,8 +93,10 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
         raise click.UsageError("-o/--output is required unless --dry-run")
     if exclude or regex:
         fail("graft takes --scope globs only")
-    report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
-                   force=force, options=build_options(forget_bias, orientation, gate_names, var_names))
+    with byte_progress("graft", quiet=as_json or dry_run) as progress:
+        report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
+                       force=force, options=build_options(forget_bias, orientation, gate_names, var_names),
+                       progress=progress)
     if as_json:
         emit_json(report.as_dict())
         return

@@ -6,18 +6,18 @@ local header or data descriptor and in the central directory.
 """
 from __future__ import annotations
 
-import shutil
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping
-from typing import BinaryIO
+from collections.abc import Callable, Mapping
+from typing import BinaryIO, Union
 
 import numpy as np
 
 from ..atomic import atomic_output, check_output
 from ..errors import OutputError
 from ..index import CheckpointIndex, TensorRef
+from ..source import open_source
 
 __all__ = ["patch_copy"]
 
@@ -26,20 +26,30 @@ def _range(ref: TensorRef) -> tuple[int, int]:
     return ref.offset, ref.offset + ref.span()
 
 
-def _check(index: CheckpointIndex, replacements: Mapping[str, np.ndarray]) -> list[tuple[TensorRef, bytes]]:
+Value = Union[np.ndarray, Callable[[], np.ndarray]]
+
+
+def _bytes(path: str, ref: TensorRef, value: Value) -> memoryview:
+    """The replacement's bytes in the template tensor's dtype (computed now when ``value`` is lazy)."""
+    arr = np.asarray(value() if callable(value) else value)
+    if arr.shape != ref.shape:
+        raise OutputError(f"{path!r}: replacement has shape {list(arr.shape)}, the template {list(ref.shape)}")
+    data = memoryview(np.ascontiguousarray(arr.astype(ref.dtype, copy=False)).reshape(-1).view(np.uint8))
+    if len(data) != ref.nbytes:
+        raise OutputError(f"{path!r}: replacement is {len(data)} bytes, the template holds {ref.nbytes}")
+    return data
+
+
+def _check(index: CheckpointIndex, replacements: Mapping[str, Value]) -> list[tuple[TensorRef, Value]]:
     patches = []
-    for path, arr in replacements.items():
+    for path, value in replacements.items():
         ref = index[path]
         if not ref.in_place or ref.stride is not None or ref.file != index.files[0]:
             raise OutputError(f"{index.files[0]}: template tensor {path!r} is not stored as one plain byte range "
                               "(chunked, compressed, strided or checksummed); it cannot be replaced in place")
-        arr = np.asarray(arr)
-        if arr.shape != ref.shape:
-            raise OutputError(f"{path!r}: replacement has shape {list(arr.shape)}, the template {list(ref.shape)}")
-        data = np.ascontiguousarray(arr.astype(ref.dtype, copy=False)).tobytes()
-        if len(data) != ref.nbytes:
-            raise OutputError(f"{path!r}: replacement is {len(data)} bytes, the template holds {ref.nbytes}")
-        patches.append((ref, data))
+        if not callable(value):
+            _bytes(path, ref, value)  # arrays in hand are checked before anything is written
+        patches.append((ref, value))
     touched = {id(ref) for ref, _ in patches}
     spans = sorted((*_range(r), r.path, id(r) in touched) for r in index.values() if r.in_place and r.numel)
     for (s1, e1, p1, t1), (s2, e2, p2, t2) in zip(spans, spans[1:]):
@@ -88,17 +98,28 @@ def _fix_zip_crcs(fh: BinaryIO, template: str, offsets: list[int]) -> None:
         pos += 46 + n + m + k
 
 
-def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, np.ndarray], *, force: bool = False) -> str:
-    """Copy ``index``'s file to ``out`` with the tensors at ``replacements``' paths overwritten."""
+def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, Value], *, force: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> str:
+    """Copy ``index``'s file to ``out`` with the tensors at ``replacements``' paths overwritten.
+
+    A replacement is an array or a function computing it: computed one at a time while writing (a
+    misfit then fails the write, and the atomic output leaves nothing behind). The template is copied
+    by the kernel where it can be. ``progress(n, total)`` follows the bytes copied and patched.
+    """
     template = index.files[0]
     check_output(out, [template], force)
     patches = _check(index, replacements)
+    source = open_source(template)
+    total = source.size + sum(ref.nbytes for ref, _ in patches)
+    step = (lambda n: progress(n, total)) if progress is not None else None
     with atomic_output(out) as fh:
-        with open(template, "rb") as src:
-            shutil.copyfileobj(src, fh, 1 << 20)
-        for ref, data in patches:
+        source.copy_to(fh, 0, source.size, progress=step)
+        for ref, value in patches:
+            data = _bytes(ref.path, ref, value)
             fh.seek(ref.offset)
             fh.write(data)
+            if step is not None:
+                step(ref.nbytes)
         if zipfile.is_zipfile(template):
             fh.flush()
             _fix_zip_crcs(fh, template, [ref.offset for ref, _ in patches])
