@@ -6,6 +6,7 @@ import io
 import os
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,6 +123,11 @@ class SafeZip:
         member = self.members[name]
         if member.size > limit:
             raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is {member.size} bytes, over the {limit}-byte limit")
+        if member.stored:  # exactly its bytes (zipfile's buffered reads would run on into the next members)
+            data = bytes(self._src.read(member.data_offset, member.size))
+            if zlib.crc32(data) != self._zf.getinfo(name).CRC:
+                raise FormatError(f"{self.path}: damaged zip member {name!r}: CRC-32 mismatch")
+            return data
         try:
             with self._zf.open(name) as fh:
                 data = fh.read(limit + 1)
@@ -133,6 +139,9 @@ class SafeZip:
 
     def read_head(self, name: str, size: int) -> bytes:
         """The first ``size`` bytes of a member (a header), damaged archives as FormatError."""
+        member = self.members[name]
+        if member.stored:
+            return bytes(self._src.read(member.data_offset, min(size, member.size)))
         try:
             with self._zf.open(name) as fh:
                 return fh.read(size)
