@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tfenv import tf_interpreter
+
 HERE = Path(__file__).resolve().parent
 BIG_NUMEL = 10_000_000  # 40 MB of float32 per tensor
 GROWTH = (10_000, 100_000)
@@ -122,17 +124,6 @@ def make_tf(data: Path) -> str:
         return "TensorFlow"
     subprocess.run([sys.executable, str(writer), str(folder / "model.ckpt"), str(TF_VARS)], check=True)
     return "bench/tf_write.py (by hand)"
-
-
-def tf_interpreter() -> str | None:
-    """A Python that can import TensorFlow: $CKPTSURGEON_TF_PYTHON or /work/tfvenv/bin/python."""
-    for cand in (os.environ.get("CKPTSURGEON_TF_PYTHON"), "/work/tfvenv/bin/python"):
-        if cand and os.path.exists(cand):
-            ok = subprocess.run([cand, "-c", "import tensorflow"], capture_output=True,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).returncode == 0
-            if ok:
-                return cand
-    return None
 
 
 def main() -> None:

@@ -1,12 +1,17 @@
 """The ``ckptsurgeon`` command line."""
 from __future__ import annotations
 
+import os
 from importlib import import_module
 
-import click
+# Before numpy is imported: its OpenBLAS would start a thread per core and allocate their buffers,
+# a quarter of the start-up of `ckptsurgeon ls`; these commands multiply no matrix big enough to use them.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .. import __version__
-from .common import Group
+import click  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from .common import Group  # noqa: E402
 
 __all__ = ["cli", "main", "COMMANDS"]
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import google_crc32c
 import numpy as np
@@ -38,8 +37,9 @@ _TF1_SLOTS = re.compile(r"^(Adam|Adam_\d+|AdamW(_\d+)?|Momentum|RMSProp(_\d+)?|A
 _TF1_OPT_VARS = re.compile(r"^(beta1_power|beta2_power|global_step)(_\d+)?$")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One BundleEntryProto (a named tuple: 10,000 of them are made per listing)."""
+
     key: str
     dtype: int
     shape: tuple[int, ...]
@@ -57,7 +57,19 @@ def _dim(raw: bytes) -> int:
     return pw.signed64(pw.first(pw.decode(raw), 1)) if raw else 0
 
 
-def _shape(raw: bytes, where: str) -> tuple[int, ...]:
+_SHAPES: dict[bytes, tuple[int, ...]] = {}  # TensorShapeProto bytes -> dims: checkpoints repeat a few shapes
+
+
+def _shape(raw: bytes, where: str, key: str) -> tuple[int, ...]:
+    dims = _SHAPES.get(raw)
+    if dims is None:
+        dims = _decode_shape(raw, f"{where}: {key!r}")
+        if len(_SHAPES) < 4096:
+            _SHAPES[raw] = dims
+    return dims
+
+
+def _decode_shape(raw: bytes, where: str) -> tuple[int, ...]:
     fields = pw.decode(raw)
     if pw.first(fields, 3):
         raise FormatError(f"{where}: tensor of unknown rank")
@@ -115,7 +127,7 @@ def _entry(key: str, raw: bytes, where: str) -> Entry:
             pos += 8
         else:
             raise FormatError(f"unsupported protobuf wire type {wire}")
-    return Entry(key, ints[1], _shape(shape, f"{where}: {key!r}"), ints[3], pw.signed64(ints[4]),
+    return Entry(key, ints[1], _shape(shape, where, key), ints[3], pw.signed64(ints[4]),
                  pw.signed64(ints[5]), crc, tuple(slices))
 
 
@@ -128,6 +140,8 @@ def scope_path(key: str) -> str:
     if key.endswith(ATTR_SUFFIX):
         key = key[: -len(ATTR_SUFFIX)]
         return join_path(_unescape(c) for c in key.split("/"))
+    if key and "//" not in key and key[0] != "/" and key[-1] != "/":
+        return key  # no empty component: the path is the key
     return join_path(key.split("/"))
 
 
@@ -135,7 +149,12 @@ def _is_optimizer(key: str, path: str, names: set[str]) -> bool:
     if path.startswith("optimizer/") or "/.OPTIMIZER_SLOT/" in key:
         return True
     head, _, last = key.rpartition("/")
-    return bool((head and _TF1_SLOTS.match(last) and head in names) or _TF1_OPT_VARS.match(key))
+    if head and last[:1] in _SLOT_INITIALS and _TF1_SLOTS.match(last) and head in names:
+        return True
+    return key[:1] in "bg" and _TF1_OPT_VARS.match(key) is not None
+
+
+_SLOT_INITIALS = frozenset("AMREFP")  # first letters of the _TF1_SLOTS names: most keys skip the regex
 
 
 class _Bundle:
@@ -165,18 +184,20 @@ class _Bundle:
             else:
                 key = raw_key.decode("utf-8", "replace")
                 self.entries[key] = _entry(key, value, index_path)
-        self._sizes: dict[int, int] = {}
+        self._sizes: dict[int, tuple[str, int]] = {}  # shard id -> (path, size)
 
     def shard(self, shard_id: int, key: str) -> tuple[str, int]:
+        known = self._sizes.get(shard_id)
+        if known is not None:
+            return known
         if not 0 <= shard_id < self.num_shards:
             raise FormatError(f"{self.where}: tensor {key!r} names shard {shard_id}, but there are {self.num_shards}")
         path = f"{self.prefix}.data-{shard_id:05d}-of-{self.num_shards:05d}"
-        if shard_id not in self._sizes:
-            try:
-                self._sizes[shard_id] = open_source(path).size
-            except FormatError as exc:
-                raise FormatError(f"{path}: data shard missing or unreadable (tensor {key!r}): {exc}") from None
-        return path, self._sizes[shard_id]
+        try:
+            self._sizes[shard_id] = path, open_source(path).size
+        except FormatError as exc:
+            raise FormatError(f"{path}: data shard missing or unreadable (tensor {key!r}): {exc}") from None
+        return self._sizes[shard_id]
 
     def check(self, e: Entry, dtype: np.dtype | None) -> str:
         """Validate offsets, sizes and shape of an entry; returns its shard file."""
@@ -279,6 +300,7 @@ def read(path: str, **_: Any) -> CheckpointIndex:
     builder = IndexBuilder(bundle.where)
     metadata: dict[str, Any] = {}
     names = set(bundle.entries)
+    ordered: dict[int, np.dtype] = {}  # TF dtype code -> numpy dtype in the bundle's byte order
     for key, e in bundle.entries.items():
         path_ = scope_path(key)
         if e.dtype == TF_STRING:
@@ -297,14 +319,16 @@ def read(path: str, **_: Any) -> CheckpointIndex:
             metadata[path_] = f"<{TF_DTYPE_NAMES.get(e.dtype, f'dtype {e.dtype}')} tensor, not readable as an array>"
             continue
         if dtype.itemsize > 1:
-            dtype = dtype.newbyteorder(bundle.byteorder)
-        common = dict(path=path_, key=key, dtype=dtype, shape=e.shape, optimizer=_is_optimizer(key, path_, names))
+            dtype = ordered.get(e.dtype) or ordered.setdefault(e.dtype, dtype.newbyteorder(bundle.byteorder))
+        optimizer = _is_optimizer(key, path_, names)
         if e.slices:
             parts = parse_slices(bundle, e, dtype)
-            builder.add(TensorRef(file=bundle.where, loader=_partitioned_loader(bundle, e, dtype, parts), **common))
+            builder.add(TensorRef(path_, key, dtype, e.shape, bundle.where, optimizer=optimizer,
+                                  loader=_partitioned_loader(bundle, e, dtype, parts)))
         else:
             shard = bundle.check(e, dtype)
-            builder.add(TensorRef(file=shard, offset=e.offset, loader=_numeric_loader(bundle, e, dtype), raw=False, **common))
+            builder.add(TensorRef(path_, key, dtype, e.shape, shard, e.offset, None, optimizer,
+                                  _numeric_loader(bundle, e, dtype), False))
     files = [bundle.where] + [f"{prefix}.data-{i:05d}-of-{bundle.num_shards:05d}" for i in range(bundle.num_shards)]
     return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/",
                            header_sha256=bundle.index_sha256)
