@@ -16,7 +16,7 @@ from .source import read_exact
 __all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index", "lazy_sha256"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """A lazy reference to one tensor: where its bytes are and how to read them.
 
@@ -217,13 +217,16 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         return self._derive(builder.refs)
 
 
-def lazy_sha256(data: bytes) -> Callable[[], str]:
-    """The hex sha256 of ``data``, computed when called: listing a checkpoint never pays for hashing."""
+def lazy_sha256(*parts: bytes) -> Callable[[], str]:
+    """The hex sha256 of ``parts`` joined, computed when called: listing a checkpoint never pays for hashing."""
 
     def digest() -> str:
         import hashlib
 
-        return hashlib.sha256(data).hexdigest()
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(part)
+        return h.hexdigest()
 
     return digest
 

@@ -114,3 +114,23 @@ def test_lazy_read_touches_only_one_tensor(real_file, monkeypatch):
     monkeypatch.setattr(idx, "read_exact", lambda f, o, n: calls.append(n) or real(f, o, n))
     index["head/weight"].numpy()
     assert calls == [2 * 3 * 2]
+
+
+JSON_TEXTS = ['{}', ' {} ', '{"a":1}', '{ "a" : {"b": [1, 2, {"c": null}]} , "d":"x\\"y" }  ', '{"a":1,"a":2}',
+              '{"\\u00e9":{"dtype":"F32"}}\n\t', '{"a":1,}', '{"a" 1}', '{"a":1}x', '{"a":1', '[]', '{a:1}', '',
+              '{"a":[1,2}', '{"a":1 "b":2}', '{"a":"\\x"}', '  {"x":{},"y":[]}']
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+def test_the_streaming_header_parser_agrees_with_json(text):
+    from ckptsurgeon.formats.safetensors.safetensors_fmt import _members
+
+    try:
+        expected = json.loads(text, object_pairs_hook=list)
+    except ValueError:
+        expected = None
+    if expected is None or not text.strip().startswith("{"):
+        with pytest.raises(ValueError):
+            list(_members(text))
+    else:
+        assert list(_members(text)) == expected

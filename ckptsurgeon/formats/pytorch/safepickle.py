@@ -33,7 +33,7 @@ _ALLOWED_OPCODES = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StorageRef:
     """A storage named by a persistent id: ``('storage', type, key, location, numel[, view])``."""
 
@@ -44,7 +44,7 @@ class StorageRef:
     view: tuple[str, int, int] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class LazyTensor:
     storage: StorageRef
     offset: int

@@ -16,7 +16,7 @@ from ..tree import flatten, is_optimizer_path, to_jsonable
 __all__ = ["StorageBytes", "build_torch_index"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StorageBytes:
     """Where one storage's bytes are: absolute offset in ``file`` and their length."""
 

@@ -44,9 +44,9 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
                     )
                 storages[name[len(root + "data/"):]] = StorageBytes(path, member.data_offset, member.size)
         pickled = zf.read(root + "data.pkl")
-        obj = safe_load(pickled, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
     finally:
-        zf.close()
+        zf.close()  # before unpickling: a 100,000-member archive's tables are freed first
+    obj = safe_load(pickled, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
     index = build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder,
                               header_sha256=lazy_sha256(pickled))
     return index

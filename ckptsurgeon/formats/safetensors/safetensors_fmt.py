@@ -7,8 +7,10 @@ that agree with dtype x shape, no trailing bytes.
 from __future__ import annotations
 
 import json
+import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from json.decoder import scanstring
 from typing import Any
 
 
@@ -48,8 +50,45 @@ def _object(pairs: Any, what: str) -> dict[str, Any]:
     return out
 
 
-def read_header(path: str) -> tuple[dict[str, Any], int, Callable[[], str]]:
-    """The parsed header, where the data buffer starts, and the (lazy) sha256 of the bytes before it."""
+_WS = re.compile(r"[ \t\n\r]*")
+_VALUES = json.JSONDecoder(object_pairs_hook=list)
+
+
+def _members(text: str) -> Iterator[tuple[str, Any]]:
+    """The members of the JSON object ``text``, one at a time, each value parsed by the C decoder with
+    ``object_pairs_hook=list``: a 100,000-tensor header is never held parsed whole. Malformed JSON
+    raises ``ValueError`` (as ``json`` does); duplicate keys are the caller's to find."""
+    ws = _WS.match
+    pos = ws(text, 0).end()
+    if text[pos:pos + 1] != "{":
+        raise ValueError("the header is not a JSON object")
+    pos = ws(text, pos + 1).end()
+    if text[pos:pos + 1] == "}":
+        pos += 1
+    else:
+        while True:
+            if text[pos:pos + 1] != '"':
+                raise ValueError(f"expected a key at char {pos}")
+            key, pos = scanstring(text, pos + 1)
+            pos = ws(text, pos).end()
+            if text[pos:pos + 1] != ":":
+                raise ValueError(f"expected ':' at char {pos}")
+            value, pos = _VALUES.raw_decode(text, ws(text, pos + 1).end())
+            yield key, value
+            pos = ws(text, pos).end()
+            sep = text[pos:pos + 1]
+            pos += 1
+            if sep == "}":
+                break
+            if sep != ",":
+                raise ValueError(f"expected ',' or '}}' at char {pos - 1}")
+            pos = ws(text, pos).end()
+    if ws(text, pos).end() != len(text):
+        raise ValueError(f"extra data after the header object at char {pos}")
+
+
+def _header_text(path: str) -> tuple[str, int, Callable[[], str]]:
+    """The header's JSON text, where the data buffer starts, and the (lazy) sha256 of the bytes before it."""
     src = open_source(path)
     size = src.size
     if size < 8:
@@ -60,18 +99,36 @@ def read_header(path: str) -> tuple[dict[str, Any], int, Callable[[], str]]:
     if 8 + n > size:
         raise FormatError(f"{path}: truncated safetensors: header of {n} bytes runs past the end of the file")
     raw = bytes(src.read(8, n))
-    digest = lazy_sha256(struct.pack("<Q", n) + raw)
     try:
-        parsed = json.loads(raw.decode("utf-8"), object_pairs_hook=list)
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise FormatError(f"{path}: safetensors header is not UTF-8 JSON: {exc}") from None
+    return text, 8 + n, lazy_sha256(struct.pack("<Q", n), raw)
+
+
+def _pairs(path: str, text: str) -> Iterator[tuple[str, Any]]:
+    """The header's members with duplicate keys and malformed JSON as FormatError."""
+    seen: set[str] = set()
     try:
-        if not raw.lstrip().startswith(b"{"):  # an empty array would pass _object as {}
-            raise FormatError("safetensors header is not a JSON object")
-        header = _object(parsed, "safetensors header")
-    except FormatError as exc:
-        raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
-    return header, 8 + n, digest
+        for key, value in _members(text):
+            if key in seen:
+                raise FormatError(f"{path}: invalid safetensors header: duplicate key {key!r} in header")
+            seen.add(key)
+            yield key, value
+    except ValueError as exc:
+        raise FormatError(f"{path}: safetensors header is not UTF-8 JSON: {exc}") from None
+
+
+def read_header(path: str) -> tuple[dict[str, Any], int, Callable[[], str]]:
+    """The parsed header (objects as dicts), where the data buffer starts, and the lazy sha256 of the bytes before it."""
+    text, start, digest = _header_text(path)
+    header = {}
+    for key, value in _pairs(path, text):
+        try:
+            header[key] = _object(value, repr(key)) if isinstance(value, list) else value
+        except FormatError as exc:
+            raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
+    return header, start, digest
 
 
 _FIELDS = frozenset(("dtype", "shape", "data_offsets"))
@@ -107,16 +164,21 @@ def _entry(path: str, key: str, info: Any) -> tuple[int, int, str, Any, tuple[in
 
 
 def read(path: str) -> CheckpointIndex:
-    header, start, digest = read_header(path)
+    text, start, digest = _header_text(path)
     buffer_len = open_source(path).size - start
-    meta = header.pop("__metadata__", None) or {}
+    meta: Any = {}
+    entries = []  # in header order
+    for key, value in _pairs(path, text):
+        if key == "__metadata__":
+            meta = value or {}
+        else:
+            entries.append(_entry(path, key, value))
     try:
         meta = _object(meta, "__metadata__") if isinstance(meta, list) else meta
     except FormatError as exc:
         raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise FormatError(f"{path}: __metadata__ must map strings to strings")
-    entries = [_entry(path, key, info) for key, info in header.items()]  # in header order
     expected = 0
     for begin, end, key, *_ in sorted(entries, key=lambda e: (e[0], e[1])):
         if begin != expected:
