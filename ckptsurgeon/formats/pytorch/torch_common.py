@@ -64,17 +64,18 @@ def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteord
     for n in t.shape:
         numel *= n
     contiguous = _is_contiguous(t.shape, t.stride)
-    extent = 0 if numel == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
+    if contiguous:
+        extent = numel
+    else:
+        extent = 0 if numel == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
     first = view_offset + t.offset
     if numel and (first + extent) * item > where.nbytes:
         raise FormatError(
             f"{where.file}: tensor {key!r} (shape {list(t.shape)}, offset {t.offset}) reaches past the end of "
             f"storage {st.key!r} ({where.nbytes} bytes)"
         )
-    return TensorRef(
-        path=path, key=key, dtype=dtype, shape=t.shape, file=where.file,
-        offset=where.offset + first * item, stride=None if contiguous else t.stride, optimizer=optimizer,
-    )
+    return TensorRef(path, key, dtype, t.shape, where.file, where.offset + first * item,
+                     None if contiguous else t.stride, optimizer)
 
 
 def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
