@@ -95,6 +95,24 @@ def test_big_endian_strided_and_in_memory_tensors_take_the_array_path(tmp_path):
     assert _digests(out3) == {k: hashlib.sha256(v.tobytes()).hexdigest() for k, v in arrays.items()}
 
 
+def test_hdf5_contiguous_datasets_are_copied_as_ranges(tmp_path, monkeypatch):
+    import h5py
+
+    monkeypatch.setattr(writer, "HASHED_COPY_MAX", 100)  # the contiguous ones take the kernel copy
+    rng = np.random.default_rng(1)
+    arrays = {"dense/kernel": rng.standard_normal((16, 8)).astype(np.float32),
+              "dense/be": np.arange(12, dtype=">f8"), "dense/packed": np.arange(40, dtype=np.int16)}
+    src = tmp_path / "w.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("dense/kernel", data=arrays["dense/kernel"])
+        f.create_dataset("dense/be", data=arrays["dense/be"])
+        f.create_dataset("dense/packed", data=arrays["dense/packed"], compression="gzip", chunks=(8,))
+    out = tmp_path / "w.safetensors"
+    ckptsurgeon.extract(src, out, scope=["**"])
+    _assert_same(out, {k: v.astype(v.dtype.newbyteorder("<")) for k, v in arrays.items()})
+    assert set(_digests(out)) == {"dense/be", "dense/packed"}  # byte-swapped and decompressed: arrays
+
+
 class MemorySource(ByteSource):
     """A source without a local file (what a remote store looks like to the writer)."""
 

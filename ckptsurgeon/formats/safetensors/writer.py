@@ -49,7 +49,8 @@ class _Item:
 
 
 def _is_plain(value: Any) -> bool:
-    return (isinstance(value, TensorRef) and value.loader is None and value.stride is None and value.numel > 0
+    """One little-endian C-order byte range of its file (``in_place``: also HDF5's contiguous datasets)."""
+    return (isinstance(value, TensorRef) and value.in_place and value.stride is None and value.numel > 0
             and (value.dtype.itemsize == 1 or value.dtype.byteorder == "<"
                  or (value.dtype.byteorder == "=" and np.little_endian)))
 
@@ -126,8 +127,11 @@ def _runs(items: list[_Item]) -> list[list[_Item]]:
     return runs
 
 
-def _array_bytes(value: Any) -> memoryview:
+def _array_bytes(item: _Item) -> memoryview:
+    value = item.value
     arr = value.numpy() if isinstance(value, TensorRef) else value
+    if _code(arr.dtype) != _code(item.dtype):
+        raise OutputError(f"tensor {item.key!r}: read as {arr.dtype.name}, declared {item.dtype.name}")
     if arr.dtype.itemsize > 1 and arr.dtype.byteorder not in ("<", "|") and not (arr.dtype.byteorder == "=" and np.little_endian):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     arr = np.ascontiguousarray(arr)
@@ -159,7 +163,7 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
             if digest is not None:
                 digests[first.key] = digest.hexdigest()
         else:
-            data = _array_bytes(first.value)
+            data = _array_bytes(first)
             if len(data) != first.nbytes:
                 raise OutputError(f"tensor {first.key!r}: read {len(data)} bytes, expected {first.nbytes}")
             digests[first.key] = hashlib.sha256(data).hexdigest()
