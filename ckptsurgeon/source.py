@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from .errors import FormatError, UnsafeCheckpointError
 
 __all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "read_exact",
-           "copy_range", "CHUNK"]
+           "copy_to", "copy_range", "CHUNK"]
 
 CHUNK = 16 << 20  # bytes per read when a range is copied through memory
 KERNEL_CHUNK = 256 << 20  # bytes per kernel copy call (progress and Ctrl-C between calls)
@@ -65,6 +65,17 @@ class ByteSource(Protocol):
         (inherited by sources that subclass ``ByteSource``) reads ``CHUNK``-sized ranges.
         """
         copy_range(self, out, offset, size, digest=digest, progress=progress)
+
+
+def copy_to(source: ByteSource, out: BinaryIO, offset: int, size: int, *, digest: Any = None,
+            progress: Progress | None = None) -> None:
+    """``source.copy_to(...)``, or the chunked copy for a source that implements the protocol without
+    subclassing ``ByteSource`` (and so without its default ``copy_to``)."""
+    method = getattr(source, "copy_to", None)
+    if method is None:
+        copy_range(source, out, offset, size, digest=digest, progress=progress)
+    else:
+        method(out, offset, size, digest=digest, progress=progress)
 
 
 def copy_range(source: ByteSource, out: BinaryIO, offset: int, size: int, *, digest: Any = None,

@@ -113,8 +113,9 @@ def test_hdf5_contiguous_datasets_are_copied_as_ranges(tmp_path, monkeypatch):
     assert set(_digests(out)) == {"dense/be", "dense/packed"}  # byte-swapped and decompressed: arrays
 
 
-class MemorySource(ByteSource):
-    """A source without a local file (what a remote store looks like to the writer)."""
+class StructuralSource:
+    """A source without a local file (what a remote store looks like to the writer), implementing the
+    protocol without subclassing it: no inherited ``copy_to``."""
 
     def __init__(self, name: str, data: bytes) -> None:
         self.name, self._data = name, data
@@ -137,14 +138,20 @@ class MemorySource(ByteSource):
         return {"size": len(self._data)}
 
 
-def test_sources_without_a_local_file_are_copied_in_chunks_and_hashed(tmp_path, monkeypatch):
+class MemorySource(StructuralSource, ByteSource):
+    """The same, subclassing ``ByteSource``: inherits its chunked ``copy_to``."""
+
+
+@pytest.mark.parametrize("kind", [MemorySource, StructuralSource])
+def test_sources_without_a_local_file_are_copied_in_chunks_and_hashed(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(writer, "CHUNK", 1 << 12)
     big = np.arange(5000, dtype=np.float32)  # 20,000 bytes: more than one chunk
     small = np.arange(10, dtype=np.int32)
     data = small.tobytes() + big.tobytes()
-    register_scheme("testbytes", lambda url: MemorySource(url, data))
-    refs = {"small": TensorRef("small", "small", np.dtype("<i4"), (10,), "testbytes://ckpt", 0),
-            "big": TensorRef("big", "big", np.dtype("<f4"), (5000,), "testbytes://ckpt", 40)}
+    register_scheme("testbytes", lambda url: kind(url, data))
+    url = f"testbytes://{kind.__name__}"  # sources are cached by name: one per kind
+    refs = {"small": TensorRef("small", "small", np.dtype("<i4"), (10,), url, 0),
+            "big": TensorRef("big", "big", np.dtype("<f4"), (5000,), url, 40)}
     out = tmp_path / "out.safetensors"
     with open(out, "w+b") as fh:
         writer.write(refs, fh, {"source": "remote"})

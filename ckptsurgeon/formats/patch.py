@@ -17,7 +17,7 @@ import numpy as np
 from ..atomic import atomic_output, check_output
 from ..errors import OutputError
 from ..index import CheckpointIndex, TensorRef
-from ..source import open_source
+from ..source import copy_to, open_source
 
 __all__ = ["patch_copy"]
 
@@ -113,7 +113,7 @@ def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, Valu
     total = source.size + sum(ref.nbytes for ref, _ in patches)
     step = (lambda n: progress(n, total)) if progress is not None else None
     with atomic_output(out) as fh:
-        source.copy_to(fh, 0, source.size, progress=step)
+        copy_to(source, fh, 0, source.size, progress=step)
         for ref, value in patches:
             data = _bytes(ref.path, ref, value)
             fh.seek(ref.offset)

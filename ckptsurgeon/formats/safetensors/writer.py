@@ -28,7 +28,7 @@ import numpy as np
 from ...dtypes import SAFETENSORS_CODES
 from ...errors import OutputError
 from ...index import TensorRef
-from ...source import CHUNK, open_source
+from ...source import CHUNK, copy_to, open_source
 
 __all__ = ["write", "HASHED_COPY_MAX", "SHA256_KEY"]
 
@@ -159,7 +159,7 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
                 progress(pos)
         elif first.plain:
             digest = hashlib.sha256() if first.hashed else None
-            open_source(first.value.file).copy_to(fh, first.value.offset, first.nbytes, digest=digest, progress=progress)
+            copy_to(open_source(first.value.file), fh, first.value.offset, first.nbytes, digest=digest, progress=progress)
             if digest is not None:
                 digests[first.key] = digest.hexdigest()
         else:
