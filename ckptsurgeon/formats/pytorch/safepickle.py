@@ -329,8 +329,9 @@ def scan_opcodes(data: bytes, where: str) -> None:
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, where: str, persistent: Callable[[Any], Any], allowed: dict[tuple[str, str], Any]):
+        self.persistent_load = persistent  # called directly by the C unpickler: no method hop per tensor
         super().__init__(io.BytesIO(data))
-        self._where, self._persistent, self._allowed = where, persistent, allowed
+        self._where, self._allowed = where, allowed
 
     def find_class(self, module: str, name: str) -> Any:
         target = self._allowed.get((module, name))
@@ -343,9 +344,6 @@ class _Unpickler(pickle.Unpickler):
         if isinstance(target, tuple) and target[0] == "inert":
             return type(name, (InertObject,), {"name": target[1]})
         return target
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self._persistent(pid)
 
 
 def storage_from_pid(pid: Any) -> StorageRef:

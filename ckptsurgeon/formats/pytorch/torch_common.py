@@ -34,7 +34,7 @@ def _segments(segs: list[Any]) -> list[str]:
 
 def _path_and_key(segs: list[Any]) -> tuple[str, str]:
     """The scope path (every '.' of a string key is a scope) and the original dotted key."""
-    if all(type(s) is str for s in segs):
+    if len(segs) == 1 and type(segs[0]) is str or all(type(s) is str for s in segs):
         key = ".".join(segs)
         if key and ".." not in key and key[0] != "." and key[-1] != ".":  # no empty segment: the fast path
             return key.replace(".", "/"), key
