@@ -215,7 +215,15 @@ def write_results(results: list[Result], rows, args, load_before, load_after, fl
             under = ("yes" if big < 2 else "**no**") if cmd == "ls" else "-"
             lines.append(f"| {cmd} {fmt} | {big / small:.1f} | {'yes' if big / small <= 11 else '**no**'} | {under} | "
                          f"{by[(cmd, fmt, 100_000)].stat('cpu')[1]:.2f} s |")
-    lines.append("")
+    bound = 150
+    over = [f"{cmd} {fmt} {n:,} ({s.stat('peak_mib')[1]:.0f} MiB)" for cmd, fmt, n, s in rows if s.stat("peak_mib")[1] > bound]
+    over += [f"{r.id} ({r.a.stat('peak_mib')[1]:.0f} MiB)" for r in results if r.a.stat("peak_mib")[1] > bound]
+    lines += ["", "## Memory", "",
+              f"Target: peak RSS at most the largest tensor converted plus {bound} MiB. None of these commands converts a",
+              f"tensor, so the bound is {bound} MiB: " + ("all within it." if not over else
+                                                        "over it: " + ", ".join(over) + " (the index of that many "
+                                                        "tensors, not tensor bytes; see the README)."),
+              "`tests/test_memory.py` extracts 2 GiB under a 600 MiB address-space limit.", ""]
     return "\n".join(lines)
 
 
