@@ -107,12 +107,10 @@ def save(
     """
     path = os.fspath(path)
     items = _materialize(tensors)
-    step = None
+    step: Callable[[int], None] | None = None
     if progress is not None:
         total = sum(v.nbytes for v in items.values() if isinstance(v, (TensorRef, np.ndarray)))
-
-        def step(n: int) -> None:
-            progress(n, total)
+        step = lambda n: progress(n, total)  # noqa: E731
 
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
     check_output(path, sources, force)

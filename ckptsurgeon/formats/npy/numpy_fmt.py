@@ -106,15 +106,17 @@ def read_npy(path: str) -> CheckpointIndex:
 
 
 def write_npz(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
-    """Uncompressed npz (members stay readable in place). Dtypes numpy cannot name are refused."""
-    for key, arr in tensors.items():
-        if arr.dtype.kind == "V" or arr.dtype.name in _ML_DTYPE_NAMES:
-            raise OutputError(
-                f"tensor {key!r}: .npz cannot hold {arr.dtype.name} faithfully (numpy.load would return raw bytes); "
-                "write safetensors instead (-o out.safetensors)"
-            )
+    """Uncompressed npz (members stay readable in place). Dtypes numpy cannot name are refused.
+
+    One pass: each tensor is read once, checked, written (a refusal fails the atomic write, nothing is left).
+    """
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, arr in tensors.items():
+            if arr.dtype.kind == "V" or arr.dtype.name in _ML_DTYPE_NAMES:
+                raise OutputError(
+                    f"tensor {key!r}: .npz cannot hold {arr.dtype.name} faithfully (numpy.load would return raw bytes); "
+                    "write safetensors instead (-o out.safetensors)"
+                )
             with zf.open(key + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
 
