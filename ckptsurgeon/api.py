@@ -6,17 +6,19 @@ import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from .atomic import atomic_output, check_output
 from .errors import CheckpointError, OutputError, SelectionError
 from .formats import WRITERS, no_cycle_collection, open_checkpoint, writer_for
-from .formats.sharded.hf_shards import ShardedOutput
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 from .scopes import as_patterns
 from .source import CHUNK, open_source
+
+if TYPE_CHECKING:
+    from .formats.sharded.hf_shards import ShardedOutput
 
 __all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance", "Progress"]
 
