@@ -1,14 +1,16 @@
 """Options shared by the commands that recognize recurrent groups."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import click
 
 from ..rnn.activations import ACTIVATIONS
 from ..rnn.convert import ConvertOptions
+from ..rnn.group import MERGE_MODES
 
-__all__ = ["rnn_options", "fact_options", "build_options", "fact_values"]
+__all__ = ["rnn_options", "fact_options", "build_options"]
 
 
 def rnn_options(f: Callable) -> Callable:
@@ -34,24 +36,36 @@ def _decl(values: tuple[str, ...], allowed: str, option: str) -> dict[str, tuple
     return out
 
 
+_FACTS = ("reset_after", "activation", "recurrent_activation", "go_backwards", "merge_mode", "cell_clip", "proj_clip")
+
+
 def fact_options(f: Callable) -> Callable:
-    """Facts a file may not state: declared here, used only where the file is silent (``rnn`` shows the source)."""
+    """Facts a file may not state: declared here, used only where the file is silent (``rnn`` shows the source).
+
+    The command receives them together as ``facts`` (a dict for ``build_options``)."""
     names = sorted(ACTIVATIONS)
-    f = click.option("--reset-after/--reset-before", "reset_after", default=None,
-                     help="GRU family, for GRUs whose file does not state it (no bias and no config, ONNX weights).")(f)
-    f = click.option("--activation", type=click.Choice(names), default=None,
-                     help="Cell/output activation, for files that do not state it (weights-only Keras 1/2 ...).")(f)
-    f = click.option("--recurrent-activation", type=click.Choice(names), default=None,
+
+    @functools.wraps(f)
+    def command(*args, **kwargs):
+        return f(*args, facts={name: kwargs.pop(name) for name in _FACTS}, **kwargs)
+
+    g: Callable = command
+    g = click.option("--reset-after/--reset-before", "reset_after", default=None,
+                     help="GRU family, for GRUs whose file does not state it (no bias and no config, ONNX weights).")(g)
+    g = click.option("--activation", type=click.Choice(names), default=None,
+                     help="Cell/output activation, for files that do not state it (weights-only Keras 1/2 ...).")(g)
+    g = click.option("--recurrent-activation", type=click.Choice(names), default=None,
                      help="Gate activation, for files that do not state it. hard_sigmoid_keras2 = clip(0.2x+0.5, 0, 1) "
-                          "(Keras 1/2, tf.keras 2), hard_sigmoid_keras3 = relu6(x+3)/6 (Keras 3).")(f)
-    return click.option("--go-backwards/--no-go-backwards", "go_backwards", default=None,
-                        help="Keras go_backwards, for weights-only files (default: Keras's False).")(f)
-
-
-def fact_values(reset_after: bool | None, activation: str | None, recurrent_activation: str | None,
-                go_backwards: bool | None) -> dict:
-    return {"reset_after": reset_after, "activation": activation, "recurrent_activation": recurrent_activation,
-            "go_backwards": go_backwards}
+                          "(Keras 1/2, tf.keras 2), hard_sigmoid_keras3 = relu6(x+3)/6 (Keras 3).")(g)
+    g = click.option("--go-backwards/--no-go-backwards", "go_backwards", default=None,
+                     help="Keras go_backwards, for weights-only files (default: Keras's False).")(g)
+    g = click.option("--merge-mode", type=click.Choice(list(MERGE_MODES)), default=None,
+                     help="Keras Bidirectional merge_mode, for weights-only files (default: Keras's concat; "
+                          "none = Keras's None, two outputs).")(g)
+    g = click.option("--cell-clip", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="TF1 LSTMCell/LSTMBlockCell cell_clip (not stored; default: none).")(g)
+    return click.option("--proj-clip", type=click.FloatRange(min=0, min_open=True), default=None,
+                        help="TF1 LSTMCell proj_clip, with num_proj (not stored; default: none).")(g)
 
 
 def build_options(forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],

@@ -44,7 +44,8 @@ def stated(index: CheckpointIndex, scope: str) -> dict[str, Any] | None:
     return desc
 
 
-_FROM_DESC = ("activation", "recurrent_activation", "go_backwards", "topology", "forget_bias", "merge_mode")
+_FROM_DESC = ("activation", "recurrent_activation", "go_backwards", "topology", "forget_bias", "merge_mode", "cell_clip",
+              "proj_clip")
 
 
 def apply_stated(group: RecurrentGroup, index: CheckpointIndex) -> None:
@@ -93,7 +94,8 @@ def describe_output(group: RecurrentGroup, target: str, **extra: Any) -> dict[st
         "formulas": {"activation": formula(group.activation), "recurrent_activation": formula(group.recurrent_activation)},
         "source": f"{group.variant} at {group.scope or '/'}",
     }
-    if group.merge_mode is not None:
-        desc["merge_mode"] = group.merge_mode
+    for fact in ("merge_mode", "cell_clip", "proj_clip"):
+        if getattr(group, fact) is not None:
+            desc[fact] = getattr(group, fact)
     desc.update(extra)
     return desc

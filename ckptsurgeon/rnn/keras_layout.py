@@ -191,9 +191,13 @@ def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGro
         merged = RecurrentGroup(**{**group.__dict__, "scope": parent, "directions": 2, "provenance": prov,
                                    "variant": f"Bidirectional({group.variant})",
                                    "members": group.members + back.members, "notes": group.notes + back.notes})
-        merge_mode = top.get("merge_mode", "concat") if top.get("class_name") == "Bidirectional" else None
-        if merge_mode is not None:
-            merged.merge_mode, merged.provenance["merge_mode"] = merge_mode, "file: model config"
+        if top.get("class_name") == "Bidirectional":
+            mode = top.get("merge_mode", "concat")
+            merged.merge_mode, merged.provenance["merge_mode"] = ("none" if mode is None else str(mode)), "file: model config"
+        else:
+            merged.merge_mode = "concat"
+            merged.provenance["merge_mode"] = ("version default: Keras Bidirectional merge_mode='concat' (weights-only "
+                                               "files do not store it; pass --merge-mode if the layer merged otherwise)")
         merged.load = lambda f=group, b=back: [[f.load()[0][0], b.load()[0][0]]]
         out.append(merged)
     return out + [g for s, g in singles.items() if s not in used]

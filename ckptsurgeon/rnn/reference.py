@@ -2,7 +2,7 @@
 
 They define what "the same numbers" means for ``verify``; tests check them against real
 ``torch.nn.LSTM/GRU``, Keras layers, ONNX runtimes and TensorFlow's recorded outputs. Everything a
-``Stack`` states is honoured: activations by exact formula, GRU family, peepholes, projection,
+``Stack`` states is honoured: activations by exact formula, GRU family, peepholes, projection, TF1 clips,
 topology (interleaved or independent directions) and ``go_backwards``. A semantic that is not known
 (``None``) is refused, never defaulted.
 """
@@ -54,11 +54,15 @@ def run_cell(cell: Cell, x: np.ndarray, h0: np.ndarray | None = None, c0: np.nda
             if peep is not None:
                 pi, pf = pi + peep[0] * c, pf + peep[1] * c
             c = sig(pf) * c + sig(pi) * act(pg)
+            if cell.cell_clip is not None:  # TF1 LSTMCell cell_clip: the state itself, before the output gate
+                c = np.clip(c, -cell.cell_clip, cell.cell_clip)
             if peep is not None:
                 po = po + peep[2] * c
             h = sig(po) * act(c)
             if w_hr is not None:
                 h = h @ w_hr.T
+                if cell.proj_clip is not None:
+                    h = np.clip(h, -cell.proj_clip, cell.proj_clip)
         else:
             xr, xz, xn = np.split(gx, 3, axis=1)
             ur, uz, un = np.split(w_hh, 3, axis=0)
