@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CheckpointError
 from ..index import CheckpointIndex
 from . import gates_layout, keras_layout, onnx_layout, tf1_layout, torch_layout
-from .activations import ACTIVATIONS, TORCH_ACTIVATIONS, formula
+from .activations import ACTIVATIONS, formula
 from .cell import Stack
 from .facts import META_PREFIX, describe_output
 from .group import RecognizeOptions, RecurrentGroup
@@ -44,7 +44,7 @@ class ConvertOptions(RecognizeOptions):
 class _Target:
     sep: str  # key separator of the output
     write: Callable[[Stack, RecurrentGroup, ConvertOptions], dict[str, np.ndarray]]
-    activations: tuple[str, ...] | None  # formulas its cells can compute; None: any known formula (carried)
+    activations: tuple[str, ...] | None  # recurrent (gate) activations its cells compute; None: any known formula
     families: tuple[bool, ...]  # reset_after values it can hold
     peepholes: bool
     projection: bool
@@ -53,20 +53,24 @@ class _Target:
     one_cell: bool = False
     clip: bool = False  # can carry TF1's cell_clip/proj_clip (a TF1 cell built with them, or the description)
     merges: bool = False  # can carry a Keras Bidirectional merge_mode other than concatenation
+    cell_activations: tuple[str, ...] | None = ("tanh",)  # activations (candidate and output); None: any known
 
 
 _ONNX_ACTS = tuple(n for n, a in ACTIVATIONS.items() if a.onnx is not None)
 TARGETS: dict[str, _Target] = {
-    "torch": _Target(".", lambda s, g, o: torch_layout.write_module(s), TORCH_ACTIVATIONS, (True,), False, True, False, False),
-    "torch-cell": _Target(".", lambda s, g, o: torch_layout.write_cell(s), TORCH_ACTIVATIONS, (True,), False, False,
+    # nn.LSTM/GRU: sigmoid gates, tanh
+    "torch": _Target(".", lambda s, g, o: torch_layout.write_module(s), ("sigmoid",), (True,), False, True, False, False),
+    "torch-cell": _Target(".", lambda s, g, o: torch_layout.write_cell(s), ("sigmoid",), (True,), False, False,
                           False, False, one_cell=True),
     "keras": _Target("/", lambda s, g, o: keras_layout.write(s), None, (True, False), False, False, False, True,
-                     merges=True),
-    "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), TORCH_ACTIVATIONS, (False,), True, True,
-                   True, False, clip=True),
-    "onnx": _Target("/", lambda s, g, o: onnx_layout.write(s), _ONNX_ACTS, (True, False), True, False, False, True),
+                     merges=True, cell_activations=None),
+    # TF1 cells: sigmoid gates; activation= is the cells' constructor argument (any function; not stored: carried)
+    "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), ("sigmoid",), (False,), True, True,
+                   True, False, clip=True, cell_activations=None),
+    "onnx": _Target("/", lambda s, g, o: onnx_layout.write(s), _ONNX_ACTS, (True, False), True, False, False, True,
+                    cell_activations=_ONNX_ACTS),
     "gates": _Target("/", lambda s, g, o: gates_layout.write_gates(s, o.gates), None, (True, False), True, True, True, True,
-                     clip=True, merges=True),
+                     clip=True, merges=True, cell_activations=None),
 }
 
 
@@ -188,8 +192,10 @@ def _wanted_activations(group: RecurrentGroup, target: str, into: RecurrentGroup
     if into is not None:
         want = (into.recurrent_activation, into.activation)
         return None if want == have else want
-    allowed = TARGETS[target].activations
-    return None if allowed is None or all(a in allowed for a in have) else ("sigmoid", "tanh")
+    t = TARGETS[target]
+    rec_ok = t.activations is None or have[0] in t.activations
+    act_ok = t.cell_activations is None or have[1] in t.cell_activations
+    return None if rec_ok and act_ok else (have[0] if rec_ok else "sigmoid", have[1] if act_ok else "tanh")
 
 
 def _activation_refusal(group: RecurrentGroup, target: str, want: tuple[str, str], into: RecurrentGroup | None) -> str:
@@ -246,6 +252,9 @@ def _notes(sem: RecurrentGroup, target: str) -> list[str]:
         notes.append(f"build the Keras Bidirectional with merge_mode={mode}")
     if target == "tf1" and (sem.cell_clip is not None or sem.proj_clip is not None):
         notes.append(f"build the TF1 LSTMCell with {_clips(sem)}")
+    if target == "tf1" and sem.activation != "tanh":
+        notes.append(f"activation is {sem.activation} = {formula(sem.activation)}: build the TF1 cells with activation= "
+                     "that function (tf.nn.relu ...; it is not stored in the checkpoint)")
     return notes
 
 

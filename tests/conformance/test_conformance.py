@@ -1,0 +1,102 @@
+"""The recurrent conversion conformance suite (see cf_check's docstring for what each case checks).
+
+CI runs a fixed, derandomized number of hypothesis examples per source kind plus every TF-made fixture;
+``CONFORMANCE_EXAMPLES=5000 bash scripts/test.sh tests/conformance`` runs a campaign. A failing example
+prints its ``Config(...)``, which rebuilds it; fixed regressions are pinned below with ``@example``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+pytest.importorskip("torch")
+pytest.importorskip("keras")
+pytest.importorskip("onnxruntime")
+
+from hypothesis import example, given  # noqa: E402
+
+from cf_check import Mismatch, check_source  # noqa: E402
+from cf_sources import build, tf1_grid_cases, tf1_grid_source, tfkeras_grid_cases, tfkeras_source  # noqa: E402
+from cf_space import TARGETS, Config, cell_configs, keras_configs, suite_settings, torch_configs  # noqa: E402
+from cf_tf1_targets import CASES as TF1_CASES  # noqa: E402
+from cf_tf1_targets import FOLDER as TF1_FOLDER  # noqa: E402
+from cf_tf1_targets import convert_case  # noqa: E402
+
+
+def _check(cfg: Config) -> None:
+    with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
+        try:
+            check_source(build(cfg, Path(tmp)), TARGETS, Path(tmp))
+        except Mismatch as exc:
+            raise AssertionError(f"{cfg}\n{exc}") from None
+
+
+@suite_settings(ci_examples=12)
+@given(cfg=torch_configs())
+def test_torch_modules(cfg):
+    _check(cfg)
+
+
+@suite_settings(ci_examples=6)
+@given(cfg=cell_configs())
+def test_torch_cells(cfg):
+    _check(cfg)
+
+
+@suite_settings(ci_examples=20)
+@given(cfg=keras_configs())
+def test_keras3_layers(cfg):
+    _check(cfg)
+
+
+@pytest.mark.parametrize("name", tf1_grid_cases())
+def test_tf1_grid(tmp_path, name):
+    """Every TF1 checkpoint TensorFlow wrote, into every target, against TensorFlow's recorded outputs."""
+    source = tf1_grid_source(name)
+    check_source(source, TARGETS, tmp_path)
+
+
+@pytest.mark.parametrize("file", ["model.h5", "weights.h5", "ckpt"])
+@pytest.mark.parametrize("name", tfkeras_grid_cases())
+def test_tfkeras_grid(tmp_path, name, file):
+    """Every tf.keras 2 model, in its three files, into every target, against tf.keras's recorded outputs."""
+    source = tfkeras_source(name, file)
+    if not source.layers:
+        pytest.skip(source.notes[0])
+    check_source(source, TARGETS, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(TF1_CASES))
+def test_tf1_target_in_real_tensorflow(tmp_path, name):
+    """The tf1 target, run by TensorFlow (recorded by make_tf1_targets.py): the same bytes, the source's outputs."""
+    import json
+
+    import numpy as np
+
+    import ckptsurgeon
+    from cf_check import ATOL, _as_source_returns, _close
+    from cf_frameworks import read_output
+    from ckptsurgeon.rnn import recognize, run_stack
+
+    folder = TF1_FOLDER / name
+    meta = json.loads((folder / "case.json").read_text())
+    cfg = TF1_CASES[name]
+    assert meta["config"] == cfg.as_dict(), "the case changed since TensorFlow ran it: run make_tf1_targets.py"
+    source, out, _ = convert_case(cfg, tmp_path)
+    got, _ = read_output(out)
+    given, _ = read_output(folder / "converted.npz")
+    assert sorted(got) == sorted(given) == sorted(meta["tensorflow"]["variables"])
+    for key in given:  # byte-identical to what TensorFlow loaded, so its recorded outputs are these tensors' outputs
+        assert (got[key].dtype, got[key].shape, got[key].tobytes()) == (given[key].dtype, given[key].shape,
+                                                                        given[key].tobytes()), key
+    layer = source.layers[0]
+    assert np.array_equal(layer.x, np.load(folder / "x.npy"))
+    tf_out = np.load(folder / "tf_outputs.npz")["outputs"]
+    err = _close(_as_source_returns(tf_out, layer, "tf1"), layer.want, ATOL)
+    assert err <= ATOL, f"{cfg}: TensorFlow computes {err:.3g} away from the source framework"
+    back = recognize(ckptsurgeon.open(out))[0]  # and ckptsurgeon's reading of its own tf1 output agrees with TF
+    assert _close(run_stack(back.cells(), layer.x), tf_out, ATOL) <= ATOL
