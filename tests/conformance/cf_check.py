@@ -29,6 +29,7 @@ from cf_frameworks import (keras_layer, keras_weights, load_torch_state, merge, 
                            run_keras_layer, run_onnx, run_torch, torch_module)
 from cf_rules import expected, match_reasons
 from cf_sources import Layer, Source
+from ckptsurgeon.errors import CheckpointError
 from ckptsurgeon.rnn import ConversionError, ConvertOptions, recognize, refusals, run_stack
 
 __all__ = ["Outcome", "check_source", "Mismatch", "FORMATS"]
@@ -260,7 +261,54 @@ def _check_one(source: Source, layer: Layer, group, target: str, options: dict, 
                 raise Mismatch(f"{where} -> {target}: SILENT MISMATCH: the real {target} framework computes {err:.3g} "
                                f"away from the source (notes: {report['notes']})")
     _round_trip(source, layer, group, target, out, stem, fmt, where)
+    if layer.want is not None and target in ("torch", "torch-cell", "keras"):
+        _graft(source, layer, group, target, report["output"], options, stem, where)
     return Outcome(source.label, group.scope, target, "exact", [], err)
+
+
+def _graft(source: Source, layer: Layer, group, target: str, desc: dict, options: dict, stem: Path, where: str) -> None:
+    """The same conversion by ``graft`` into a fresh model the target framework built from the reported
+    configuration (the downstream-model workflow): loaded strictly, it computes the source's outputs."""
+    import torch
+
+    D = desc["directions"]
+    tpl = stem.with_name(stem.name + "-template")
+    if target == "keras":
+        if desc["num_layers"] > 1 or "hard_sigmoid_keras2" in (desc["activation"], desc["recurrent_activation"]):
+            return  # one template group per Keras layer (graft pairs one group); a lambda activation is not saved
+        import keras
+
+        use_bias = group.bias != "none"
+        layer_ = keras_layer(desc["kind"], desc["hidden_size"], activation=desc["activation"],
+                             recurrent_activation=desc["recurrent_activation"], use_bias=use_bias,
+                             reset_after=desc.get("reset_after", True), go_backwards=desc["go_backwards"],
+                             bidirectional=D == 2, merge_mode=desc.get("merge_mode", "concat"))
+        model = keras.Sequential([keras.Input((None, desc["input_size"])), layer_])
+        tpl = tpl.with_suffix(".keras")
+        model.save(tpl)
+    else:
+        module = torch_module(desc["kind"], desc["input_size"], desc["hidden_size"], desc["num_layers"], D == 2,
+                              bias=group.bias != "none", proj=desc["proj_size"], cell=target == "torch-cell")
+        tpl = tpl.with_suffix(".pt")
+        torch.save(module.state_dict(), tpl)
+    out = tpl.with_name(tpl.stem + "-grafted" + tpl.suffix)
+    opts = ConvertOptions(**{k: v for k, v in options.items()})
+    try:
+        report = ckptsurgeon.graft(source.path, tpl, out, scope=[group.scope] if group.scope else [], options=opts)
+    except CheckpointError as exc:
+        raise Mismatch(f"{where} -> {target}: extract converts it exactly, graft into a {target} template refuses: "
+                       f"{exc}") from None
+    if not report.checks or not all(c.ok for c in report.checks):
+        raise Mismatch(f"{where} -> graft {target}: verification {report.checks}")
+    if target == "keras":
+        model.load_weights(out)
+        y = run_keras_layer(layer_, layer.x)
+    else:
+        module.load_state_dict(torch.load(out, weights_only=True), strict=True)
+        y = run_torch(module, layer.x)
+    err = _close(_as_source_returns(y, layer, target), layer.want, ATOL)
+    if err > ATOL:
+        raise Mismatch(f"{where} -> graft into {target}: SILENT MISMATCH, {err:.3g} away from the source")
 
 
 def _run(target: str, out: Path, scope: str, layer: Layer) -> np.ndarray | None:
