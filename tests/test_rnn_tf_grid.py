@@ -285,3 +285,25 @@ def test_tf1_forget_bias_default_names_the_cell_and_the_flag():
     basic = recognize(ckptsurgeon.open(TF1_GRID / "basic_lstm" / meta["prefix"]))[0]
     assert basic.provenance["forget_bias"].startswith("version default: TF1 BasicLSTMCell forget_bias=1.0")
     assert basic.provenance["cell_clip"].startswith("file: layout")  # BasicLSTMCell cannot clip
+
+
+def test_clip_flags_on_the_cli(tmp_path):
+    """--cell-clip/--proj-clip declare the clips; the tf1 output states them, so verify needs no flag for it."""
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    meta, arrays = _case(TF1_GRID, "lstm_clip")
+    src, out = str(TF1_GRID / "lstm_clip" / meta["prefix"]), tmp_path / "clip.npz"
+    res = CliRunner().invoke(cli, ["extract", src, "--to", "torch", "-o", str(tmp_path / "t.pt"), "--cell-clip", "0.25"])
+    assert res.exit_code == 1 and "it clips (cell_clip=0.25" in res.output
+    res = CliRunner().invoke(cli, ["extract", src, "--to", "tf1", "-o", str(out), "--cell-clip", "0.25", "--proj-clip", "0.1"])
+    assert res.exit_code == 0 and "build the TF1 LSTMCell with cell_clip=0.25, proj_clip=0.1" in res.output, res.output
+    back = recognize(ckptsurgeon.open(out))[0]
+    assert (back.cell_clip, back.proj_clip) == (0.25, 0.1) and back.provenance["cell_clip"].startswith("file")
+    x = _time_major(arrays["out/x"], "[batch")
+    np.testing.assert_allclose(run_stack(back.cells(), x), _tf1_want(meta, arrays), atol=1e-5)
+    ok = CliRunner().invoke(cli, ["verify", src, str(out), "--cell-clip", "0.25", "--proj-clip", "0.1"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(cli, ["verify", src, str(out)])  # the source read without its clips differs
+    assert bad.exit_code == 1 and "FAIL" in bad.output

@@ -161,7 +161,7 @@ def _keras(cfg: Config, tmp: Path) -> Source:
     for w in model.weights:
         w.assign(rng.uniform(-0.5, 0.5, tuple(w.shape)).astype("float32"))
     path = tmp / f"source.{cfg.file}"
-    model.save(path) if cfg.file == "keras" else model.save_weights(path)
+    model.save(path) if cfg.file in ("keras", "h5") else model.save_weights(path)
     truth = _keras_truth(cfg)
     found, x = [], x0.transpose(1, 0, 2)
     for k, layer in enumerate(layers):

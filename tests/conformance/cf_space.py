@@ -41,7 +41,7 @@ class Config:
     go_backwards: bool = False  # Keras, one direction
     merge_mode: str = "concat"  # Keras Bidirectional: concat sum mul ave none
     backward: str = "default"  # Keras Bidirectional: default | explicit | explicit_relu | explicit_units | swapped
-    file: str = "pt"  # torch: pt | safetensors; keras: keras | weights.h5
+    file: str = "pt"  # torch: pt | safetensors; keras: keras | weights.h5 | h5
     declare_family: bool = True  # weights-only GRU without bias: the user passes --reset-after/--reset-before
     out_format: str = "safetensors"  # safetensors | npz | h5 | pt
     via: str = "api"  # api | cli
@@ -103,7 +103,7 @@ _REC = st.sampled_from(("sigmoid",) * 4 + ("hard_sigmoid", "hard_sigmoid", "tanh
 def keras_configs(draw) -> Config:
     kind = draw(st.sampled_from(("lstm", "gru")))
     hidden = draw(_sizes)
-    file = draw(st.sampled_from(("keras", "keras", "weights.h5")))
+    file = draw(st.sampled_from(("keras", "keras", "weights.h5", "h5")))  # h5: Keras 3's legacy full-model .h5
     bidirectional = draw(st.booleans())
     merge = draw(st.sampled_from(("concat", "concat", "sum", "mul", "ave", "none"))) if bidirectional else "concat"
     backward = draw(st.sampled_from(("default", "default", "explicit", "explicit_relu", "explicit_units", "swapped"))) \

@@ -56,6 +56,8 @@ ROWS: list[tuple[str, str, Callable[[Path], Source] | Config]] = [
     ("Keras 3 `Bidirectional`", "`merge_mode=None`", Config(kind="lstm", bidirectional=True, merge_mode="none", **K)),
     ("Keras 3 `Bidirectional`", "explicit `backward_layer` (same config)",
      Config(kind="lstm", bidirectional=True, backward="explicit", **K)),
+    ("Keras 3 legacy `.h5`", "explicit `backward_layer` (stored under its own name)",
+     Config(kind="lstm", bidirectional=True, backward="explicit", **{**K, "file": "h5"})),
     ("Keras 3 `Bidirectional`", "`backward_layer` with another activation",
      Config(kind="gru", bidirectional=True, backward="explicit_relu", **K)),
     ("Keras 3 `Bidirectional`", "forward layer `go_backwards=True`",

@@ -37,6 +37,13 @@ REGRESSIONS: dict[str, list[Config]] = {
         # converted to torch silently; now refused, and --to tf1 keeps any activation= (TF1 cells take one).
         Config(kind="lstm", activation="sigmoid", recurrent_activation="tanh", **K),
         Config(kind="lstm", activation="relu", bias=False, input_size=1, hidden=1, source="keras", file="keras"),
+        # Keras 3's legacy .h5 keeps an explicit backward_layer under its own name (bi0/lstm, not backward_...):
+        # it was read as a separate forward layer whose go_backwards the file "did not set" (False): a silent
+        # wrong result once its activations were declared. Now the config names the halves.
+        Config(source="keras", kind="lstm", bidirectional=True, bias=False, input_size=1, hidden=1, backward="explicit",
+               file="h5"),
+        Config(source="keras", kind="gru", bidirectional=True, reset_after=False, input_size=3, hidden=2,
+               backward="explicit_relu", merge_mode="sum", file="h5"),
     ],
 }
 
@@ -134,3 +141,21 @@ def test_tf1_target_in_real_tensorflow(tmp_path, name):
 def test_readme_matrix_is_generated():
     """README's conversion matrix is exactly what tests/conformance/matrix.py makes (python .../matrix.py --write)."""
     assert readme_table(README.read_text()) == table()
+
+
+def test_keras3_h5_explicit_backward_layer_without_config_is_refused(tmp_path):
+    """Without the config, nothing tells whether bi0/lstm is the Bidirectional's backward half (it runs backwards) or a
+    layer of its own: refused, never converted as a forward layer."""
+    import h5py
+
+    import ckptsurgeon
+    from ckptsurgeon.rnn import recognize, refusals
+
+    source = build(Config(source="keras", kind="lstm", bidirectional=True, backward="explicit", file="h5"), tmp_path)
+    whole = recognize(ckptsurgeon.open(source.path))
+    assert [(g.scope, g.directions, g.unsettled()) for g in whole] == [("bi0", 2, {})]
+    with h5py.File(source.path, "r+") as f:
+        del f.attrs["model_config"]
+    halves = recognize(ckptsurgeon.open(source.path))
+    assert len(halves) == 2 and all("bidirectional" in g.unsettled() for g in halves)
+    assert all(any("may be the explicit backward layer" in r for r in refusals(g, "torch")) for g in halves)
