@@ -174,8 +174,8 @@ def _keras(cfg: Config, tmp: Path) -> Source:
             return run_keras_layer(again, x, keras_weights(kept, cfg.bidirectional, cfg.bias))
 
         if cfg.backward == "explicit_units":  # two groups: halves of different widths
-            found += [Layer(truth, None, None, cfg.hidden, f"bi{k}/{half}", None, cfg.bias, select=f"bi{k}")
-                      for half in ("forward_layer", "backward_layer")]
+            # (named forward_layer/backward_layer in .keras files, by the layers' own names in .h5 files)
+            found += [Layer(truth, None, None, cfg.hidden, None, None, cfg.bias, select="..") for _ in range(2)]
         else:
             found.append(Layer(truth, x, want, cfg.hidden, f"bi{k}" if cfg.bidirectional else f"rnn{k}", load_back,
                                cfg.bias))
