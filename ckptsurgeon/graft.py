@@ -209,7 +209,7 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         for member, label, arr in placed:
             if member is None:
                 problems.append(f"converted {label!r} of {s.scope!r} has no counterpart in template group {t.scope!r}")
-            elif add(member, f"{s.scope} ({label})", lambda a=arr: np.asarray(a), np.shape(arr), np.asarray(arr).dtype):
+            elif add(member, f"{s.scope or '/'} ({label})", lambda a=arr: np.asarray(a), np.shape(arr), np.asarray(arr).dtype):
                 values[member] = np.asarray(arr)
         if len(values) != len(placed):
             continue
@@ -276,9 +276,11 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     options = options or ConvertOptions()
     report = plan_graft(src, tpl, rule_list, options, verify_atol=verify_atol)
     if not report.replaced:
+        shown = lambda groups: [g.scope or "/" for g in groups]  # noqa: E731
         raise SelectionError(f"{tpl.files[0]}: nothing to replace: no recurrent group paired and no rule matched "
-                             f"(source groups: {[g.scope for g in recognize(src, options)]}, template groups: "
-                             f"{[g.scope for g in recognize(tpl, template_options(options))]}); pass --map SRC=DST")
+                             f"(source groups: {shown(recognize(src, options))}, template groups: "
+                             f"{shown(recognize(tpl, template_options(options)))}); pass --map SRC=DST "
+                             "(a group at the root of its file is '/': --map '/=DST')")
     if strict and (report.untouched or report.unused):
         raise SelectionError(f"--strict: {len(report.untouched)} template tensor(s) untouched "
                              f"({', '.join(report.untouched[:5])}) and {len(report.unused)} source tensor(s) unused "

@@ -86,6 +86,7 @@ class RecurrentGroup:
     provenance: dict[str, str] = field(default_factory=dict)  # fact -> "origin: detail"
     members: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    uses: list[str] = field(default_factory=list)  # other ONNX nodes computing with the same tensors (one cell)
     load: Callable[[], Stack | list] | None = field(default=None, repr=False, compare=False)
     # Groups whose stored tensors are not the layout's own (ONNX nodes fed through constant chains): the
     # converted tensors (relative names, as the layout's writer names them) -> {member path: new value}.
@@ -126,7 +127,7 @@ class RecurrentGroup:
             "directions", "bias", "peepholes", "reset_after", "forget_bias", "activation",
             "recurrent_activation", "topology", "go_backwards", "merge_mode", "cell_clip", "proj_clip", "orientation",
             "clip", "input_forget",
-            "members", "notes")}
+            "members", "notes", "uses")}
         out["family"] = self.family
         out["formulas"] = {"activation": formula(self.activation), "recurrent_activation": formula(self.recurrent_activation)}
         out["provenance"] = dict(self.provenance)

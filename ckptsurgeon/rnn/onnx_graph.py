@@ -18,7 +18,7 @@ lists them with the reason (conversions refuse the RNN nodes' tensors: ``ungated
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,10 +89,6 @@ def _layer(index: CheckpointIndex, node) -> _Layer | None:
         srcs = [s for r in folded for s in _sources(node.inputs[r])]
         facts.notes.append(f"node {node.scope}: {', '.join(folded)} folded from {', '.join(dict.fromkeys(srcs))} "
                            f"({', '.join(ops)})")
-    for role in roles:
-        inp = node.inputs[role]
-        if inp.origin != "absent" and not inp.writable:
-            facts.notes.append(f"node {node.scope}: {role} cannot be written back ({inp.reason})")
     return _Layer(node, members, shapes, facts)
 
 
@@ -110,13 +106,47 @@ def _value(inp, refs: Mapping[str, TensorRef]) -> np.ndarray | None:
     return None if inp is None or inp.origin == "absent" else np.asarray(inp.value_with(refs))
 
 
-def _group(index: CheckpointIndex, layers: list[_Layer]) -> RecurrentGroup:
+def _array_ref(path: str, arr: np.ndarray) -> TensorRef:
+    return TensorRef(path=path, key=path, dtype=arr.dtype, shape=arr.shape, file="", loader=lambda: arr)
+
+
+def _same_cell(a: _Layer, b: _Layer, refs: Mapping[str, TensorRef]) -> bool:
+    """``b`` computes with exactly ``a``'s tensors, values and facts: one cell used by two nodes (torch's export
+    of an ``nn.LSTMCell`` holds an LSTM node in each branch of an ``If``, both fed from the state-dict tensors)."""
+    if set(a.members) != set(b.members) or a.key != b.key or a.shapes != b.shapes or a.facts.values != b.facts.values:
+        return False
+    for role in _WEIGHTS:
+        va, vb = _value(a.node.inputs.get(role), refs), _value(b.node.inputs.get(role), refs)
+        if (va is None) != (vb is None) or (va is not None and (va.dtype != vb.dtype or va.tobytes() != vb.tobytes())):
+            return False
+    return True
+
+
+def _shared(layers: list[_Layer]) -> frozenset[str]:
+    """The nodes (and their chains) that may change with the tensors of a cell used by several nodes."""
+    if len(layers) < 2:
+        return frozenset()
+    return frozenset(p for layer in layers for inp in layer.node.inputs.values()
+                     for p in (layer.node.scope, *inp.chain_nodes))
+
+
+def _group(index: CheckpointIndex, layers: list[_Layer], uses: list[_Layer] = ()) -> RecurrentGroup:
     first = layers[0]
     node, v = first.node, first.facts.values
     kind = node.op_type.lower()
     members = list(dict.fromkeys(m for layer in layers for m in layer.members))
     prov = dict(first.facts.provenance)
     notes = [n for layer in layers for n in layer.facts.notes]
+    shared = _shared([*layers, *uses])
+    for use in uses:
+        notes.append(f"node {use.node.scope} computes with the same tensors, values and facts (another use of this "
+                     "cell): writing them back writes both nodes, each checked")
+    for layer in (*layers, *uses):
+        for role in _WEIGHTS:
+            inp = layer.node.inputs.get(role)
+            why = "" if inp is None or inp.origin == "absent" else inp.blocked(shared)
+            if why:
+                notes.append(f"node {layer.node.scope}: {role} cannot be written back ({why})")
     if len(layers) > 1:
         chain = ", ".join(layer.node.scope for layer in layers)
         prov["topology"] = (f"file: each node's Y feeds the next node's X ({chain}), every step's directions "
@@ -128,7 +158,7 @@ def _group(index: CheckpointIndex, layers: list[_Layer]) -> RecurrentGroup:
         bias="two" if "B" in first.shapes else "none", peepholes="P" in first.shapes,
         reset_after=v.get("reset_after"), activation=v["activation"], recurrent_activation=v["recurrent_activation"],
         go_backwards=v["go_backwards"], clip=v["clip"], input_forget=v.get("input_forget", False),
-        provenance=prov, members=members, notes=notes)
+        provenance=prov, members=members, notes=notes, uses=[u.node.scope for u in uses])
 
     def refs() -> dict[str, TensorRef]:
         return {m: index[m] for m in members}
@@ -138,7 +168,7 @@ def _group(index: CheckpointIndex, layers: list[_Layer]) -> RecurrentGroup:
         return [cells_from_onnx(kind, *(_value(layer.node.inputs.get(r), got) for r in _WEIGHTS)) for layer in layers]
 
     def write_back(tensors: dict[str, Any]) -> dict[str, Any]:
-        got, out = refs(), {}
+        got, out, wanted = refs(), {}, {}
         for k, layer in enumerate(layers):
             base = "" if len(layers) == 1 else f"layer_{k}/"
             for role in _WEIGHTS:
@@ -150,15 +180,36 @@ def _group(index: CheckpointIndex, layers: list[_Layer]) -> RecurrentGroup:
                     continue
                 current = _value(inp, got)
                 new = np.zeros_like(current) if new is None else np.asarray(new).astype(current.dtype)
-                for path, arr in inp.write_back(new).items():
+                wanted[role] = new
+                for path, arr in inp.write_back(new, shared).items():
                     if path in out and not np.array_equal(out[path], arr):
                         raise OutputError(f"{index.files[0]}: two inputs of node {layer.node.scope} ask different "
                                           f"values of {path!r}; it cannot be written back")
                     out[path] = arr
+        _check_uses(index, first, uses, shared, {**got, **{p: _array_ref(p, a) for p, a in out.items()}}, wanted)
         return out
 
     group.load, group.write_back = load, write_back
     return group
+
+
+def _check_uses(index: CheckpointIndex, first: _Layer, uses: Sequence[_Layer], shared: frozenset[str],
+                new_refs: Mapping[str, TensorRef], wanted: Mapping[str, np.ndarray]) -> None:
+    """Every other node using the cell computes, with the rewritten tensors, exactly the values written for the
+    first one (its own chains folded again), else the write-back is refused."""
+    for use in uses:
+        for role in _WEIGHTS:
+            inp = use.node.inputs.get(role)
+            if inp is None or inp.origin == "absent":
+                continue
+            why = inp.blocked(shared)
+            got = None if why else _value(inp, new_refs)
+            want = wanted.get(role)
+            if why or want is None or got.dtype != want.dtype or got.tobytes() != np.ascontiguousarray(want).tobytes():
+                raise OutputError(
+                    f"{index.files[0]}: node {use.node.scope} computes with the same tensors as {first.node.scope}, "
+                    f"but its {role} " + (f"cannot be written back ({why})" if why else
+                                          "would not get the values written for it") + "; refused")
 
 
 def _stackable(a: _Layer, b: _Layer) -> bool:
@@ -190,7 +241,7 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
     links = layer_links(model, [n for n, _ in found], [layer.shapes["R"][2] for _, layer in found])
     links = {k: j for k, j in links.items() if _stackable(found[j][1], found[k][1])}
     above = {j: k for k, j in links.items()}
-    groups = []
+    stacks: list[list[_Layer]] = []
     for k, (_, layer) in enumerate(found):
         if k in links:
             continue  # a layer above another: part of that stack
@@ -198,8 +249,17 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
         while k in above:
             k = above[k]
             stack.append(found[k][1])
-        groups.append(_group(index, stack))
-    return groups
+        stacks.append(stack)
+    uses: dict[int, list[_Layer]] = {}
+    kept: list[list[_Layer]] = []
+    for stack in stacks:
+        owner = next((i for i, s in enumerate(kept) if len(s) == len(stack) == 1 and _same_cell(
+            s[0], stack[0], {m: index[m] for m in stack[0].members})), None)
+        if owner is None:
+            kept.append(stack)
+        else:
+            uses.setdefault(owner, []).append(stack[0])
+    return [_group(index, stack, uses.get(i, [])) for i, stack in enumerate(kept)]
 
 
 def not_converted(index: CheckpointIndex) -> list[tuple[str, str, list[str], str]]:
@@ -254,7 +314,7 @@ def expand_scopes(index: CheckpointIndex, patterns: tuple[str, ...], regex: bool
     out: list[str] = []
     for pattern in patterns:
         rx = compile_(pattern)
-        hits = [g for g in groups if matches(rx, g.scope)]
+        hits = [g for g in groups if any(matches(rx, s) for s in (g.scope, *g.uses))]
         if not hits or any(matches(rx, path) for path in index):
             out.append(pattern)  # it selects tensors itself (or nothing at all: select says so)
         out += [_escape(m, regex) for g in hits for m in g.members]

@@ -8,13 +8,15 @@ path), every attribute exactly as stored plus the ONNX default for each one the 
 - ``folded``: a chain of element-moving ops (``fold.DATA_INPUTS``) and ``Cast`` from constants, folded with
   ``onnx.reference`` on that chain alone; ``sources`` are the tensors its elements come from, ``params``
   the constants that only shape it (axes, starts, indices); ``writable`` says whether a new value can be
-  written back into the sources exactly (and ``reason`` why not);
+  written back into the sources exactly (and ``reason`` why not): ``also_feeds`` names every other node
+  whose input would change with them (a consumer of a source, of the chain's intermediate values or of
+  its result), ``blocker`` any other reason;
 - ``graph_input`` (fed at run time), ``computed`` (depends on one, or on an op outside the table) or
   ``absent``.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,6 +72,8 @@ class NodeInput:
     chain_nodes: tuple[str, ...] = ()  # and the chain nodes' paths
     writable: bool = False
     reason: str = ""
+    also_feeds: tuple[str, ...] = ()  # other nodes (paths) whose inputs change when the sources are rewritten
+    blocker: str = ""  # why the sources cannot be rewritten at all (storage form, data used as a parameter)
     _chain: Chain | None = field(default=None, repr=False)
     _ref: TensorRef | None = field(default=None, repr=False)
 
@@ -92,10 +96,21 @@ class NodeInput:
             return fold(replace(self._chain, leaves=leaves))
         return self.value()
 
-    def write_back(self, new: np.ndarray) -> dict[str, np.ndarray]:
-        """{source scope path: new array} that makes this input equal ``new`` exactly; refused if not writable."""
-        if not self.writable:
-            raise OutputError(f"input {self.role} ({self.name!r}) cannot be written back: {self.reason}")
+    def blocked(self, shared: Collection[str] = ()) -> str:
+        """Why a new value cannot be written back ('' if it can), when the ``shared`` nodes may change too."""
+        if self.origin not in ("initializer", "constant", "folded"):
+            return self.reason or f"it is {self.origin}"
+        rest = [c for c in self.also_feeds if c not in set(shared)]
+        return self.blocker or (_feeds_reason(self.sources, rest) if rest else "")
+
+    def write_back(self, new: np.ndarray, shared: Collection[str] = ()) -> dict[str, np.ndarray]:
+        """{source scope path: new array} that makes this input equal ``new`` exactly; refused if not writable.
+
+        ``shared``: nodes that may change with the sources (the caller checks them: other nodes computing with
+        the same tensors, ``onnx_graph``)."""
+        why = self.blocked(shared)
+        if why:
+            raise OutputError(f"input {self.role} ({self.name!r}) cannot be written back: {why}")
         if self._ref is not None:
             arr = np.asarray(new)
             if arr.shape != self._ref.shape:
@@ -201,23 +216,29 @@ def _describe_input(scopes: _Scopes, graph: Graph, node: Node, role: str, name: 
     kind, g, found = scopes.lookup(graph, name)
     if kind == "tensor":
         path, tkind, ref = found
-        writable = tkind in ("initializer", "constant") and ref.in_place
-        reason = "" if writable else f"{path!r} is not stored as one byte range (a typed varint field, a packed " \
-            "sub-byte type, a sparse tensor or a Constant's value_floats/value_ints); it cannot be rewritten in place"
-        others = [c for c in scopes.consumers.get(name, []) if c != node.path]
-        if writable and others:
-            writable, reason = False, f"{path!r} also feeds {', '.join(others[:3])}; writing it would change that too"
+        blocker = "" if tkind in ("initializer", "constant") and ref.in_place else \
+            f"{path!r} is not stored as one byte range (a typed varint field, a packed sub-byte type, a sparse " \
+            "tensor or a Constant's value_floats/value_ints); it cannot be rewritten in place"
+        source = SourceTensor(path, name, tkind)
+        others = tuple(dict.fromkeys(c for c in scopes.consumers.get(name, []) if c != node.path))
+        reason = blocker or (_feeds_reason((source,), others) if others else "")
         note = " (also a graph input: a run-time feed overrides it)" if (id(g), name) in scopes.inputs else ""
-        return NodeInput(role, name, "constant" if tkind == "constant" else "initializer", path,
-                         (SourceTensor(path, name, tkind),), writable=writable, reason=reason + note, _ref=ref)
+        return NodeInput(role, name, "constant" if tkind == "constant" else "initializer", path, (source,),
+                         writable=not reason, reason=reason + note, also_feeds=others, blocker=blocker, _ref=ref)
     if kind == "input":
         return NodeInput(role, name, "graph_input", reason=f"{name!r} is fed at run time")
     if kind == "missing":
         raise FormatError(f"{scopes.model.path}: node {node.path!r} input {role} names {name!r}, which nothing defines")
-    return _describe_chain(scopes, graph, role, name)
+    return _describe_chain(scopes, graph, node, role, name)
 
 
-def _describe_chain(scopes: _Scopes, graph: Graph, role: str, name: str) -> NodeInput:
+def _feeds_reason(sources: tuple[SourceTensor, ...], others: Collection[str]) -> str:
+    shown = ", ".join(list(others)[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    names = ", ".join(repr(s.path) for s in sources)
+    return f"{names} also feeds {shown} (through the same values): rewriting it would change what that computes too"
+
+
+def _describe_chain(scopes: _Scopes, graph: Graph, node: Node, role: str, name: str) -> NodeInput:
     nodes: dict[int, tuple[Node, Graph]] = {}
     leaves: dict[str, tuple[str, str, TensorRef]] = {}
     data_leaves: set[str] = set()
@@ -252,20 +273,23 @@ def _describe_chain(scopes: _Scopes, graph: Graph, role: str, name: str) -> Node
                   int(scopes.model.metadata.get("ir_version", 8)))  # type: ignore[arg-type]
     sources = tuple(SourceTensor(leaves[v][0], v, leaves[v][1]) for v in sorted(data_leaves))
     params = tuple(SourceTensor(leaves[v][0], v, leaves[v][1]) for v in sorted(param_leaves - data_leaves))
-    reason = ""
+    blocker = ""
     chain_paths = {n.path for n in chain_nodes}
     if data_leaves & param_leaves:
-        reason = f"{', '.join(sorted(data_leaves & param_leaves))} is both data and a parameter of the chain"
+        blocker = f"{', '.join(sorted(data_leaves & param_leaves))} is both data and a parameter of the chain"
     for v in sorted(data_leaves):
         path, tkind, ref = leaves[v]
-        others = [c for c in scopes.consumers.get(v, []) if c not in chain_paths]
-        if others and not reason:
-            reason = f"source {path!r} also feeds {', '.join(others[:3])}; writing it back would change that too"
-        if not reason and (tkind not in ("initializer", "constant") or not ref.in_place):
-            reason = f"source {path!r} is not stored as one byte range; it cannot be rewritten in place"
+        if not blocker and (tkind not in ("initializer", "constant") or not ref.in_place):
+            blocker = f"source {path!r} is not stored as one byte range; it cannot be rewritten in place"
+    # Every value that changes with the data sources: the sources, each chain node's outputs (only data-carrying
+    # chain nodes exist: parameters are leaves) and the result. Their consumers outside the chain change too.
+    changed = [*sorted(data_leaves), *(o for n in chain_nodes for o in n.outputs if o)]
+    others = tuple(dict.fromkeys(c for v in changed for c in scopes.consumers.get(v, [])
+                                 if c not in chain_paths and c != node.path))
+    reason = blocker or (_feeds_reason(sources, others) if others else "")
     return NodeInput(role, name, "folded", sources=sources, params=params, ops=tuple(n.op_type for n in chain_nodes),
                      chain_nodes=tuple(n.path for n in chain_nodes), writable=not reason, reason=reason,
-                     _chain=chain)
+                     also_feeds=others, blocker=blocker, _chain=chain)
 
 
 def _describe_node(scopes: _Scopes, graph: Graph, node: Node, opset: int) -> RecurrentNode:
