@@ -46,7 +46,8 @@ def tensor_stats(values: np.ndarray, *, fans=(), hidden=None, gate=None, matrix=
                  orth, guess.name, guess.evidence, list(guess.candidates))
 
 
-_FORMAT_FAMILY = {"pytorch": "torch", "pytorch-legacy": "torch", "keras": "keras", "keras-v3": "keras", "keras-h5": "keras"}
+_FORMAT_FAMILY = {"pytorch": "torch", "pytorch-legacy": "torch", "torchscript": "torch", "keras": "keras", "keras-v3": "keras",
+                  "keras-h5": "keras"}
 
 
 def _fans(shape: tuple[int, ...]) -> list[tuple[int, int]]:

@@ -16,8 +16,8 @@ from .pairing import pair_groups
 __all__ = ["Finding", "validate", "KINDS"]
 
 KINDS = ("missing", "unexpected", "shape", "dtype", "recurrent", "nonfinite", "hash")
-_FAMILIES = {"pytorch": "torch", "pytorch-legacy": "torch", "pickle": "torch", "safetensors": "flat", "npz": "flat",
-             "npy": "flat", "keras": "keras", "keras-v3": "keras", "keras-h5": "keras", "hdf5": "keras", "tensorflow": "tf"}
+_FAMILIES = {"pytorch": "torch", "pytorch-legacy": "torch", "torchscript": "torch", "pickle": "torch", "safetensors": "flat",
+             "npz": "flat", "npy": "flat", "keras": "keras", "keras-v3": "keras", "keras-h5": "keras", "hdf5": "keras", "tensorflow": "tf"}
 
 
 @dataclass

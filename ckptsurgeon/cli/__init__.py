@@ -58,9 +58,9 @@ class LazyGroup(Group):
 def cli() -> None:
     """Safe, lazy checkpoint surgery.
 
-    Reads PyTorch (.pt/.pth/.bin/.ckpt, zip and legacy), safetensors, numpy (.npz/.npy), HDF5/Keras
-    (.h5, .keras, .weights.h5), TensorFlow checkpoints, Hugging Face shards and PyTorch Distributed
-    Checkpoints without running any code from them, and only the bytes it needs, locally or from
+    Reads PyTorch (.pt/.pth/.bin/.ckpt, zip and legacy, TorchScript archives), safetensors, numpy
+    (.npz/.npy), HDF5/Keras (.h5, .keras, .weights.h5), TensorFlow checkpoints, ONNX models, Hugging Face
+    shards and PyTorch Distributed Checkpoints without running any code from them, and only the bytes it needs, locally or from
     hf://, s3://, gs://, https:// URLs. Understands LSTM/GRU layouts, converts them exactly, grafts them into
     a downstream model's checkpoint.
 
