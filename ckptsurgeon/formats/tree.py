@@ -19,6 +19,7 @@ OPTIMIZER_SCOPES = (
     "optimizer",  # plain PyTorch training scripts, TF2 object checkpoints
     "optimizers",
     "optimizer_state_dict",
+    "optimizer_state",  # Resemblyzer, Real-Time-Voice-Cloning and other training scripts
     "optim",
     "optimizer_weights",  # Keras full-model .h5
 )

@@ -13,7 +13,7 @@ from ...scopes import join_path
 from .safepickle import LazyTensor
 from ..tree import flatten, is_optimizer_path, to_jsonable
 
-__all__ = ["StorageBytes", "build_torch_index"]
+__all__ = ["StorageBytes", "build_torch_index", "optimizer_entries"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,21 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
     return True
 
 
+def _is_optimizer_state(value: Any) -> bool:
+    """``torch.optim.Optimizer.state_dict()``: ``{"state": {...}, "param_groups": [...]}``."""
+    return isinstance(value, dict) and "state" in value and isinstance(value.get("param_groups"), list) \
+        and isinstance(value["state"], dict)
+
+
+def optimizer_entries(obj: Any) -> set[Any]:
+    """Top-level entries holding optimizer state by structure, whatever their name (``optimizer_state``,
+    ``opt``): an optimizer's state dict, or a list of them (Lightning's ``optimizer_states``)."""
+    if not isinstance(obj, dict):
+        return set()
+    return {k for k, v in obj.items() if _is_optimizer_state(v)
+            or (isinstance(v, (list, tuple)) and v and all(_is_optimizer_state(x) for x in v))}
+
+
 def build_torch_index(
     obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str,
     header_sha256: str | Callable[[], str] = "",
@@ -94,10 +109,11 @@ def build_torch_index(
     """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata."""
     builder = IndexBuilder(file)
     metadata: dict[str, Any] = {}
+    states = optimizer_entries(obj)
     leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)))
     for segs, leaf in leaves:
         path, key = _path_and_key(segs)
-        optimizer = is_optimizer_path(path)
+        optimizer = is_optimizer_path(path) or (bool(segs) and segs[0] in states)
         if isinstance(leaf, LazyTensor):
             where = storages.get(leaf.storage.view[0] if leaf.storage.view else leaf.storage.key)
             if where is None:

@@ -1,0 +1,41 @@
+"""Regressions found by trying ckptsurgeon on third-party checkpoints (see fixtures/third_party/README.md),
+each reproduced here with the real framework on a small file of the same structure."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import ckptsurgeon
+from ckptsurgeon.cli import cli
+
+torch = pytest.importorskip("torch")
+
+
+def _cli(*args, code: int = 0) -> str:
+    res = CliRunner().invoke(cli, [*map(str, args)])
+    assert res.exit_code == code and "Traceback" not in res.output, res.output
+    return res.output
+
+
+@pytest.mark.parametrize("name", ["optimizer_state", "opt", "adam"])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_optimizer_state_is_found_by_structure(tmp_path, name, legacy):
+    """Resemblyzer's pretrained.pt: {"step", "model_state", "optimizer_state"} (Adam). Any top-level entry
+    holding a torch.optim state dict ({"state", "param_groups"}) is optimizer state, whatever its name."""
+    torch.manual_seed(0)
+    model = torch.nn.LSTM(3, 4)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 1, 3))[0].sum().backward()
+    opt.step()
+    torch.save({"step": 1, "model_state": model.state_dict(), name: opt.state_dict()}, tmp_path / "ck.pt",
+               _use_new_zipfile_serialization=not legacy)
+    index = ckptsurgeon.open(str(tmp_path / "ck.pt"))
+    marked = {p for p, r in index.items() if r.optimizer}
+    assert marked and all(p.startswith(f"{name}/state/") for p in marked)
+    assert len(marked) == 3 * 4  # exp_avg, exp_avg_sq (+ step, a tensor since torch 1.12) per parameter
+    text = _cli("extract", tmp_path / "ck.pt", "-o", tmp_path / "out.safetensors")
+    assert "left out 12 optimizer tensors" in text
+    from safetensors.numpy import load_file
+
+    assert sorted(load_file(str(tmp_path / "out.safetensors"))) == sorted(f"model_state.{k}" for k in model.state_dict())
