@@ -318,7 +318,7 @@ def extract(
         with contextlib.suppress(CheckpointError):  # a folder: its index file is hashed, not counted here
             grand += open_source(index.files[0]).size
     step = (lambda n: progress(n, grand)) if progress is not None else None
-    metadata = provenance(index, source_sha256=source_sha256, progress=step)
+    metadata: dict[str, str] | None = provenance(index, source_sha256=source_sha256, progress=step)
     metadata["selection"] = " ".join(scope) or "**"
     if exclude:
         metadata["exclude"] = " ".join(exclude)
@@ -328,12 +328,13 @@ def extract(
         metadata["converted_to"] = to
         metadata.update(kept.metadata.get("__metadata__", {}))
     elif (format or ("safetensors" if max_shard_size is not None else writer_for(os.fspath(out), None).name)) == "npz":
-        metadata = {}  # npz has no hidden place for metadata: a member is written only when a conversion needs one
+        metadata = None  # npz has no hidden place for metadata: a member is written only when a conversion needs one
     if map:
         from .remap import Remap, parse_map
 
         plan = Remap(parse_map(map)).plan(kept)
-        metadata["map"] = " ".join(map)
+        if metadata is not None:
+            metadata["map"] = " ".join(map)
         tensors, written = plan.lazy(), [r.target for r in plan.mapped]
     else:
         tensors, written = kept, [r.key for r in kept.values()]

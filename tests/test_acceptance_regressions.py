@@ -39,3 +39,23 @@ def test_optimizer_state_is_found_by_structure(tmp_path, name, legacy):
     from safetensors.numpy import load_file
 
     assert sorted(load_file(str(tmp_path / "out.safetensors"))) == sorted(f"model_state.{k}" for k in model.state_dict())
+
+
+def test_plain_npz_outputs_hold_only_the_tensors(tmp_path):
+    """g2p_en's checkpoint20.npz renamed to PyTorch names (``--map``) for ``rnn``: the npz must hold only
+    its arrays (code that iterates ``numpy.load(f).files`` sees no extra member); conversions still get one."""
+    rng = np.random.default_rng(0)
+    arrays = {f"enc_{k}": rng.standard_normal(s).astype(np.float32)
+              for k, s in (("w_ih", (12, 3)), ("w_hh", (12, 4)), ("b_ih", (12,)), ("b_hh", (12,)))}
+    np.savez(tmp_path / "g2p.npz", **arrays)
+    maps = ("--map", "{m}_w_{x}={m}/weight_{x}", "--map", "{m}_b_{x}={m}/bias_{x}")
+    _cli("extract", tmp_path / "g2p.npz", *maps, "-o", tmp_path / "e.npz")
+    _cli("remap", tmp_path / "g2p.npz", *maps, "-o", tmp_path / "r.npz")
+    for name in ("e.npz", "r.npz"):
+        with np.load(tmp_path / name) as z:
+            assert sorted(z.files) == ["enc/bias_hh", "enc/bias_ih", "enc/weight_hh", "enc/weight_ih"], name
+            assert np.array_equal(z["enc/weight_ih"], arrays["enc_w_ih"])
+    assert "enc: GRU [nn.GRUCell] input 3, hidden 4" in _cli("rnn", tmp_path / "e.npz")
+    _cli("extract", tmp_path / "e.npz", "--to", "keras", "-o", tmp_path / "k.npz")
+    with np.load(tmp_path / "k.npz") as z:
+        assert "__metadata__" in z.files  # a conversion describes itself (README: rnn:<scope>)

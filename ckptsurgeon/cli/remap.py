@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .. import api
-from ..formats import WRITERS
+from ..formats import WRITERS, writer_for
 from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
 from ..remap.verify import uses_gates, verify_plan, write_plan
@@ -70,6 +70,8 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
     verify_atol = atol if uses_gates(rule_list) and not no_verify else None
     options = build_options(forget_bias, orientation, gate_names, var_names)
     metadata = {"source": checkpoint, "remap": " ".join(maps) or str(rules)}
+    if not max_shard_size and writer_for(output, fmt).name == "npz":
+        metadata = {}  # npz has no hidden place: a __metadata__ member would be one more array for numpy.load users
     if max_shard_size:
         report = verify_plan(plan, atol=verify_atol, options=options) if verify_atol is not None else None
         res = api.save_sharded(plan.lazy(), output, max_shard_size=max_shard_size, format=fmt, force=force,
