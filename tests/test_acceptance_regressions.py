@@ -59,3 +59,13 @@ def test_plain_npz_outputs_hold_only_the_tensors(tmp_path):
     _cli("extract", tmp_path / "e.npz", "--to", "keras", "-o", tmp_path / "k.npz")
     with np.load(tmp_path / "k.npz") as z:
         assert "__metadata__" in z.files  # a conversion describes itself (README: rnn:<scope>)
+
+
+def test_a_trained_scalar_is_not_called_a_constant_initializer(tmp_path):
+    """Resemblyzer's similarity_weight/bias: nn.Parameter([10.]) and ([-5.]) at init, 70.89 and -4.18 trained.
+    One value is 'constant' whatever it is; only a round one says 'constant initializer'."""
+    torch.save({"w": torch.tensor([10.0]), "b": torch.tensor([-5.0])}, tmp_path / "init.pt")
+    torch.save({"w": torch.tensor([70.89286]), "b": torch.tensor([-4.180728])}, tmp_path / "trained.pt")
+    init, trained = _cli("stats", tmp_path / "init.pt"), _cli("stats", tmp_path / "trained.pt")
+    assert "-> constant 10" in init and "-> constant -5" in init
+    assert trained.count("-> too few values to tell") == 2 and "constant" not in trained

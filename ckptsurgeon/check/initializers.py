@@ -166,6 +166,9 @@ def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (
     if not np.any(x):
         return Guess("zeros", "every value is 0")
     mu, sd = float(np.mean(x)), float(np.std(x))
+    if x.size == 1 and not (float(x[0]).is_integer() or abs(float(x[0])) in ROUND):
+        # one value is "constant" whatever it is: only a hand-set one (1, 10, 0.5) says initializer
+        return Guess("too few values to tell", f"one value ({x[0]:.6g}): a constant initializer sets a round number")
     if np.all(x == x[0]) or sd <= 1e-5 * abs(mu):
         note = " (Keras unit_forget_bias)" if abs(mu - 1.0) < 1e-6 and gate in ("f", "forget") else ""
         return Guess(f"constant {mu:.6g}{note}", "every value is " + (f"{x[0]:g}" if np.all(x == x[0]) else f"~{mu:.6g}"))

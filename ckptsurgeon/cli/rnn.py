@@ -68,7 +68,9 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
         return
     others = not_converted(index)
     if not groups and not others:
-        click.echo("no recurrent groups found")
+        click.echo("no recurrent groups found (groups are recognized by the names and shapes of the PyTorch, Keras, TF1 "
+                   "and ONNX layouts; tensors named otherwise can be renamed into one first, e.g. "
+                   "`ckptsurgeon extract FILE --map '{m}_w_{x}={m}/weight_{x}' -o renamed.safetensors`)")
         return
     for g in groups:
         click.echo(_summary(g))
