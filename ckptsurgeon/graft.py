@@ -105,7 +105,11 @@ def _pair_groups(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequ
         same = [t for t in tg if t.scope == g.scope] or [t for t in tg if _signature(t) == _signature(g)]
         if len(same) == 1:
             pairs.append((g, same[0]))
-    return pairs
+    claims: dict[int, list] = {}
+    for g, t in pairs:
+        claims.setdefault(id(t), []).append(g)
+    # several source groups fitting one template group by kind and sizes: none is chosen (the user says which)
+    return [(g, t) for g, t in pairs if len(claims[id(t)]) == 1 or g.scope == t.scope]
 
 
 def _member_for(tpl: RecurrentGroup, rel: str, template: CheckpointIndex) -> str | None:

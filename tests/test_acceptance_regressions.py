@@ -69,3 +69,20 @@ def test_a_trained_scalar_is_not_called_a_constant_initializer(tmp_path):
     init, trained = _cli("stats", tmp_path / "init.pt"), _cli("stats", tmp_path / "trained.pt")
     assert "-> constant 10" in init and "-> constant -5" in init
     assert trained.count("-> too few values to tell") == 2 and "constant" not in trained
+
+
+def test_two_source_groups_fitting_one_template_group_are_not_guessed(tmp_path):
+    """silero_vad.onnx holds the 16 kHz and the 8 kHz model, each with an LSTM of the same sizes; grafted into
+    a checkpoint with one cell, neither is chosen by kind and sizes: the error lists both (was: four 'both map to
+    template' problems in one 1,300-character line)."""
+    torch.manual_seed(0)
+    a, b, c = (torch.nn.LSTMCell(3, 4) for _ in range(3))
+    torch.save({**{f"k16.{k}": v for k, v in a.state_dict().items()}, **{f"k8.{k}": v for k, v in b.state_dict().items()}},
+               tmp_path / "two.pt")
+    torch.save({f"lstm_cell.{k}": v for k, v in c.state_dict().items()}, tmp_path / "one.pt")
+    text = _cli("graft", tmp_path / "two.pt", "--into", tmp_path / "one.pt", "-o", tmp_path / "o.pt", code=1)
+    assert "source groups: ['k16', 'k8'], template groups: ['lstm_cell']" in text and "both map" not in text
+    assert not (tmp_path / "o.pt").exists()
+    _cli("graft", tmp_path / "two.pt", "--into", tmp_path / "one.pt", "--map", "k8=lstm_cell", "-o", tmp_path / "o.pt")
+    out = torch.load(tmp_path / "o.pt", weights_only=True)
+    assert all(torch.equal(out[f"lstm_cell.{k}"], v) for k, v in b.state_dict().items())
