@@ -96,8 +96,14 @@ def _pair_groups(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequ
     if rules:
         for g in sg:
             target = render_scope(g.scope, rules)
-            if target is not None and target in by_scope:
-                pairs.append((g, by_scope[target]))
+            if target is None:
+                continue
+            # a scope holding exactly one template group names it: 'lstm' for the node group 'lstm/LSTM' that
+            # torch's ONNX export of the module 'lstm' holds
+            under = [t for t in tg if target == "" or t.scope.startswith(target + "/")]
+            hit = by_scope.get(target) or (under[0] if len(under) == 1 else None)
+            if hit is not None:
+                pairs.append((g, hit))
         return pairs
     if len(sg) == 1 and len(tg) == 1:
         return [(sg[0], tg[0])]

@@ -86,3 +86,51 @@ def test_two_source_groups_fitting_one_template_group_are_not_guessed(tmp_path):
     _cli("graft", tmp_path / "two.pt", "--into", tmp_path / "one.pt", "--map", "k8=lstm_cell", "-o", tmp_path / "o.pt")
     out = torch.load(tmp_path / "o.pt", weights_only=True)
     assert all(torch.equal(out[f"lstm_cell.{k}"], v) for k, v in b.state_dict().items())
+
+
+class _BatchFirst(torch.nn.Module):
+    """Resemblyzer's speaker encoder: a batch-first 3-layer nn.LSTM, then a projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(5, 6, 3, batch_first=True)
+        self.linear = torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        _, (h, _) = self.lstm(x)
+        return self.linear(h[-1])
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_pretrained_batch_first_lstm_into_its_onnx_export(tmp_path, dynamo):
+    """torch.onnx.export of a batch-first model: the first layer's X is Transpose(input); the dynamo exporter
+    links the layers with Reshape([T, B, D*H]) hard-coding the sizes declared for that input, so the sizes are
+    followed through the Transpose (was: three 1-layer groups, and a 3-layer source fitting none). ``--map``
+    onto the module's scope ('lstm') names the export's node group inside it ('lstm/LSTM')."""
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    import warnings
+
+    from onnx_rnn_helpers import input_names, one_group, ort_run
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_BatchFirst(), (x,), str(tmp_path / "enc.onnx"), dynamo=dynamo)
+    group = one_group(tmp_path / "enc.onnx")
+    assert group.num_layers == 3 and group.input_size == 5 and group.hidden_size == 6
+    torch.manual_seed(1)
+    pretrained = _BatchFirst()
+    torch.save({"step": 3, "model_state": pretrained.state_dict()}, tmp_path / "pretrained.pt")
+    maps = ("--map", "model_state/lstm=lstm") if not dynamo else ()
+    (tmp_path / "out").mkdir()  # the dynamo exporter writes external data: the output goes to another folder
+    text = _cli("graft", tmp_path / "pretrained.pt", "--into", tmp_path / "enc.onnx", *maps, "-o", tmp_path / "out" / "o.onnx")
+    assert f"matched model_state/lstm (nn.LSTM) -> {group.scope} (ONNX LSTM nodes x3 layers)" in text
+    template = ckptsurgeon.open(str(tmp_path / "enc.onnx"))
+    with torch.no_grad():  # the expectation: the pretrained LSTM with the template's own projection
+        pretrained.linear.weight.copy_(torch.from_numpy(template["linear/weight"].numpy()))
+        pretrained.linear.bias.copy_(torch.from_numpy(template["linear/bias"].numpy()))
+        want = pretrained(x).numpy()
+    got = ort_run(tmp_path / "out" / "o.onnx", {input_names(tmp_path / "enc.onnx")[0]: x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

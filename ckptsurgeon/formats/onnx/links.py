@@ -110,15 +110,46 @@ def _stacks_exactly(ops: list[tuple[Node, list[np.ndarray]]], dirs: int, hidden:
     return True
 
 
-def _declared(graph: Graph, name: str) -> tuple[int, int] | None:
-    """Dims 0 and 1 of a graph input as the model declares them (in this graph or an enclosing one)."""
+def _input_dims(graph: Graph, name: str) -> tuple[int | None, ...] | None:
+    """A graph input's shape as the model declares it (in this graph or an enclosing one)."""
     g: Graph | None = graph
     while g is not None:
         if name in g.input_dims:
-            dims = g.input_dims[name]
-            return (dims[0], dims[1]) if len(dims) == 3 and dims[0] and dims[1] else None
+            return g.input_dims[name]
         g = g.parent
     return None
+
+
+def _declared(scopes: _Scopes, graph: Graph, name: str) -> tuple[int, int] | None:
+    """Dims 0 and 1 of the first layer's X as the model declares them: a graph input, or one moved by MOVE_OPS
+    with constant parameters (a batch-first model's ``Transpose(perm=[1, 0, 2])``), its shape followed through."""
+    ops: list[tuple[Node, list[np.ndarray]]] = []
+    while True:
+        dims = _input_dims(graph, name)
+        if dims is not None:
+            break
+        kind, where, found = scopes.lookup(graph, name)
+        if kind != "node" or where is not graph or found.op_type not in MOVE_OPS or found.domain not in ("", "ai.onnx") \
+                or not found.inputs:
+            return None
+        params = []
+        for i in found.inputs[1:]:
+            pkind, _, pfound = scopes.lookup(graph, i) if i else ("absent", None, None)
+            if pkind == "tensor":
+                params.append(np.asarray(pfound[2].numpy()))
+            elif i:
+                return None
+        ops.append((found, params))
+        name = found.inputs[0]
+    if not dims or any(not d for d in dims) or int(np.prod(dims)) > _MAX_TRACE:
+        return None
+    x = np.zeros(tuple(int(d) for d in dims), np.int8)  # type: ignore[arg-type]
+    try:
+        for node, params in reversed(ops):
+            x = _apply(node, x, params)
+    except (ValueError, IndexError, KeyError, TypeError):
+        return None
+    return (x.shape[0], x.shape[1]) if x.ndim == 3 and x.shape[0] and x.shape[1] else None
 
 
 def layer_links(model: Model, nodes: Sequence[RecurrentNode], hidden: Sequence[int]) -> dict[int, int]:
@@ -136,8 +167,8 @@ def layer_links(model: Model, nodes: Sequence[RecurrentNode], hidden: Sequence[i
         x = node.inputs["X"].name
         if graph is None or not x:
             continue
-        if node.inputs["X"].origin == "graph_input":
-            sizes[k] = _declared(graph, x)
+        if k not in sizes:
+            sizes[k] = _declared(scopes, graph, x)
         hit = _chain(scopes, graph, x)
         if hit is None:
             continue
