@@ -134,3 +134,11 @@ def test_pretrained_batch_first_lstm_into_its_onnx_export(tmp_path, dynamo):
         want = pretrained(x).numpy()
     got = ort_run(tmp_path / "out" / "o.onnx", {input_names(tmp_path / "enc.onnx")[0]: x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_tflite_model_is_named_not_read(tmp_path):
+    """basic-pitch ships nmp.tflite beside its SavedModel: a flatbuffer whose file identifier 'TFL3' follows the
+    4-byte root offset (flatbuffers' layout). Said plainly instead of 'unrecognized ... first bytes'."""
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
+    res = CliRunner().invoke(cli, ["ls", str(tmp_path / "m.tflite")])
+    assert res.exit_code == 1 and "a TensorFlow Lite flatbuffer (.tflite), a format ckptsurgeon does not read" in res.output

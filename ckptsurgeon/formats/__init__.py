@@ -86,7 +86,17 @@ def detect(path: str) -> str:
         return "pytorch-legacy"
     if _module("onnx.onnx_fmt").sniff(head, size):
         return "onnx"
+    known = next((name for magic, at, name in _NOT_READ if head[at:at + len(magic)] == magic), None)
+    if known:
+        raise FormatError(f"{path}: {known}, a format ckptsurgeon does not read")
     raise FormatError(f"{path}: unrecognized checkpoint format (first bytes {head[:8]!r})")
+
+
+# Model formats recognized only to say what they are (magic bytes, offset, name).
+_NOT_READ = (
+    (b"TFL3", 4, "a TensorFlow Lite flatbuffer (.tflite)"),
+    (b"GGUF", 0, "a GGUF file (llama.cpp)"),
+)
 
 
 def _refuse_tar(path: str, **_: Any) -> CheckpointIndex:
