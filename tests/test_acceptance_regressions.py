@@ -142,3 +142,39 @@ def test_a_tflite_model_is_named_not_read(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
     res = CliRunner().invoke(cli, ["ls", str(tmp_path / "m.tflite")])
     assert res.exit_code == 1 and "a TensorFlow Lite flatbuffer (.tflite), a format ckptsurgeon does not read" in res.output
+
+
+def test_a_cell_exported_as_elementary_ops_is_recognized_by_names_with_a_note(tmp_path):
+    """silero_vad_op18_ifless.onnx: torch's dynamo exporter writes nn.LSTMCell as Gemm/Sigmoid/Tanh on the
+    state-dict initializers. Recognized by their names (a note says the ops are not checked); grafting through
+    those names gives what the torch cell with the new weights computes (onnxruntime)."""
+    pytest.importorskip("onnxscript")
+    import warnings
+
+    from onnx_rnn_helpers import input_names, one_group, ort_run
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = torch.nn.LSTMCell(3, 4)
+
+        def forward(self, x, h, c):
+            return self.cell(x, (h, c))
+
+    args = (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "o").mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(M(), args, str(tmp_path / "t" / "m.onnx"), dynamo=True)
+    group = one_group(tmp_path / "t" / "m.onnx")
+    assert group.scope == "cell" and group.variant == "nn.LSTMCell"
+    assert any("no LSTM/GRU node of the graph uses them" in n for n in group.notes)
+    new = M()
+    torch.save(new.cell.state_dict(), tmp_path / "cell.pt")
+    _cli("graft", tmp_path / "cell.pt", "--into", tmp_path / "t" / "m.onnx", "-o", tmp_path / "o" / "m.onnx")
+    feeds = dict(zip(input_names(tmp_path / "t" / "m.onnx"), (a.numpy() for a in args)))
+    with torch.no_grad():
+        want = [t.numpy() for t in new(*args)]
+    for got, w in zip(ort_run(tmp_path / "o" / "m.onnx", feeds), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)

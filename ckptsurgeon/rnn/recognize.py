@@ -32,9 +32,13 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -
                 groups.append(group)
     pos = {p: i for i, p in enumerate(index)}
     groups = merge_layers(groups)
+    in_graph = onnx_layout.is_model_file(index)
     for group in groups:
         apply_stated(group, index)
         apply_flags(group, options)
+        if in_graph and group.layout != "onnx":  # torch's dynamo export of nn.LSTMCell: Gemm, Sigmoid, Tanh ...
+            group.notes.append(f"recognized by its tensors' names ({group.variant}); no LSTM/GRU node of the graph "
+                               "uses them: the ops computing with them are not checked against that layout")
     groups.sort(key=lambda g: min(pos[m] for m in g.members))
     return groups
 
