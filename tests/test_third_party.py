@@ -4,7 +4,9 @@ silero-vad: the issue-14 scenario on the published files: the LSTM out of the ``
 grafted back; onnxruntime runs the updated model like the original model whose tensors were replaced with onnx's
 own API, in both branches of the ``If`` holding the cell. The TorchScript archive reads as ``torch.jit.load`` gives
 it, holds the same cell, and takes a graft that ``torch.jit.load`` runs. g2p_en: its GRUs, renamed to PyTorch
-names and converted, compute what g2p_en's own numpy code computed (recorded by make_references.py)."""
+names and converted, compute what g2p_en's own numpy code computed (recorded by make_references.py). chars2vec:
+a Keras 2.2.0 weights-only file, whose activations come from that version's defaults (hard_sigmoid), converted
+to ONNX and Keras 3, computes what tf.keras 2 computed with the file (recorded)."""
 from __future__ import annotations
 
 import warnings
@@ -26,6 +28,7 @@ TP = FIXTURES / "third_party"
 VAD_ONNX = TP / "silero_vad" / "silero_vad_16k_op15.onnx"
 VAD_JIT = TP / "silero_vad" / "silero_vad.jit"
 G2P = TP / "g2p_en" / "checkpoint20.npz"
+C2V = TP / "chars2vec" / "weights.h5"
 NODE = "model/decoder/If_1/then_branch/model/decoder/rnn/LSTM"
 STATE_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -175,3 +178,56 @@ def test_g2p_en_grus_compute_what_g2p_en_computed(tmp_path, target):
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
             y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"xb": x})[0]
         np.testing.assert_allclose(y, ref[f"{m}_y"], rtol=1e-5, atol=1e-5)
+
+
+def _onnx_lstm_stack(tensors: dict, meta: dict, names: list[str], x: np.ndarray) -> list[np.ndarray]:
+    """One ONNX LSTM node per converted layer, with the attributes the conversion reports, in onnxruntime."""
+    import json
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Transpose", ["xb"], ["x0"], perm=[1, 0, 2])]
+    inits = [numpy_helper.from_array(np.array([1]), "one")]
+    cur, outs = "x0", []
+    for k, name in enumerate(names):
+        attrs = json.loads(meta[f"rnn:{name}"])["onnx"]
+        inits += [numpy_helper.from_array(tensors[f"{name}/{r}"], f"{name}.{r}") for r in "WRB"]
+        nodes += [helper.make_node("LSTM", [cur, f"{name}.W", f"{name}.R", f"{name}.B"], [f"y{k}"], **attrs),
+                  helper.make_node("Squeeze", [f"y{k}", "one"], [f"s{k}"]),
+                  helper.make_node("Transpose", [f"s{k}"], [f"o{k}"], perm=[1, 0, 2])]
+        cur = f"s{k}"
+        outs.append(f"o{k}")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("xb", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"xb": x})
+
+
+def test_chars2vec_keras22_weights_compute_what_tf_keras_computed(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    ref = np.load(TP / "chars2vec" / "reference.npz")
+    text = _cli("rnn", C2V)
+    assert text.count("hard_sigmoid_keras2 = clip(0.2 * x + 0.5, 0, 1)  (version default: Keras 2.2.0 < 2.3") == 2
+    res = CliRunner().invoke(cli, ["extract", str(C2V), "--to", "torch", "-o", str(tmp_path / "t.safetensors")])
+    assert res.exit_code == 1 and "--allow-approx" in res.output and not (tmp_path / "t.safetensors").exists()
+
+    _cli("extract", C2V, "--to", "onnx", "-o", tmp_path / "o.safetensors")
+    with safe_open(str(tmp_path / "o.safetensors"), "np") as f:
+        meta = f.metadata()
+    got = _onnx_lstm_stack(load_file(str(tmp_path / "o.safetensors")), meta, ["lstm_1", "lstm_2"], ref["x"])
+    for g, want in zip(got, (ref["y1"], ref["y2"])):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+
+    keras = pytest.importorskip("keras")
+    _cli("extract", C2V, "--to", "keras", "-o", tmp_path / "k.safetensors")
+    t = load_file(str(tmp_path / "k.safetensors"))
+    x = ref["x"]
+    for name, want in (("lstm_1", ref["y1"]), ("lstm_2", ref["y2"])):
+        layer = keras.layers.LSTM(50, return_sequences=True,
+                                  recurrent_activation=lambda v: keras.ops.clip(0.2 * v + 0.5, 0.0, 1.0))
+        layer.build((None, None, x.shape[-1]))
+        layer.set_weights([t[f"{name}/cell/kernel"], t[f"{name}/cell/recurrent_kernel"], t[f"{name}/cell/bias"]])
+        x = np.asarray(keras.ops.convert_to_numpy(layer(x)))
+        np.testing.assert_allclose(x, want, rtol=1e-5, atol=1e-6)
