@@ -80,6 +80,9 @@ def save(
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
     check_output(path, sources, force)
     writer = writer_for(path, format)
+    for value in items.values():  # refused before a byte is written
+        if isinstance(value, TensorRef):
+            value.check_expansion()
     with atomic_output(path) as fh:
         writer.write(_LazyArrays(items), fh, dict(metadata or {}))
     return path

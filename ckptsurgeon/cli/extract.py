@@ -6,7 +6,7 @@ import click
 from .. import api
 from ..formats import WRITERS
 from ..rnn.convert import TARGETS
-from .common import allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
+from .common import allow_expanded_option, allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
 from .rnn_options import build_options, rnn_options
 
 
@@ -30,6 +30,7 @@ from .rnn_options import build_options, rnn_options
 @rnn_options
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
+@allow_expanded_option
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
                 rename: tuple[str, ...], maps: tuple[str, ...], output: str, fmt: str | None, include_optimizer: bool, force: bool,
                 to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,

@@ -16,6 +16,9 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
            as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """List tensors: scope path, shape, dtype, size; then totals.
 
+    A tensor stored once under several paths (tied weights) is listed once, its other paths
+    after it as "(also: ...)" ("aliases" in --json); every path can still be selected and extracted.
+
     \b
     Examples:
       ckptsurgeon ls model.pt
@@ -23,30 +26,42 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
       ckptsurgeon ls lightning.ckpt --exclude 'optimizer_states'
     """
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    aliases = index.aliases()
+    hidden = {p for paths in aliases.values() for p in paths}
+    refs = [r for r in index.values() if r.path not in hidden]  # a shared tensor is listed once
     if as_json:
         emit_json({
             "format": index.format,
             "files": list(index.files),
             "tensors": [
                 {"path": r.path, "key": r.key, "dtype": r.dtype_name, "shape": list(r.shape),
-                 "nbytes": r.nbytes, "optimizer": r.optimizer}
-                for r in index.values()
+                 "nbytes": r.nbytes, "optimizer": r.optimizer, "aliases": aliases.get(r.path, [])}
+                for r in refs
             ],
             "metadata": index.metadata,
             "notes": index.notes,
         })
         return
     rows = [(r.path, "x".join(map(str, r.shape)) or "scalar", r.dtype_name, human_bytes(r.nbytes),
-             "optimizer" if r.optimizer else "") for r in index.values()]
+             "optimizer" if r.optimizer else "", _also(aliases.get(r.path, []))) for r in refs]
     widths = [max([0] + [len(row[i]) for row in rows]) for i in range(4)]
     for row in rows:
         line = f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}  {row[4]}"
-        click.echo(line.rstrip())
-    params = sum(r.numel for r in index.values())
-    n_opt = sum(r.optimizer for r in index.values())
-    click.echo(f"{len(index)} tensors, {params:,} parameters, {human_bytes(index.nbytes)} ({index.format})"
-               + (f"; {n_opt} optimizer tensors" if n_opt else ""))
+        click.echo((line.rstrip() + ("  " + row[5] if row[5] else "")))
+    params = sum(r.numel for r in refs)
+    n_opt = sum(r.optimizer for r in refs)
+    click.echo(f"{len(refs)} tensors, {params:,} parameters, {human_bytes(sum(r.nbytes for r in refs))} ({index.format})"
+               + (f"; {n_opt} optimizer tensors" if n_opt else "")
+               + (f"; {len(hidden)} alias path{'s' if len(hidden) > 1 else ''} of listed tensors" if hidden else ""))
     if index.metadata:
         click.echo(f"{len(index.metadata)} metadata entries (see --json)")
     for note in index.notes:
         click.echo(f"note: {note}")
+
+
+def _also(paths: list[str], show: int = 3) -> str:
+    """``(also: a, b, c +N more)``: the other paths of a shared tensor."""
+    if not paths:
+        return ""
+    more = f" +{len(paths) - show} more" if len(paths) > show else ""
+    return f"(also: {', '.join(paths[:show])}{more})"

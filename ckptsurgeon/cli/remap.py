@@ -7,7 +7,7 @@ from .. import api
 from ..formats import WRITERS
 from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
-from .common import allow_global_option, emit_json, fail, scope_options
+from .common import allow_expanded_option, allow_global_option, emit_json, fail, scope_options
 from .rnn_options import build_options, rnn_options
 
 
@@ -23,6 +23,7 @@ from .rnn_options import build_options, rnn_options
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @allow_global_option
+@allow_expanded_option
 def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, output, fmt, dry_run, force, as_json,
               allow_globals):
     """Rename, reshape, cast, split or reorder tensors by rules: plan first, then write.
@@ -76,6 +77,7 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @rnn_options
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@allow_expanded_option
 def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force,
               forget_bias, orientation, gate_names, var_names, as_json):
     """Write SOURCE's tensors into a copy of the downstream model's checkpoint TEMPLATE.

@@ -248,15 +248,20 @@ def check_allow_global(spec: str) -> tuple[str, str]:
 
 
 def scan_opcodes(data: bytes, where: str) -> None:
-    """Reject any opcode outside the allowlist before anything is unpickled."""
+    """Reject any opcode outside the allowlist, and any byte after STOP, before anything is unpickled."""
+    end = 0
     try:
         for op, _arg, pos in pickletools.genops(data):
             if op.name not in _ALLOWED_OPCODES:
                 raise UnsafeCheckpointError(f"{where}: pickle opcode {op.name} at byte {pos} is not allowed; refusing")
+            end = pos + 1
     except UnsafeCheckpointError:
         raise
     except Exception as exc:  # genops raises ValueError and friends on malformed streams
         raise FormatError(f"{where}: malformed pickle: {exc}") from exc
+    if end < len(data):  # pickle.load stops at STOP and would never look at the rest
+        raise UnsafeCheckpointError(
+            f"{where}: {len(data) - end} bytes follow the pickle's STOP opcode (a hidden second pickle?); refusing")
 
 
 class _Unpickler(pickle.Unpickler):
@@ -292,8 +297,9 @@ def storage_from_pid(pid: Any) -> StorageRef:
     view = None
     if len(pid) > 5 and pid[5] is not None:
         v = pid[5]
-        if not (isinstance(v, tuple) and len(v) == 3 and isinstance(v[0], str) and isinstance(v[1], int)):
-            raise FormatError(f"malformed storage view {v!r}")
+        if not (isinstance(v, tuple) and len(v) == 3 and isinstance(v[0], str)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v[1:])):
+            raise FormatError(f"malformed storage view {str(v)[:80]} (offset and size must be counts >= 0)")
         view = (v[0], v[1], v[2])
     return StorageRef(key, stype.dtype, numel, str(location), view)
 

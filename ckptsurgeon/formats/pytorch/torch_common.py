@@ -11,7 +11,7 @@ from ...errors import FormatError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...scopes import join_path
 from .safepickle import LazyTensor
-from ..tree import flatten, is_optimizer_path, to_jsonable
+from ..tree import flatten, is_optimizer_path, to_jsonable, work_budget
 
 __all__ = ["StorageBytes", "build_torch_index"]
 
@@ -43,13 +43,16 @@ def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteord
             f"but holds {where.nbytes} bytes (tensor {key!r})"
         )
     view_offset = 0
-    if st.view is not None:
-        view_offset = st.view[1]
     numel = 1
     for n in t.shape:
         numel *= n
     contiguous = _is_contiguous(t.shape, t.stride)
     extent = 0 if numel == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
+    if st.view is not None:
+        view_offset, view_size = st.view[1], st.view[2]
+        if numel and t.offset + extent > view_size:
+            raise FormatError(f"{where.file}: tensor {key!r} (shape {list(t.shape)}, offset {t.offset}) reaches past "
+                              f"its storage view ({view_size} elements)")
     first = view_offset + t.offset
     if numel and (first + extent) * item > where.nbytes:
         raise FormatError(
@@ -72,12 +75,18 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
 
 
 def build_torch_index(
-    obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str
+    obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str, pickle_bytes: int = 0
 ) -> CheckpointIndex:
-    """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata."""
+    """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata.
+
+    The walk is bounded by the size of the pickle (``pickle_bytes``): cycles and graphs of shared
+    containers that expand to far more paths than the pickle has bytes are refused. One tensor shared
+    under several paths gets one location (or one loader), so listings show it once with its aliases.
+    """
     builder = IndexBuilder(file)
     metadata: dict[str, Any] = {}
-    leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)))
+    loaders: dict[int, Any] = {}
+    leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)), work_budget(pickle_bytes), file)
     for segs, leaf in leaves:
         path = join_path(_segments(segs)) or "_"
         key = ".".join(str(s) for s in segs) or "_"
@@ -89,8 +98,9 @@ def build_torch_index(
             builder.add(_tensor_ref(path, key, leaf, where, byteorder, optimizer))
         elif isinstance(leaf, np.ndarray):
             arr = leaf
+            loader = loaders.setdefault(id(arr), lambda a=arr: a)
             builder.add(TensorRef(path=path, key=key, dtype=arr.dtype, shape=arr.shape, file=file,
-                                  optimizer=optimizer, loader=lambda a=arr: a))
+                                  optimizer=optimizer, loader=loader))
         else:
             metadata[path] = to_jsonable(leaf)
     return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".")

@@ -72,6 +72,7 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
         if version != PROTOCOL_VERSION:
             raise FormatError(f"{path}: unsupported legacy protocol version {version!r}")
         _sys_info, pos = _next_pickle(fh, src, pos)
+        start = pos
         obj, pos = _next_pickle(fh, src, pos, persistent=persistent, allow_globals=allow_globals)
         keys, pos = _next_pickle(fh, src, pos)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -86,7 +87,7 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
             raise FormatError(f"{path}: truncated: storage {key!r} declares {numel} elements past the end of the file")
         storages[key] = StorageBytes(path, pos + 8, nbytes)
         pos += 8 + nbytes
-    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder="<")
+    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder="<", pickle_bytes=pos - start)
 
 
 def read_plain_pickle(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
@@ -103,4 +104,4 @@ def read_plain_pickle(path: str, *, allow_globals: Sequence[str] = ()) -> Checkp
             count += 1
     if count > 1:
         raise UnsafeCheckpointError(f"{path}: {count} pickles concatenated in one file; refusing the hidden ones")
-    return build_torch_index(obj, {}, file=path, format="pickle", byteorder="<")
+    return build_torch_index(obj, {}, file=path, format="pickle", byteorder="<", pickle_bytes=size)

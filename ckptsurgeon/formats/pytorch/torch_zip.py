@@ -43,8 +43,9 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
                         "torch.save never compresses storages, refusing a possible zip bomb"
                     )
                 storages[name[len(root + "data/"):]] = StorageBytes(path, member.data_offset, member.size)
-        obj = safe_load(zf.read(root + "data.pkl"), f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
+        data = zf.read(root + "data.pkl")
+        obj = safe_load(data, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
     finally:
         zf.close()
-    index = build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder)
+    index = build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder, pickle_bytes=len(data))
     return index
