@@ -20,7 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import FormatError, UnsafeCheckpointError
 
-__all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "read_exact"]
+__all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "read_exact",
+           "read_small_file"]
 
 
 @runtime_checkable
@@ -205,3 +206,15 @@ def open_source(name: str) -> ByteSource:
 def read_exact(name: str, offset: int, size: int) -> bytes:
     """``size`` bytes at ``offset`` of the file or URL ``name``."""
     return open_source(name).read(offset, size)
+
+
+def read_small_file(path: str, limit: int, what: str) -> bytes:
+    """The whole of a small side file (rules, layout locks, state files): a regular file, no link
+    followed, at most ``limit`` bytes, never a FIFO or a device that would block."""
+    src = LocalFile(path)
+    try:
+        if src.size > limit:
+            raise FormatError(f"{path}: {src.size:,} bytes is too large for {what} (limit {limit:,})")
+        return bytes(src.read(0, src.size))
+    finally:
+        src.close()

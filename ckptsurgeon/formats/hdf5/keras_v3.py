@@ -7,27 +7,25 @@ and from a table of variable names by class: ``encoder_lstm/cell/kernel``, ``bi/
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-import h5py
-
 from ...index import TensorRef
+from .h5tree import Dataset, Group, H5Source, HardLink
 from .hdf5_safe import child, dataset_ref
 from .keras_names import CELL_OF, VAR_NAMES, class_key, var_names
 
 __all__ = ["is_keras_v3", "keras_v3_refs"]
 
 
-def is_keras_v3(f: h5py.File) -> bool:
-    return isinstance(f.get("layers", getlink=True), h5py.HardLink)
+def is_keras_v3(f: Group) -> bool:
+    return isinstance(f.get("layers", getlink=True), HardLink) and isinstance(f.get("layers"), Group)
 
 
-def _vars_name(group: h5py.Group) -> str | None:
-    if not isinstance(group.get("vars", getlink=True), h5py.HardLink):
+def _vars_name(group: Group) -> str | None:
+    if not isinstance(group.get("vars", getlink=True), HardLink) or not isinstance(group.get("vars"), Group):
         return None
     value = group["vars"].attrs.get("name")
-    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+    return None if value is None else str(value)
 
 
 def _snake(class_name: str) -> str:
@@ -42,11 +40,11 @@ class _Walker:
         self.notes: list[str] = []
         self.unnamed: list[str] = []
 
-    def obj(self, group: h5py.Group, path: str, cls: str, optimizer: bool) -> None:
+    def obj(self, group: Group, path: str, cls: str, optimizer: bool) -> None:
         """One Keras object: its own variables, then its sub-objects."""
         for key in group.keys():
             node = child(group, key, self.where)
-            if not isinstance(node, h5py.Group):
+            if not isinstance(node, Group):
                 continue
             sub = f"{path}/{key}" if path else key
             if key == "vars":
@@ -59,11 +57,11 @@ class _Walker:
             else:
                 self.obj(node, sub, class_key(key), optimizer)
 
-    def layer_list(self, group: h5py.Group, prefix: str, optimizer: bool) -> None:
+    def layer_list(self, group: Group, prefix: str, optimizer: bool) -> None:
         found = []
         for key in group.keys():
             node = child(group, key, self.where)
-            if isinstance(node, h5py.Group):
+            if isinstance(node, Group):
                 name = _vars_name(node)
                 if name is None:
                     name = key
@@ -76,7 +74,7 @@ class _Walker:
             cls = _snake(config_class) if config_class else class_key(key)
             self.obj(node, f"{prefix}/{name}" if prefix else name, cls, optimizer)
 
-    def variables(self, group: h5py.Group, path: str, cls: str, optimizer: bool) -> None:
+    def variables(self, group: Group, path: str, cls: str, optimizer: bool) -> None:
         keys = sorted(group.keys(), key=lambda k: (len(k), k))
         if not keys:
             return
@@ -86,14 +84,14 @@ class _Walker:
             names = tuple(f"vars/{k}" for k in keys)
         for key, name in zip(keys, names):
             dset = child(group, key, self.where)
-            if isinstance(dset, h5py.Dataset):
+            if isinstance(dset, Dataset):
                 full = f"{path}/{name}" if path else name
                 # The stored location (layers/lstm/cell/vars/0) names nothing; the human path is the key.
                 self.refs.append(dataset_ref(dset, path=full, key=full,
                                              file=self.file, where=self.where, source=self.source, optimizer=optimizer))
 
 
-def keras_v3_refs(f: h5py.File, *, where: str, file: str, source: str | Callable[[], Any],
+def keras_v3_refs(f: Group, *, where: str, file: str, source: H5Source,
                   layers: dict[str, dict]) -> tuple[list[TensorRef], list[str]]:
     """TensorRefs with human paths, and notes on every fallback taken."""
     walker = _Walker(where, file, source, layers)
@@ -101,7 +99,7 @@ def keras_v3_refs(f: h5py.File, *, where: str, file: str, source: str | Callable
     for key in f.keys():
         if key not in ("layers", "vars"):
             node = child(f, key, where)
-            if isinstance(node, h5py.Group):
+            if isinstance(node, Group):
                 walker.obj(node, key, class_key(key), optimizer=key == "optimizer")
     if walker.unnamed:
         walker.notes.append("layer names are not stored in this file (no 'name' attribute on vars); "

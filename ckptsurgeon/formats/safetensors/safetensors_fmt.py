@@ -58,6 +58,8 @@ def read_header(path: str) -> tuple[dict[str, Any], int]:
         raise FormatError(f"{path}: invalid safetensors header: {exc}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError(f"{path}: safetensors header is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{path}: safetensors header nests too deeply (a header is a flat JSON object)") from None
     if not isinstance(header, dict):
         raise FormatError(f"{path}: safetensors header is not a JSON object")
     return header, 8 + n
@@ -73,13 +75,15 @@ def read(path: str) -> CheckpointIndex:
     for key, info in header.items():
         if not isinstance(info, dict) or set(info) - {"dtype", "shape", "data_offsets"}:
             raise FormatError(f"{path}: tensor {key!r}: malformed header entry")
-        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+        code = info.get("dtype")
+        dtype = SAFETENSORS_DTYPES.get(code) if isinstance(code, str) else None
         if dtype is None:
             raise FormatError(f"{path}: tensor {key!r}: unsupported dtype {info.get('dtype')!r}")
         shape, offs = info.get("shape"), info.get("data_offsets")
         if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
             raise FormatError(f"{path}: tensor {key!r}: invalid shape {shape!r}")
-        if not (isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) and o >= 0 for o in offs)):
+        if not (isinstance(offs, list) and len(offs) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offs)):
             raise FormatError(f"{path}: tensor {key!r}: invalid data_offsets {offs!r}")
         numel = 1
         for d in shape:

@@ -52,20 +52,31 @@ class Entry:
 
 def _shape(raw: bytes, where: str) -> tuple[int, ...]:
     fields = pw.decode(raw)
-    if pw.first(fields, 3):
+    if pw.first_int(fields, 3):
         raise FormatError(f"{where}: tensor of unknown rank")
-    dims = tuple(pw.signed64(pw.first(pw.decode(d), 1)) for d in fields.get(2, []))
+    dims = tuple(pw.signed64(pw.first_int(pw.decode(_bytes(d)), 1)) for d in fields.get(2, []))
     if any(d < 0 for d in dims):
         raise FormatError(f"{where}: negative dimension in shape {list(dims)}")
     return dims
 
 
+def _bytes(value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray)):
+        raise FormatError("a length-delimited protobuf field holds a number")
+    return bytes(value)
+
+
 def _entry(key: str, raw: bytes, where: str) -> Entry:
-    f = pw.decode(raw)
-    crcs = f.get(6)
-    return Entry(key, pw.first(f, 1), _shape(pw.first(f, 2, b""), f"{where}: {key!r}"), pw.first(f, 3),
-                 pw.signed64(pw.first(f, 4)), pw.signed64(pw.first(f, 5)), crcs[-1] if crcs else None,
-                 tuple(f.get(7, [])))
+    try:
+        f = pw.decode(raw)
+        crc = pw.first_int(f, 6, -1)
+        return Entry(key, pw.first_int(f, 1), _shape(pw.first_bytes(f, 2), f"{where}: {key!r}"), pw.first_int(f, 3),
+                     pw.signed64(pw.first_int(f, 4)), pw.signed64(pw.first_int(f, 5)), None if crc < 0 else crc,
+                     tuple(_bytes(v) for v in f.get(7, [])))
+    except FormatError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise FormatError(f"{where}: malformed entry for tensor {key!r}: {exc}") from None
 
 
 def _unescape(component: str) -> str:
@@ -95,12 +106,17 @@ class _Bundle:
         src = open_source(index_path)
         if src.size > MAX_INDEX:
             raise UnsafeCheckpointError(f"{index_path}: index of {src.size} bytes is over the 1 GiB limit; refusing")
-        pairs = read_table(bytes(src.read(0, src.size)), index_path)
-        if not pairs or pairs[0][0] != b"":
-            raise FormatError(f"{index_path}: missing bundle header entry")
-        header = pw.decode(pairs[0][1])
-        self.num_shards = pw.first(header, 1, 1)
-        self.byteorder = ">" if pw.first(header, 2) == 1 else "<"
+        try:
+            pairs = read_table(bytes(src.read(0, src.size)), index_path)
+            if not pairs or pairs[0][0] != b"":
+                raise FormatError(f"{index_path}: missing bundle header entry")
+            header = pw.decode(pairs[0][1])
+            self.num_shards = pw.first_int(header, 1, 1)
+            self.byteorder = ">" if pw.first_int(header, 2) == 1 else "<"
+        except FormatError as exc:
+            if str(exc).startswith(index_path):
+                raise
+            raise FormatError(f"{index_path}: malformed index: {exc}") from None
         if not 1 <= self.num_shards <= 100_000:
             raise FormatError(f"{index_path}: implausible shard count {self.num_shards}")
         self.entries: dict[str, Entry] = {}
@@ -177,9 +193,14 @@ def read_strings(bundle: _Bundle, e: Entry) -> list[bytes]:
     numel = 1
     for d in e.shape:
         numel *= d
+    if numel > len(data):  # every string needs at least its one-byte length
+        raise FormatError(f"{bundle.where}: string tensor {e.key!r} of {numel} strings holds only {len(data)} bytes")
     pos, lengths, crc = 0, [], 0
     for _ in range(numel):
-        n, pos = pw.read_varint(data, pos)
+        try:
+            n, pos = pw.read_varint(data, pos)
+        except FormatError as exc:
+            raise FormatError(f"{bundle.where}: string tensor {e.key!r}: {exc}") from None
         lengths.append(n)
         crc = google_crc32c.extend(crc, struct.pack("<I", n & 0xFFFFFFFF))
     if pos + 4 + sum(lengths) != len(data):
@@ -209,10 +230,10 @@ def _object_graph(raw: bytes) -> list[dict[str, str]]:
     """TrackableObjectGraph -> [{checkpoint_key, full_name}] (variables' names at save time)."""
     out = []
     for node in pw.decode(raw).get(1, []):
-        for attr in pw.decode(node).get(2, []):
-            fields = pw.decode(attr)
-            key = pw.first(fields, 3, b"").decode("utf-8", "replace")
-            name = pw.first(fields, 2, b"").decode("utf-8", "replace")
+        for attr in pw.decode(_bytes(node)).get(2, []):
+            fields = pw.decode(_bytes(attr))
+            key = pw.first_bytes(fields, 3).decode("utf-8", "replace")
+            name = pw.first_bytes(fields, 2).decode("utf-8", "replace")
             if key:
                 out.append({"checkpoint_key": key, "full_name": name})
     return out
@@ -235,7 +256,10 @@ def read(path: str, **_: Any) -> CheckpointIndex:
                 continue
             values = read_strings(bundle, e)
             if key == OBJECT_GRAPH and values:
-                metadata["object_graph"] = _object_graph(values[0])
+                try:
+                    metadata["object_graph"] = _object_graph(values[0])
+                except FormatError as exc:
+                    raise FormatError(f"{bundle.where}: malformed object graph: {exc}") from None
             else:
                 metadata[path_] = _strings_metadata(values)
             continue

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 
-from ...errors import FormatError
+from ...errors import FormatError, UnsafeCheckpointError
+from ...source import open_source
 
 __all__ = ["resolve_prefix", "looks_like_tf"]
 
@@ -13,15 +14,45 @@ _DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _STATE = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 
 
+_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.S)
+_SIMPLE = {"n": 10, "t": 9, "r": 13, "a": 7, "b": 8, "f": 12, "v": 11, "\\": 92, "'": 39, '"': 34, "?": 63}
+MAX_STATE = 1 << 20
+
+
+def _unescape(text: str, where: str) -> str:
+    """A text-format protobuf string (C escapes: \\n, \\", \\NNN octal, \\xNN) as text."""
+    def byte(m: re.Match[str]) -> str:
+        octal, hexa, char = m.groups()
+        if char is not None and char not in _SIMPLE:
+            raise FormatError(f"{where}: invalid escape \\{char} in model_checkpoint_path")
+        value = int(octal, 8) if octal else int(hexa, 16) if hexa else _SIMPLE[char]
+        if value > 255:
+            raise FormatError(f"{where}: invalid escape \\{octal} in model_checkpoint_path")
+        return chr(value)
+
+    raw = _ESCAPE.sub(byte, text)
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise FormatError(f"{where}: model_checkpoint_path is not UTF-8 text") from None
+
+
 def _from_state(folder: str) -> str:
-    with open(os.path.join(folder, "checkpoint"), encoding="utf-8", errors="replace") as fh:
-        match = _STATE.search(fh.read(1 << 20))
+    state = os.path.join(folder, "checkpoint")
+    src = open_source(state)  # a regular file, no link (a FIFO named "checkpoint" would block a plain open)
+    if src.size > MAX_STATE:
+        raise FormatError(f"{state}: {src.size} bytes is too large for a checkpoint state file")
+    match = _STATE.search(bytes(src.read(0, src.size)).decode("utf-8", "replace"))
     if not match:
         raise FormatError(f"{folder}/checkpoint: no model_checkpoint_path line")
-    named = match.group(1).encode().decode("unicode_escape")
+    named = _unescape(match.group(1), state)
+    if not named.strip("./") or "\x00" in named:
+        raise FormatError(f"{state}: model_checkpoint_path {named!r} names no checkpoint")
+    if not os.path.isabs(named) and not _inside(os.path.join(folder, named), folder):
+        raise UnsafeCheckpointError(f"{state} names {named!r}, outside {folder}; refusing to follow it "
+                                    "(pass that checkpoint's prefix itself if it is the one you mean)")
     candidates = [named] if not os.path.isabs(named) else []
-    inside = os.path.realpath(named).startswith(os.path.realpath(folder) + os.sep)
-    if os.path.isabs(named) and inside:
+    if os.path.isabs(named) and _inside(named, folder):
         candidates.append(named)
     candidates.append(os.path.basename(named))  # a moved folder: TF state files often hold absolute paths
     for cand in candidates:
@@ -29,6 +60,10 @@ def _from_state(folder: str) -> str:
         if os.path.isfile(prefix + ".index"):
             return prefix
     raise FormatError(f"{folder}/checkpoint names {named!r}, but no {os.path.basename(named)}.index is in {folder}")
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
 
 
 def resolve_prefix(path: str) -> str | None:
