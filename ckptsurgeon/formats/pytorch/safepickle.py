@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import pickletools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -20,6 +19,8 @@ import numpy as np
 
 from ...dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
 from ...errors import FormatError, UnsafeCheckpointError
+from ..tree import work_budget
+from .pickle_static import PickleFacts, analyze
 
 __all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes"]
 
@@ -247,21 +248,19 @@ def check_allow_global(spec: str) -> tuple[str, str]:
     return module, name
 
 
-def scan_opcodes(data: bytes, where: str) -> None:
-    """Reject any opcode outside the allowlist, and any byte after STOP, before anything is unpickled."""
-    end = 0
-    try:
-        for op, _arg, pos in pickletools.genops(data):
-            if op.name not in _ALLOWED_OPCODES:
-                raise UnsafeCheckpointError(f"{where}: pickle opcode {op.name} at byte {pos} is not allowed; refusing")
-            end = pos + 1
-    except UnsafeCheckpointError:
-        raise
-    except Exception as exc:  # genops raises ValueError and friends on malformed streams
-        raise FormatError(f"{where}: malformed pickle: {exc}") from exc
-    if end < len(data):  # pickle.load stops at STOP and would never look at the rest
-        raise UnsafeCheckpointError(
-            f"{where}: {len(data) - end} bytes follow the pickle's STOP opcode (a hidden second pickle?); refusing")
+def scan_opcodes(data: bytes, where: str) -> PickleFacts:
+    """Before anything is unpickled: refuse any opcode outside the allowlist, any byte after STOP and
+    tuples that expand far beyond the pickle's size (see ``pickle_static``)."""
+    facts = analyze(data, work_budget(len(data)))
+    banned = sorted((pos, op) for op, pos in facts.first_at.items() if op not in _ALLOWED_OPCODES)
+    if banned:
+        pos, op = banned[0]
+        raise UnsafeCheckpointError(f"{where}: pickle opcode {op} at byte {pos} is not allowed; refusing")
+    if facts.malformed:
+        raise FormatError(f"{where}: malformed pickle: {facts.malformed}")
+    if facts.problems:
+        raise UnsafeCheckpointError(f"{where}: {facts.problems[0]}; refusing")
+    return facts
 
 
 class _Unpickler(pickle.Unpickler):
