@@ -10,6 +10,7 @@ from .extract import extract_cmd
 from .ls import ls_cmd
 from .remap import graft_cmd, remap_cmd
 from .rnn import rnn_cmd, verify_cmd
+from .scan import scan_cmd
 from .tree import tree_cmd
 
 __all__ = ["cli", "main"]
@@ -37,6 +38,7 @@ cli.add_command(rnn_cmd)
 cli.add_command(verify_cmd)
 cli.add_command(remap_cmd)
 cli.add_command(graft_cmd)
+cli.add_command(scan_cmd)
 for _cmd in (layout_cmd, validate_cmd, diff_cmd, stats_cmd):
     cli.add_command(_cmd)
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError, OutputError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path, split_key
 from ...source import open_source
 from ..tree import is_optimizer_path
@@ -130,6 +130,7 @@ def read_npy(path: str) -> CheckpointIndex:
     if hlen + nbytes > src.size:
         raise FormatError(f"{path}: truncated .npy: {dtype} x {list(shape)} needs {nbytes} bytes")
     key = os.path.splitext(os.path.basename(path))[0]
+    check_shape(path, key, dtype, shape)
     ref = TensorRef(path=join_path([key]), key=key, dtype=dtype, shape=shape, file=path, offset=hlen,
                     stride=_fortran_stride(shape) if fortran else None)
     return CheckpointIndex([ref], format="npy", files=[path])

@@ -26,6 +26,7 @@ OPCODE_CLASSES: dict[str, tuple[str, ...]] = {
     "container": ("EMPTY_LIST", "APPEND", "APPENDS", "LIST", "EMPTY_TUPLE", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3",
                   "EMPTY_DICT", "DICT", "SETITEM", "SETITEMS", "EMPTY_SET", "ADDITEMS", "FROZENSET"),
     "out-of-band": ("NEXT_BUFFER", "READONLY_BUFFER"),
+    "stack": ("PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK", "DUP"),
 }
 _CLASS_OF = {op: cls for cls, ops in OPCODE_CLASSES.items() for op in ops}
 

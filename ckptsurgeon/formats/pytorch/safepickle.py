@@ -22,7 +22,7 @@ from ...errors import FormatError, UnsafeCheckpointError
 from ..tree import work_budget
 from .pickle_static import PickleFacts, analyze
 
-__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes"]
+__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES"]
 
 _ALLOWED_OPCODES = frozenset(
     """PROTO FRAME STOP MARK POP POP_MARK DUP INT BININT BININT1 BININT2 LONG LONG1 LONG4
@@ -248,6 +248,15 @@ def check_allow_global(spec: str) -> tuple[str, str]:
     return module, name
 
 
+ALLOWED_OPCODES = _ALLOWED_OPCODES
+
+
+def global_allowed(module: str, name: str, allow_globals: Iterable[str] = ()) -> bool:
+    """Whether the unpickler would admit ``module.name`` (as ``find_class`` decides, without importing)."""
+    module = "builtins" if module == "__builtin__" else module
+    return (module, name) in _SAFE_GLOBALS or any(check_allow_global(s) == (module, name) for s in allow_globals)
+
+
 def scan_opcodes(data: bytes, where: str) -> PickleFacts:
     """Before anything is unpickled: refuse any opcode outside the allowlist, any byte after STOP and
     tuples that expand far beyond the pickle's size (see ``pickle_static``)."""
@@ -269,6 +278,8 @@ class _Unpickler(pickle.Unpickler):
         self._where, self._persistent, self._allowed = where, persistent, allowed
 
     def find_class(self, module: str, name: str) -> Any:
+        if module == "__builtin__":  # protocol 2 spells builtins the Python 2 way (pickle maps it too)
+            module = "builtins"
         target = self._allowed.get((module, name))
         if target is None:
             raise UnsafeCheckpointError(
