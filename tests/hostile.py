@@ -174,3 +174,43 @@ def legacy_negative_view(path: Path) -> Path:
     t = glob("torch._utils", "_rebuild_tensor_v2") + tup(pid + BINPERSID, num(0), tup(num(4)), tup(num(1)), NEWFALSE,
                                                         glob("collections", "OrderedDict") + EMPTY_TUPLE + REDUCE) + REDUCE
     return legacy_torch(path, pickle_of(dict_of([(text("w"), t)])), ["0"], [struct.pack("<8f", *range(8))])
+
+
+# ---- HDF5 (built with h5py, then patched: libhdf5 itself would not write these) ---------------------
+
+def hdf5_bad_link_name(path: Path) -> Path:
+    """A link whose name is not UTF-8 (h5py hands such names over as bytes)."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as f:
+        f["g/ok"] = np.arange(3.0)
+        f["g/oXk"] = np.arange(2.0)
+    data = bytearray(path.read_bytes())
+    i = data.find(b"oXk")
+    data[i + 1] = 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def hdf5_unknown_string_encoding(path: Path) -> Path:
+    """A ``model_config`` attribute whose string type names character set 5 (reserved)."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as f:
+        f["w"] = np.arange(3.0)
+        f.attrs.create("model_config", np.bytes_(b'{"class_name": "Model", "config": {"layers": []}}'))
+    data = bytearray(path.read_bytes())
+    i = data.find(b"model_config") + 16  # the attribute's datatype message follows its padded name
+    assert data[i] == 0x13, "h5py wrote an unexpected attribute layout"
+    data[i + 1] = (data[i + 1] & 0x0F) | 0x50
+    path.write_bytes(bytes(data))
+    return path
+
+
+def segfault(_args: object) -> None:
+    """An isolate entry point that crashes the way libhdf5 did (tests point ``ENTRY_POINTS`` here)."""
+    import ctypes
+
+    ctypes.string_at(0)

@@ -91,7 +91,7 @@ def _child(argv: list[str], cwd: str, stdout: str, stderr: str, limits: Limits) 
 
 
 def _run(argv: list[str], cwd: str, scratch: str, limits: Limits) -> tuple[int | None, str, float, bool]:
-    """(exit code or -signal, stderr, seconds, timed out)."""
+    """(exit code or -signal, stderr, seconds, timed out); stdout stays in ``scratch/stdout``."""
     stdout, stderr = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
     start = time.monotonic()
     pid = os.fork()
@@ -162,6 +162,8 @@ def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers:
         return out("leftover", ",".join(sorted(_NUMBERS.sub("N", x) for x in leftovers))[:80])
     if rc == 0:
         return out("ok") if not lines else out("stderr-on-success", lines[0][:60])
+    if rc == 1 and command == "scan" and not lines:  # findings: the report is on stdout, stderr stays empty
+        return out("refused")
     if rc == 1:
         if len(lines) != 1:
             return out("multiline", str(len(lines)))
@@ -193,7 +195,10 @@ def run_case(seed: Seed, files: dict[str, bytes], commands: list[str], limits: L
             rc, err, seconds, timed_out = _run(argv, str(out), str(scratch), limits)
             left = [p.name for p in out.iterdir() if not (command == "extract" and rc == 0 and p.name == "x.safetensors")]
             changed = _digest(inp) != before
-            results.append(judge(command, rc, err, timed_out, left, changed, seconds))
+            outcome = judge(command, rc, err, timed_out, left, changed, seconds)
+            if command == "scan" and outcome.kind == "ok" and any(r.command == "ls" and r.kind == "refused" for r in results):
+                outcome = Outcome(command, "scan-passed-refused", rc, results[0].stderr, outcome.seconds)
+            results.append(outcome)
             for p in out.iterdir():
                 p.unlink()
             if changed:

@@ -46,7 +46,7 @@ def _open(args: dict[str, Any]) -> Any:
         if len(blob) != expected:
             raise FormatError(f"{where}: member inflates to {len(blob)} bytes, not its declared {expected}")
         fileobj: Any = io.BytesIO(blob)
-    elif offset == 0 and size == src.size and _fd_path(src) is not None:
+    elif offset == 0 and size == src.size and _fd_path(src) is not None and not _files_open(h5py):
         fileobj = _fd_path(src)  # libhdf5's own driver on the very file we opened (no link followed): faster
     else:
         fileobj = io.BufferedReader(src.window(offset, size), 1 << 16)
@@ -62,6 +62,12 @@ def _fd_path(src: Any) -> str | None:
     if fileno is None or src.local_path is None or not os.path.isdir("/proc/self/fd"):
         return None
     return f"/proc/self/fd/{fileno()}"
+
+
+def _files_open(h5py: Any) -> bool:
+    """Whether this process (a fork) inherited open HDF5 files: then libhdf5 would share their state
+    with ours by inode, so the file is read through a file object instead."""
+    return h5py.h5f.get_obj_count(h5py.h5f.OBJ_ALL, h5py.h5f.OBJ_FILE) > 0
 
 
 def _text(value: Any, what: str) -> str:

@@ -99,6 +99,7 @@ def read_npz(path: str) -> CheckpointIndex:
             member = zf.members[name]
             where = f"{path}:{name}"
             dtype, shape, fortran, hlen = parse_header(zf.read_head(name, min(member.size, MAX_HEADER + 12)), where)
+            check_shape(where, key, dtype, shape)
             nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if hlen + nbytes != member.size:
                 raise FormatError(f"{where}: member holds {member.size - hlen} data bytes, {dtype} x {list(shape)} needs {nbytes}")
@@ -126,11 +127,11 @@ def _load_member(path: str, name: str, where: str) -> np.ndarray:
 def read_npy(path: str) -> CheckpointIndex:
     src = open_source(path)
     dtype, shape, fortran, hlen = parse_header(bytes(src.read(0, min(src.size, MAX_HEADER + 12))), path)
+    key = os.path.splitext(os.path.basename(path))[0]
+    check_shape(path, key, dtype, shape)
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if hlen + nbytes > src.size:
         raise FormatError(f"{path}: truncated .npy: {dtype} x {list(shape)} needs {nbytes} bytes")
-    key = os.path.splitext(os.path.basename(path))[0]
-    check_shape(path, key, dtype, shape)
     ref = TensorRef(path=join_path([key]), key=key, dtype=dtype, shape=shape, file=path, offset=hlen,
                     stride=_fortran_stride(shape) if fortran else None)
     return CheckpointIndex([ref], format="npy", files=[path])

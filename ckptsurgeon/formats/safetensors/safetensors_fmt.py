@@ -15,7 +15,7 @@ import numpy as np
 
 from ...dtypes import SAFETENSORS_CODES, SAFETENSORS_DTYPES
 from ...errors import FormatError, OutputError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path, split_key
 from ...source import open_source
 from ..tree import is_optimizer_path
@@ -85,6 +85,7 @@ def read(path: str) -> CheckpointIndex:
         if not (isinstance(offs, list) and len(offs) == 2
                 and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offs)):
             raise FormatError(f"{path}: tensor {key!r}: invalid data_offsets {offs!r}")
+        check_shape(path, key, dtype, shape)
         numel = 1
         for d in shape:
             numel *= d

@@ -71,7 +71,7 @@ def resolve_prefix(path: str) -> str | None:
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "variables", "variables.index")):
             return os.path.join(path, "variables", "variables")  # SavedModel
-        if os.path.isfile(os.path.join(path, "checkpoint")):
+        if os.path.lexists(os.path.join(path, "checkpoint")):  # _from_state refuses anything but a regular file
             return _from_state(path)
         return None
     if path.endswith(".index") and os.path.isfile(path):
