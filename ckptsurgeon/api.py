@@ -11,7 +11,7 @@ from typing import Union
 import numpy as np
 
 from .atomic import atomic_output, check_output
-from .errors import SelectionError
+from .errors import OutputError, SelectionError
 from .formats import open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 
@@ -201,6 +201,11 @@ def extract(
         path = save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=index.files)
         return ExtractResult(path, [r.target for r in plan.mapped], kept.nbytes,
                              skipped, writer_for(path, format).name, converted=reports, checks=checks)
-    path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
+    try:
+        path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
+    except OutputError as exc:  # a writer's refusal names the tensor; say which checkpoint it came from
+        if src in str(exc):
+            raise
+        raise OutputError(f"{src}: {exc}") from None
     return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name,
                          converted=reports, checks=checks)

@@ -97,9 +97,24 @@ def known_signatures(folder: Path = REPRODUCERS) -> set[str]:
     return found
 
 
+def replay(folder: Path, commands: list[str], limits: Limits) -> dict:
+    """Run every saved reproducer again; each must now give a clean outcome."""
+    failures, count = [], 0
+    for case in sorted(folder.glob("*/case.json")):
+        info = json.loads(case.read_text())
+        files = {p.name: p.read_bytes() for p in case.parent.iterdir() if p.name != "case.json"}
+        seed = Seed(info["format"], info["seed"], files, info["target"])
+        for outcome in run_case(seed, files, commands, limits):
+            count += 1
+            if outcome.failed:
+                failures.append({"reproducer": case.parent.name, **outcome.as_dict()})
+    return {"reproducers": len(list(folder.glob("*/case.json"))), "total_executions": count, "failures": failures,
+            "unique_failures": sorted({f"{f['reproducer']}|{f['command']}:{f['kind']}" for f in failures})}
+
+
 def run(*, seed: int, seconds: float | None, cases: int | None, formats: tuple[str, ...], commands: list[str],
-        limits: Limits, save_new: bool, log=print) -> dict:
-    """Fuzz until ``seconds`` pass or ``cases`` mutants per format ran; returns counts and failures."""
+        limits: Limits, save_new: bool, log=print, max_seconds: float | None = None) -> dict:
+    """Fuzz until ``seconds`` pass or ``cases`` mutants per format ran (at most ``max_seconds``)."""
     rng = random.Random(seed)
     seeds = [s for s in load_seeds() if s.fmt in formats]
     by_format = defaultdict(list)
@@ -115,6 +130,9 @@ def run(*, seed: int, seconds: float | None, cases: int | None, formats: tuple[s
     i = 0
     while True:
         if seconds is not None and time.monotonic() - start > seconds:
+            break
+        if max_seconds is not None and time.monotonic() - start > max_seconds:
+            log(f"stopping at the {max_seconds:g} s cap")
             break
         if cases is not None and all(counts[f] >= cases for f in order):
             break
@@ -158,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-mib", type=int, default=2048)
     ap.add_argument("--no-save", action="store_true", help="do not shrink and save new failures")
     ap.add_argument("--report", type=Path, help="write the JSON report here")
+    ap.add_argument("--max-seconds", type=float, default=None, help="stop a --cases run after this long")
+    ap.add_argument("--replay", type=Path, nargs="?", const=REPRODUCERS, help="re-run saved reproducers instead")
     args = ap.parse_args(argv)
     if args.seconds is None and args.cases is None:
         args.cases = 40
@@ -165,14 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     import h5py  # noqa: F401 - loaded once here so that every forked case starts with it
     import ckptsurgeon.cli  # noqa: F401
 
-    report = run(seed=args.seed, seconds=args.seconds, cases=args.cases, formats=tuple(args.formats.split(",")),
-                 commands=args.commands.split(","), limits=Limits(args.timeout, args.memory_mib),
-                 save_new=not args.no_save, log=lambda m: print(m, file=sys.stderr, flush=True))
+    limits = Limits(args.timeout, args.memory_mib)
+    if args.replay:
+        report = replay(args.replay, args.commands.split(","), limits)
+    else:
+        report = run(seed=args.seed, seconds=args.seconds, cases=args.cases, formats=tuple(args.formats.split(",")),
+                     commands=args.commands.split(","), limits=limits, save_new=not args.no_save,
+                     log=lambda m: print(m, file=sys.stderr, flush=True), max_seconds=args.max_seconds)
     text = json.dumps(report, indent=1)
     if args.report:
         args.report.write_text(text + "\n")
-    summary = {k: report[k] for k in ("seed", "seconds", "mutants", "executions", "total_executions", "outcomes",
-                                      "unique_failures")}
+    summary = {k: v for k, v in report.items() if k != "failures"}
     print(json.dumps(summary, indent=1))
     return 1 if report["failures"] else 0
 

@@ -139,7 +139,8 @@ _NUMBERS = re.compile(r"\d+")
 
 
 def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers: list[str],
-          input_changed: bool, seconds: float) -> Outcome:
+          input_changed: bool, seconds: float, names: str = "") -> Outcome:
+    """The outcome of one command; ``names`` must appear in an error line (the input's folder)."""
     lines = stderr.strip().splitlines()
 
     def out(kind: str, detail: str = "") -> Outcome:
@@ -173,6 +174,8 @@ def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers:
         if m:
             detail = m.group(1) + ":" + _NUMBERS.sub("N", (m.group(2) or "")[:50])
             return out("internal", detail)
+        if names and names not in lines[0]:
+            return out("unnamed", _NUMBERS.sub("N", lines[0][7:47]))
         return out("refused")
     return out("exit", str(rc))
 
@@ -195,7 +198,7 @@ def run_case(seed: Seed, files: dict[str, bytes], commands: list[str], limits: L
             rc, err, seconds, timed_out = _run(argv, str(out), str(scratch), limits)
             left = [p.name for p in out.iterdir() if not (command == "extract" and rc == 0 and p.name == "x.safetensors")]
             changed = _digest(inp) != before
-            outcome = judge(command, rc, err, timed_out, left, changed, seconds)
+            outcome = judge(command, rc, err, timed_out, left, changed, seconds, names=str(inp))
             if command == "scan" and outcome.kind == "ok" and any(r.command == "ls" and r.kind == "refused" for r in results):
                 outcome = Outcome(command, "scan-passed-refused", rc, results[0].stderr, outcome.seconds)
             results.append(outcome)
