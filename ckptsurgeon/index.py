@@ -285,6 +285,8 @@ def check_shape(file: str, key: str, dtype: np.dtype, shape: Sequence[Any]) -> N
     each a count, and a total size that fits in memory arithmetic (else numpy fails later, obscurely)."""
     if dtype.itemsize < 1:
         raise FormatError(f"{file}: tensor {key!r} has dtype {dtype} of size {dtype.itemsize}; not a tensor")
+    if dtype.subdtype is not None:  # numpy would turn each element into an array of its own
+        raise FormatError(f"{file}: tensor {key!r} has a sub-array dtype {dtype}; not a tensor")
     if len(shape) > MAX_DIMS:
         raise FormatError(f"{file}: tensor {key!r} has {len(shape)} dimensions (at most {MAX_DIMS})")
     total = dtype.itemsize
