@@ -120,6 +120,11 @@ def tuple_key_pickle(levels: int = 60) -> bytes:
     return pickle_of(tuple_dag(levels) + dict_of([(get(levels), num(1))]))
 
 
+def memo_index_pickle() -> bytes:
+    """``LONG_BINPUT`` with index 678,720,865: the C unpickler grew its memo table to 5 GB (found by atheris)."""
+    return b"].]]]}raut(s0.\xb2"
+
+
 def frozenset_bomb_pickle(levels: int = 60) -> bytes:
     """``{'meta': frozenset([t])}``: building the set hashes the tuple; printing it would never end."""
     fs = glob("builtins", "frozenset") + tup(EMPTY_LIST + get(levels) + APPEND) + REDUCE

@@ -140,6 +140,7 @@ def test_npy_itemsize_dims_and_sizes(tmp_path, descr, shape, match):
     (hostile.shared_ints_pickle, "expands to more than"),
     (hostile.tuple_key_pickle, "hashing or comparing it would not end"),
     (hostile.frozenset_bomb_pickle, "hashing or comparing it would not end"),
+    (hostile.memo_index_pickle, "memo index 678,720,865 at byte 4 is larger than the pickle"),
 ])
 def test_pickle_graphs_are_refused_quickly(tmp_path, builder, match):
     path = tmp_path / "g.pkl"

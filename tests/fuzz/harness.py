@@ -100,7 +100,7 @@ def _run(argv: list[str], cwd: str, scratch: str, limits: Limits) -> tuple[int |
     timed_out = False
     status = 0
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, status, usage = os.wait4(pid, os.WNOHANG)
         if done:
             break
         if time.monotonic() - start > limits.seconds:
@@ -110,9 +110,10 @@ def _run(argv: list[str], cwd: str, scratch: str, limits: Limits) -> tuple[int |
                     kill()
                 except (ProcessLookupError, PermissionError):
                     pass
-            _, status = os.waitpid(pid, 0)
+            _, status, usage = os.wait4(pid, 0)
             break
         time.sleep(0.003)
+    peak_rss[0] = usage.ru_maxrss * 1024 if usage else 0
     try:  # a grandchild (the HDF5 metadata child) must not outlive the case
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -136,6 +137,8 @@ def _digest(folder: Path) -> str:
 
 
 _NUMBERS = re.compile(r"\d+")
+peak_rss = [0]  # bytes, of the last command run
+MAX_RSS = 1 << 30  # a command on a small input that needs more than this has a memory blow-up
 
 
 def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers: list[str],
@@ -148,6 +151,8 @@ def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers:
 
     if timed_out:
         return out("timeout")
+    if "MemoryError" in stderr or peak_rss[0] > MAX_RSS:
+        return out("memory", f"{peak_rss[0] >> 20} MiB")
     if rc is not None and rc < 0:
         try:
             name = signal.Signals(-rc).name

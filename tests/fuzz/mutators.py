@@ -120,7 +120,8 @@ _CODES = [op.code.encode("latin-1") for op in pickletools.opcodes]
 GADGETS = [b"cos\nsystem\n", b"R", b"b", b"ios\nsystem\n", b"\x82\x01", b"\x92", b"\x94", b"2", b"0", b"(", b"1",
            b"h\xff", b"j\xff\xff\xff\x7f", b".", b"P0\n", b"\x8c\x02os\x8c\x06system\x93", b"t", b"\x85", b"s", b"u",
            b"}", b"]", b")", b"N", b"\x88", b"J\xff\xff\xff\xff", b"\x8a\x09" + b"\xff" * 9, b"cbuiltins\nfrozenset\n",
-           b"ctorch._utils\n_rebuild_tensor_v2\n", b"ccollections\nOrderedDict\n", b"cnumpy\ndtype\n", b"\x97", b"\x98"]
+           b"ctorch._utils\n_rebuild_tensor_v2\n", b"ccollections\nOrderedDict\n", b"cnumpy\ndtype\n", b"\x97", b"\x98",
+           b"r\xff\xff\xff\x7f", b"raut(", b"p99999999\n", b"q\xff", b"g4294967295\n"]  # memo indices (atheris found these)
 
 
 def mutate_pickle(data: bytes, rng: random.Random) -> tuple[bytes, str]:

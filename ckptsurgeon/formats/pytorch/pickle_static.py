@@ -3,9 +3,10 @@ follow the unpickler's stack symbolically, without building one object.
 
 It finds what a pickle *would* need: every global, resolved as the unpickler resolves it (``GLOBAL``
 and ``STACK_GLOBAL``, strings fetched from the memo included), every opcode by class, bytes after
-``STOP``, and tuples whose expanded size (shared parts counted each time they appear) is out of
-proportion with the pickle: hashing or comparing such a tuple (a dict key, a set member) takes time
-exponential in the pickle's size.
+``STOP``, memo indices larger than the pickle (the C unpickler sizes its memo table by the largest
+index: a 15-byte pickle can ask for gigabytes), and tuples whose expanded size (shared parts counted
+each time they appear) is out of proportion with the pickle: hashing or comparing such a tuple (a dict
+key, a set member) takes time exponential in the pickle's size.
 """
 from __future__ import annotations
 
@@ -110,6 +111,10 @@ def analyze(data: bytes, budget: int) -> PickleFacts:
                     raise ValueError(f"memo key {arg} was never stored")
                 stack.append(memo[arg])
             elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not 0 <= arg <= len(data):  # the C unpickler grows its memo table to the index: GBs from 5 bytes
+                    facts.problems.append(f"memo index {arg:,} at byte {pos} is larger than the pickle ({len(data):,} "
+                                          "bytes); the unpickler would allocate a table that large")
+                    return facts
                 memo[arg] = stack[-1] if stack else ("obj", 1, None)
             elif name == "MEMOIZE":
                 memo[len(memo)] = stack[-1] if stack else ("obj", 1, None)
