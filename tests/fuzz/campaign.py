@@ -165,6 +165,64 @@ def run(*, seed: int, seconds: float | None, cases: int | None, formats: tuple[s
             "unique_failures": sorted({f"{f['format']}|{f['command']}:{f['kind']}:{f['detail']}" for f in failures})}
 
 
+def atheris_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("atheris") is not None
+
+
+def run_atheris(*, seconds: float, formats: tuple[str, ...], commands: list[str], limits: Limits, save_new: bool,
+                log=print) -> dict:
+    """Coverage-guided fuzzing (``coverage.py``) of each pure-Python reader for a share of ``seconds``;
+    every artifact libFuzzer keeps is replayed through the CLI harness, shrunk and saved if it fails there."""
+    import re
+    import subprocess
+    import tempfile
+
+    from .coverage import TARGETS
+
+    todo = [f for f in formats if f in TARGETS]
+    seeds = {s.fmt: s for s in reversed(load_seeds())}
+    executions: Counter = Counter()
+    failures: list[dict] = []
+    seen = known_signatures() if save_new else set()
+    for fmt in todo:
+        seed = seeds[fmt]
+        name = seed.target or next(n for n in seed.files if n.endswith(".index"))
+        with tempfile.TemporaryDirectory(prefix="ckath-") as work:
+            corpus, artifacts = Path(work, "corpus"), Path(work, "artifacts")
+            corpus.mkdir()
+            artifacts.mkdir()
+            for s in load_seeds():
+                if s.fmt == fmt:
+                    (corpus / s.name).write_bytes(s.files[s.target or name])
+            per = max(10, int(seconds / len(todo)))
+            proc = subprocess.run(
+                [sys.executable, "-m", "tests.fuzz.coverage", fmt, str(corpus), f"-max_total_time={per}",
+                 f"-timeout={int(limits.seconds)}", f"-rss_limit_mb={limits.memory_mib}", "-print_final_stats=1",
+                 f"-artifact_prefix={artifacts}/", "-close_fd_mask=3"],
+                cwd=HERE.parent.parent, capture_output=True, text=True, timeout=per + 300)
+            m = re.search(r"stat::number_of_executed_units:\s*(\d+)", proc.stderr)
+            executions[fmt] = int(m.group(1)) if m else 0
+            log(f"atheris {fmt}: {executions[fmt]} executions, {len(list(artifacts.iterdir()))} artifacts")
+            for artifact in sorted(artifacts.iterdir()):
+                files = {**seed.files, name: artifact.read_bytes()}
+                for outcome in run_case(seed, files, commands, limits):
+                    if not outcome.failed:
+                        continue
+                    key = f"{fmt}|{outcome.signature}"
+                    record = {"format": fmt, "seed": seed.name, "mutation": f"atheris {artifact.name}",
+                              **outcome.as_dict()}
+                    if key not in seen:
+                        seen.add(key)
+                        log(f"NEW (atheris) {key}  {outcome.stderr[-300:]!r}")
+                        if save_new:
+                            small = shrink(seed, files, outcome, limits)
+                            record["reproducer"] = str(save(seed, small, outcome, record["mutation"]))
+                    failures.append(record)
+    return {"atheris_executions": dict(executions), "atheris_total": sum(executions.values()), "failures": failures}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", "1")))
@@ -178,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", type=Path, help="write the JSON report here")
     ap.add_argument("--max-seconds", type=float, default=None, help="stop a --cases run after this long")
     ap.add_argument("--replay", type=Path, nargs="?", const=REPRODUCERS, help="re-run saved reproducers instead")
+    ap.add_argument("--atheris-share", type=float, default=0.25,
+                    help="with --seconds and atheris installed: this share of the time goes to coverage-guided fuzzing")
     args = ap.parse_args(argv)
     if args.seconds is None and args.cases is None:
         args.cases = 40
@@ -189,9 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay:
         report = replay(args.replay, args.commands.split(","), limits)
     else:
-        report = run(seed=args.seed, seconds=args.seconds, cases=args.cases, formats=tuple(args.formats.split(",")),
-                     commands=args.commands.split(","), limits=limits, save_new=not args.no_save,
-                     log=lambda m: print(m, file=sys.stderr, flush=True), max_seconds=args.max_seconds)
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+        formats, commands = tuple(args.formats.split(",")), args.commands.split(",")
+        share = args.atheris_share if args.seconds and atheris_available() else 0.0
+        mutation_seconds = args.seconds * (1 - share) if args.seconds else None
+        report = run(seed=args.seed, seconds=mutation_seconds, cases=args.cases, formats=formats, commands=commands,
+                     limits=limits, save_new=not args.no_save, log=log, max_seconds=args.max_seconds)
+        if share:
+            extra = run_atheris(seconds=args.seconds * share, formats=formats, commands=commands, limits=limits,
+                                save_new=not args.no_save, log=log)
+            report["failures"] += extra.pop("failures")
+            report.update(extra)
+            report["unique_failures"] = sorted({f"{f['format']}|{f['command']}:{f['kind']}:{f['detail']}"
+                                                for f in report["failures"]})
     text = json.dumps(report, indent=1)
     if args.report:
         args.report.write_text(text + "\n")

@@ -131,6 +131,9 @@ def analyze(data: bytes, budget: int) -> PickleFacts:
                     facts.globals.append((mod[2], gname[2], pos))
                 stack.append(("obj", 1, None))
             elif name in ("TUPLE", "LIST", "DICT", "FROZENSET", "INST"):
+                if name == "INST":  # INST names its class in its argument, like GLOBAL
+                    module, _, gname = str(arg).partition(" ")
+                    facts.globals.append((module, gname, pos))
                 items = pop_mark()
                 if name == "TUPLE":
                     tuple_of(items, pos)

@@ -64,7 +64,7 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
         return ref
 
     with _stream(src) as fh:
-        magic, pos = _next_pickle(fh, src, 0)
+        magic, pos = _next_pickle(fh, src, 0, allow_globals=allow_globals)  # or a bare pickle's whole object
         if magic != MAGIC_NUMBER:
             # Not a torch file: a bare pickle, unpickled whole through the same allowlist.
             return read_plain_pickle(path, allow_globals=allow_globals)
