@@ -112,6 +112,9 @@ def _child_after_fork(name: str, args: dict[str, Any], limits: Limits, out: int)
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # libhdf5 may print error stacks: never onto the user's terminal
             os.dup2(devnull, fd)
+        import faulthandler
+
+        faulthandler.disable()  # a crash here is reported by the parent, in one line
         _apply_limits(limits)
         _write_all(out, _call(name, args))
     except BaseException:  # noqa: BLE001

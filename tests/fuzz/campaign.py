@@ -194,7 +194,7 @@ def run_atheris(*, seconds: float, formats: tuple[str, ...], commands: list[str]
             corpus.mkdir()
             artifacts.mkdir()
             for s in load_seeds():
-                if s.fmt == fmt:
+                if s.fmt == fmt and (s.target or name) in s.files:
                     (corpus / s.name).write_bytes(s.files[s.target or name])
             per = max(10, int(seconds / len(todo)))
             proc = subprocess.run(
