@@ -201,7 +201,8 @@ def run_atheris(*, seconds: float, formats: tuple[str, ...], commands: list[str]
                 [sys.executable, "-m", "tests.fuzz.coverage", fmt, str(corpus), f"-max_total_time={per}",
                  f"-timeout={int(limits.seconds)}", f"-rss_limit_mb={limits.memory_mib}", "-print_final_stats=1",
                  f"-artifact_prefix={artifacts}/", "-close_fd_mask=3"],
-                cwd=HERE.parent.parent, capture_output=True, text=True, timeout=per + 300)
+                cwd=HERE.parent.parent, capture_output=True, text=True, timeout=per + 300,
+                env={**os.environ, "CKCOV_DIR": work})
             m = re.search(r"stat::number_of_executed_units:\s*(\d+)", proc.stderr)
             executions[fmt] = int(m.group(1)) if m else 0
             log(f"atheris {fmt}: {executions[fmt]} executions, {len(list(artifacts.iterdir()))} artifacts")

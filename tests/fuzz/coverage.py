@@ -43,7 +43,7 @@ def main() -> None:  # pragma: no cover - runs under libFuzzer
         from ckptsurgeon.check.scan import scan_file
         from ckptsurgeon.errors import CheckpointError
     suffix, extra = TARGETS[fmt]
-    folder = tempfile.mkdtemp(prefix="ckcov-")
+    folder = tempfile.mkdtemp(prefix="ckcov-", dir=os.environ.get("CKCOV_DIR"))  # the campaign removes its own
     for p in extra:
         shutil.copy(p, folder)
     path = os.path.join(folder, "model.ckpt.index" if fmt == "tensorflow" else "input" + suffix)
