@@ -15,7 +15,6 @@ import struct
 import sys
 import warnings
 import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -380,12 +379,12 @@ def _recrc(data: bytes, blocks: list[tuple[int, int]]) -> bytes:
     out = bytearray(data)
     for off, size in blocks:
         if off + size + 5 <= len(out):
-            crc = tf_craft.mask(zlib_crc32c(bytes(out[off:off + size + 1])))
+            crc = tf_craft.mask(_crc32c(bytes(out[off:off + size + 1])))
             out[off + size + 1:off + size + 5] = struct.pack("<I", crc)
     return bytes(out)
 
 
-def zlib_crc32c(data: bytes) -> int:
+def _crc32c(data: bytes) -> int:
     import google_crc32c
 
     return google_crc32c.value(data)

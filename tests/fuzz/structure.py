@@ -165,7 +165,7 @@ def _v2_object_header(data: bytes, addr: int, out: list[IntField]) -> None:
     for _ in range(64):
         if pos + 4 > end:
             break
-        mtype, msize, mflags = data[pos], struct.unpack_from("<H", data, pos + 1)[0], data[pos + 3]
+        mtype, msize = data[pos], struct.unpack_from("<H", data, pos + 1)[0]
         out += [IntField(f"OHDR.msg@{pos}.type{mtype}", pos, 1), IntField(f"OHDR.msg@{pos}.size", pos + 1, 2),
                 IntField(f"OHDR.msg@{pos}.flags", pos + 3, 1)]
         body = pos + 4 + (2 if flags & 0x04 else 0)
