@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from .api import ExtractResult, extract, open, save
+from .api import ExtractResult, extract, open, save, save_sharded
 from .errors import (
     CheckpointError,
     FormatError,
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "open",
     "save",
+    "save_sharded",
     "extract",
     "ExtractResult",
     "graft",

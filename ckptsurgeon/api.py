@@ -12,10 +12,12 @@ import numpy as np
 
 from .atomic import atomic_output, check_output
 from .errors import OutputError, SelectionError
-from .formats import open_checkpoint, writer_for
+from .formats import WRITERS, open_checkpoint, writer_for
+from .formats.sharded.hf_shards import ShardedOutput
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
+from .scopes import as_patterns
 
-__all__ = ["open", "save", "extract", "ExtractResult", "file_sha256"]
+__all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance"]
 
 Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
 
@@ -26,7 +28,7 @@ def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> 
     ``allow_globals`` admits extra plain data classes (``module.ClassName``) found in a pickle; they
     are recorded by name, never imported or called.
     """
-    return open_checkpoint(os.fspath(path), allow_globals=allow_globals)
+    return open_checkpoint(os.fspath(path), allow_globals=as_patterns(allow_globals, "allow_globals"))
 
 
 def file_sha256(path: str) -> str:
@@ -55,11 +57,61 @@ class _LazyArrays(Mapping[str, np.ndarray]):
         value = self._items[key]
         return value.numpy() if isinstance(value, TensorRef) else np.asarray(value)
 
+    def spec(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """dtype and shape without reading the tensor (writers size their headers with it)."""
+        value = self._items[key]
+        if not isinstance(value, TensorRef):
+            value = np.asarray(value)
+        return value.dtype, tuple(value.shape)
+
     def __iter__(self):
         return iter(self._items)
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _spec(items: Mapping, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+    spec = getattr(items, "spec", None)
+    return spec(key) if spec is not None else _LazyArrays(items).spec(key)
+
+
+def save_sharded(
+    tensors: Tensors,
+    folder: str | os.PathLike[str],
+    *,
+    max_shard_size: int | str,
+    format: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    force: bool = False,
+    inputs: Sequence[str] = (),
+) -> ShardedOutput:
+    """Write tensors into ``folder`` as Hugging Face shards of at most ``max_shard_size`` ("5GB" or bytes).
+
+    Names, index and split follow huggingface_hub (``model-00001-of-00003.safetensors`` +
+    ``model.safetensors.index.json``; ``format="pt"`` writes ``pytorch_model-*.bin``). All files are
+    written atomically together; tensors are read one at a time.
+    """
+    from .formats.sharded.hf_shards import parse_size, write_sharded
+
+    folder = os.fspath(folder)
+    items = tensors if not isinstance(tensors, CheckpointIndex) else _materialize(tensors)
+    sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
+    if os.path.splitext(folder)[1].lower() in (".safetensors", ".bin", ".pt", ".npz", ".h5"):
+        raise OutputError(f"{folder}: with --max-shard-size the output is a folder (shards are named like "
+                          "huggingface_hub names them); give a folder name")
+    lazy = items if hasattr(items, "spec") else _LazyArrays(items)  # type: ignore[arg-type]
+    for value in (items.values() if isinstance(items, dict) else ()):  # refused before a byte is written
+        if isinstance(value, TensorRef):
+            value.check_expansion()
+
+    def nbytes(key: str) -> int:
+        dtype, shape = _spec(lazy, key)
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    writer = WRITERS.get(format or "safetensors") or writer_for(folder, format)  # the latter names the choices
+    return write_sharded(lazy, nbytes, folder, max_bytes=parse_size(max_shard_size), writer=writer,
+                         metadata=dict(metadata or {}), force=force, inputs=sources)
 
 
 def save(
@@ -100,15 +152,71 @@ class ExtractResult:
     notes: list[str] = field(default_factory=list)
     converted: list[dict] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # every file written (the shards and their index)
 
 
-def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float | None):
-    """The converted selection as an index (renamed), the group reports, and the verification rows."""
+def provenance(index: CheckpointIndex) -> dict[str, str]:
+    """Where an index came from, for an output's metadata: name plus a hash or the store's version tag.
+
+    A local file is hashed (sha256); a remote one records its URL and ETag or the Hub's LFS sha256
+    (never a download of the whole file); a sharded or DCP checkpoint hashes its small index file.
+    """
+    from . import location
+    from .source import is_url, open_source
+
+    src = index.files[0]
+    out = {"source": location.basename(src.rstrip("/")) or src}
+    if is_url(src):
+        ident = open_source(src if location.isfile(src) else index.files[1]).identity()
+        out["source"] = ident.get("url", src)
+        if ident.get("sha256"):
+            out["source_sha256"] = ident["sha256"]
+        if ident.get("etag"):
+            out["source_etag"] = ident["etag"]
+        return out
+    if os.path.isfile(src):
+        out["source_sha256"] = file_sha256(src)
+    elif index.format == "dcp" and len(index.files) > 1:
+        out["source_metadata_sha256"] = file_sha256(index.files[1])
+    else:
+        out["source_sha256"] = ""
+    return out
+
+
+def _out_scope(scope: str, rename: Sequence[tuple[str, str]], rules: Sequence = ()) -> str:
+    """A group scope after ``rename`` (prefix rules) and remap ``rules``, for its ``rnn:<scope>`` metadata key."""
+    new = rename_path(scope + "/\0" if scope else "\0", rename)
+    scope = scope if new is None else new.removesuffix("\0").rstrip("/")
+    if rules:
+        from .graft import render_scope
+
+        mapped = render_scope(scope, rules)
+        scope = scope if mapped is None else mapped
+    return scope
+
+
+def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float | None, rules: Sequence = ()):
+    """The converted selection as an index (renamed), the group reports, and the verification rows.
+
+    Each converted group is read back from its own tensors and self-description and run against the
+    source before anything is written; the output's metadata gets every group's ``rnn:<scope>``.
+    """
     from .rnn.convert import TARGETS, convert_index
-    from .rnn.verify import verify
+    from .rnn.verify import verify_converted
 
     rows, done = convert_index(kept, to, options)
-    sep = TARGETS[to][0]
+    if not done:
+        raise SelectionError(f"{kept.files[0]}: no recurrent group in the selection to convert to {to} "
+                             "(see `ckptsurgeon rnn`); drop --to to extract the tensors as they are")
+    checks = []
+    if verify_atol is not None:
+        found = [verify_converted(c, atol=verify_atol, seed=i) for i, c in enumerate(done)]
+        checks = [r.as_dict() for r in found]
+        bad = [r for r in found if not r.ok]
+        if bad:
+            raise SelectionError("; ".join(f"{r.source or '/'}: converted outputs differ by {r.max_abs_diff:.3g} "
+                                           f"(> {verify_atol:g})" for r in bad) + "; nothing written")
+    sep = TARGETS[to].sep
     builder = IndexBuilder(kept.files[0])
     for path, key, value in rows:
         passthrough = isinstance(value, TensorRef)
@@ -120,20 +228,13 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
         else:
             arr = np.asarray(value)
             builder.add(TensorRef(path, key, arr.dtype, tuple(arr.shape), kept.files[0], loader=lambda a=arr: a))
-    # The GRU family is an ONNX operator attribute, not a weight: the output's metadata keeps it.
-    family = {f"onnx_linear_before_reset:{c.group.scope}": "1" if c.group.reset_after else "0"
-              for c in done if to == "onnx" and c.group.kind == "gru"}
+    stated: dict[str, str] = {}
+    for c in done:
+        stated.update(c.stated(_out_scope(c.group.scope, rename, rules)))
     result = CheckpointIndex(builder.refs, format=to, files=[kept.files[0]], key_sep=sep,
-                             metadata={"__metadata__": family})
-    checks = []
-    if verify_atol is not None and done:
-        found = verify(kept, result, atol=verify_atol, options_a=options)
-        checks = [r.as_dict() for r in found]
-        bad = [r for r in found if not r.ok]
-        if bad:
-            raise SelectionError("; ".join(f"{r.source}: converted outputs differ by {r.max_abs_diff:.3g} (> {verify_atol:g})"
-                                           for r in bad) + "; nothing written")
-    reports = [{**c.group.describe(), "target": to, "tensors": list(c.tensors), "notes": c.notes} for c in done]
+                             metadata={"__metadata__": stated})
+    reports = [{**c.group.describe(), "target": to, "tensors": list(c.tensors), "notes": c.notes,
+                "output": c.metadata} for c in done]
     return result, reports, checks
 
 
@@ -151,18 +252,26 @@ def extract(
     allow_globals: Sequence[str] = (),
     to: str | None = None,
     options: object | None = None,
-    verify_atol: float | None = None,
+    verify_atol: float | None = 1e-5,
     map: Sequence[str] = (),  # noqa: A002
+    max_shard_size: int | str | None = None,
 ) -> ExtractResult:
     """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
     and write them to ``out``.
 
     Mirrors ``ckptsurgeon extract``. Optimizer state is left out unless ``include_optimizer``.
     ``to`` is one of torch, torch-cell, keras, tf1, onnx, gates (``options``: a ``ConvertOptions``);
-    with ``verify_atol`` the converted groups are run against the source before anything is written.
-    Provenance (source name, its sha256, the selection) goes into the output's metadata.
+    the converted groups are read back and run against the source before anything is written, and
+    nothing is written above ``verify_atol`` (``None`` skips the check).
+    Provenance (source name, its sha256 or ETag, the selection) goes into the output's metadata.
+    ``max_shard_size`` ("5GB") writes Hugging Face shards into the folder ``out`` instead of one file.
     """
+    scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_patterns(map, "map")  # noqa: A001
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
+    if index.format == "onnx" and scope:
+        from .rnn.onnx_graph import expand_scopes
+
+        scope = expand_scopes(index, scope, regex, always=to is not None)  # a node's scope selects what it reads
     chosen = index.select(*scope, exclude=exclude, regex=regex)
     kept = chosen if include_optimizer else chosen.select(include_optimizer=False) if len(chosen) else chosen
     skipped = len(chosen) - len(kept)
@@ -176,13 +285,13 @@ def extract(
     if to:
         from .rnn.convert import ConvertOptions
 
-        kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol)
+        from .remap import parse_map
+
+        kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol, parse_map(map))
     elif rename:
         kept = kept.renamed(rename)
-    src = index.files[0]
     metadata = {
-        "source": os.path.basename(src),
-        "source_sha256": file_sha256(src) if os.path.isfile(src) else "",
+        **provenance(index),
         "source_format": index.format,
         "selection": " ".join(scope) or "**",
     }
@@ -193,19 +302,26 @@ def extract(
     if to:
         metadata["converted_to"] = to
         metadata.update(kept.metadata.get("__metadata__", {}))
+    elif (format or ("safetensors" if max_shard_size is not None else writer_for(os.fspath(out), None).name)) == "npz":
+        metadata = {}  # npz has no hidden place for metadata: a member is written only when a conversion needs one
     if map:
         from .remap import Remap, parse_map
 
         plan = Remap(parse_map(map)).plan(kept)
         metadata["map"] = " ".join(map)
-        path = save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=index.files)
-        return ExtractResult(path, [r.target for r in plan.mapped], kept.nbytes,
-                             skipped, writer_for(path, format).name, converted=reports, checks=checks)
+        tensors, written = plan.lazy(), [r.target for r in plan.mapped]
+    else:
+        tensors, written = kept, [r.key for r in kept.values()]
+    if max_shard_size is not None:
+        res = save_sharded(tensors, out, max_shard_size=max_shard_size, format=format, metadata=metadata,
+                           force=force, inputs=index.files)
+        return ExtractResult(res.index or res.files[0], written, kept.nbytes, skipped, format or "safetensors",
+                             converted=reports, checks=checks, files=res.files)
     try:
-        path = save(kept, out, format=format, metadata=metadata, force=force, inputs=index.files)
+        path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files)
     except OutputError as exc:  # a writer's refusal names the tensor; say which checkpoint it came from
         if src in str(exc):
             raise
         raise OutputError(f"{src}: {exc}") from None
-    return ExtractResult(path, [r.key for r in kept.values()], kept.nbytes, skipped, writer_for(path, format).name,
-                         converted=reports, checks=checks)
+    return ExtractResult(path, written, kept.nbytes, skipped, writer_for(path, format).name,
+                         converted=reports, checks=checks, files=[path])

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from .errors import OutputError
 
-__all__ = ["atomic_output", "check_output", "output_error"]
+__all__ = ["atomic_output", "check_output", "output_error", "AtomicFiles", "atomic_files"]
 
 _CLEANUP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 # Errors that say "this output cannot be written" (a read-only, immutable or full place, a quota).
@@ -103,5 +103,82 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
                     raise output_error(path, exc) from None
                 raise
     except _Terminated as exc:  # the temporary file is gone: now die of the signal as we would have
+        os.kill(os.getpid(), exc.signum)
+        raise SystemExit(128 + exc.signum) from None
+
+
+class AtomicFiles:
+    """Several output files committed together (shards and their index).
+
+    Every file is written under a temporary name; ``commit`` renames them all, the index last. A new
+    folder is written as a hidden temporary folder and renamed into place whole, so readers never see
+    a partial set. On any error (or Ctrl-C) every temporary file is removed and nothing is renamed.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.folder = os.path.abspath(folder)
+        self._new = not os.path.lexists(self.folder)
+        parent = os.path.dirname(self.folder)
+        if self._new:
+            if not os.path.isdir(parent):
+                raise OutputError(f"{folder}: folder {parent} does not exist")
+            self._work = tempfile.mkdtemp(prefix="." + os.path.basename(self.folder) + ".", suffix=".tmp", dir=parent)
+        else:
+            if not os.path.isdir(self.folder) or os.path.islink(self.folder):
+                raise OutputError(f"{folder}: exists and is not a folder; give a folder for sharded output")
+            self._work = self.folder
+        self._files: list[tuple[str, str]] = []  # (temporary path, final name)
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        """A temporary file that becomes ``folder/name`` on commit."""
+        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=self._work)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        self._files.append((tmp, name))
+        with os.fdopen(fd, "w+b") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def commit(self) -> list[str]:
+        finals = []
+        for tmp, name in self._files:
+            final = os.path.join(self._work, name)
+            os.replace(tmp, final)
+            finals.append(name)
+        if self._new:
+            os.rename(self._work, self.folder)
+        return [os.path.join(self.folder, n) for n in finals]
+
+    def abort(self) -> None:
+        for tmp, _ in self._files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if self._new:
+            import shutil
+
+            shutil.rmtree(self._work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_files(folder: str) -> Iterator[AtomicFiles]:
+    """``AtomicFiles`` committed on success, aborted on any exception (SIGTERM and SIGHUP included)."""
+    try:
+        with _signals_unwind():
+            try:
+                files = AtomicFiles(folder)
+            except OSError as exc:
+                raise output_error(folder, exc) from None
+            try:
+                yield files
+                files.commit()
+            except BaseException as exc:
+                files.abort()
+                if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+                    raise output_error(folder, exc) from None
+                raise
+    except _Terminated as exc:
         os.kill(os.getpid(), exc.signum)
         raise SystemExit(128 + exc.signum) from None

@@ -15,6 +15,7 @@ __all__ = [
     "SAFETENSORS_DTYPES",
     "SAFETENSORS_CODES",
     "TF_DTYPES",
+    "ONNX_DTYPES",
     "dtype_name",
     "resolve_dtype",
 ]
@@ -126,3 +127,35 @@ def resolve_dtype(name: str) -> np.dtype:
         return np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) else np.dtype(name)
     except TypeError as exc:
         raise FormatError(f"unknown dtype {name!r}") from exc
+
+# onnx/onnx.proto `TensorProto.DataType` (STRING = 8 is listed under metadata, not as a tensor).
+ONNX_DTYPES: dict[int, np.dtype] = {
+    1: np.dtype("float32"),  # FLOAT
+    2: np.dtype("uint8"),  # UINT8
+    3: np.dtype("int8"),  # INT8
+    4: np.dtype("uint16"),  # UINT16
+    5: np.dtype("int16"),  # INT16
+    6: np.dtype("int32"),  # INT32
+    7: np.dtype("int64"),  # INT64
+    9: np.dtype("bool"),  # BOOL
+    10: np.dtype("float16"),  # FLOAT16
+    11: np.dtype("float64"),  # DOUBLE
+    12: np.dtype("uint32"),  # UINT32
+    13: np.dtype("uint64"),  # UINT64
+    14: np.dtype("complex64"),  # COMPLEX64
+    15: np.dtype("complex128"),  # COMPLEX128
+    16: _BF16,  # BFLOAT16
+    17: _F8E4M3,  # FLOAT8E4M3FN
+    18: _F8E4M3FNUZ,  # FLOAT8E4M3FNUZ
+    19: _F8E5M2,  # FLOAT8E5M2
+    20: _F8E5M2FNUZ,  # FLOAT8E5M2FNUZ
+    21: np.dtype(ml_dtypes.uint4),  # UINT4 (two per byte)
+    22: np.dtype(ml_dtypes.int4),  # INT4 (two per byte)
+    23: np.dtype(ml_dtypes.float4_e2m1fn),  # FLOAT4E2M1 (two per byte)
+    24: np.dtype(ml_dtypes.float8_e8m0fnu),  # FLOAT8E8M0
+    25: np.dtype(ml_dtypes.uint2),  # UINT2 (four per byte)
+    26: np.dtype(ml_dtypes.int2),  # INT2 (four per byte)
+}
+ONNX_STRING = 8
+ONNX_PACKED_BITS: dict[int, int] = {21: 4, 22: 4, 23: 4, 25: 2, 26: 2}  # sub-byte types: bits per element
+ONNX_DTYPE_NAMES: dict[int, str] = {0: "undefined", 8: "string", 27: "float6e2m3", 28: "float6e3m2"}

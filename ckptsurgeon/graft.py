@@ -1,9 +1,11 @@
 """Graft: write chosen source tensors into a downstream model's own checkpoint (the template).
 
 Plan first: recurrent groups are paired (by ``--map``/rules on their scopes, else the unique match)
-and converted to the template group's own layout; other tensors follow the rules. Every target must
-exist in the template with the same shape; dtypes follow the template. Then the template is copied
-with only those tensors' bytes replaced.
+and converted to the template group's own layout, with the template group's own run-time constants
+(TF1 forget_bias of *its* cell class) and activations; other tensors follow the rules. Every target
+must exist in the template with the same shape; dtypes follow the template. Then (by default) each
+template group, with its new values and read with its own facts, is run against the source group:
+nothing is written above the tolerance. Then the template is copied with only those bytes replaced.
 """
 from __future__ import annotations
 
@@ -15,17 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SelectionError
-from .index import CheckpointIndex
+from .errors import CheckpointError, SelectionError
+from .index import CheckpointIndex, TensorRef
 from .remap import PlanError, Remap, Rule, load_rules, parse_map
-from .rnn.convert import ConversionError, ConvertOptions, check_target, convert_stack
-from .rnn.group import RecurrentGroup
+from .rnn.convert import ConversionError, ConvertOptions, convert_group
+from .rnn.group import RecognizeOptions, RecurrentGroup
 from .rnn.recognize import recognize
+from .rnn.verify import GroupCheck, check_pair
+from .scopes import as_patterns
 
-__all__ = ["GraftReport", "GraftRow", "plan_graft", "graft"]
+__all__ = ["GraftReport", "GraftRow", "plan_graft", "graft", "render_scope", "template_options"]
 
 # template group layout -> the --to target that writes it
-_TARGET_OF = {"torch": "torch", "torch-cell": "torch-cell", "keras": "keras", "tf1": "tf1", "tf1-gru": "tf1", "onnx": "onnx"}
+_TARGET_OF = {"torch": "torch", "torch-cell": "torch-cell", "keras": "keras", "tf1": "tf1", "tf1-gru": "tf1", "onnx": "onnx",
+              "gates": "gates"}
 
 
 @dataclass
@@ -50,13 +55,22 @@ class GraftReport:
     groups: list[str]
     out: str | None = None
     dry_run: bool = False
+    checks: list[GroupCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    aliased: list[dict[str, Any]] = field(default_factory=list)  # template tensors changed through shared storage
 
     def as_dict(self) -> dict[str, Any]:
         return {"out": self.out, "dry_run": self.dry_run, "groups": self.groups,
-                "replaced": [r.as_dict() for r in self.replaced], "untouched": self.untouched, "unused": self.unused}
+                "replaced": [r.as_dict() for r in self.replaced], "untouched": self.untouched, "unused": self.unused,
+                "checks": [c.as_dict() for c in self.checks], "notes": self.notes, "aliased": self.aliased}
 
 
-def _render_scope(scope: str, rules: Sequence[Rule]) -> str | None:
+def template_options(options: RecognizeOptions) -> RecognizeOptions:
+    """How to read the template: the same structural declarations, none of the source's declared facts."""
+    return RecognizeOptions(gate_names=options.gate_names, var_names=options.var_names, orientation=options.orientation)
+
+
+def render_scope(scope: str, rules: Sequence[Rule]) -> str | None:
     """A group scope through the rules: ``LSTMcell/*=cell/*`` maps the scope ``LSTMcell`` to ``cell``."""
     for rule in rules:
         m = rule.match(scope)
@@ -72,12 +86,16 @@ def _signature(g: RecurrentGroup) -> tuple:
     return (g.kind, g.input_size, g.hidden_size, g.num_layers, g.directions, g.proj_size)
 
 
+# Names of the same role across layouts (TF 1.0 weights/biases, TF 0.x Linear/Matrix ...).
+_ROLE = {"weights": "kernel", "matrix": "kernel", "w_0": "kernel", "biases": "bias", "b": "bias"}
+
+
 def _pair_groups(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence[Rule]) -> list[tuple]:
     pairs = []
     by_scope = {g.scope: g for g in tg}
     if rules:
         for g in sg:
-            target = _render_scope(g.scope, rules)
+            target = render_scope(g.scope, rules)
             if target is not None and target in by_scope:
                 pairs.append((g, by_scope[target]))
         return pairs
@@ -104,24 +122,59 @@ def _member_for(tpl: RecurrentGroup, rel: str, template: CheckpointIndex) -> str
         low = path.lower()
         direction = "b" if re.search(r"(^|/)(backward\w*|bw)(/|$)|_reverse", low) else "f"
         layer = re.search(r"(?:layer_|cell_|_l)(\d+)", low)
-        return direction, int(layer.group(1)) if layer else 0, path.rsplit("/", 1)[-1].split(".")[-1]
+        segs = low.replace(".", "/").split("/")
+        role = _ROLE.get(segs[-1], segs[-1])
+        part = next((p for p in ("gates", "candidate", "projection") if p in segs[-3:-1]), "")
+        return direction, int(layer.group(1)) if layer else 0, part, role
 
     want = sig(rel)
     found = [m for m in tpl.members if sig(m[len(tpl.scope):]) == want]
     return found[0] if len(found) == 1 else None
 
 
+def _place(s: RecurrentGroup, t: RecurrentGroup, tensors: dict[str, np.ndarray],
+           template: CheckpointIndex) -> list[tuple[str | None, str, np.ndarray]]:
+    """(template member or None, label, value) for each converted tensor. A template group whose stored
+    tensors are not its layout's own (an ONNX node fed through constant chains) writes them back itself."""
+    if t.write_back is not None:
+        label = f"{t.layout} node inputs of {t.scope}, written back"
+        return [(member, label, np.asarray(arr)) for member, arr in t.write_back(tensors).items()]
+    return [(_member_for(t, rel, template), rel, np.asarray(arr)) for rel, arr in tensors.items()]
+
+
+def _verify_group(s: RecurrentGroup, t: RecurrentGroup, conv, template: CheckpointIndex,
+                  values: dict[str, np.ndarray], options: RecognizeOptions, atol: float, seed: int) -> GroupCheck:
+    """The template group with its new values, read with the template's own facts, against the source."""
+    refs = []
+    for member in t.members:
+        ref = template[member]
+        if member in values:
+            arr = np.asarray(values[member]).astype(ref.dtype, copy=False)
+            ref = TensorRef(ref.path, ref.key, arr.dtype, arr.shape, ref.file, loader=lambda a=arr: a)
+        refs.append(ref)
+    after = CheckpointIndex(refs, format=template.format, files=template.files, key_sep=template.key_sep,
+                            metadata=template.metadata)
+    found = [g for g in recognize(after, options) if g.scope == t.scope]
+    if len(found) != 1:
+        raise SelectionError(f"template group {t.scope!r} does not read back after the graft")
+    return check_pair(s, found[0], atol=atol, seed=seed, a_stack=conv.reference)
+
+
 def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequence[Rule] = (),
-               options: ConvertOptions | None = None) -> GraftReport:
-    """Every replacement, checked; raises PlanError listing every problem."""
+               options: ConvertOptions | None = None, *, verify_atol: float | None = 1e-5) -> GraftReport:
+    """Every replacement, checked (and each recurrent group verified unless ``verify_atol`` is None);
+    raises PlanError listing every problem."""
     options = options or ConvertOptions()
+    tpl_options = template_options(options)
     problems: list[str] = []
     rows: dict[str, GraftRow] = {}
     used: set[str] = set()
     groups_done: list[str] = []
-    sg, tg = recognize(source, options), recognize(template, options)
+    notes: list[str] = []
+    checks: list[GroupCheck] = []
+    sg, tg = recognize(source, options), recognize(template, tpl_options)
 
-    def add(target: str, src: str, value: Callable[[], np.ndarray], shape: tuple, dtype: np.dtype) -> None:
+    def add(target: str, src: str, value: Callable[[], np.ndarray], shape: tuple, dtype: np.dtype) -> bool:
         ref = template[target]
         if target in rows:
             problems.append(f"{rows[target].source!r} and {src!r} both map to template {target!r}")
@@ -130,8 +183,10 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         else:
             cast = None if np.dtype(dtype).name == ref.dtype_name else np.dtype(dtype).name
             rows[target] = GraftRow(target, src, ref.shape, ref.dtype_name, cast, value)
+            return True
+        return False
 
-    for s, t in _pair_groups(sg, tg, rules):
+    for i, (s, t) in enumerate(_pair_groups(sg, tg, rules)):
         if _signature(s) != _signature(t):
             problems.append(f"group {s.scope!r} ({s.kind}, input {s.input_size}, hidden {s.hidden_size}, "
                             f"{s.num_layers}x{s.directions}) does not fit template group {t.scope!r} ({t.kind}, input "
@@ -141,23 +196,36 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         try:
             if target is None:
                 raise ConversionError(f"template group {t.scope!r} is in layout {t.layout}, which graft cannot write")
-            if s.kind == "gru" and bool(s.reset_after) != bool(t.reset_after):
-                raise ConversionError(
-                    f"cannot graft {s.scope!r} into {t.scope!r}: a {'reset-after' if s.reset_after else 'reset-before'} "
-                    f"GRU cannot compute what a {'reset-after' if t.reset_after else 'reset-before'} GRU computes")
-            check_target(s, target)
-            conv = convert_stack(s, target, options)
+            conv = convert_group(s, target, options, into=t)
         except ConversionError as exc:
             problems.append(str(exc))
             continue
-        groups_done.append(f"{s.scope or '/'} ({s.variant}) -> {t.scope or '/'} ({t.variant})")
-        for rel, arr in conv.tensors.items():
-            member = _member_for(t, rel, template)
+        values: dict[str, np.ndarray] = {}
+        try:
+            placed = _place(s, t, conv.tensors, template)
+        except CheckpointError as exc:
+            problems.append(f"{s.scope or '/'} -> {t.scope or '/'}: {exc}")
+            continue
+        for member, label, arr in placed:
             if member is None:
-                problems.append(f"converted {rel!r} of {s.scope!r} has no counterpart in template group {t.scope!r}")
-                continue
-            add(member, f"{s.scope} ({rel})", lambda a=arr: np.asarray(a), np.shape(arr), np.asarray(arr).dtype)
+                problems.append(f"converted {label!r} of {s.scope!r} has no counterpart in template group {t.scope!r}")
+            elif add(member, f"{s.scope} ({label})", lambda a=arr: np.asarray(a), np.shape(arr), np.asarray(arr).dtype):
+                values[member] = np.asarray(arr)
+        if len(values) != len(placed):
+            continue
+        groups_done.append(f"{s.scope or '/'} ({s.variant}) -> {t.scope or '/'} ({t.variant})")
+        notes.extend(conv.notes)
         used.update(s.members)
+        if verify_atol is not None:
+            try:
+                check = _verify_group(s, t, conv, template, values, tpl_options, verify_atol, i)
+            except SelectionError as exc:
+                problems.append(str(exc))
+                continue
+            checks.append(check)
+            if not check.ok:
+                problems.append(f"{s.scope or '/'} -> {t.scope or '/'}: the grafted template group computes outputs "
+                                f"{check.max_abs_diff:.3g} away from the source (> {verify_atol:g})")
 
     if rules:
         remaining = CheckpointIndex([r for p, r in source.items() if p not in used], format=source.format,
@@ -178,37 +246,53 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         raise PlanError(problems)
     untouched = [p for p in template if p not in rows]
     unused = [p for p in source if p not in used]
-    return GraftReport(list(rows.values()), untouched, unused, groups_done)
+    return GraftReport(list(rows.values()), untouched, unused, groups_done, checks=checks, notes=notes)
 
 
 def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathLike[str], out: str | None = None, *,
           scope: Sequence[str] = (), map: Sequence[str] = (), rules: str | None = None,  # noqa: A002
           strict: bool = False, dry_run: bool = False, force: bool = False,
-          options: ConvertOptions | None = None) -> GraftReport:
+          options: ConvertOptions | None = None, verify_atol: float | None = 1e-5,
+          allow_aliased: bool = False) -> GraftReport:
     """Write SOURCE's chosen tensors into a copy of TEMPLATE (``into``); see the module docstring.
 
     ``strict``: template tensors left untouched or source tensors left unused are errors.
     Nothing replaced is an error too. ``dry_run`` plans and reports without writing.
+    Every grafted recurrent group is verified first (``verify_atol``; ``None`` skips it).
+    A replacement that would change another template tensor through shared storage (a view, a
+    transpose, tied weights) is refused unless ``allow_aliased``; then each such tensor is in ``aliased``.
     """
     from .api import open as open_
-    from .formats.patch import patch_copy
+    from .formats.patch import aliased, patch_copy
+
+    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
+    from .rnn.onnx_graph import expand_scopes
 
     src = source if isinstance(source, CheckpointIndex) else open_(source)
-    src = src.select(*scope, include_optimizer=False)
+    src = src.select(*expand_scopes(src, scope), include_optimizer=False)  # an ONNX node's scope: what it reads
     tpl = open_(into)
     rule_list = parse_map(map) + (load_rules(rules) if rules else [])
-    report = plan_graft(src, tpl, rule_list, options)
+    options = options or ConvertOptions()
+    report = plan_graft(src, tpl, rule_list, options, verify_atol=verify_atol)
     if not report.replaced:
         raise SelectionError(f"{tpl.files[0]}: nothing to replace: no recurrent group paired and no rule matched "
                              f"(source groups: {[g.scope for g in recognize(src, options)]}, template groups: "
-                             f"{[g.scope for g in recognize(tpl, options)]}); pass --map SRC=DST")
+                             f"{[g.scope for g in recognize(tpl, template_options(options))]}); pass --map SRC=DST")
     if strict and (report.untouched or report.unused):
         raise SelectionError(f"--strict: {len(report.untouched)} template tensor(s) untouched "
                              f"({', '.join(report.untouched[:5])}) and {len(report.unused)} source tensor(s) unused "
                              f"({', '.join(report.unused[:5])})")
     report.dry_run = dry_run
+    values = {r.target: r.value() for r in report.replaced}
+    changed = [a for a in aliased(tpl, values) if a.changes]
+    if changed and not allow_aliased:
+        raise SelectionError(f"{tpl.files[0]}: " + "; ".join(
+            f"replacing {', '.join(repr(p) for p in a.shares_with)} would also change template tensor {a.path!r} (they share storage)"
+            for a in changed) + "; nothing written (pass --allow-aliased to write it and have every changed tensor reported)")
+    report.aliased = [{"path": a.path, "shares_with": list(a.shares_with)} for a in changed]
+    report.untouched = [p for p in report.untouched if p not in {a.path for a in changed}]
     if not dry_run:
         if out is None:
             raise SelectionError("graft needs an output path (-o) unless --dry-run")
-        report.out = patch_copy(tpl, os.fspath(out), {r.target: r.value() for r in report.replaced}, force=force)
+        report.out = patch_copy(tpl, os.fspath(out), values, force=force, allow_aliased=allow_aliased)
     return report

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError, SelectionError, UnsafeCheckpointError
-from .scopes import closest_scopes, compile_glob, compile_regex, matches
+from .scopes import as_patterns, closest_scopes, compile_glob, compile_regex, matches
 from .source import read_exact
 
 __all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index", "allow_expanded_views",
@@ -211,6 +211,8 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         No pattern selects everything. A pattern that selects nothing raises ``SelectionError``
         listing the closest existing scopes.
         """
+        patterns = tuple(p for value in patterns for p in as_patterns(value, "scope"))
+        exclude = as_patterns(exclude, "exclude")
         compile_ = compile_regex if regex else compile_glob
         paths = list(self._refs)
         chosen: dict[str, None] = {}

@@ -3,8 +3,11 @@
 >>> from ckptsurgeon.keras import load_into
 >>> report = load_into(model, "pretrained.pt", scope=["encoder/rnn"], map=["encoder/rnn=bi"])
 
-The model's own weights file is the graft template, so names, layouts and dtypes follow the model;
-recurrent groups are converted (PyTorch -> Keras ...) with the same checks and refusals as ``graft``.
+The model itself, saved as a ``.keras`` (weights + its configuration), is the graft template, so names,
+layouts, dtypes *and the layers' own facts* (activations, ``reset_after``, ``go_backwards``) follow the
+model; a model Keras cannot serialize falls back to its ``.weights.h5`` (Keras 3 defaults then apply).
+Recurrent groups are converted (PyTorch -> Keras ...) and verified with the same checks and refusals as
+``graft``; nothing loads on any misfit.
 """
 from __future__ import annotations
 
@@ -14,18 +17,35 @@ from collections.abc import Sequence
 from typing import Any
 
 from .graft import GraftReport, graft
+from .scopes import as_patterns
 
 __all__ = ["load_into"]
 
 
+def _save_template(model: Any, tmp: str) -> str:
+    path = os.path.join(tmp, "template.keras")
+    try:
+        model.save(path)
+        return path
+    except Exception:  # noqa: BLE001 - subclassed models without get_config: weights only
+        path = os.path.join(tmp, "template.weights.h5")
+        model.save_weights(path)
+        return path
+
+
 def load_into(model: Any, source: Any, *, scope: Sequence[str] = (), map: Sequence[str] = (),  # noqa: A002
-              rules: str | None = None, strict: bool = False, options: Any = None) -> GraftReport:
-    """Graft ``source`` into ``model``'s current weights and load the result; nothing loads on any misfit."""
+              rules: str | None = None, strict: bool = False, options: Any = None,
+              verify_atol: float | None = 1e-5) -> GraftReport:
+    """Graft ``source`` into ``model``'s current weights and load the result; nothing loads on any misfit.
+
+    Each recurrent group is verified first (``report.checks``; ``verify_atol=None`` skips it).
+    """
+    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
     with tempfile.TemporaryDirectory(prefix="ckptsurgeon-") as tmp:
-        template = os.path.join(tmp, "template.weights.h5")
-        model.save_weights(template)
-        out = os.path.join(tmp, "grafted.weights.h5")
-        report = graft(source, template, out, scope=scope, map=map, rules=rules, strict=strict, options=options)
+        template = _save_template(model, tmp)
+        out = os.path.join(tmp, "grafted" + (".keras" if template.endswith(".keras") else ".weights.h5"))
+        report = graft(source, template, out, scope=scope, map=map, rules=rules, strict=strict, options=options,
+                       verify_atol=verify_atol)
         model.load_weights(out)
     report.out = None
     return report

@@ -12,7 +12,24 @@ from collections.abc import Iterable, Sequence
 
 from .errors import SelectionError
 
-__all__ = ["join_path", "split_key", "compile_glob", "compile_regex", "matches", "scopes_of", "closest_scopes"]
+__all__ = ["join_path", "split_key", "compile_glob", "compile_regex", "matches", "scopes_of", "closest_scopes",
+           "as_patterns"]
+
+
+def as_patterns(value: str | Iterable[str] | None, what: str = "patterns") -> tuple[str, ...]:
+    """One pattern or several, as a tuple: ``scope="LSTMcell/*"`` is one pattern, not its characters.
+
+    Every public function taking a list of patterns (scope, exclude, map, allow_globals ...) calls this.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    out = tuple(value)
+    bad = [v for v in out if not isinstance(v, str)]
+    if bad:
+        raise SelectionError(f"{what}: expected strings, got {bad[0]!r}")
+    return out
 
 
 def split_key(key: str, sep: str) -> list[str]:

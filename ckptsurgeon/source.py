@@ -4,8 +4,9 @@ Every reader gets its bytes through a ``ByteSource``: ``size``, ``read(offset, n
 or a ``FormatError``), ``window(offset, size)`` (a seekable file object for libraries that want one:
 ``zipfile``, ``h5py``) and ``identity()`` (what provenance records instead of hashing the file).
 
-``open_source(name)`` picks the implementation: a registered URL scheme (``scheme://...``) or a local
-file. Local files are opened without following a symbolic link and only when they are regular files
+``open_source(name)`` picks the implementation: a registered URL scheme (``scheme://...``; the remote
+ones of ``REMOTE_SCHEMES`` load ``ckptsurgeon.remote`` on first use) or a local file. A source may also
+offer ``readinto(offset, buffer)`` to fill a buffer without an intermediate copy (local files do). Local files are opened without following a symbolic link and only when they are regular files
 (a FIFO or a device would block or never end).
 """
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import FormatError, UnsafeCheckpointError
 
-__all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "read_exact",
-           "read_small_file"]
+__all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "url_scheme",
+           "ensure_scheme", "read_exact", "read_small_file", "REMOTE_SCHEMES"]
 
 
 @runtime_checkable
@@ -140,6 +141,15 @@ class LocalFile:
             raise FormatError(f"{self.name}: truncated: wanted {size} bytes at offset {offset}, got {got}")
         return buf
 
+    def readinto(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes at ``offset`` (no intermediate copy); short reads raise."""
+        view, got = memoryview(buf).cast("B"), 0
+        while got < len(view):
+            n = os.preadv(self._fd, [view[got:got + (1 << 30)]], offset + got)
+            if not n:
+                raise FormatError(f"{self.name}: truncated: wanted {len(view)} bytes at offset {offset}, got {got}")
+            got += n
+
     def fresh(self) -> bool:
         """Whether the path still names the file this descriptor reads (not replaced or changed since)."""
         try:
@@ -171,8 +181,25 @@ _CACHE: dict[str, ByteSource] = {}
 _CACHE_MAX = 64
 
 
+# Schemes served by fsspec (``ckptsurgeon.remote``), loaded on first use: local work never imports fsspec.
+REMOTE_SCHEMES = ("hf", "s3", "s3a", "gs", "gcs", "http", "https", "memory", "az", "abfs")
+
+
 def is_url(name: str) -> bool:
     return _URL.match(name) is not None
+
+
+def url_scheme(name: str) -> str:
+    m = _URL.match(name)
+    return m.group(1).lower() if m else ""
+
+
+def ensure_scheme(scheme: str, name: str) -> None:
+    """Register the backend for ``scheme`` if it is a known remote one (or raise its install hint)."""
+    if scheme not in _SCHEMES and scheme in REMOTE_SCHEMES:
+        from . import remote
+
+        remote.install(name)
 
 
 def register_scheme(scheme: str, opener: Callable[[str], ByteSource]) -> None:
@@ -190,6 +217,7 @@ def open_source(name: str) -> ByteSource:
         getattr(src, "close", lambda: None)()
     m = _URL.match(name)
     if m:
+        ensure_scheme(m.group(1).lower(), name)
         opener = _SCHEMES.get(m.group(1).lower())
         if opener is None:
             raise FormatError(f"{name}: unsupported URL scheme {m.group(1)!r}")

@@ -2,6 +2,8 @@
 reference evaluator, they compute what the source computed; inexact conversions are refused."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -272,4 +274,5 @@ def test_onnx_keeps_the_gru_family(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(out), "np") as f:
-        assert f.metadata()["onnx_linear_before_reset:bigru"] == "0"
+        described = json.loads(f.metadata()["rnn:bigru"])
+    assert described["family"] == "reset-before" and described["onnx"]["linear_before_reset"] == 0

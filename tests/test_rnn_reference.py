@@ -124,20 +124,39 @@ def test_rnn_cli_describes_every_fixture():
     assert groups(TF / "tf1_lstmcell")["LSTMcell"]["layout"] == "per-gate"
     k = groups(FIXTURES / "keras" / "tfkeras" / "model.h5")
     assert k["bi"]["family"] == "reset-after" and k["gru_reset_before"]["family"] == "reset-before"
-    assert k["encoder_lstm"]["activation_source"] == "file" and k["bi"]["directions"] == 2
+    assert k["encoder_lstm"]["provenance"]["recurrent_activation"].startswith("file") and k["bi"]["directions"] == 2
     t = groups(FIXTURES / "torch" / "model.pt")
     assert (t["encoder/rnn"]["num_layers"], t["encoder/rnn"]["directions"], t["decoder"]["kind"]) == (2, 2, "gru")
     assert groups(TF / "tf2_checkpoint")["model/layer_with_weights-0"]["hidden_size"] == 4
 
 
-def test_ambiguous_orientation_is_reported(tmp_path):
+def test_square_hand_built_cell_needs_orientation(tmp_path):
+    """input size == hidden size: the shapes cannot tell x @ W from W @ x; refused until --orientation says."""
+    from ckptsurgeon.rnn.convert import ConversionError, convert_group
+    from ckptsurgeon.rnn.group import RecognizeOptions
+
     rng = np.random.default_rng(0)
     tensors = {f"cell/{g}/{v}": rng.standard_normal((4, 4) if v != "bi" else (1, 4)).astype(np.float32)
                for g in ("input_gate", "forget_gate", "memory_cell", "output_gate") for v in ("wx", "wt", "bi")}
     path = tmp_path / "square.safetensors"
     ckptsurgeon.save(tensors, path)
     group = only_group(ckptsurgeon.open(path))
-    assert any("orientation taken as declared" in n for n in group.notes)
+    assert group.provenance["orientation"].startswith("missing") and "--orientation" in group.provenance["orientation"]
+    with pytest.raises(ConversionError, match="--orientation"):
+        convert_group(group, "torch-cell")
+    for orient in ("xw", "wx"):
+        declared = only_group(ckptsurgeon.open(path), options=RecognizeOptions(orientation=orient))
+        assert declared.provenance["orientation"] == f"flag: --orientation {orient}"
+        w = declared.cells()[0][0].w_ih[:4]
+        np.testing.assert_array_equal(w, tensors["cell/input_gate/wx"].T if orient == "xw" else tensors["cell/input_gate/wx"])
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    res = CliRunner().invoke(cli, ["extract", str(path), "--to", "torch-cell", "-o", str(tmp_path / "o.safetensors")])
+    assert res.exit_code == 1 and "--orientation" in res.output and not (tmp_path / "o.safetensors").exists()
+    res = CliRunner().invoke(cli, ["rnn", str(path)])
+    assert "orientation: unknown  (missing:" in res.output
 
 
 def test_custom_gate_names(tmp_path):

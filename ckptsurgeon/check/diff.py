@@ -1,4 +1,9 @@
-"""Compare two checkpoints, across formats: tensors by path, recurrent groups per gate by meaning."""
+"""Compare two checkpoints, across formats: tensors by path, recurrent groups by scope and meaning.
+
+Groups are paired by ``pairing.pair_groups`` (scope, normalized scope, then kind and sizes when
+unambiguous; never file order) and compared by what their cells compute (``group_diff``). A group
+present on one side only is a difference, like a tensor present on one side only.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from ..index import CheckpointIndex
-from ..rnn.gates import GATE_LABELS
 from ..rnn.group import RecognizeOptions
 from ..rnn.recognize import recognize
+from .group_diff import compare_groups, describe_group, differs
+from .pairing import SIGNATURE_FIELDS, pair_groups
 
 __all__ = ["diff"]
 
@@ -19,17 +25,12 @@ def _delta(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.max()) if d.size else 0.0, float((d / np.maximum(np.abs(b64), 1e-12)).max()) if d.size else 0.0
 
 
-def diff(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 0.0, rtol: float = 0.0,
-         options: RecognizeOptions | None = None) -> dict[str, Any]:
-    ga, gb = recognize(a, options), recognize(b, options)
-    grouped_a = {m for g in ga for m in g.members}
-    grouped_b = {m for g in gb for m in g.members}
-    out: dict[str, Any] = {"only_in_a": [], "only_in_b": [], "changed": [], "values": [], "groups": []}
+def _tensors(a: CheckpointIndex, b: CheckpointIndex, skip_a: set[str], skip_b: set[str], atol: float, rtol: float,
+             out: dict[str, Any]) -> None:
     for path, ref in a.items():
-        if path in grouped_a and path not in b:
-            continue
         if path not in b:
-            out["only_in_a"].append(path)
+            if path not in skip_a:
+                out["only_in_a"].append(path)
             continue
         other = b[path]
         if ref.shape != other.shape or ref.dtype_name != other.dtype_name:
@@ -41,24 +42,40 @@ def diff(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 0.0, rtol: flo
                 max_abs, max_rel = _delta(x, y)
                 out["values"].append({"path": path, "max_abs": max_abs, "max_rel": max_rel,
                                       "within_tolerance": bool(np.allclose(x.astype(np.float64), y.astype(np.float64), rtol=rtol, atol=atol))})
-    out["only_in_b"] = [p for p in b if p not in a and p not in grouped_b]
-    for x, y in zip(ga, gb):
-        entry: dict[str, Any] = {"a": x.scope, "b": y.scope, "kind": x.kind, "gates": []}
-        if (x.kind, x.hidden_size, x.input_size, x.num_layers, x.directions) != (y.kind, y.hidden_size, y.input_size, y.num_layers, y.directions):
-            entry["mismatch"] = "different kind or sizes"
-            out["groups"].append(entry)
+    out["only_in_b"] = [p for p in b if p not in a and p not in skip_b]
+
+
+def diff(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 0.0, rtol: float = 0.0,
+         options: RecognizeOptions | None = None, options_b: RecognizeOptions | None = None) -> dict[str, Any]:
+    """Every difference between ``a`` and ``b``; ``identical`` is False when any is beyond the tolerances."""
+    ga, gb = recognize(a, options), recognize(b, options_b or options)
+    out: dict[str, Any] = {"only_in_a": [], "only_in_b": [], "changed": [], "values": [], "groups": [],
+                           "groups_only_in_a": [], "groups_only_in_b": []}
+    for pair in pair_groups(ga, gb):
+        if pair.b is None:
+            out["groups_only_in_a"].append(describe_group(ga[pair.a]) | {"members": ga[pair.a].members})
             continue
-        letters = "ifgo" if x.kind == "lstm" else "rzn"
-        for k, (la, lb) in enumerate(zip(x.cells(), y.cells())):
-            for d, (ca, cb) in enumerate(zip(la, lb)):
-                for part, pa, pb in (("input kernel", ca.w_ih, cb.w_ih), ("recurrent kernel", ca.w_hh, cb.w_hh),
-                                     ("bias", sum(ca.biases()), sum(cb.biases()))):
-                    for j, letter in enumerate(letters):
-                        max_abs, max_rel = _delta(np.split(pa, len(letters))[j], np.split(pb, len(letters))[j])
-                        if max_abs > atol:
-                            entry["gates"].append({"layer": k, "direction": "backward" if d else "forward",
-                                                   "gate": GATE_LABELS[letter], "part": part, "max_abs": max_abs, "max_rel": max_rel})
+        if pair.a is None:
+            out["groups_only_in_b"].append(describe_group(gb[pair.b]) | {"members": gb[pair.b].members})
+            continue
+        x, y = ga[pair.a], gb[pair.b]
+        entry: dict[str, Any] = {"a": x.scope, "b": y.scope, "paired_by": pair.how, "kind": x.kind,
+                                 "variant_a": x.variant, "variant_b": y.variant}
+        sig_a = {k: getattr(x, k) for k in SIGNATURE_FIELDS}
+        sig_b = {k: getattr(y, k) for k in SIGNATURE_FIELDS}
+        if sig_a != sig_b:
+            entry.update(mismatch="different kind or sizes: " + ", ".join(
+                f"{k} {sig_a[k]!r} vs {sig_b[k]!r}" for k in SIGNATURE_FIELDS if sig_a[k] != sig_b[k]),
+                semantics=[], constants=[], gates=[], output_max_abs=None)
+        else:
+            entry.update(compare_groups(x, y, atol=atol))
+        entry["differs"] = differs(entry, atol)
         out["groups"].append(entry)
-    out["identical"] = not any(out[k] for k in ("only_in_a", "only_in_b", "changed", "values")) and not any(
-        g.get("gates") or g.get("mismatch") for g in out["groups"])
+    # Members of paired groups are compared through their group; members of unpaired groups are listed with it.
+    grouped_a = {m for g in ga for m in g.members}
+    grouped_b = {m for g in gb for m in g.members}
+    _tensors(a, b, grouped_a, grouped_b, atol, rtol, out)
+    out["identical"] = not (out["only_in_a"] or out["only_in_b"] or out["changed"] or out["groups_only_in_a"]
+                            or out["groups_only_in_b"] or any(not v["within_tolerance"] for v in out["values"])
+                            or any(g["differs"] for g in out["groups"]))
     return out

@@ -16,6 +16,8 @@ __all__ = ["Guess", "guess_initializer", "orthogonality", "ks_pvalue"]
 
 TRUNC = 0.8796256610342398  # std of a standard normal truncated to +-2
 P_FIXED, P_FITTED = 0.01, 0.05
+TINY = 32  # below this many values every candidate that fits is listed: the data cannot single one out
+MARGIN = 2.0  # above it, candidates whose log-likelihood is within this many nats of the best are listed too
 MAX_SAMPLE = 50_000  # distribution tests use a fixed-seed subsample; exact properties use every value
 # Hand-set initializer parameters are round numbers (stddev=0.1, minval=-0.5, Keras's 0.05 defaults).
 ROUND = sorted(m * 10.0 ** k for m in (1, 2, 5) for k in range(-4, 2))
@@ -32,6 +34,7 @@ class Guess:
     name: str
     evidence: str
     p_value: float | None = None
+    candidates: tuple[str, ...] = ()  # every initializer that fits, when the values cannot tell them apart
 
     def __str__(self) -> str:
         return self.name
@@ -176,8 +179,6 @@ def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (
         if dist < 1e-3:
             return Guess(f"orthogonal (gain {gain:.3g})", f"max |M^T M/g^2 - I| = {dist:.2g}")
     n, amax = x.size, float(np.max(np.abs(x)))
-    if n < 8:
-        return Guess("too few values to tell", f"{n} values: a distribution cannot be told apart (zeros/constant/orthogonal can)")
     sample = x if n <= MAX_SAMPLE else np.random.default_rng(0).choice(x, MAX_SAMPLE, replace=False)
     scored: list[tuple[float, int, str, str, float]] = []
     overflowed: list[str] = []
@@ -190,7 +191,7 @@ def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (
         p = ks_pvalue(sample, cdf) if math.isfinite(ll) else 0.0
         if p > P_FIXED:
             scored.append((round(ll, 6), -rank, name, evidence, p))  # equal likelihood: the first listed wins
-    if not overflowed:
+    if not overflowed and n >= 8:  # fitting a round parameter to fewer values would invent one
         fitted = _fitted_candidates(x, mu, sd, amax, float(x.min()), float(x.max()))
         for name, evidence, (cdf, logpdf), k in fitted:
             ll = float(np.sum(logpdf(sample)))
@@ -198,7 +199,33 @@ def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (
             if p > P_FITTED:
                 scored.append((round(ll - 0.5 * k * math.log(sample.size), 6), -1000, name, evidence, p))
     if scored:
-        _ll, _rank, name, evidence, p = max(scored)
-        return Guess(name, f"{evidence}; KS p={p:.2g}", p)
+        best = max(scored)[0]
+        close = scored if n < TINY else [c for c in scored if best - c[0] < MARGIN]
+        return _all_that_fit(close, n)
+    if n < 8:
+        return Guess("too few values to tell", f"{n} values: no initializer's support holds them all")
     near = f"; values just beyond the bound of {overflowed[0]}" if overflowed else ""
     return Guess("not an initializer (trained)", f"no initializer fits: mean {mu:.3g}, std {sd:.3g}, max |x| {amax:.3g}{near}")
+
+
+def _all_that_fit(scored: list[tuple[float, int, str, str, float]], n: int) -> Guess:
+    """The candidates given, most likely first, as one guess; one name when only one remains.
+
+    Candidates with the same likelihood and KS p-value are the same distribution under two names
+    (PyTorch's LSTM default and nn.Linear's with fan_in = H): the first listed stands for both.
+    """
+    seen_names: set[str] = set()
+    seen_dist: set[tuple[float, float]] = set()
+    kept = []
+    for ll, rank, name, evidence, p in sorted(scored, reverse=True):
+        if name in seen_names or (ll, round(p, 9)) in seen_dist:
+            continue
+        seen_names.add(name)
+        seen_dist.add((ll, round(p, 9)))
+        kept.append((name, evidence, p))
+    if len(kept) == 1:
+        name, evidence, p = kept[0]
+        return Guess(name, f"{evidence}; KS p={p:.2g}", p)
+    names = tuple(k[0] for k in kept)
+    return Guess("one of: " + ", ".join(names), f"{n} values fit {len(names)} initializers about equally well, most likely "
+                 f"first (too few values to tell them apart): " + "; ".join(f"{k[0]}: {k[1]}" for k in kept), None, names)

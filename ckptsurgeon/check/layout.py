@@ -25,7 +25,7 @@ def tensor_sha256(values) -> str:
 
 def group_signature(g: RecurrentGroup) -> dict[str, Any]:
     d = g.describe()
-    return {"scope": g.scope, "layout": g.layout, **{k: d[k] for k in GROUP_FIELDS}}
+    return {"scope": g.scope, "layout": g.layout, **{k: d[k] for k in GROUP_FIELDS}, "members": list(g.members)}
 
 
 def make_layout(index: CheckpointIndex, *, hash: bool = False, options: RecognizeOptions | None = None) -> dict[str, Any]:  # noqa: A002

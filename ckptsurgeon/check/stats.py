@@ -27,6 +27,7 @@ class Stats:
     orthogonality: float | None  # max |M^T M/g^2 - I| for matrices
     init: str
     evidence: str
+    candidates: list[str]  # every initializer that fits, when the values cannot tell them apart
 
 
 def tensor_stats(values: np.ndarray, *, fans=(), hidden=None, gate=None, matrix=None, init=None, family=None) -> Stats:
@@ -41,7 +42,7 @@ def tensor_stats(values: np.ndarray, *, fans=(), hidden=None, gate=None, matrix=
     pick = (lambda f: float(f(finite))) if finite.size else (lambda f: float("nan"))
     return Stats(pick(np.mean), pick(np.std), pick(np.min), pick(np.max),
                  float(np.mean(flat == 0)) if flat.size else 0.0, float(np.linalg.norm(finite)) if finite.size else 0.0,
-                 orth, guess.name, guess.evidence)
+                 orth, guess.name, guess.evidence, list(guess.candidates))
 
 
 _FORMAT_FAMILY = {"pytorch": "torch", "pytorch-legacy": "torch", "keras": "keras", "keras-v3": "keras", "keras-h5": "keras"}
@@ -56,15 +57,22 @@ def _fans(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     return []
 
 
+def _group_context(g: RecurrentGroup) -> tuple[list[tuple[int, int]], int | None, str | None]:
+    """(fans, hidden, framework family) for guessing how a group's tensors were initialized."""
+    G, H = (4 if g.kind == "lstm" else 3), g.hidden_size
+    fans = list(dict.fromkeys([(g.input_size, G * H), ((g.proj_size or H), G * H), (g.input_size + (g.proj_size or H), G * H),
+                               (g.input_size, H), (H, H)]))
+    hidden = H if g.layout.startswith("torch") else None  # PyTorch's RNN default U(+-1/sqrt(H))
+    family = "torch" if g.layout.startswith("torch") else "keras" if g.layout.startswith("keras") else \
+        "tf1" if g.layout.startswith("tf1") else None
+    return fans, hidden, family
+
+
 def _group_gates(g: RecurrentGroup) -> list[dict[str, Any]]:
     rows = []
     letters = "ifgo" if g.kind == "lstm" else "rzn"
     G, H = len(letters), g.hidden_size
-    fans = list(dict.fromkeys([(g.input_size, G * H), ((g.proj_size or H), G * H), (g.input_size + (g.proj_size or H), G * H),
-                               (g.input_size, H), (H, H)]))
-    hidden = H if g.layout.startswith("torch") else None
-    family = "torch" if g.layout.startswith("torch") else "keras" if g.layout.startswith("keras") else \
-        "tf1" if g.layout.startswith("tf1") else None
+    fans, hidden, family = _group_context(g)
     guess = lambda a, **kw: guess_initializer(a, fans=fans, hidden=hidden, family=family, **kw)  # noqa: E731
     for k, layer in enumerate(g.cells()):
         for d, cell in enumerate(layer):
@@ -104,7 +112,20 @@ def _digest(g: RecurrentGroup) -> str:
     return h.hexdigest()
 
 
-def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = None) -> dict[str, Any]:
+def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = None, *,
+                     include_optimizer: bool = False) -> dict[str, Any]:
+    """Statistics and initializer guesses per tensor and per gate.
+
+    Optimizer state is left out (and counted) unless ``include_optimizer``, as ``extract`` does. A
+    tensor of a recurrent group is judged in its group's context (PyTorch's U(+-1/sqrt(H)) for
+    PyTorch layouts, the group's fans and framework).
+    """
+    skipped = 0
+    if not include_optimizer and len(index):
+        kept = index.select(include_optimizer=False)
+        skipped, index = len(index) - len(kept), kept
+    groups = recognize(index, options)
+    context = {m: _group_context(g) for g in groups for m in g.members}
     tensors = []
     for ref in index.values():
         if ref.dtype.kind not in "fiub" and ref.dtype.name not in ("bfloat16",):
@@ -112,12 +133,13 @@ def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = 
         arr = ref.numpy()
         if arr.dtype.kind == "V" or arr.dtype.name.startswith(("bfloat16", "float8")):
             arr = arr.astype(np.float32)
-        s = tensor_stats(arr, fans=_fans(ref.shape), family=_FORMAT_FAMILY.get(index.format))
-        tensors.append({"path": ref.path, "shape": list(ref.shape), "dtype": ref.dtype_name, **asdict(s)})
-    groups = recognize(index, options)
+        fans, hidden, family = context.get(ref.path, (_fans(ref.shape), None, _FORMAT_FAMILY.get(index.format)))
+        s = tensor_stats(arr, fans=fans, hidden=hidden, family=family)
+        tensors.append({"path": ref.path, "shape": list(ref.shape), "dtype": ref.dtype_name, "optimizer": ref.optimizer,
+                        **asdict(s)})
     out_groups, digests = [], {}
     for g in groups:
         out_groups.append({"scope": g.scope, "kind": g.kind, "variant": g.variant, "gates": _group_gates(g)})
         digests.setdefault(_digest(g), []).append(g.scope)
-    return {"format": index.format, "tensors": tensors, "groups": out_groups,
+    return {"format": index.format, "tensors": tensors, "groups": out_groups, "left_out_optimizer": skipped,
             "identical_groups": [scopes for scopes in digests.values() if len(scopes) > 1]}

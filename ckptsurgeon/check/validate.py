@@ -9,8 +9,9 @@ import numpy as np
 
 from ..index import CheckpointIndex
 from ..rnn.group import RecognizeOptions
-from ..scopes import compile_glob, matches
+from ..scopes import as_patterns, compile_glob, matches
 from .layout import GROUP_FIELDS, make_layout, tensor_sha256
+from .pairing import pair_groups
 
 __all__ = ["Finding", "validate", "KINDS"]
 
@@ -40,23 +41,29 @@ def validate(index: CheckpointIndex, layout: dict[str, Any], *, allow_extra: boo
              allow_missing: Sequence[str] = (), check_finite: bool = False, check_hash: bool = False,
              options: RecognizeOptions | None = None) -> list[Finding]:
     findings: list[Finding] = []
-    missing_ok = [compile_glob(p) for p in allow_missing]
+    missing_ok = [compile_glob(p) for p in as_patterns(allow_missing, "allow_missing")]
     cross = not _same_family(index.format, layout.get("format", index.format))
     current = make_layout(index, options=options)
     groups_now = current["groups"]
-    if cross:  # recurrent groups by meaning, in order; names differ across frameworks
-        want_groups = layout.get("groups", [])
-        for i, want in enumerate(want_groups):
-            got = groups_now[i] if i < len(groups_now) else None
-            findings += _group_findings(want, got, by_meaning=True)
-        for extra in groups_now[len(want_groups):]:
-            if not allow_extra:
-                findings.append(Finding("recurrent", extra["scope"], f"recurrent group {extra['scope']!r} is not in the reference"))
+    want_groups = layout.get("groups", [])
+    if cross:  # names differ across frameworks: pair groups by meaning (pairing.pair_groups), never by order
+        for pair in pair_groups(want_groups, groups_now):
+            if pair.b is None:
+                if not _group_allowed_missing(want_groups[pair.a], layout, missing_ok):
+                    findings += _group_findings(want_groups[pair.a], None, by_meaning=True)
+            elif pair.a is None:
+                extra = groups_now[pair.b]
+                if not allow_extra:
+                    findings.append(Finding("recurrent", extra["scope"], f"recurrent group {extra['scope']!r} is not in the reference"))
+            else:
+                findings += _group_findings(want_groups[pair.a], groups_now[pair.b], by_meaning=True)
     else:
-        want_by_scope = {g["scope"]: g for g in layout.get("groups", [])}
         now_by_scope = {g["scope"]: g for g in groups_now}
-        for scope, want in want_by_scope.items():
-            findings += _group_findings(want, now_by_scope.get(scope), by_meaning=False)
+        for want in want_groups:
+            got = now_by_scope.get(want["scope"])
+            if got is None and _group_allowed_missing(want, layout, missing_ok):
+                continue
+            findings += _group_findings(want, got, by_meaning=False)
         want_t = {t["path"]: t for t in layout["tensors"]}
         for path, ref in index.items():
             want = want_t.get(path)
@@ -85,6 +92,19 @@ def validate(index: CheckpointIndex, layout: dict[str, Any], *, allow_extra: boo
                 if bad:
                     findings.append(Finding("nonfinite", path, f"{path}: {bad} NaN/inf value(s)", 0, bad))
     return findings
+
+
+def _group_allowed_missing(want: dict[str, Any], layout: dict[str, Any], missing_ok: list) -> bool:
+    """``--allow-missing`` covers a group when it matches the group's scope or every one of its tensors."""
+    if not missing_ok:
+        return False
+    scope = want["scope"]
+    if scope and any(matches(rx, scope) for rx in missing_ok):
+        return True
+    members = want.get("members")
+    if members is None:  # lock files written before groups listed their members
+        members = [t["path"] for t in layout["tensors"] if not scope or t["path"] == scope or t["path"].startswith(scope + "/")]
+    return bool(members) and all(any(matches(rx, m) for rx in missing_ok) for m in members)
 
 
 def _group_findings(want: dict[str, Any], got: dict[str, Any] | None, *, by_meaning: bool) -> list[Finding]:

@@ -6,6 +6,7 @@ import click
 from .. import __version__
 from .check import diff_cmd, layout_cmd, stats_cmd, validate_cmd
 from .common import Group
+from .consolidate import consolidate_cmd
 from .extract import extract_cmd
 from .ls import ls_cmd
 from .remap import graft_cmd, remap_cmd
@@ -22,8 +23,9 @@ def cli() -> None:
     """Safe, lazy checkpoint surgery.
 
     Reads PyTorch (.pt/.pth/.bin/.ckpt, zip and legacy), safetensors, numpy (.npz/.npy), HDF5/Keras
-    (.h5, .keras, .weights.h5) and TensorFlow checkpoints without running any code from them, and
-    only the bytes it needs. Understands LSTM/GRU layouts, converts them exactly, grafts them into
+    (.h5, .keras, .weights.h5), TensorFlow checkpoints, Hugging Face shards and PyTorch Distributed
+    Checkpoints without running any code from them, and only the bytes it needs, locally or from
+    hf://, s3://, gs://, https:// URLs. Understands LSTM/GRU layouts, converts them exactly, grafts them into
     a downstream model's checkpoint.
 
     \b
@@ -39,6 +41,7 @@ cli.add_command(verify_cmd)
 cli.add_command(remap_cmd)
 cli.add_command(graft_cmd)
 cli.add_command(scan_cmd)
+cli.add_command(consolidate_cmd)
 for _cmd in (layout_cmd, validate_cmd, diff_cmd, stats_cmd):
     cli.add_command(_cmd)
 

@@ -106,7 +106,13 @@ def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allo
 @allow_global_option
 @allow_expanded_option
 def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, gate_names, var_names, as_json, allow_globals):
-    """Compare two checkpoints (any formats): tensors by path, recurrent groups per gate. Exit 1 if they differ.
+    """Compare two checkpoints (any formats): tensors by path, recurrent groups by what they compute.
+
+    Groups pair by scope, then normalized scope, then kind and sizes when only one group on each
+    side fits (never file order); each pair says how it was made. A group on one side only is a
+    difference. Paired groups compare the GRU family and activations, then per gate the kernels and
+    the biases as the cell uses them, then the outputs of both on the same random inputs.
+    Exit 1 if they differ beyond --atol/--rtol.
 
     \b
     Examples:
@@ -120,43 +126,68 @@ def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, 
     if as_json:
         emit_json(result)
     else:
-        for path in result["only_in_a"]:
-            click.echo(f"only in A  {path}")
-        for path in result["only_in_b"]:
-            click.echo(f"only in B  {path}")
-        for c in result["changed"]:
-            click.echo(f"changed    {c['path']}: {c['a'][0]} {c['a'][1]} -> {c['b'][0]} {c['b'][1]}")
-        for v in result["values"]:
-            tol = " (within tolerance)" if v["within_tolerance"] else ""
-            click.echo(f"values     {v['path']}: max abs {v['max_abs']:.3g}, max rel {v['max_rel']:.3g}{tol}")
-        for g in result["groups"]:
-            if g.get("mismatch"):
-                click.echo(f"group      {g['a']} vs {g['b']}: {g['mismatch']}")
-            for row in g["gates"]:
-                click.echo(f"gate       {g['a'] or '/'} vs {g['b'] or '/'}: layer {row['layer']} {row['direction']} "
-                           f"{row['gate']} {row['part']}: max abs {row['max_abs']:.3g}")
-        click.echo("identical" if result["identical"] else "different")
-    differing = result["only_in_a"] or result["only_in_b"] or result["changed"] or \
-        [v for v in result["values"] if not v["within_tolerance"]] or any(g.get("gates") or g.get("mismatch") for g in result["groups"])
-    if differing:
+        _print_diff(result)
+    if not result["identical"]:
         raise SystemExit(1)
+
+
+def _sizes(g: dict) -> str:
+    proj = f", proj {g['proj_size']}" if g.get("proj_size") else ""
+    return (f"{g['kind'].upper()} input {g['input_size']}, hidden {g['hidden_size']}{proj}, "
+            f"{g['num_layers']} layer(s) x {g['directions']} direction(s)")
+
+
+def _print_diff(result: dict) -> None:
+    for path in result["only_in_a"]:
+        click.echo(f"only in A  {path}")
+    for path in result["only_in_b"]:
+        click.echo(f"only in B  {path}")
+    for g in result["groups_only_in_a"]:
+        click.echo(f"only in A  group {g['scope'] or '/'} ({g['variant']}: {_sizes(g)})")
+    for g in result["groups_only_in_b"]:
+        click.echo(f"only in B  group {g['scope'] or '/'} ({g['variant']}: {_sizes(g)})")
+    for c in result["changed"]:
+        click.echo(f"changed    {c['path']}: {c['a'][0]} {c['a'][1]} -> {c['b'][0]} {c['b'][1]}")
+    for v in result["values"]:
+        tol = " (within tolerance)" if v["within_tolerance"] else ""
+        click.echo(f"values     {v['path']}: max abs {v['max_abs']:.3g}, max rel {v['max_rel']:.3g}{tol}")
+    for g in result["groups"]:
+        name = f"{g['a'] or '/'} vs {g['b'] or '/'}"
+        click.echo(f"paired     {name} by {g['paired_by']}")
+        if g.get("mismatch"):
+            click.echo(f"group      {name}: {g['mismatch']}")
+        for s in g["semantics"]:
+            click.echo(f"group      {name}: {s['property']} {s['a']} vs {s['b']}")
+        for c in g["constants"]:
+            click.echo(f"constant   {name}: {c['property']} {c['a']:g} vs {c['b']:g} ({c['note']})")
+        for row in g["gates"]:
+            click.echo(f"gate       {name}: layer {row['layer']} {row['direction']} "
+                       f"{row['gate']} {row['part']}: max abs {row['max_abs']:.3g}")
+        if g.get("output_max_abs") is not None:
+            click.echo(f"outputs    {name}: max abs {g['output_max_abs']:.3g} on the same random inputs")
+    within = any(v["within_tolerance"] for v in result["values"])
+    click.echo("different" if not result["identical"] else "identical within tolerance" if within else "identical")
 
 
 @click.command("stats")
 @click.argument("checkpoint", type=click.Path(dir_okay=True))
 @scope_options
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write per-gate histograms to this PNG (needs matplotlib).")
+@click.option("--include-optimizer", is_flag=True, help="Also optimizer state (left out by default, as in extract).")
 @rnn_options
 @click.option("--json", "as_json", is_flag=True, help="Every statistic as JSON.")
 @allow_global_option
 @allow_expanded_option
-def stats_cmd(checkpoint, scope, exclude, regex, plot, forget_bias, orientation, gate_names, var_names, as_json, allow_globals):
+def stats_cmd(checkpoint, scope, exclude, regex, plot, include_optimizer, forget_bias, orientation, gate_names, var_names,
+              as_json, allow_globals):
     """Statistics per tensor and per gate, and a best guess of how each was initialized.
 
     Guesses: zeros, constant (e.g. Keras unit_forget_bias), PyTorch default U(+-1/sqrt(H)),
     Glorot/He/LeCun uniform and normal, orthogonal, truncated normal (mean, stddev),
-    or "not an initializer (trained)"; each with its evidence. Also lists recurrent groups
-    holding identical values.
+    or "not an initializer (trained)"; each with its evidence. Tensors of recurrent groups are
+    judged in their group's context. Small tensors (under 50 values) list every initializer that
+    fits ("one of: ..."). Optimizer state is left out unless --include-optimizer. Also lists
+    recurrent groups holding identical values.
 
     \b
     Examples:
@@ -166,7 +197,7 @@ def stats_cmd(checkpoint, scope, exclude, regex, plot, forget_bias, orientation,
     """
     options = build_options(forget_bias, orientation, gate_names, var_names)
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    result = checkpoint_stats(index, options)
+    result = checkpoint_stats(index, options, include_optimizer=include_optimizer)
     if plot:
         from ..check.plot import plot_gates
 
@@ -187,5 +218,7 @@ def stats_cmd(checkpoint, scope, exclude, regex, plot, forget_bias, orientation,
                        f"  -> {r['init']}")
     for scopes in result["identical_groups"]:
         click.echo(f"identical values: {' == '.join(scopes)}")
+    if result["left_out_optimizer"]:
+        click.echo(f"left out {result['left_out_optimizer']} optimizer tensors (pass --include-optimizer to see them)")
     if plot:
         click.echo(f"wrote {plot}")

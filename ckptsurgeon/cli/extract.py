@@ -7,7 +7,7 @@ from .. import api
 from ..formats import WRITERS
 from ..rnn.convert import TARGETS
 from .common import allow_expanded_option, allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
-from .rnn_options import build_options, rnn_options
+from .rnn_options import build_options, fact_options, fact_values, rnn_options
 
 
 @click.command("extract")
@@ -16,7 +16,9 @@ from .rnn_options import build_options, rnn_options
 @click.option("--rename", multiple=True, metavar="OLD=NEW",
               help="Replace a scope prefix, like TF's assignment_map: --rename LSTMcell/=encoder/lstm/ (repeatable).")
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="Remap rule applied last: --map 'LSTMcell/*=encoder/lstm/*'.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output file.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output file (a folder with --max-shard-size).")
+@click.option("--max-shard-size", default=None, metavar="SIZE",
+              help="Write Hugging Face shards of at most SIZE (5GB, 500MB: decimal units) into the folder -o.")
 @click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default=None,
               help="Output format (default: from the output suffix).")
 @click.option("--include-optimizer", is_flag=True, help="Keep optimizer state (left out by default).")
@@ -25,16 +27,21 @@ from .rnn_options import build_options, rnn_options
               help="Convert recurrent groups to this layout (other tensors pass through).")
 @click.option("--gates", default=None, metavar="LIST", help="With --to gates: only these gates (input,forget,cell,output / reset,update,new).")
 @click.option("--allow-approx", is_flag=True, help="Convert activations the target lacks (hard_sigmoid) and report the error.")
-@click.option("--verify", "verify_", is_flag=True, help="Run converted groups against the source first; write nothing above --atol.")
+@click.option("--verify/--no-verify", "verify_", default=True, show_default=True,
+              help="With --to: read each converted group back and run it against the source first; write nothing "
+                   "above --atol.")
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance for --verify.")
 @rnn_options
+@fact_options
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
 @allow_expanded_option
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
-                rename: tuple[str, ...], maps: tuple[str, ...], output: str, fmt: str | None, include_optimizer: bool, force: bool,
+                rename: tuple[str, ...], maps: tuple[str, ...], output: str, max_shard_size: str | None, fmt: str | None, include_optimizer: bool, force: bool,
                 to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,
-                forget_bias: float, orientation: str, gate_names: tuple[str, ...], var_names: tuple[str, ...],
+                forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],
+                var_names: tuple[str, ...], reset_after: bool | None, activation: str | None,
+                recurrent_activation: str | None, go_backwards: bool | None,
                 as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """Extract the selected scopes into a new checkpoint (byte-exact, atomic).
 
@@ -46,17 +53,25 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
       ckptsurgeon extract lightning.ckpt -s 'state_dict/encoder/**' --rename state_dict/= -o enc.pt
       ckptsurgeon extract model.ckpt -s 'LSTMcell/*' --to torch-cell --rename LSTMcell/= -o cell.safetensors
       ckptsurgeon extract model.pt -s 'encoder/*' --to gates --gates input,forget -o g.safetensors
+      ckptsurgeon extract keras1.h5 --to onnx -o gru.npz        # hard_sigmoid: ONNX HardSigmoid(0.2, 0.5)
+      ckptsurgeon extract big.safetensors --max-shard-size 5GB -o out/
+      ckptsurgeon extract https://host/model.safetensors -s 'encoder/*' -o enc.safetensors
+
+    \b
+    Every --to conversion is read back and run against the source before anything is written
+    (--no-verify skips it); the output's metadata describes each group (rnn:<scope>).
     """
     options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
-                            gates=tuple(g.strip() for g in gates.split(",")) if gates else ())
+                            gates=tuple(g.strip() for g in gates.split(",")) if gates else (),
+                            **fact_values(reset_after, activation, recurrent_activation, go_backwards))
     result = api.extract(
         checkpoint, output, scope=scope, exclude=exclude, regex=regex,
         rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
         force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
-        map=maps,
+        map=maps, max_shard_size=max_shard_size,
     )
     if as_json:
-        emit_json({"output": result.path, "format": result.format, "tensors": result.written,
+        emit_json({"output": result.path, "files": result.files, "format": result.format, "tensors": result.written,
                    "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer,
                    "converted": result.converted, "checks": result.checks})
         return
@@ -66,7 +81,9 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
         for note in group["notes"]:
             click.echo(f"  note: {note}")
     for check in result.checks:
-        click.echo(f"verified {check['source'] or '/'}: max abs diff {check['max_abs_diff']:.3g}")
-    click.echo(f"wrote {len(result.written)} tensors ({human_bytes(result.nbytes)}) to {result.path} ({result.format})")
+        click.echo(f"verified {check['source'] or '/'}: max abs diff {check['max_abs_diff']:.3g} "
+                   f"(atol {check['atol']:g})")
+    click.echo(f"wrote {len(result.written)} tensors ({human_bytes(result.nbytes)}) to {result.path} ({result.format})"
+               + (f" and {len(result.files) - 1} more files" if len(result.files) > 1 else ""))
     if result.skipped_optimizer:
         click.echo(f"left out {result.skipped_optimizer} optimizer tensors (pass --include-optimizer to keep them)")

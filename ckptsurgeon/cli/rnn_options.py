@@ -5,16 +5,19 @@ from collections.abc import Callable
 
 import click
 
+from ..rnn.activations import ACTIVATIONS
 from ..rnn.convert import ConvertOptions
 
-__all__ = ["rnn_options", "build_options"]
+__all__ = ["rnn_options", "fact_options", "build_options", "fact_values"]
 
 
 def rnn_options(f: Callable) -> Callable:
-    f = click.option("--forget-bias", type=float, default=1.0, show_default=True,
-                     help="TF1 LSTMCell/BasicLSTMCell/LSTMBlockCell run-time forget bias.")(f)
-    f = click.option("--orientation", type=click.Choice(["xw", "wx"]), default="xw", show_default=True,
-                     help="Hand-built cells whose input size equals hidden size: x @ W (in, H) or W @ x (H, in).")(f)
+    f = click.option("--forget-bias", type=float, default=None,
+                     help="TF1 LSTMCell/BasicLSTMCell/LSTMBlockCell run-time forget bias (not stored; default 1.0, "
+                          "the constructors' default).")(f)
+    f = click.option("--orientation", type=click.Choice(["xw", "wx"]), default=None,
+                     help="Hand-built cells whose input size equals hidden size: x @ W (in, H) or W @ x (H, in). "
+                          "Required for those: the shapes cannot tell.")(f)
     f = click.option("--gate-names", multiple=True, metavar="GATE=NAME[,NAME]",
                      help="Declare custom per-gate scope names, GATE one of i,f,g,o (g = cell candidate).")(f)
     return click.option("--var-names", multiple=True, metavar="ROLE=NAME[,NAME]",
@@ -31,8 +34,28 @@ def _decl(values: tuple[str, ...], allowed: str, option: str) -> dict[str, tuple
     return out
 
 
-def build_options(forget_bias: float, orientation: str, gate_names: tuple[str, ...], var_names: tuple[str, ...],
-                  **extra) -> ConvertOptions:
+def fact_options(f: Callable) -> Callable:
+    """Facts a file may not state: declared here, used only where the file is silent (``rnn`` shows the source)."""
+    names = sorted(ACTIVATIONS)
+    f = click.option("--reset-after/--reset-before", "reset_after", default=None,
+                     help="GRU family, for GRUs whose file does not state it (no bias and no config, ONNX weights).")(f)
+    f = click.option("--activation", type=click.Choice(names), default=None,
+                     help="Cell/output activation, for files that do not state it (weights-only Keras 1/2 ...).")(f)
+    f = click.option("--recurrent-activation", type=click.Choice(names), default=None,
+                     help="Gate activation, for files that do not state it. hard_sigmoid_keras2 = clip(0.2x+0.5, 0, 1) "
+                          "(Keras 1/2, tf.keras 2), hard_sigmoid_keras3 = relu6(x+3)/6 (Keras 3).")(f)
+    return click.option("--go-backwards/--no-go-backwards", "go_backwards", default=None,
+                        help="Keras go_backwards, for weights-only files (default: Keras's False).")(f)
+
+
+def fact_values(reset_after: bool | None, activation: str | None, recurrent_activation: str | None,
+                go_backwards: bool | None) -> dict:
+    return {"reset_after": reset_after, "activation": activation, "recurrent_activation": recurrent_activation,
+            "go_backwards": go_backwards}
+
+
+def build_options(forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],
+                  var_names: tuple[str, ...], **extra) -> ConvertOptions:
     return ConvertOptions(forget_bias=forget_bias, orientation=orientation,
                           gate_names=_decl(gate_names, "ifgo", "--gate-names"),
                           var_names=_decl(var_names, "xhb", "--var-names"), **extra)

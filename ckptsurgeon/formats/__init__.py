@@ -14,11 +14,16 @@ import numpy as np
 
 from ..errors import FormatError, OutputError, UnsafeCheckpointError
 from ..index import CheckpointIndex
+from .. import location
+from ..location import islink
 from ..source import ByteSource, open_source
+from .dcp import dcp_reader
 from .hdf5 import h5 as hdf5, keras_zip
 from .npy import numpy_fmt
+from .onnx import onnx_fmt
 from .pytorch import torch_legacy, torch_zip
 from .safetensors import safetensors_fmt
+from .sharded import hf_index
 from .tensorflow import tf_bundle
 from .tensorflow.tf_paths import resolve_prefix
 from .zipsafe import SafeZip
@@ -34,15 +39,22 @@ def _is_tar(src: ByteSource) -> bool:
 
 
 def detect(path: str) -> str:
-    """Name the format of ``path`` from its content."""
-    if os.path.islink(path):
+    """Name the format of ``path`` (a file, a folder or a URL) from its content."""
+    if islink(path):
         raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links (pass the real file)")
+    kind = location.kind(path)
+    if kind != "file":  # a folder (remote folders cannot be told from missing names: probe what they hold)
+        if dcp_reader.sniff_folder(path):
+            return "dcp"
+        if hf_index.sniff_folder(path):
+            return "hf-sharded"
     if resolve_prefix(path) is not None:
         return "tensorflow"  # the reader verifies the index's magic and every checksum
-    if not os.path.exists(path):
+    if kind is None:
         raise FormatError(f"{path}: no such file or directory")
-    if os.path.isdir(path):
-        raise FormatError(f"{path}: is a directory, not a checkpoint ckptsurgeon can read")
+    if kind == "directory":
+        raise FormatError(f"{path}: is a directory, but holds no .metadata (DCP), {hf_index.INDEX_NAMES[0]}, "
+                          "TensorFlow checkpoint state file or SavedModel")
     src = open_source(path)
     size = src.size
     head = bytes(src.read(0, min(64, size)))
@@ -57,6 +69,8 @@ def detect(path: str) -> str:
         if keras_zip.sniff_names(names):
             return "keras"
         raise FormatError(f"{path}: a zip archive that is neither a PyTorch checkpoint, a .keras model nor an .npz")
+    if hf_index.sniff_index(head):
+        return "hf-sharded"
     if numpy_fmt.sniff_npy(head):
         return "npy"
     if head.startswith(HDF5_MAGIC):
@@ -67,6 +81,8 @@ def detect(path: str) -> str:
         return "pytorch-tar"
     if torch_legacy.sniff(head):
         return "pytorch-legacy"
+    if onnx_fmt.sniff(head, size):
+        return "onnx"
     raise FormatError(f"{path}: unrecognized checkpoint format (first bytes {head[:8]!r})")
 
 
@@ -87,6 +103,9 @@ READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
     "tensorflow": tf_bundle.read,
     "hdf5": hdf5.read,
     "keras": keras_zip.read,
+    "onnx": onnx_fmt.read,
+    "hf-sharded": hf_index.read,
+    "dcp": dcp_reader.read,
 }
 
 

@@ -11,6 +11,7 @@ import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -19,18 +20,29 @@ from ..atomic import atomic_output, check_output
 from ..errors import OutputError
 from ..index import CheckpointIndex, TensorRef
 
-__all__ = ["patch_copy"]
+__all__ = ["patch_copy", "aliased", "Alias"]
 
 
 def _range(ref: TensorRef) -> tuple[int, int]:
     return ref.offset, ref.offset + ref.span()
 
 
-def _check(index: CheckpointIndex, replacements: Mapping[str, np.ndarray]) -> list[tuple[TensorRef, bytes]]:
+@dataclass(frozen=True)
+class Alias:
+    """A template tensor that shares stored bytes with replaced tensors, and whether writing them changes it."""
+
+    path: str
+    shares_with: tuple[str, ...]
+    changes: bool
+
+
+def _check(index: CheckpointIndex, replacements: Mapping[str, np.ndarray],
+           file: str | None = None) -> list[tuple[TensorRef, bytes]]:
+    file = file or index.files[0]
     patches = []
     for path, arr in replacements.items():
         ref = index[path]
-        if not ref.in_place or ref.stride is not None or ref.file != index.files[0]:
+        if not ref.in_place or ref.stride is not None or ref.file != file:
             raise OutputError(f"{index.files[0]}: template tensor {path!r} is not stored as one plain byte range "
                               "(chunked, compressed, strided or checksummed); it cannot be replaced in place")
         arr = np.asarray(arr)
@@ -40,12 +52,73 @@ def _check(index: CheckpointIndex, replacements: Mapping[str, np.ndarray]) -> li
         if len(data) != ref.nbytes:
             raise OutputError(f"{path!r}: replacement is {len(data)} bytes, the template holds {ref.nbytes}")
         patches.append((ref, data))
-    touched = {id(ref) for ref, _ in patches}
-    spans = sorted((*_range(r), r.path, id(r) in touched) for r in index.values() if r.in_place and r.numel)
-    for (s1, e1, p1, t1), (s2, e2, p2, t2) in zip(spans, spans[1:]):
-        if s2 < e1 and (t1 or t2) and not (t1 and t2 and (s1, e1) == (s2, e2)):
-            raise OutputError(f"template tensors {p1!r} and {p2!r} share storage; replacing one would change the other")
     return patches
+
+
+def _decode(ref: TensorRef, buf: bytes | bytearray, base: int) -> np.ndarray:
+    """``ref``'s values from ``buf``, which holds the file's bytes from offset ``base``."""
+    start = ref.offset - base
+    flat = np.frombuffer(buf, dtype=ref.dtype, count=ref.span() // ref.dtype.itemsize, offset=start)
+    if ref.stride is None:
+        return flat.reshape(ref.shape)
+    item = ref.dtype.itemsize
+    return np.lib.stride_tricks.as_strided(flat, ref.shape, tuple(x * item for x in ref.stride), writeable=False)
+
+
+def _aliases(index: CheckpointIndex, patches: list[tuple[TensorRef, bytes]], file: str | None = None) -> list[Alias]:
+    """Every template tensor whose byte span overlaps a replaced tensor's (all pairs, not only neighbours).
+
+    Whether it changes is decided exactly: its span is read, every patch is applied to it in write order,
+    and its values are compared. A replaced tensor that does not read back its own replacement (two
+    overlapping replacements that disagree) is an error.
+    """
+    if not patches:
+        return []
+    file = file or index.files[0]
+    others = [r for r in index.values() if r.in_place and r.numel and r.file == file]
+    starts = np.array([r.offset for r in others], dtype=np.int64)
+    ends = np.array([r.offset + r.span() for r in others], dtype=np.int64)
+    touching: dict[int, list[int]] = {}
+    for k, (ref, _data) in enumerate(patches):
+        s, e = _range(ref)
+        for i in np.nonzero((starts < e) & (ends > s))[0]:
+            touching.setdefault(int(i), []).append(k)
+    replaced = {ref.path: data for ref, data in patches}
+    own = {ref.path: k for k, (ref, _) in enumerate(patches)}
+    out = []
+    with open(file, "rb") as fh:
+        for i, ks in touching.items():
+            ref = others[i]
+            if ks == [own.get(ref.path)]:
+                continue  # only its own patch touches it
+            a, b = int(starts[i]), int(ends[i])
+            fh.seek(a)
+            before = fh.read(b - a)
+            buf = bytearray(before)
+            for k in ks:
+                pref, data = patches[k]
+                lo, hi = max(pref.offset, a), min(pref.offset + len(data), b)
+                buf[lo - a:hi - a] = data[lo - pref.offset:hi - pref.offset]
+            after = _decode(ref, buf, a)
+            if ref.path in replaced:
+                if after.tobytes() != replaced[ref.path]:
+                    rivals = [patches[k][0].path for k in ks if patches[k][0].path != ref.path]
+                    raise OutputError(f"{file}: template tensors {ref.path!r} and {', '.join(map(repr, rivals))} "
+                                      "share storage and are replaced with values that disagree; replace only one of them")
+                continue
+            changed = after.tobytes() != _decode(ref, before, a).tobytes()
+            out.append(Alias(ref.path, tuple(patches[k][0].path for k in ks), changed))
+    return out
+
+
+def aliased(index: CheckpointIndex, replacements: Mapping[str, np.ndarray]) -> list[Alias]:
+    """Template tensors sharing stored bytes with the replaced ones (views, transposes, tied weights)."""
+    if index.format == "onnx":
+        return []  # ONNX tensors never share bytes: each TensorProto holds its own
+    by_file: dict[str, dict[str, np.ndarray]] = {}
+    for path, arr in replacements.items():
+        by_file.setdefault(index[path].file, {})[path] = arr
+    return [a for f, reps in by_file.items() for a in _aliases(index, _check(index, reps, f), f)]
 
 
 def _fix_zip_crcs(fh: BinaryIO, template: str, offsets: list[int]) -> None:
@@ -88,18 +161,74 @@ def _fix_zip_crcs(fh: BinaryIO, template: str, offsets: list[int]) -> None:
         pos += 46 + n + m + k
 
 
-def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, np.ndarray], *, force: bool = False) -> str:
-    """Copy ``index``'s file to ``out`` with the tensors at ``replacements``' paths overwritten."""
+def _copy_patched(fh: BinaryIO, template: str, patches: list[tuple[TensorRef, bytes]]) -> None:
+    with open(template, "rb") as src:
+        shutil.copyfileobj(src, fh, 1 << 20)
+    for ref, data in patches:
+        fh.seek(ref.offset)
+        fh.write(data)
+    if zipfile.is_zipfile(template):
+        fh.flush()
+        _fix_zip_crcs(fh, template, [ref.offset for ref, _ in patches])
+
+
+def _refuse_aliases(template: str, changed: list[Alias]) -> None:
+    if changed:
+        raise OutputError(f"{template}: " + "; ".join(f"replacing {', '.join(map(repr, a.shares_with))} would also change "
+                                                      f"{a.path!r} (shared storage)" for a in changed)
+                          + "; nothing written (allow it explicitly to write and report every changed tensor)")
+
+
+def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, np.ndarray], *, force: bool = False,
+               allow_aliased: bool = False) -> str:
+    """Copy ``index``'s file to ``out`` with the tensors at ``replacements``' paths overwritten.
+
+    A replacement that would change another template tensor through shared storage is refused
+    unless ``allow_aliased`` (the caller then reports ``aliased(...)``). A sharded template (HF index +
+    shards) is copied into the folder ``out``: the index and every shard, each shard with its own
+    replaced tensors, all committed together. ONNX templates have their own writer (protobuf lengths,
+    external data files).
+    """
+    if index.format.startswith("sharded"):
+        return _patch_sharded(index, out, replacements, force, allow_aliased)
+    if index.format == "onnx":
+        from .onnx.patch import patch_onnx
+
+        return patch_onnx(index, out, replacements, force=force)
     template = index.files[0]
     check_output(out, [template], force)
     patches = _check(index, replacements)
+    if not allow_aliased:
+        _refuse_aliases(template, [a for a in _aliases(index, patches) if a.changes])
     with atomic_output(out) as fh:
-        with open(template, "rb") as src:
-            shutil.copyfileobj(src, fh, 1 << 20)
-        for ref, data in patches:
-            fh.seek(ref.offset)
-            fh.write(data)
-        if zipfile.is_zipfile(template):
-            fh.flush()
-            _fix_zip_crcs(fh, template, [ref.offset for ref, _ in patches])
+        _copy_patched(fh, template, patches)
     return out
+
+
+def _patch_sharded(index: CheckpointIndex, out: str, replacements: Mapping[str, np.ndarray], force: bool,
+                   allow_aliased: bool) -> str:
+    import os
+
+    from ..atomic import atomic_files
+
+    if any(f.startswith(("http://", "https://")) or "://" in f for f in index.files):
+        raise OutputError(f"{index.files[0]}: a remote sharded template cannot be copied; download it first")
+    names = [os.path.basename(f) for f in index.files]
+    inputs = {os.path.realpath(f) for f in index.files}
+    for name in names:
+        target = os.path.join(out, name)
+        if os.path.realpath(target) in inputs:
+            raise OutputError(f"{target}: is an input of this operation; choose another output folder")
+        if os.path.lexists(target) and not force:
+            raise OutputError(f"{target}: already exists; pass --force to replace it")
+    by_file: dict[str, dict[str, np.ndarray]] = {}
+    for path, arr in replacements.items():
+        by_file.setdefault(index[path].file, {})[path] = arr
+    plans = {f: _check(index, by_file.get(f, {}), f) for f in index.files[1:]}
+    if not allow_aliased:
+        _refuse_aliases(index.files[0], [a for f, p in plans.items() for a in _aliases(index, p, f) if a.changes])
+    with atomic_files(out) as files:
+        for f, name in list(zip(index.files, names))[1:] + [(index.files[0], names[0])]:  # the index last
+            with files.open(name) as fh:
+                _copy_patched(fh, f, plans.get(f, []))
+    return os.path.join(out, names[0])

@@ -25,7 +25,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplemented
 @dataclass(frozen=True)
 class Member:
     name: str
-    data_offset: int  # absolute offset of the member's (possibly compressed) bytes
+    data_offset: int  # absolute offset in the file of the member's (possibly compressed) bytes
     size: int  # uncompressed size
     compressed_size: int
     stored: bool
@@ -34,12 +34,16 @@ class Member:
 class SafeZip:
     """A zip archive whose members can be located without trusting the archive."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, offset: int = 0, size: int | None = None) -> None:
+        """The archive in ``path``, or in its ``size`` bytes at ``offset`` (an archive inside a file)."""
         self.path = path
         self._src = open_source(path)
-        self.file_size = self._src.size
+        self._base = offset
+        self.file_size = self._src.size - offset if size is None else size
+        if offset < 0 or self.file_size < 0 or offset + self.file_size > self._src.size:
+            raise FormatError(f"{path}: archive at bytes {offset}..{offset + self.file_size} lies past the end of the file")
         try:
-            self._zf = zipfile.ZipFile(io.BufferedReader(self._src.window(), 1 << 16))
+            self._zf = zipfile.ZipFile(io.BufferedReader(self._src.window(offset, self.file_size), 1 << 16))
         except FormatError:
             raise
         except _ZIP_ERRORS as exc:  # zipfile parses hostile bytes in Python: any of its errors is damage
@@ -61,7 +65,7 @@ class SafeZip:
         """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
         if offset < 0:
             raise FormatError(f"{self.path}: damaged zip: negative offset {offset}")
-        return bytes(self._src.read(offset, max(0, min(size, self.file_size - offset))))
+        return bytes(self._src.read(self._base + offset, max(0, min(size, self.file_size - offset))))
 
     def _check(self, info: zipfile.ZipInfo) -> Member:
         name = info.filename
@@ -96,7 +100,7 @@ class SafeZip:
             raise UnsafeCheckpointError(
                 f"{self.path}: zip member {name!r} expands {info.compress_size} bytes to {info.file_size}; refusing a zip bomb"
             )
-        return Member(name, data_offset, info.file_size, info.compress_size, stored)
+        return Member(name, self._base + data_offset, info.file_size, info.compress_size, stored)
 
     def names(self) -> list[str]:
         return list(self.members)

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import SelectionError
 from ..index import CheckpointIndex, TensorRef
 from .rules import Rule
-from .transforms import Transform
+from .transforms import Transform, normalize_axis
 
 __all__ = ["PlanRow", "Plan", "Remap", "PlanError"]
 
@@ -38,6 +38,7 @@ class PlanRow:
     others: list[str] = field(default_factory=list)
     _refs: list[TensorRef] = field(default_factory=list, repr=False)
     _ops: list[Transform] = field(default_factory=list, repr=False)
+    _op_refs: list[list[TensorRef]] = field(default_factory=list, repr=False)  # each op's own extra tensors
 
     @property
     def action(self) -> str:
@@ -51,8 +52,8 @@ class PlanRow:
     def value(self) -> np.ndarray:
         """Read the source tensor(s) and apply the transforms."""
         arr = self._refs[0].numpy()
-        for op in self._ops:
-            rest = [r.numpy() for r in self._refs[1:]] if op.others else []
+        for k, op in enumerate(self._ops):
+            rest = [r.numpy() for r in self._op_refs[k]] if k < len(self._op_refs) else []
             arr = op.apply(arr, rest)
         return arr
 
@@ -93,6 +94,13 @@ class _LazyRows(Mapping[str, np.ndarray]):
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self._rows[key].value()
+
+    def spec(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
+        """dtype and shape of a target as planned, without reading it."""
+        from ..dtypes import resolve_dtype
+
+        row = self._rows[key]
+        return resolve_dtype(row.dtype), tuple(row.shape)
 
     def __iter__(self):
         return iter(self._rows)
@@ -147,23 +155,26 @@ class Remap:
         from .rules import render
 
         shape, dtype = ref.shape, ref.dtype
-        refs, others = [ref], []
+        refs, others, op_refs = [ref], [], []
         try:
             for op in rule.transforms:
+                op_refs.append([])
                 for template in op.others:
                     other_path = render(template, match.captures, [], [])
                     if other_path not in index:
                         raise SelectionError(f"concat source {other_path!r} is not in the checkpoint")
                     other = index[other_path]
                     refs.append(other)
+                    op_refs[-1].append(other)
                     others.append(other_path)
-                    ax = op.args.get("axis", 0) % len(shape)
+                    ax = normalize_axis(op.args.get("axis", 0), len(shape))
                     if other.shape[:ax] + other.shape[ax + 1:] != shape[:ax] + shape[ax + 1:]:
                         raise SelectionError(f"concat {other_path!r} {list(other.shape)} does not fit {list(shape)}")
                     shape = shape[:ax] + (shape[ax] + other.shape[ax],) + shape[ax + 1:]
+                    dtype = np.result_type(dtype, other.dtype)
                 shape, dtype = op.shape(shape, dtype)
         except SelectionError as exc:
             problems.append(f"{path} (rule {rule.index + 1}): {exc}")
             return None
         return PlanRow(path, match.target, ref.shape, ref.dtype_name, tuple(shape), np.dtype(dtype).name,
-                       [op.describe() for op in rule.transforms], rule.index + 1, others, refs, list(rule.transforms))
+                       [op.describe() for op in rule.transforms], rule.index + 1, others, refs, list(rule.transforms), op_refs)

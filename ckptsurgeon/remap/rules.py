@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, SelectionError
-from ..scopes import _segment_regex
+from ..scopes import _segment_regex, as_patterns
 from ..source import read_small_file
 from .transforms import Transform, parse_transform
 
@@ -115,10 +115,10 @@ def render(template: str, named: dict[str, str], anon: list[str], numbered: list
     return re.sub("/+", "/", "".join(filled)).strip("/")
 
 
-def parse_map(values: Sequence[str]) -> list[Rule]:
-    """``--map 'SRC=DST'`` shorthands, in order."""
+def parse_map(values: str | Sequence[str]) -> list[Rule]:
+    """``--map 'SRC=DST'`` shorthands, in order (one string or several)."""
     rules = []
-    for i, value in enumerate(values):
+    for i, value in enumerate(as_patterns(values, "map")):
         src, sep, dst = value.partition("=")
         if not sep or not src:
             raise SelectionError(f"--map {value!r} is not SRC=DST")

@@ -3,15 +3,20 @@
 Every source layout converts *to* this and every target layout converts *from* it, so a layout
 is written once. Arrays: ``w_ih (G*H, in)``, ``w_hh (G*H, H or P)``, ``b_ih``/``b_hh (G*H,)`` in
 canonical gate order (LSTM ifgo, GRU rzn), optional peepholes ``(3, H)`` for i, f, o and
-projection ``w_hr (P, H)``. TF1's run-time forget_bias is already folded into ``b_ih``.
+projection ``w_hr (P, H)``. TF1's run-time forget_bias is already folded into ``b_ih``. ONNX nodes add
+``clip`` (every gate pre-activation clipped to [-clip, clip]) and ``input_forget`` (LSTM: f = 1 - i).
+
+A ``Stack`` is layers x directions of cells plus what the stack computes beyond its cells: how
+layers are wired (``topology``) and Keras's ``go_backwards``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["Cell", "Stack"]
+__all__ = ["Cell", "Stack", "TOPOLOGIES"]
 
 
 @dataclass(frozen=True)
@@ -21,11 +26,13 @@ class Cell:
     w_hh: np.ndarray
     b_ih: np.ndarray | None
     b_hh: np.ndarray | None
-    reset_after: bool = True  # GRU family; LSTMs ignore it
+    reset_after: bool | None = True  # GRU family (None: not known, the reference cells refuse); LSTMs ignore it
     peepholes: np.ndarray | None = None
     w_hr: np.ndarray | None = None
-    recurrent_activation: str = "sigmoid"
-    activation: str = "tanh"
+    recurrent_activation: str | None = "sigmoid"  # names of activations.ACTIVATIONS; None: not known
+    activation: str | None = "tanh"
+    clip: float | None = None  # ONNX clip: gate pre-activations (peephole terms included) clipped to [-clip, clip]
+    input_forget: bool = False  # ONNX input_forget=1 (LSTM): the forget gate is 1 - input gate
 
     @property
     def gates(self) -> int:
@@ -56,5 +63,31 @@ class Cell:
         return replace(self, **changes)
 
 
-# layers x directions (forward, then reverse)
-Stack = list[list[Cell]]
+TOPOLOGIES = ("interleaved", "independent")
+
+
+@dataclass
+class Stack:
+    """``layers[k][d]``: layer k, direction d (forward, then reverse).
+
+    ``topology``: ``interleaved`` (PyTorch, Keras, ONNX, TF1 ``stack_bidirectional_dynamic_rnn``): layer
+    k reads every direction of layer k-1; ``independent`` (TF1 ``bidirectional_dynamic_rnn`` over two
+    ``MultiRNNCell``): each direction is its own stack, layer k of fw reads only layer k-1 of fw.
+    ``go_backwards`` (Keras, one direction): runs last step first and returns outputs in that order.
+    """
+
+    layers: list[list[Cell]]
+    topology: str = "interleaved"
+    go_backwards: bool = False
+
+    def __iter__(self) -> Iterator[list[Cell]]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, k: int) -> list[Cell]:
+        return self.layers[k]
+
+    def map(self, fn: Callable[[Cell], Cell]) -> Stack:
+        return Stack([[fn(c) for c in layer] for layer in self.layers], self.topology, self.go_backwards)

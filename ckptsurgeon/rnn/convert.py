@@ -1,35 +1,36 @@
-"""Convert recognized groups to a target layout: exact re-arrangement only, or a refusal that says why."""
+"""Convert recognized groups to a target layout: exact re-arrangement only, or a refusal that says why.
+
+``convert_group(group, target)`` is the one entry point: it checks the target can compute what the
+group computes (``refusals``), writes the tensors (names relative to the group scope) and the
+self-description (``Converted.metadata``, stored as ``rnn:<scope>``) that lets the output be read back
+exactly. With ``into`` (a template's own group, for graft) the template's run-time constants and
+activations are the target's, never a global default.
+"""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from ..errors import CheckpointError
 from ..index import CheckpointIndex
-from . import keras_layout, onnx_layout, pergate_layout, tf1_layout, torch_layout
+from . import gates_layout, keras_layout, onnx_graph, onnx_layout, tf1_layout, torch_layout
+from .activations import ACTIVATIONS, TORCH_ACTIVATIONS, formula
 from .cell import Stack
+from .facts import META_PREFIX, describe_output
 from .group import RecognizeOptions, RecurrentGroup
 from .recognize import recognize
 from .reference import run_stack
 
-__all__ = ["ConversionError", "TARGETS", "Converted", "convert_stack", "convert_index", "check_target"]
+__all__ = ["ConversionError", "TARGETS", "ConvertOptions", "Converted", "refusals", "check_target",
+           "convert_group", "convert_stack", "convert_index"]
 
 
 class ConversionError(CheckpointError):
     """A conversion that cannot be exact."""
-
-
-# target -> (key separator, writer)
-TARGETS: dict[str, tuple[str, Callable[..., dict[str, np.ndarray]]]] = {
-    "torch": (".", lambda s, o: torch_layout.write_module(s)),
-    "torch-cell": (".", lambda s, o: torch_layout.write_cell(s)),
-    "keras": ("/", lambda s, o: keras_layout.write(s)),
-    "tf1": ("/", lambda s, o: tf1_layout.write(s, o.forget_bias)),
-    "onnx": ("/", lambda s, o: onnx_layout.write(s)),
-    "gates": ("/", lambda s, o: pergate_layout.write_gates(s, o.gates)),
-}
 
 
 @dataclass
@@ -38,66 +39,251 @@ class ConvertOptions(RecognizeOptions):
     allow_approx: bool = False
 
 
+@dataclass(frozen=True)
+class _Target:
+    sep: str  # key separator of the output
+    write: Callable[[Stack, RecurrentGroup, ConvertOptions], dict[str, np.ndarray]]
+    activations: tuple[str, ...] | None  # formulas its cells can compute; None: any known formula (carried)
+    families: tuple[bool, ...]  # reset_after values it can hold
+    peepholes: bool
+    projection: bool
+    independent: bool  # can hold two independent directional stacks
+    go_backwards: bool  # can carry Keras's go_backwards (one direction)
+    one_cell: bool = False
+    clip: bool = False  # can hold ONNX's clip of gate pre-activations
+    input_forget: bool = False  # can hold ONNX's input_forget (f = 1 - i)
+
+
+TARGETS: dict[str, _Target] = {
+    "torch": _Target(".", lambda s, g, o: torch_layout.write_module(s), TORCH_ACTIVATIONS, (True,), False, True, False, False),
+    "torch-cell": _Target(".", lambda s, g, o: torch_layout.write_cell(s), TORCH_ACTIVATIONS, (True,), False, False,
+                          False, False, one_cell=True),
+    "keras": _Target("/", lambda s, g, o: keras_layout.write(s), None, (True, False), False, False, False, True),
+    "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), TORCH_ACTIVATIONS, (False,), True, True,
+                   True, False),
+    # every formula of activations.ACTIVATIONS (named or parametric) has an ONNX activations entry
+    "onnx": _Target("/", lambda s, g, o: onnx_layout.write(s), None, (True, False), True, False, False, True,
+                    clip=True, input_forget=True),
+    "gates": _Target("/", lambda s, g, o: gates_layout.write_gates(s, o.gates), None, (True, False), True, True, True, True,
+                     clip=True, input_forget=True),
+}
+
+
 @dataclass
 class Converted:
-    group: RecurrentGroup
+    """One group converted: tensors (names relative to the group scope) and the output's self-description."""
+
+    group: RecurrentGroup  # the source group
     target: str
-    tensors: dict[str, np.ndarray]  # relative names -> arrays
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, Any]  # describe_output(...) of what the tensors compute in the target
     notes: list[str] = field(default_factory=list)
+    reference: Stack | None = field(default=None, repr=False)  # what the output must compute (source semantics)
+    semantics: RecurrentGroup | None = field(default=None, repr=False)  # the group as the target states it
+    complete: dict[str, np.ndarray] | None = field(default=None, repr=False)  # all tensors, when ``tensors`` is a subset
+
+    def stated(self, scope: str | None = None) -> dict[str, str]:
+        """``{"rnn:<scope>": JSON}`` for the output file's metadata (scope: after any rename)."""
+        return {META_PREFIX + (self.group.scope if scope is None else scope): json.dumps(self.metadata, sort_keys=True)}
 
 
-def check_target(group: RecurrentGroup, target: str) -> None:
-    """Refuse what the target cannot express exactly."""
-    why = None
-    name = f"{group.scope or '/'} ({group.variant})"
+def _name(group: RecurrentGroup) -> str:
+    return f"{group.scope or '/'} ({group.variant})"
+
+
+def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None = None,
+             allow_approx: bool = False) -> list[str]:
+    """Every reason ``group`` cannot be converted to ``target`` (into the template group ``into``) exactly."""
     if target not in TARGETS:
-        raise ConversionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
-    if group.kind == "gru" and target in ("torch", "torch-cell") and not group.reset_after:
-        why = ("it is a reset-before GRU (the reset gate multiplies h before the recurrent matrix) and PyTorch "
-               "GRUs are reset-after: no weights make them compute the same. Use --to keras (reset_after=False) or onnx")
-    elif group.kind == "gru" and target == "tf1" and group.reset_after:
-        why = "it is a reset-after GRU and TF1 GRUCell is reset-before: no weights make them compute the same"
-    elif group.peepholes and target in ("torch", "torch-cell", "keras"):
-        why = f"it has peephole connections, which {target} LSTMs do not have (use --to tf1, onnx or gates)"
-    elif group.proj_size and target in ("torch-cell", "keras", "onnx"):
-        why = f"it has a projection (num_proj/proj_size={group.proj_size}), which {target} cannot hold (use --to torch or tf1)"
-    elif target == "torch-cell" and (group.num_layers > 1 or group.directions > 1):
-        why = (f"it has {group.num_layers} layer(s) x {group.directions} direction(s) and an nn.LSTMCell/GRUCell holds one; "
-               "use --to torch")
+        return [f"unknown target {target!r}; choose one of {', '.join(TARGETS)}"]
+    t = TARGETS[target]
+    why: list[str] = []
+    for fact, source in group.unsettled().items():
+        why.append(f"{fact}: {source.split(':', 1)[-1].strip()}")
+    if into is not None:
+        for fact, source in into.unsettled().items():
+            why.append(f"the template group {into.scope!r}'s {fact}: {source.split(':', 1)[-1].strip()}")
     if why:
-        raise ConversionError(f"cannot convert {name} to {target} exactly: {why}")
+        return why
+    if group.kind == "gru" and group.reset_after not in t.families:
+        why.append("it is a reset-before GRU (the reset gate multiplies h before the recurrent matrix) and PyTorch GRUs "
+                   "are reset-after: no weights make them compute the same; use --to keras (reset_after=False), onnx or gates"
+                   if group.reset_after is False else
+                   "it is a reset-after GRU and TF1 GRUCell is reset-before: no weights make them compute the same")
+    if group.peepholes and not t.peepholes:
+        why.append(f"it has peephole connections, which {target} LSTMs do not have (use --to tf1, onnx or gates)")
+    if group.proj_size and not t.projection:
+        why.append(f"it has a projection (num_proj/proj_size={group.proj_size}), which {target} cannot hold "
+                   "(use --to torch, tf1 or gates)")
+    if t.one_cell and (group.num_layers > 1 or group.directions > 1):
+        why.append(f"it has {group.num_layers} layer(s) x {group.directions} direction(s) and an nn.LSTMCell/GRUCell "
+                   "holds one; use --to torch")
+    if group.topology == "independent" and group.num_layers > 1 and group.directions == 2 and not t.independent:
+        why.append("its directions are two independent stacks (TF1 bidirectional_dynamic_rnn over MultiRNNCells: layer k "
+                   f"of fw reads only layer k-1 of fw), while {target} layer k reads both directions of layer k-1; "
+                   "use --to tf1 or gates, or select the forward stack alone (.../fw)")
+    if group.go_backwards and group.directions == 2:
+        why.append("it is a Keras Bidirectional whose forward layer has go_backwards=True, which no target here "
+                   "expresses (and the reference cells do not model)")
+    elif group.go_backwards and not t.go_backwards:
+        why.append(f"it runs backwards (Keras go_backwards=True: last step first, outputs returned in that order), which "
+                   f"{target} cannot express; use --to keras, onnx (direction=reverse) or gates")
+    for fact in ("recurrent_activation", "activation"):
+        name = getattr(group, fact)
+        if name not in ACTIVATIONS:
+            why.append(f"its {fact} {name!r} has no reference formula here, so the conversion cannot be checked")
+    if group.clip is not None and not t.clip:
+        why.append(f"it clips every gate pre-activation to [-{group.clip:g}, {group.clip:g}] (ONNX clip), which {target} "
+                   "cells do not (TF1's cell_clip clips the cell state, another function); use --to onnx or gates")
+    if group.input_forget and not t.input_forget:
+        why.append(f"its forget gate is 1 - input gate (ONNX input_forget=1), which {target} cannot express; "
+                   "use --to onnx or gates")
+    if into is not None:
+        if t.clip and (group.clip, group.input_forget) != (into.clip, into.input_forget):
+            why.append(f"it computes clip={group.clip}, input_forget={group.input_forget}; the template group "
+                       f"{into.scope!r} computes clip={into.clip}, input_forget={into.input_forget}")
+        if group.peepholes and not into.peepholes:
+            why.append(f"it has peephole connections and the template group {into.scope!r} has none")
+        if group.kind == "gru" and group.reset_after != into.reset_after:
+            why.append(f"a {group.family} GRU cannot compute what the template's {into.family} GRU computes")
+        if (group.go_backwards, group.topology if group.num_layers > 1 else "") != (
+                into.go_backwards, into.topology if into.num_layers > 1 else ""):
+            why.append(f"it is go_backwards={group.go_backwards}, topology {group.topology}; the template group "
+                       f"{into.scope!r} is go_backwards={into.go_backwards}, topology {into.topology}")
+    if not why and not allow_approx:
+        wanted = _wanted_activations(group, target, into)
+        if wanted is not None:
+            why.append(_activation_refusal(group, target, wanted, into))
+    return why
 
 
-def _approx(group: RecurrentGroup, stack: Stack, options: ConvertOptions) -> tuple[Stack, list[str]]:
-    """Activations the target cannot express: refuse, or (--allow-approx) swap and measure the error."""
-    if group.recurrent_activation == "sigmoid" and group.activation == "tanh":
-        return stack, []
-    if not options.allow_approx:
-        raise ConversionError(
-            f"cannot convert {group.scope or '/'} ({group.variant}) exactly: it uses recurrent_activation="
-            f"{group.recurrent_activation} ({group.activation_source}), targets compute sigmoid; "
-            "pass --allow-approx to convert anyway and see the measured error")
-    swapped = [[c.with_(recurrent_activation="sigmoid", activation="tanh") for c in layer] for layer in stack]
+def _wanted_activations(group: RecurrentGroup, target: str, into: RecurrentGroup | None) -> tuple[str, str] | None:
+    """The (recurrent_activation, activation) the output will compute, when it differs from the group's."""
+    have = (group.recurrent_activation, group.activation)
+    if into is not None:
+        want = (into.recurrent_activation, into.activation)
+        return None if want == have else want
+    allowed = TARGETS[target].activations
+    return None if allowed is None or all(a in allowed for a in have) else ("sigmoid", "tanh")
+
+
+def _activation_refusal(group: RecurrentGroup, target: str, want: tuple[str, str], into: RecurrentGroup | None) -> str:
+    have = (group.recurrent_activation, group.activation)
+    where = f"the template group {into.scope!r} computes" if into is not None else f"{target} computes"
+    diff = [f"{n}: {a} = {formula(a)} ({group.provenance.get(n, 'file')}) vs {b} = {formula(b)}"
+            for n, a, b in zip(("recurrent_activation", "activation"), have, want) if a != b]
+    return (f"its activations differ from what {where}: {'; '.join(diff)}; pass --allow-approx to convert anyway "
+            "and see the measured error")
+
+
+def check_target(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None = None,
+                 allow_approx: bool = False) -> None:
+    """Raise ConversionError with every reason the conversion cannot be exact."""
+    why = refusals(group, target, into=into, allow_approx=allow_approx)
+    if why:
+        dest = f"the template group {into.scope or '/'} ({into.variant})" if into is not None else target
+        raise ConversionError(f"cannot convert {_name(group)} to {dest} exactly: " + "; ".join(why))
+
+
+def _approx(group: RecurrentGroup, stack: Stack, want: tuple[str, str]) -> tuple[Stack, str]:
+    rec, act = want
+    swapped = stack.map(lambda c: c.with_(recurrent_activation=rec, activation=act))
     x = np.random.default_rng(0).standard_normal((8, 4, group.input_size))
     err = float(np.max(np.abs(run_stack(stack, x) - run_stack(swapped, x))))
-    return swapped, [f"approximate: {group.recurrent_activation} replaced by sigmoid; max abs output difference "
-                     f"{err:.3g} on random inputs (8 steps)"]
+    return swapped, (f"approximate: ({group.recurrent_activation}, {group.activation}) replaced by ({rec}, {act}); "
+                     f"max abs output difference {err:.3g} on random inputs (8 steps)")
+
+
+def _notes(sem: RecurrentGroup, target: str) -> list[str]:
+    notes = []
+    if target == "keras":
+        for fact in ("recurrent_activation", "activation"):
+            name = getattr(sem, fact)
+            keras_name = ACTIVATIONS[name].keras
+            if keras_name is None and name != "hard_sigmoid_keras2":
+                notes.append(f"{fact} is {name} = {formula(name)}, which no Keras activation name means: build the "
+                             f"Keras layer with {fact}=<a function computing {formula(name)}>")
+            elif keras_name is None:
+                notes.append(f"{fact} is {name} = {formula(name)} (Keras 1/2's 'hard_sigmoid'); Keras 3's 'hard_sigmoid' is "
+                             f"relu6(x + 3) / 6, a different function: build the Keras 3 layer with {fact}="
+                             "lambda x: keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)")
+            elif keras_name != "sigmoid" and keras_name != "tanh":
+                notes.append(f"{fact} is {name} = {formula(name)}: build the Keras layer with {fact}={keras_name!r}")
+        if sem.go_backwards:
+            notes.append("build the Keras layer with go_backwards=True")
+        if sem.kind == "gru":
+            notes.append(f"build the Keras GRU with reset_after={bool(sem.reset_after)}")
+    elif sem.go_backwards and target == "onnx":
+        notes.append("ONNX node direction='reverse': Y comes aligned with X; Keras (go_backwards) returns it last step "
+                     "first, so flip Y on the time axis to match Keras (Y_h is the same)")
+    elif target == "gates" and (sem.recurrent_activation, sem.activation) != ("sigmoid", "tanh"):
+        notes.append(f"activations: {sem.recurrent_activation} = {formula(sem.recurrent_activation)}, "
+                     f"{sem.activation} = {formula(sem.activation)} (in the output's rnn:<scope> metadata)")
+    if sem.merge_mode not in (None, "concat") and target != "keras" and sem.directions == 2:
+        notes.append(f"Keras merged the two directions with merge_mode={sem.merge_mode!r}; {target} keeps them apart "
+                     "(concatenated or per direction): merge them yourself")
+    return notes
+
+
+def convert_group(group: RecurrentGroup, target: str, options: ConvertOptions | None = None, *,
+                  into: RecurrentGroup | None = None) -> Converted:
+    """``group`` in ``target``'s layout (or into the template group ``into``), with its self-description."""
+    options = options or ConvertOptions()
+    check_target(group, target, into=into, allow_approx=options.allow_approx)
+    stack = group.cells()
+    reference, notes = stack, []
+    want = _wanted_activations(group, target, into)
+    if want is not None:
+        stack, note = _approx(group, stack, want)
+        reference, notes = stack, [note]
+    sem = replace(group, layout=target, recurrent_activation=stack[0][0].recurrent_activation,
+                  activation=stack[0][0].activation, notes=[], provenance={},
+                  forget_bias=(into.forget_bias if into is not None else tf1_layout.DEFAULT_FORGET_BIAS)
+                  if target == "tf1" and group.kind == "lstm" else 0.0)
+    tensors = TARGETS[target].write(stack, sem, options)
+    extra: dict[str, Any] = {}
+    if target == "tf1" and group.kind == "lstm":
+        extra["forget_bias"] = sem.forget_bias
+    if target == "onnx":
+        extra["onnx"] = onnx_layout.node_attributes(sem)  # every layer's node takes the same attributes
+    if target == "gates":
+        extra["orientation"] = "weight_ih (H, in), weight_hh (H, H or P): y = x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh"
+    if target == "keras" and group.kind == "gru":
+        extra["reset_after"] = bool(group.reset_after)
+    complete = None
+    if target == "gates" and options.gates:
+        complete = gates_layout.write_gates(stack)  # --gates keeps some: verification reads the whole group
+        extra["gates_written"] = list(options.gates)
+    return Converted(group, target, tensors, describe_output(sem, target, **extra),
+                     notes + _notes(sem, target) + list(group.notes), reference, sem, complete)
 
 
 def convert_stack(group: RecurrentGroup, target: str, options: ConvertOptions) -> Converted:
-    check_target(group, target)
-    stack, notes = _approx(group, group.cells(), options)
-    return Converted(group, target, TARGETS[target][1](stack, options), notes + list(group.notes))
+    """Compatibility name of ``convert_group``."""
+    return convert_group(group, target, options)
 
 
-def convert_index(index: CheckpointIndex, target: str, options: ConvertOptions
+def convert_index(index: CheckpointIndex, target: str, options: ConvertOptions | None = None
                   ) -> tuple[list[tuple[str, str, object]], list[Converted]]:
     """Every group converted, every other tensor passed through: [(path, key, array or TensorRef)]."""
+    options = options or ConvertOptions()
+    if target not in TARGETS:
+        raise ConversionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     groups = recognize(index, options)
     claimed = {m for g in groups for m in g.members}
-    sep = TARGETS[target][0] if target in TARGETS else "/"
-    done = [convert_stack(g, target, options) for g in groups]
-    first = {g.members[0]: c for g in groups for c in done if c.group is g}
+    sep = TARGETS[target].sep
+    problems, done = [], []
+    for scope, members, why in onnx_graph.ungated(index):
+        problems.append(f"cannot convert {scope} to {target}: {why}; leave its tensors out "
+                        f"(--exclude for {', '.join(members)})")
+    for g in groups:
+        try:
+            done.append(convert_group(g, target, options))
+        except ConversionError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConversionError("; ".join(problems))
+    first = {c.group.members[0]: c for c in done}
     out: list[tuple[str, str, object]] = []
     for path, ref in index.items():
         if path in first:

@@ -31,9 +31,9 @@ GATE_WORDS: dict[str, tuple[str, ...]] = {
 }
 # ... and the variables inside each gate scope.
 VAR_WORDS: dict[str, tuple[str, ...]] = {
-    "x": ("wx", "w_x", "W", "w", "kernel", "weights", "Wx", "w_i", "input_weights", "weight_ih"),
-    "h": ("wt", "wh", "w_h", "U", "u", "uh", "Wh", "recurrent_kernel", "recurrent_weights", "weight_hh"),
-    "b": ("bi", "b", "bias", "biases", "bias_ih"),
+    "x": ("wx", "w_x", "W", "w", "kernel", "weights", "Wx", "w_i", "input_weights"),
+    "h": ("wt", "wh", "w_h", "U", "u", "uh", "Wh", "recurrent_kernel", "recurrent_weights"),
+    "b": ("bi", "b", "bias", "biases"),
 }
 GATE_LABELS = {"i": "input", "f": "forget", "g": "cell", "o": "output", "r": "reset", "z": "update", "n": "new"}
 

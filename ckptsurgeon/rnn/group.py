@@ -1,4 +1,5 @@
-"""A recognized recurrent parameter group: what it is, where its tensors are, how to load it."""
+"""A recognized recurrent parameter group: what it is, where its tensors are, how to load it, and
+where each computation-relevant fact about it came from."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,26 +7,55 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FormatError
+from .activations import formula
 from .cell import Stack
 
-__all__ = ["RecurrentGroup", "RecognizeOptions"]
+__all__ = ["RecurrentGroup", "RecognizeOptions", "ORIGINS", "origin", "FACT_FLAGS"]
+
+# Where a fact came from, as the first word(s) of its provenance string ("file: model config").
+# "assumed" and "missing" never feed a conversion: it is refused, naming the flag that settles it.
+ORIGINS = ("file", "version default", "flag", "assumed", "missing")
+
+# fact -> the flag that declares it
+FACT_FLAGS = {
+    "reset_after": "--reset-after/--reset-before",
+    "activation": "--activation",
+    "recurrent_activation": "--recurrent-activation",
+    "forget_bias": "--forget-bias",
+    "orientation": "--orientation",
+    "go_backwards": "--go-backwards/--no-go-backwards",
+}
+
+
+def origin(source: str) -> str:
+    """``"version default: Keras < 2.3 ..."`` -> ``"version default"``."""
+    head = source.split(":", 1)[0].strip()
+    return head if head in ORIGINS else "assumed"
 
 
 @dataclass
 class RecognizeOptions:
-    """User declarations that recognition cannot infer."""
+    """User declarations of what recognition cannot infer; ``None``: not declared."""
 
-    forget_bias: float = 1.0  # TF1 LSTMCell / BasicLSTMCell / LSTMBlockCell run-time constant
-    orientation: str = "xw"  # hand-built cells when input size == hidden size: "xw" (x @ W, (in, H)) or "wx"
+    forget_bias: float | None = None  # TF1 LSTMCell / BasicLSTMCell / LSTMBlockCell run-time constant
+    orientation: str | None = None  # hand-built cells when input size == hidden size: "xw" (x @ W, (in, H)) or "wx"
+    reset_after: bool | None = None  # GRU family when the file does not state it
+    activation: str | None = None  # when the file does not state it (weights-only Keras 1/2 ...)
+    recurrent_activation: str | None = None
+    go_backwards: bool | None = None  # Keras layers of weights-only files
     gate_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # extra scope names per gate letter
     var_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # extra names for x / h / b
+
+    def declared(self) -> dict[str, Any]:
+        """The facts the user declared (fact -> value)."""
+        return {k: getattr(self, k) for k in FACT_FLAGS if getattr(self, k) is not None}
 
 
 @dataclass
 class RecurrentGroup:
     scope: str
     kind: str  # "lstm" | "gru"
-    layout: str  # torch, torch-cell, keras, keras-cudnn, keras1, tf1, tf1-gru, per-gate, onnx
+    layout: str  # torch, torch-cell, keras, keras-cudnn, keras1, tf1, tf1-gru, per-gate, gates, onnx
     variant: str  # what wrote it, in words
     input_size: int
     hidden_size: int
@@ -34,24 +64,58 @@ class RecurrentGroup:
     proj_size: int = 0
     bias: str = "two"  # two | one | none | cudnn (input + recurrent, stacked)
     peepholes: bool = False
-    reset_after: bool | None = None  # GRU family
+    reset_after: bool | None = None  # GRU family; None for a GRU: not known
     forget_bias: float = 0.0  # run-time constant folded in on load
-    activation: str = "tanh"
-    recurrent_activation: str = "sigmoid"
-    activation_source: str = "default"  # "file" | "default" | "assumed"
+    activation: str | None = "tanh"  # names of activations.ACTIVATIONS; None: not known
+    recurrent_activation: str | None = "sigmoid"
+    topology: str = "interleaved"  # see cell.Stack
+    go_backwards: bool = False
+    merge_mode: str | None = None  # Keras Bidirectional: concat, sum, mul, ave, None
+    orientation: str | None = None  # hand-built per-gate cells: "xw" or "wx"
+    clip: float | None = None  # ONNX clip attribute (gate pre-activations clipped); None: no clipping
+    input_forget: bool = False  # ONNX input_forget attribute (LSTM: f = 1 - i)
+    provenance: dict[str, str] = field(default_factory=dict)  # fact -> "origin: detail"
     members: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    load: Callable[[], Stack] | None = field(default=None, repr=False, compare=False)
+    load: Callable[[], Stack | list] | None = field(default=None, repr=False, compare=False)
+    # Groups whose stored tensors are not the layout's own (ONNX nodes fed through constant chains): the
+    # converted tensors (relative names, as the layout's writer names them) -> {member path: new value}.
+    write_back: Callable[[dict[str, Any]], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def cells(self) -> Stack:
+        """The weights in canonical layout, with this group's semantics (activations, family, topology)."""
         if self.load is None:
             raise FormatError(f"group {self.scope!r} cannot be loaded")
-        return self.load()
+        raw = self.load()
+        stack = raw if isinstance(raw, Stack) else Stack(list(raw))
+        gru = self.kind == "gru"
+        stack = stack.map(lambda c: c.with_(activation=self.activation, recurrent_activation=self.recurrent_activation,
+                                            reset_after=self.reset_after if gru else True, clip=self.clip,
+                                            input_forget=self.input_forget and not gru))
+        stack.topology, stack.go_backwards = self.topology, self.go_backwards
+        return stack
+
+    @property
+    def family(self) -> str | None:
+        if self.kind != "gru":
+            return None
+        return None if self.reset_after is None else ("reset-after" if self.reset_after else "reset-before")
+
+    def unsettled(self) -> dict[str, str]:
+        """Facts that are assumed or missing: fact -> provenance. A conversion refuses these."""
+        return {k: v for k, v in self.provenance.items() if origin(v) in ("assumed", "missing")}
+
+    def set_fact(self, name: str, value: Any, source: str) -> None:
+        setattr(self, name, value)
+        self.provenance[name] = source
 
     def describe(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in (
             "scope", "kind", "layout", "variant", "input_size", "hidden_size", "proj_size", "num_layers",
             "directions", "bias", "peepholes", "reset_after", "forget_bias", "activation",
-            "recurrent_activation", "activation_source", "members", "notes")}
-        out["family"] = None if self.kind != "gru" else ("reset-after" if self.reset_after else "reset-before")
+            "recurrent_activation", "topology", "go_backwards", "merge_mode", "orientation", "clip", "input_forget",
+            "members", "notes")}
+        out["family"] = self.family
+        out["formulas"] = {"activation": formula(self.activation), "recurrent_activation": formula(self.recurrent_activation)}
+        out["provenance"] = dict(self.provenance)
         return out

@@ -17,7 +17,8 @@ import numpy as np
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import ORDERS, reorder
-from .group import RecognizeOptions, RecurrentGroup
+from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup
+from .keras_facts import KerasEra, keras_era, resolve_activation
 
 __all__ = ["recognize", "write", "cell_to_keras"]
 
@@ -27,7 +28,7 @@ _DIRECTION = re.compile(r"^(forward|backward)(_layer|_.+)$")
 
 def _layer_of(scope: str) -> str:
     parent, _, last = scope.rpartition("/")
-    return parent if last in _CELL_SCOPES and parent else scope
+    return parent if last in _CELL_SCOPES else scope
 
 
 def _config(index: CheckpointIndex, layer_scope: str) -> dict[str, Any]:
@@ -35,18 +36,36 @@ def _config(index: CheckpointIndex, layer_scope: str) -> dict[str, Any]:
     segs = layer_scope.split("/")
     top = layers.get(segs[0]) or {}
     if len(segs) > 1 and _DIRECTION.match(segs[-1]) and top.get("class_name") == "Bidirectional":
-        inner = top.get("backward_layer") if segs[-1].startswith("backward") and top.get("backward_layer") else top.get("layer")
-        return inner or {}
+        backward = segs[-1].startswith("backward")
+        if backward and top.get("backward_layer"):
+            return top["backward_layer"]
+        inner = dict(top.get("layer") or {})
+        if backward and isinstance(inner.get("go_backwards"), bool):
+            inner["go_backwards"] = not inner["go_backwards"]  # Keras builds the backward copy with it flipped
+        return inner
     return layers.get(segs[-1]) or top
 
 
-def _activations(index: CheckpointIndex, cfg: dict[str, Any], legacy_names: bool) -> tuple[str, str, str]:
-    if "recurrent_activation" in cfg:
-        return cfg.get("activation", "tanh"), cfg["recurrent_activation"], "file"
-    version = str(index.metadata.get("keras_version", ""))
-    if legacy_names or version.startswith(("1.", "2.0", "2.1", "2.2")):
-        return "tanh", "hard_sigmoid", "assumed"  # Keras 1 / 2.2 default recurrent_activation
-    return "tanh", "sigmoid", "default"
+def _activation_facts(cfg: dict[str, Any], era: KerasEra, has_config: bool) -> dict[str, tuple[str | None, str]]:
+    """activation / recurrent_activation -> (formula name or None, provenance)."""
+    out: dict[str, tuple[str | None, str]] = {}
+    for fact, keys in (("activation", ("activation",)), ("recurrent_activation", ("recurrent_activation", "inner_activation"))):
+        stored = next((cfg[k] for k in keys if isinstance(cfg.get(k), str)), None)
+        if stored is not None:
+            name = resolve_activation(stored, era)
+            out[fact] = (name, f"file: model config {stored!r}" + (f" ({era.name}: {name})" if name != stored else "")
+                         if name else f"missing: the config says {stored!r} but not which Keras wrote it "
+                         f"({_HS_HINT}); pass {FACT_FLAGS[fact]}")
+        elif has_config:
+            out[fact] = (None, f"missing: the stored config names no {fact}; pass {FACT_FLAGS[fact]}")
+        elif era.defaults is not None:
+            out[fact] = (era.defaults[0 if fact == "activation" else 1], f"version default: {era.rule}")
+        else:
+            out[fact] = (None, f"missing: weights only, and {era.rule}; pass {FACT_FLAGS[fact]}")
+    return out
+
+
+_HS_HINT = "hard_sigmoid_keras2 = clip(0.2x+0.5, 0, 1) or hard_sigmoid_keras3 = relu6(x+3)/6"
 
 
 def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
@@ -61,7 +80,7 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
             group = _single(index, parent, parts)
             if group is not None:
                 singles[group.scope] = group
-    return _merge_bidirectional(singles) + _keras1(index)
+    return _merge_bidirectional(index, singles) + _keras1(index)
 
 
 def _single(index: CheckpointIndex, parent: str, parts: dict[str, str]) -> RecurrentGroup | None:
@@ -77,29 +96,46 @@ def _single(index: CheckpointIndex, parent: str, parts: dict[str, str]) -> Recur
     kind = "lstm" if gates == 4 else "gru"
     b = index[parts["bias"]].shape if "bias" in parts else None
     cudnn = cls.startswith("CuDNN") or (b is not None and b == (2 * gates * hidden,))
+    era = keras_era(index)
+    prov: dict[str, str] = {}
     reset_after = None
     if kind == "gru":
-        # The stored bias shape decides: (2, 3H) is reset-after; CuDNNGRU is always reset-after.
-        reset_after = True if cudnn else len(b) == 2 if b is not None else bool(cfg.get("reset_after", True))
-    legacy_names = parent == scope and not cudnn  # Keras 2.2: lstm_1/kernel with no cell scope
-    act, rec_act, source = _activations(index, cfg, legacy_names)
+        if cudnn:
+            reset_after, prov["reset_after"] = True, "file: layout (CuDNNGRU is reset-after)"
+        elif b is not None:
+            reset_after = len(b) == 2
+            prov["reset_after"] = f"file: bias shape {list(b)} ({'(2, 3H): reset-after' if reset_after else '(3H,): reset-before'})"
+        elif isinstance(cfg.get("reset_after"), bool):
+            reset_after, prov["reset_after"] = cfg["reset_after"], "file: model config"
+        else:
+            prov["reset_after"] = ("missing: a GRU without bias does not show its family and the file stores no config; "
+                                   "pass --reset-after or --reset-before")
     if cudnn:
-        act, rec_act, source = "tanh", "sigmoid", "file"
+        act, rec_act = "tanh", "sigmoid"
+        prov["activation"] = prov["recurrent_activation"] = "file: layout (CuDNN layers compute sigmoid/tanh)"
+    else:
+        facts = _activation_facts(cfg, era, bool(cls))
+        (act, prov["activation"]), (rec_act, prov["recurrent_activation"]) = facts["activation"], facts["recurrent_activation"]
+    go_backwards = False
+    if isinstance(cfg.get("go_backwards"), bool):
+        go_backwards, prov["go_backwards"] = cfg["go_backwards"], "file: model config"
+    elif cls:
+        prov["go_backwards"] = "file: model config (go_backwards not set: False)"
+    else:
+        prov["go_backwards"] = "version default: Keras go_backwards=False (weights-only files do not store it)"
     variant = (f"Keras Cu{'DNN'}{kind.upper()}" if cudnn else f"Keras {kind.upper()}") + (
         "" if kind == "lstm" else f" (reset_after={reset_after})")
     group = RecurrentGroup(
         scope=scope, kind=kind, layout="keras-cudnn" if cudnn else "keras", variant=variant,
         input_size=k[0], hidden_size=hidden, bias="cudnn" if cudnn else ("one" if b else "none"),
-        reset_after=reset_after, activation=act, recurrent_activation=rec_act, activation_source=source,
-        members=[parts[n] for n in ("kernel", "recurrent_kernel", "bias") if n in parts],
+        reset_after=reset_after, activation=act, recurrent_activation=rec_act, go_backwards=go_backwards,
+        provenance=prov, members=[parts[n] for n in ("kernel", "recurrent_kernel", "bias") if n in parts],
     )
-    if source == "assumed":
-        group.notes.append(f"recurrent_activation not stored; assuming {rec_act} (the Keras 1/2.2 default)")
-    group.load = lambda: [[_to_cell(index, parts, kind, hidden, reset_after, cudnn, act, rec_act)]]
+    group.load = lambda: [[_to_cell(index, parts, kind, hidden, cudnn)]]
     return group
 
 
-def _to_cell(index, parts, kind, hidden, reset_after, cudnn, act, rec_act) -> Cell:
+def _to_cell(index, parts, kind, hidden, cudnn) -> Cell:
     order = ORDERS[("keras", kind)]
     canon = "ifgo" if kind == "lstm" else "rzn"
     kernel = index[parts["kernel"]].numpy()
@@ -122,11 +158,10 @@ def _to_cell(index, parts, kind, hidden, reset_after, cudnn, act, rec_act) -> Ce
         if cudnn and kind == "lstm":
             b_in, b_rec = b_in + b_rec, np.zeros_like(b_rec)  # as tf.keras converts CuDNNLSTM
         b_ih, b_hh = reorder(b_in, order, canon), reorder(b_rec, order, canon)
-    return Cell(kind, w_ih, w_hh, b_ih, b_hh, reset_after=bool(reset_after) if kind == "gru" else True,
-                recurrent_activation=rec_act, activation=act)
+    return Cell(kind, w_ih, w_hh, b_ih, b_hh)
 
 
-def _merge_bidirectional(singles: dict[str, RecurrentGroup]) -> list[RecurrentGroup]:
+def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGroup]) -> list[RecurrentGroup]:
     out, used = [], set()
     for scope, group in singles.items():
         parent, _, last = scope.rpartition("/")
@@ -138,11 +173,28 @@ def _merge_bidirectional(singles: dict[str, RecurrentGroup]) -> list[RecurrentGr
         if twin is None:
             continue
         back = singles[twin]
-        merged = RecurrentGroup(**{**group.__dict__, "scope": parent, "directions": 2,
+        used.update((scope, twin))
+        shape = lambda g: (g.kind, g.input_size, g.hidden_size, g.bias)  # noqa: E731
+        if shape(back) != shape(group):
+            why = (f"missing: half of a Keras Bidirectional whose layers differ ({group.variant} {group.hidden_size} "
+                   f"forward, {back.variant} {back.hidden_size} backward); no target holds that")
+            for half in (group, back):
+                half.provenance["bidirectional"] = why
+            out.extend((group, back))
+            continue
+        top = (index.metadata.get("layers") or {}).get(parent.split("/")[0]) or {}
+        prov = dict(group.provenance)
+        for fact in ("reset_after", "activation", "recurrent_activation"):
+            if getattr(back, fact) != getattr(group, fact):
+                prov[fact] = (f"missing: the forward and backward layers differ ({getattr(group, fact)} vs "
+                              f"{getattr(back, fact)}); no target holds that")
+        merged = RecurrentGroup(**{**group.__dict__, "scope": parent, "directions": 2, "provenance": prov,
                                    "variant": f"Bidirectional({group.variant})",
                                    "members": group.members + back.members, "notes": group.notes + back.notes})
-        merged.load = lambda f=group, b=back: [[f.cells()[0][0], b.cells()[0][0]]]
-        used.update((scope, twin))
+        merge_mode = top.get("merge_mode", "concat") if top.get("class_name") == "Bidirectional" else None
+        if merge_mode is not None:
+            merged.merge_mode, merged.provenance["merge_mode"] = merge_mode, "file: model config"
+        merged.load = lambda f=group, b=back: [[f.load()[0][0], b.load()[0][0]]]
         out.append(merged)
     return out + [g for s, g in singles.items() if s not in used]
 
@@ -169,17 +221,24 @@ def _keras1(index: CheckpointIndex) -> list[RecurrentGroup]:
         inv = {v: k for k, v in keras_to_canon.items()}
         w0 = index[parts[("W", next(iter(letters)))]].shape
 
-        def load(parts=parts, kind=kind, canon=canon, inv=inv) -> Stack:
+        def load(parts=parts, kind=kind, canon=canon, inv=inv) -> list:
             W = np.concatenate([index[parts[("W", inv[g])]].numpy().T for g in canon])
             U = np.concatenate([index[parts[("U", inv[g])]].numpy().T for g in canon])
             b = np.concatenate([index[parts[("b", inv[g])]].numpy() for g in canon])
-            return [[Cell(kind, W, U, b, np.zeros_like(b), reset_after=False, recurrent_activation="hard_sigmoid")]]
+            return [[Cell(kind, W, U, b, np.zeros_like(b))]]
 
+        cfg = _config(index, scope)
+        facts = _activation_facts(cfg, keras_era(index, keras1_names=True), bool(cfg.get("class_name")))
+        prov = {"activation": facts["activation"][1], "recurrent_activation": facts["recurrent_activation"][1],
+                "go_backwards": "file: model config" if isinstance(cfg.get("go_backwards"), bool) else
+                "version default: Keras go_backwards=False (weights-only files do not store it)"}
+        if kind == "gru":
+            prov["reset_after"] = "file: layout (Keras 1 GRUs are reset-before)"
         group = RecurrentGroup(scope=scope, kind=kind, layout="keras1", variant=f"Keras 1 {kind.upper()} (per-gate)",
-                               input_size=w0[0], hidden_size=w0[1], bias="one", recurrent_activation="hard_sigmoid",
-                               activation_source="assumed", reset_after=False if kind == "gru" else None,
-                               members=list(parts.values()), load=load)
-        group.notes.append("Keras 1 stores no activations; assuming recurrent_activation=hard_sigmoid (its default)")
+                               input_size=w0[0], hidden_size=w0[1], bias="one", activation=facts["activation"][0],
+                               recurrent_activation=facts["recurrent_activation"][0], provenance=prov,
+                               go_backwards=bool(cfg.get("go_backwards", False)),
+                               reset_after=False if kind == "gru" else None, members=list(parts.values()), load=load)
         groups.append(group)
     return groups
 

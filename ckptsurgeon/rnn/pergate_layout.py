@@ -3,8 +3,10 @@
 
 Gate and variable names come from tables (``gates.GATE_WORDS``/``VAR_WORDS``) plus user declarations.
 Orientation: ``wx`` is ``(in, H)`` for ``x @ W`` code or ``(H, in)`` for ``W @ x``; the square recurrent
-matrix gives H, so only input size == hidden size is ambiguous: then the declared convention
-(default ``x @ W``) decides and the group says so.
+matrix gives H, so only input size == hidden size is ambiguous: then ``--orientation xw|wx`` must say
+which (without it the group is listed, and every conversion of it refused, naming the flag).
+Activations are the classic cell's (sigmoid gates, tanh) unless ``--activation``/``--recurrent-activation``
+declare others. The canonical per-gate view that ``--to gates`` writes is ``gates_layout``.
 """
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..errors import FormatError
 from ..index import CheckpointIndex
-from .cell import Cell, Stack
-from .gates import GATE_LABELS, GATE_WORDS, VAR_WORDS
+from .cell import Cell
+from .gates import GATE_WORDS, VAR_WORDS
 from .group import RecognizeOptions, RecurrentGroup
 
-__all__ = ["recognize", "write_gates"]
+__all__ = ["recognize"]
 
 
 def _lookup(words: dict[str, tuple[str, ...]], extra: dict[str, tuple[str, ...]]) -> dict[str, str]:
@@ -50,53 +53,39 @@ def _group(index, scope, gates, options: RecognizeOptions) -> RecurrentGroup:
     hshape = index[gates["i"]["h"]].shape
     xshape = index[gates["i"]["x"]].shape
     hidden = hshape[0]
-    notes = []
+    prov = {"activation": _CLASSIC, "recurrent_activation": _CLASSIC}
     if len(xshape) != 2 or hshape != (hidden, hidden):
         orient = None
     elif xshape[0] == xshape[1] == hidden:
         orient = options.orientation
-        notes.append(f"input size equals hidden size ({hidden}): orientation taken as declared, "
-                     f"{'x @ W (in, H)' if orient == 'xw' else 'W @ x (H, in)'} (--orientation xw|wx)")
+        prov["orientation"] = (f"flag: --orientation {orient}" if orient else
+                               f"missing: input size equals hidden size ({hidden}), so the shapes cannot tell "
+                               "x @ W (in, H) from W @ x (H, in); pass --orientation xw or --orientation wx")
     else:
         orient = "xw" if xshape[1] == hidden else "wx"
-    n_in = xshape[0] if orient == "xw" else xshape[1]
+        prov["orientation"] = f"file: shapes ({'x @ W: wx is (in, H)' if orient == 'xw' else 'W @ x: wx is (H, in)'})"
+    n_in = (xshape[0] if orient == "xw" else xshape[1]) if len(xshape) == 2 else 0
     has_bias = all("b" in g for g in gates.values())
+    group = RecurrentGroup(scope=scope, kind="lstm", layout="per-gate", variant="hand-built per-gate LSTM",
+                           input_size=n_in, hidden_size=hidden, bias="one" if has_bias else "none", orientation=orient,
+                           provenance=prov, members=[gates[g][v] for g in "ifgo" for v in ("x", "h", "b") if v in gates[g]])
 
-    def load() -> Stack:
+    def load() -> list:
+        if group.orientation not in ("xw", "wx"):
+            raise FormatError(f"{scope}: the orientation of its square matrices is not known; pass --orientation xw|wx")
+
         def mat(path: str) -> np.ndarray:
             a = index[path].numpy()
-            return a.T if orient == "xw" else a
+            return a.T if group.orientation == "xw" else a
 
         w_ih = np.concatenate([mat(gates[g]["x"]) for g in "ifgo"])
         w_hh = np.concatenate([mat(gates[g]["h"]) for g in "ifgo"])
         b = np.concatenate([index[gates[g]["b"]].numpy().reshape(-1) for g in "ifgo"]) if has_bias else None
         return [[Cell("lstm", w_ih, w_hh, b, None if b is None else np.zeros_like(b))]]
 
-    members = [gates[g][v] for g in "ifgo" for v in ("x", "h", "b") if v in gates[g]]
-    return RecurrentGroup(scope=scope, kind="lstm", layout="per-gate", variant="hand-built per-gate LSTM",
-                          input_size=n_in, hidden_size=hidden, bias="one" if has_bias else "none",
-                          members=members, notes=notes, load=load)
+    group.load = load
+    return group
 
 
-def write_gates(stack: Stack, gates: str | None = None) -> dict[str, np.ndarray]:
-    """Canonical per-gate matrices: ``[layer_k/][forward|backward/]<gate>/{weight_ih (H,in), weight_hh, bias_ih, bias_hh}``."""
-    out: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(stack):
-        for d, cell in enumerate(layer):
-            base = ("" if len(stack) == 1 else f"layer_{k}/") + ("" if len(layer) == 1 else ("forward/", "backward/")[d])
-            letters = "ifgo" if cell.kind == "lstm" else "rzn"
-            b_ih, b_hh = cell.biases()
-            parts = [np.split(a, len(letters)) for a in (cell.w_ih, cell.w_hh, b_ih, b_hh)]
-            for j, g in enumerate(letters):
-                label = GATE_LABELS[g]
-                if gates and label not in gates and g not in gates:
-                    continue
-                for name, arrs in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), parts):
-                    if name.startswith("bias") and not cell.has_bias:
-                        continue
-                    out[f"{base}{label}/{name}"] = arrs[j]
-                if cell.peepholes is not None and g in "ifo":
-                    out[f"{base}{label}/peephole"] = cell.peepholes["ifo".index(g)]
-            if cell.w_hr is not None:
-                out[f"{base}projection/weight_hr"] = cell.w_hr
-    return out
+_CLASSIC = ("version default: hand-built per-gate cells compute sigmoid gates and tanh (the classic TF1 cell; "
+            "--activation/--recurrent-activation declare others)")

@@ -1,10 +1,17 @@
 """TensorFlow 1 ``rnn_cell`` variables: LSTMCell / BasicLSTMCell / LSTMBlockCell (peepholes, num_proj),
-GRUCell, CudnnCompatible cells, TF 0.x ``Linear/Matrix`` names; ``multi_rnn_cell/cell_k`` are layers
-and ``bidirectional_rnn/fw|bw`` directions.
+GRUCell, CudnnCompatible cells, TF 1.0/1.1 ``weights``/``biases`` and TF 0.x ``Linear/Matrix`` names.
 
 LSTM: one kernel ``(in + H_or_P, 4H)`` on ``concat([x, h])``, gate order i, j, f, o, one bias, and
 ``forget_bias`` (default 1.0, CudnnCompatible 0) added to f at run time. GRUCell: ``gates/kernel
 (in + H, 2H)`` = [r, u] and ``candidate/kernel (in + H, H)``: the reset-before family.
+
+Structure, and the two ways TF1 stacks bidirectional layers:
+- ``rnn/[multi_rnn_cell/cell_k/]<cell>``: one direction, k layers;
+- ``bidirectional_rnn/{fw,bw}/<cell>``: one bidirectional layer;
+- ``bidirectional_rnn/{fw,bw}/multi_rnn_cell/cell_k/<cell>`` (``bidirectional_dynamic_rnn`` over two
+  ``MultiRNNCell``): two **independent** stacks; layer k of fw reads layer k-1 of fw only (input H);
+- ``stack_bidirectional_rnn/cell_k/bidirectional_rnn/{fw,bw}/<cell>`` (``stack_bidirectional_dynamic_rnn``):
+  **interleaved**, layer k reads both directions of layer k-1 (input 2H), as PyTorch does.
 """
 from __future__ import annotations
 
@@ -18,125 +25,166 @@ from .cell import Cell, Stack
 from .gates import ORDERS, reorder
 from .group import RecognizeOptions, RecurrentGroup
 
-__all__ = ["recognize", "write"]
+__all__ = ["recognize", "write", "DEFAULT_FORGET_BIAS"]
 
-# cell scope name -> (kind, default forget_bias, words)
+# cell scope name -> run-time forget_bias of that cell class (None: not stored, the class default applies)
 LSTM_CELLS = {
-    "lstm_cell": 1.0,  # tf.compat.v1.nn.rnn_cell.LSTMCell, LSTMBlockCell
-    "basic_lstm_cell": 1.0,  # BasicLSTMCell
-    "lstm_fused_cell": 1.0,  # LSTMBlockFusedCell
-    "cudnn_compatible_lstm_cell": 0.0,  # CudnnCompatibleLSTMCell
-    "BasicLSTMCell": 1.0,  # TF 0.x (Linear/Matrix, Linear/Bias)
-    "LSTMCell": 1.0,  # TF 0.x
+    "lstm_cell": None,  # tf.compat.v1.nn.rnn_cell.LSTMCell, LSTMBlockCell
+    "basic_lstm_cell": None,  # BasicLSTMCell
+    "lstm_fused_cell": None,  # LSTMBlockFusedCell
+    "cudnn_compatible_lstm_cell": 0.0,  # CudnnCompatibleLSTMCell: no run-time forget bias
+    "BasicLSTMCell": None,  # TF 0.x
+    "LSTMCell": None,  # TF 0.x
 }
+DEFAULT_FORGET_BIAS = 1.0  # LSTMCell, BasicLSTMCell, LSTMBlockCell, LSTMBlockFusedCell constructors
 GRU_CELLS = ("gru_cell", "GRUCell", "cudnn_compatible_gru_cell")
-STRUCTURE = re.compile(r"^(fw|bw|multi_rnn_cell|MultiRNNCell|cell_\d+|Cell\d+)$")
 
-# (kernel, bias) variable names inside an LSTM cell scope, newest first.
-LSTM_VARS = (("kernel", "bias"), ("Linear/Matrix", "Linear/Bias"), ("W_0", "B"))
-GRU_VARS = (
-    ("gates/kernel", "gates/bias", "candidate/kernel", "candidate/bias"),
-    ("Gates/Linear/Matrix", "Gates/Linear/Bias", "Candidate/Linear/Matrix", "Candidate/Linear/Bias"),
+# (kernel, bias, projection) variable names inside an LSTM cell scope, newest first.
+LSTM_VARS = (
+    ("kernel", "bias", "projection/kernel"),  # TF >= 1.2
+    ("weights", "biases", "projection/weights"),  # TF 1.0 / 1.1
+    ("Linear/Matrix", "Linear/Bias", "Projection/Linear/Matrix"),  # TF 0.x
+    ("W_0", "B", "W_P_0"),  # TF 0.x LSTMCell
 )
+GRU_VARS = (
+    ("gates/kernel", "gates/bias", "candidate/kernel", "candidate/bias"),  # TF >= 1.2
+    ("gates/weights", "gates/biases", "candidate/weights", "candidate/biases"),  # TF 1.0 / 1.1
+    ("Gates/Linear/Matrix", "Gates/Linear/Bias", "Candidate/Linear/Matrix", "Candidate/Linear/Bias"),  # TF 0.x
+)
+_MULTI = ("multi_rnn_cell", "MultiRNNCell")
+_BIDI = ("bidirectional_rnn", "BiRNN")
+_LAYER = re.compile(r"^(?:cell_|Cell)(\d+)$")
 
 
-def _position(segs: list[str], cell_at: int) -> tuple[str, int, int]:
-    """(group scope, layer, direction) from the structural segments around a cell scope."""
-    layer, direction, keep = 0, 0, []
-    for i, seg in enumerate(segs[:cell_at]):
-        if seg in ("fw", "bw") and i > 0 and segs[i - 1] in ("bidirectional_rnn", "BiRNN"):
-            direction = 1 if seg == "bw" else 0
-        elif re.match(r"^(cell_|Cell)(\d+)$", seg) and i > 0 and segs[i - 1] in ("multi_rnn_cell", "MultiRNNCell"):
-            layer = int(re.sub(r"\D", "", seg))
-        elif seg not in ("multi_rnn_cell", "MultiRNNCell"):
+def _position(segs: list[str], cell_at: int) -> tuple[str, int, int, str | None]:
+    """(group scope, layer, direction, topology hint) from the structural segments above a cell scope."""
+    layer, direction, keep, topology = 0, 0, [], None
+    seen_direction = False
+    head = segs[:cell_at]
+    for i, seg in enumerate(head):
+        m = _LAYER.match(seg)
+        if seg in ("fw", "bw") and i > 0 and head[i - 1] in _BIDI:
+            direction, seen_direction = (1 if seg == "bw" else 0), True
+        elif m and i > 0 and head[i - 1] in _MULTI:
+            layer = int(m.group(1))
+            if seen_direction:
+                topology = "independent"  # bidirectional_dynamic_rnn over MultiRNNCells
+        elif m and i + 1 < len(head) and head[i + 1] in _BIDI:
+            layer, topology = int(m.group(1)), "interleaved"  # stack_bidirectional_dynamic_rnn's cell_k
+            if keep and keep[-1] == "stack_bidirectional_rnn":
+                keep.pop()
+        elif seg not in _MULTI and not (seg in _BIDI and topology == "interleaved"):
             keep.append(seg)
-    if keep and keep[-1] in ("rnn", "bidirectional_rnn", "BiRNN", "RNN"):
+    if keep and keep[-1] in ("rnn", "RNN") + _BIDI and topology != "interleaved":
         keep.pop()  # the scope dynamic_rnn / bidirectional_dynamic_rnn add; the writer adds it back
-    return "/".join(keep), layer, direction
+    return "/".join(keep), layer, direction, topology
 
 
 def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
-    cells: dict[str, dict[tuple[int, int], tuple[str, str, dict[str, str]]]] = defaultdict(dict)
+    cells: dict[str, dict[tuple[int, int], tuple[str, str, dict[str, str], str | None]]] = defaultdict(dict)
     paths = set(index)
     for path in index:
         segs = path.split("/")
         for at, seg in enumerate(segs):
             base = "/".join(segs[: at + 1])
             if seg in LSTM_CELLS and f"{base}/recurrent_kernel" not in paths:  # that one is Keras's
-                for kname, bname in LSTM_VARS:
+                for kname, bname, pname in LSTM_VARS:
                     if path == f"{base}/{kname}":
                         found = {"kernel": path}
-                        if f"{base}/{bname}" in paths:
-                            found["bias"] = f"{base}/{bname}"
-                        for extra in ("w_i_diag", "w_f_diag", "w_o_diag", "projection/kernel"):
-                            if f"{base}/{extra}" in paths:
-                                found[extra] = f"{base}/{extra}"
-                        scope, layer, d = _position(segs, at)
-                        cells[scope][(layer, d)] = ("lstm", seg, found)
+                        for role, name in (("bias", bname), ("projection", pname), ("w_i_diag", "w_i_diag"),
+                                           ("w_f_diag", "w_f_diag"), ("w_o_diag", "w_o_diag")):
+                            if f"{base}/{name}" in paths:
+                                found[role] = f"{base}/{name}"
+                        scope, layer, d, topo = _position(segs, at)
+                        cells[scope][(layer, d)] = ("lstm", seg, found, topo)
             elif seg in GRU_CELLS:
                 for names in GRU_VARS:
                     if path == f"{base}/{names[0]}" and all(f"{base}/{n}" in paths for n in names[1:]):
-                        scope, layer, d = _position(segs, at)
-                        cells[scope][(layer, d)] = ("gru", seg, dict(zip(("gk", "gb", "ck", "cb"), (f"{base}/{n}" for n in names))))
+                        scope, layer, d, topo = _position(segs, at)
+                        parts = dict(zip(("gk", "gb", "ck", "cb"), (f"{base}/{n}" for n in names)))
+                        cells[scope][(layer, d)] = ("gru", seg, parts, topo)
     groups = []
     for scope, found in cells.items():
-        group = _group(index, scope, found, options)
+        group = _group(index, scope, found)
         if group is not None:
             groups.append(group)
     return groups
 
 
-def _group(index, scope, found, options: RecognizeOptions) -> RecurrentGroup | None:
+def _group(index, scope, found) -> RecurrentGroup | None:
     layers = sorted({k for k, _ in found})
     dirs = sorted({d for _, d in found})
-    if layers != list(range(len(layers))) or dirs not in ([0], [0, 1]) or len(found) != len(layers) * len(dirs):
+    if layers != list(range(len(layers))) or dirs not in ([0], [1], [0, 1]) or len(found) != len(layers) * len(dirs):
         return None
-    kind, cell_name, parts = found[(0, 0)]
-    if any(v[0] != kind for v in found.values()):
+    kind, cell_name, parts, _ = found[(layers[0], dirs[0])]
+    topologies = {v[3] for v in found.values()}
+    if any(v[0] != kind or v[1] != cell_name for v in found.values()) or len(topologies) > 1:
         return None
-    members = [p for _, _, parts_ in found.values() for p in parts_.values()]
+    topology = topologies.pop() or "interleaved"
+    members = [p for _, _, parts_, _ in found.values() for p in parts_.values()]
+    prov = {"activation": "version default: TF1 cells' activation=tanh (the constructor argument is not stored)",
+            "recurrent_activation": "file: layout (TF1 cells' gates are sigmoid)"}
+    if len(layers) > 1 and len(dirs) == 2:
+        prov["topology"] = ("file: names (bidirectional_rnn/{fw,bw}/multi_rnn_cell: two independent stacks)"
+                            if topology == "independent" else
+                            "file: names (stack_bidirectional_rnn/cell_k/bidirectional_rnn: interleaved)")
     if kind == "lstm":
         kshape = index[parts["kernel"]].shape
         hidden = kshape[1] // 4
-        proj = index[parts["projection/kernel"]].shape[1] if "projection/kernel" in parts else 0
+        proj = index[parts["projection"]].shape[1] if "projection" in parts else 0
         n_in = kshape[0] - (proj or hidden)
-        fb = LSTM_CELLS[cell_name] if cell_name == "cudnn_compatible_lstm_cell" else options.forget_bias
+        fixed = LSTM_CELLS[cell_name]
+        if fixed is not None:
+            prov["forget_bias"] = f"file: layout ({cell_name} has no run-time forget bias)"
+        else:
+            prov["forget_bias"] = (f"version default: TF1 {cell_name} forget_bias={DEFAULT_FORGET_BIAS:g} "
+                                   "(the constructor argument is not stored)")
         group = RecurrentGroup(scope=scope, kind="lstm", layout="tf1", variant=_variant(cell_name, parts),
                                input_size=n_in, hidden_size=hidden, num_layers=len(layers), directions=len(dirs),
-                               proj_size=proj, bias="one", peepholes="w_i_diag" in parts, forget_bias=fb, members=members)
-        if fb:
-            group.notes.append(f"adds forget_bias={fb:g} to the forget gate at run time (override with --forget-bias)")
+                               proj_size=proj, bias="one", peepholes="w_i_diag" in parts,
+                               forget_bias=DEFAULT_FORGET_BIAS if fixed is None else fixed, topology=topology,
+                               provenance=prov, members=members)
     else:
+        if cell_name == "cudnn_compatible_gru_cell":
+            return None  # CudnnCompatibleGRUCell splits its candidate differently: not supported yet
         gk = index[parts["gk"]].shape
         hidden = gk[1] // 2
-        after = cell_name == "cudnn_compatible_gru_cell"
+        prov["reset_after"] = f"file: layout (TF1 {cell_name} is reset-before)"
         group = RecurrentGroup(scope=scope, kind="gru", layout="tf1-gru", variant=f"TF1 {cell_name}",
                                input_size=gk[0] - hidden, hidden_size=hidden, num_layers=len(layers),
-                               directions=len(dirs), bias="one", reset_after=after, members=members)
-        if after:
-            return None  # CudnnCompatibleGRUCell splits its candidate differently: not supported yet
+                               directions=len(dirs), bias="one", reset_after=False, topology=topology,
+                               provenance=prov, members=members)
+    widths = sorted({index[v[2]["kernel" if v[0] == "lstm" else "ck"]].shape[1] // (4 if v[0] == "lstm" else 1)
+                     for v in found.values()})
+    if dirs == [1]:
+        group.provenance["directions"] = ("missing: only the backward (bw) cells are selected; they run last step "
+                                          "first inside a bidirectional layer, which no target holds alone; select both")
+    if len(widths) > 1:
+        group.provenance["layers"] = (f"missing: its layers have different widths ({', '.join(map(str, widths))}), which "
+                                      "no target's single hidden size holds; select one layer")
     group.load = lambda: [[_load(index, found[(k, d)], group) for d in dirs] for k in layers]
     return group
 
 
 def _variant(cell_name: str, parts: dict[str, str]) -> str:
-    extras = [w for w, key in (("peepholes", "w_i_diag"), ("num_proj", "projection/kernel")) if key in parts]
+    extras = [w for w, key in (("peepholes", "w_i_diag"), ("num_proj", "projection")) if key in parts]
     return f"TF1 {cell_name}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def _load(index, entry, group: RecurrentGroup) -> Cell:
-    kind, _, parts = entry
+    kind, _, parts, _ = entry
     get = lambda key: index[parts[key]].numpy()  # noqa: E731
     if kind == "lstm":
         kernel = get("kernel")
-        n_in = group.input_size if group.num_layers == 1 else kernel.shape[0] - (group.proj_size or group.hidden_size)
+        proj = get("projection").shape[1] if group.proj_size else 0
+        n_in = kernel.shape[0] - (proj or kernel.shape[1] // 4)
         order = ORDERS[("tf1", "lstm")]
         w = reorder(kernel.T, order, "ifgo")
         bias = reorder(get("bias"), order, "ifgo").copy() if "bias" in parts else np.zeros(kernel.shape[1], kernel.dtype)
-        H = group.hidden_size
+        H = kernel.shape[1] // 4
         bias[H:2 * H] += np.asarray(group.forget_bias, bias.dtype)  # fold the run-time forget_bias in
         peep = np.stack([get("w_i_diag"), get("w_f_diag"), get("w_o_diag")]) if group.peepholes else None
-        w_hr = get("projection/kernel").T if group.proj_size else None
+        w_hr = get("projection").T if group.proj_size else None
         return Cell("lstm", w[:, :n_in], w[:, n_in:], bias, np.zeros_like(bias), peepholes=peep, w_hr=w_hr)
     gk, gb, ck, cb = get("gk"), get("gb"), get("ck"), get("cb")
     H = gk.shape[1] // 2
@@ -148,15 +196,26 @@ def _load(index, entry, group: RecurrentGroup) -> Cell:
     return Cell("gru", w_ih, w_hh, b, np.zeros_like(b), reset_after=False)
 
 
-def write(stack: Stack, forget_bias: float = 1.0) -> dict[str, np.ndarray]:
-    """TF1 names relative to the group scope (LSTMCell or GRUCell), forget_bias taken out again."""
+def _base(k: int, d: int, layers: int, dirs: int, topology: str) -> str:
+    fw = "fw/" if d == 0 else "bw/"
+    if dirs == 1:
+        return "rnn/" + (f"multi_rnn_cell/cell_{k}/" if layers > 1 else "")
+    if layers == 1:
+        return "bidirectional_rnn/" + fw
+    if topology == "independent":
+        return f"bidirectional_rnn/{fw}multi_rnn_cell/cell_{k}/"
+    return f"stack_bidirectional_rnn/cell_{k}/bidirectional_rnn/{fw}"
+
+
+def write(stack: Stack, forget_bias: float = DEFAULT_FORGET_BIAS) -> dict[str, np.ndarray]:
+    """TF1 names relative to the group scope (LSTMCell or GRUCell); ``forget_bias``, the run-time constant
+    of the cell that will read them, is taken out of the forget-gate bias."""
     out: dict[str, np.ndarray] = {}
     dirs = len(stack[0])
+    topology = stack.topology if isinstance(stack, Stack) else "interleaved"
     for k, layer in enumerate(stack):
         for d, cell in enumerate(layer):
-            base = ("bidirectional_rnn/" + ("fw/" if d == 0 else "bw/")) if dirs == 2 else "rnn/"
-            if len(stack) > 1:
-                base += f"multi_rnn_cell/cell_{k}/"
+            base = _base(k, d, len(stack), dirs, topology)
             b_ih, b_hh = cell.biases()
             b = b_ih + b_hh
             if cell.kind == "lstm":

@@ -68,7 +68,7 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
                 w_ih_, w_hh_ = get("weight_ih"), get("weight_hh")
                 if w_ih_ is None or w_hh_ is None:
                     raise SelectionError(f"{scope}: layer {layer} direction {d} is incomplete (select the whole module)")
-                row.append(Cell(kind, w_ih_, w_hh_, get("bias_ih"), get("bias_hh"), reset_after=True, w_hr=get("weight_hr")))
+                row.append(Cell(kind, w_ih_, w_hh_, get("bias_ih"), get("bias_hh"), w_hr=get("weight_hr")))
             stack.append(row)
         return stack
 
@@ -76,8 +76,16 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
         scope=scope, kind=kind, layout="torch-cell" if is_cell else "torch", variant=name,
         input_size=index[w_ih].shape[1], hidden_size=hidden, num_layers=len(layers), directions=dirs, proj_size=proj,
         bias="two" if has_bias else "none", reset_after=True if kind == "gru" else None,
-        members=sorted(parts.values(), key=pos.__getitem__), load=load,
+        members=sorted(parts.values(), key=pos.__getitem__), load=load, provenance=dict(_FACTS[kind]),
     )
+
+
+_LAYOUT = "file: layout (PyTorch {} computes {})"
+_FACTS = {
+    "lstm": {"activation": _LAYOUT.format("LSTM", "tanh"), "recurrent_activation": _LAYOUT.format("LSTM", "sigmoid gates")},
+    "gru": {"activation": _LAYOUT.format("GRU", "tanh"), "recurrent_activation": _LAYOUT.format("GRU", "sigmoid gates"),
+            "reset_after": "file: layout (PyTorch GRUs are reset-after)"},
+}
 
 
 def _suffix(layer: int, direction: int) -> str:

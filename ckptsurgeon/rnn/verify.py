@@ -1,17 +1,26 @@
-"""Pair the recurrent groups of two checkpoints and compare their outputs on the same random inputs."""
+"""Numeric equivalence of recurrent groups: run both on the same random inputs with the reference cells.
+
+- ``check_pair(a, b)``: two recognized groups (each with its own semantics: activations, family,
+  forget_bias, topology, go_backwards);
+- ``verify(index_a, index_b)``: every group of two checkpoints, paired by scope, else in order;
+- ``read_back(converted)`` / ``verify_converted(converted)``: a conversion's tensors and self-description
+  recognized again from memory and checked against what the source computes (what ``extract --to``,
+  ``graft`` and ``load_into`` do before writing anything).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import SelectionError
-from ..index import CheckpointIndex
+from ..errors import CheckpointError, SelectionError
+from ..index import CheckpointIndex, memory_index
+from .cell import Stack
 from .group import RecognizeOptions, RecurrentGroup
 from .recognize import recognize
 from .reference import run_stack
 
-__all__ = ["GroupCheck", "verify"]
+__all__ = ["GroupCheck", "check_pair", "check_stacks", "verify", "read_back", "verify_converted"]
 
 
 @dataclass
@@ -21,32 +30,79 @@ class GroupCheck:
     kind: str
     max_abs_diff: float
     ok: bool
+    atol: float = 1e-5
 
     def as_dict(self) -> dict:
-        return self.__dict__.copy()
+        return asdict(self)
 
 
 def _signature(g: RecurrentGroup) -> tuple:
     return (g.kind, g.input_size, g.hidden_size, g.num_layers, g.directions, g.proj_size)
 
 
+def check_stacks(a: Stack, b: Stack, input_size: int, *, steps: int = 7, batch: int = 3, seed: int = 0) -> float:
+    """Largest output difference of two stacks on the same random input (float64 reference cells)."""
+    x = np.random.default_rng(seed).standard_normal((steps, batch, input_size))
+    ya, yb = run_stack(a, x), run_stack(b, x)
+    if ya.shape != yb.shape:
+        return float("inf")
+    return float(np.max(np.abs(ya - yb)))
+
+
+def check_pair(a: RecurrentGroup, b: RecurrentGroup, *, atol: float = 1e-5, steps: int = 7, batch: int = 3,
+               seed: int = 0, a_stack: Stack | None = None) -> GroupCheck:
+    """Run ``a`` (or ``a_stack``, what ``a`` is meant to compute) and ``b`` on the same inputs."""
+    if _signature(a) != _signature(b):
+        raise SelectionError(f"groups {a.scope!r} and {b.scope!r} differ in kind or sizes: {_signature(a)} vs {_signature(b)}")
+    for g in ((a, b) if a_stack is None else (b,)):
+        unsettled = g.unsettled()
+        if unsettled:
+            fact, source = next(iter(unsettled.items()))
+            raise SelectionError(f"group {g.scope or '/'}: its {fact} is not known ({source}); it cannot be run")
+    try:
+        diff = check_stacks(a.cells() if a_stack is None else a_stack, b.cells(), a.input_size,
+                            steps=steps, batch=batch, seed=seed)
+    except CheckpointError as exc:
+        raise SelectionError(f"groups {a.scope or '/'} / {b.scope or '/'}: {exc}") from None
+    return GroupCheck(a.scope, b.scope, a.kind, diff, diff <= atol, atol)
+
+
+def _pairs(ga: list[RecurrentGroup], gb: list[RecurrentGroup]) -> list[tuple[RecurrentGroup, RecurrentGroup]]:
+    by_scope = {g.scope: g for g in gb}
+    if all(g.scope in by_scope for g in ga) and len(ga) == len(gb):
+        return [(g, by_scope[g.scope]) for g in ga]
+    return list(zip(ga, gb))
+
+
 def verify(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 1e-5, steps: int = 7, batch: int = 3,
            seed: int = 0, options_a: RecognizeOptions | None = None,
            options_b: RecognizeOptions | None = None) -> list[GroupCheck]:
-    """One row per paired group; groups pair in order, and must agree in kind and sizes."""
+    """One row per paired group; groups pair by scope (else in order) and must agree in kind and sizes."""
     ga, gb = recognize(a, options_a), recognize(b, options_b)
     if not ga:
         raise SelectionError(f"{a.files[0]}: no recurrent group found to verify")
     if len(ga) != len(gb):
         raise SelectionError(f"{a.files[0]} has {len(ga)} recurrent group(s), {b.files[0]} has {len(gb)}; "
                              "narrow both with --scope")
-    rng = np.random.default_rng(seed)
-    rows = []
-    for x_group, y_group in zip(ga, gb):
-        if _signature(x_group) != _signature(y_group):
-            raise SelectionError(f"groups {x_group.scope!r} and {y_group.scope!r} differ in kind or sizes: "
-                                 f"{_signature(x_group)} vs {_signature(y_group)}")
-        x = rng.standard_normal((steps, batch, x_group.input_size))
-        diff = float(np.max(np.abs(run_stack(x_group.cells(), x) - run_stack(y_group.cells(), x))))
-        rows.append(GroupCheck(x_group.scope, y_group.scope, x_group.kind, diff, diff <= atol))
-    return rows
+    return [check_pair(x, y, atol=atol, steps=steps, batch=batch, seed=seed + i)
+            for i, (x, y) in enumerate(_pairs(ga, gb))]
+
+
+def read_back(converted, options: RecognizeOptions | None = None) -> RecurrentGroup:
+    """The converted group as a reader of the output would recognize it (tensors + self-description)."""
+    scope = converted.group.scope
+    tensors = converted.tensors if converted.complete is None else converted.complete
+    rows = [((f"{scope}/{rel}" if scope else rel), rel, arr) for rel, arr in tensors.items()]
+    index = memory_index(rows, format=converted.target, file=f"<{converted.target} output>", key_sep="/")
+    index.metadata["__metadata__"] = converted.stated()
+    groups = [g for g in recognize(index, options) if g.scope == scope]
+    if len(groups) != 1:
+        raise SelectionError(f"{scope or '/'}: the {converted.target} output does not read back as one group "
+                             f"(found {[g.scope for g in groups]})")
+    return groups[0]
+
+
+def verify_converted(converted, *, atol: float = 1e-5, seed: int = 0) -> GroupCheck:
+    """A conversion's output, read back, computes what the source computes (what it was meant to compute)."""
+    back = read_back(converted)
+    return check_pair(converted.group, back, atol=atol, seed=seed, a_stack=converted.reference)

@@ -49,6 +49,9 @@ def read_source(source: H5Source, *, file: str, config: dict | None = None, fmt:
         name = "keras-v3"
     else:
         refs, name = _generic(f, where=where, file=file, source=source), "hdf5"
+        stored = {k: v for k, v in f.attrs.plain().items() if isinstance(v, str)}
+        if stored:
+            metadata["__metadata__"] = stored  # what the h5 writer (or another tool) put in attributes
     builder = IndexBuilder(where)
     for ref in refs:
         builder.add(ref)
@@ -65,6 +68,7 @@ def _generic(f: Group, *, where: str, file: str, source: H5Source) -> list[Tenso
 
 
 def read(path: str, **_: Any) -> CheckpointIndex:
+    # a URL too: the child opens it by byte range through its source (h5py's file-object support)
     return read_source(H5Source(path, 0, open_source(path).size, path), file=path)
 
 

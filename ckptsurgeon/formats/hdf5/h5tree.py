@@ -79,6 +79,10 @@ class Attrs(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._values)
 
+    def plain(self) -> dict[str, Any]:
+        """Every attribute that could be read, without raising for the others."""
+        return {k: v for k, v in self._values.items() if not (isinstance(v, dict) and "__error__" in v)}
+
 
 @dataclass(frozen=True)
 class HardLink:

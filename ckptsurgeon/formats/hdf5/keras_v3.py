@@ -1,8 +1,16 @@
 """Keras 3 weights layout (``.weights.h5``, ``model.weights.h5`` in ``.keras``):
 ``layers/<class>[_N]/[cell|forward_layer|backward_layer|layers/...]/vars/<i>``.
 
-Human paths come from the ``name`` attribute of each layer's ``vars`` group (the layer's own name)
-and from a table of variable names by class: ``encoder_lstm/cell/kernel``, ``bi/forward_layer/cell/bias``.
+A subclassed model has no ``layers`` list at the root: Keras saves each layer under the attribute
+that holds it (``fc/vars/0``, ``encoder/lstm/cell/vars/0``, ``blocks/dense_1/vars/0``), beside the
+root's own (often empty) ``vars`` group named after the model.
+
+Human paths come from the ``name`` attribute of each layer's ``vars`` group (the layer's own name), the
+attribute names of subclassed models, and a table of variable names by class: ``encoder_lstm/cell/kernel``,
+``bi/forward_layer/cell/bias``, ``fc/kernel``. A layer's class is its group name (``layers/lstm_1``), else
+its ``vars`` name when Keras gave the default (``dense_1``); when neither names a known class, two
+variables shaped like a kernel and its bias are named so, with a note, and anything else keeps its
+stored index ``vars/<i>``, with a note.
 """
 from __future__ import annotations
 
@@ -18,7 +26,11 @@ __all__ = ["is_keras_v3", "keras_v3_refs"]
 
 
 def is_keras_v3(f: Group) -> bool:
-    return isinstance(f.get("layers", getlink=True), HardLink) and isinstance(f.get("layers"), Group)
+    """A ``layers`` list at the root, or (subclassed models) the root model's own named ``vars`` group."""
+    if isinstance(f.get("layers", getlink=True), HardLink) and isinstance(f.get("layers"), Group):
+        return True
+    return isinstance(f.get("vars", getlink=True), HardLink) and isinstance(f.get("vars"), Group) \
+        and "name" in f["vars"].attrs
 
 
 def _vars_name(group: Group) -> str | None:
@@ -74,11 +86,28 @@ class _Walker:
             cls = _snake(config_class) if config_class else class_key(key)
             self.obj(node, f"{prefix}/{name}" if prefix else name, cls, optimizer)
 
+    def _by_shape(self, group: Group, keys: list[str], path: str) -> tuple[str, ...] | None:
+        """Two variables shaped (..., n) and (n,): a kernel and its bias (Dense, Conv, EinsumDense)."""
+        if len(keys) != 2:
+            return None
+        a, b = (child(group, k, self.where) for k in keys)
+        if isinstance(a, Dataset) and isinstance(b, Dataset) and a.shape is not None and b.shape is not None \
+                and len(a.shape) >= 2 and b.shape == a.shape[-1:]:
+            self.notes.append(f"the class of {path or '/'} is not stored; its variables are named kernel and bias "
+                              "from their shapes")
+            return ("kernel", "bias")
+        return None
+
     def variables(self, group: Group, path: str, cls: str, optimizer: bool) -> None:
         keys = sorted(group.keys(), key=lambda k: (len(k), k))
         if not keys:
             return
         names = var_names(cls, len(keys))
+        if names is None:
+            own = group.attrs.get("name")  # the layer's name; Keras's default is its class: dense_1
+            names = var_names(class_key(str(own)), len(keys)) if own else None
+        if names is None:
+            names = self._by_shape(group, keys, path)
         if names is None:
             self.notes.append(f"variable names of {path or '/'} ({cls}) are unknown; its paths use the stored index vars/<i>")
             names = tuple(f"vars/{k}" for k in keys)
@@ -95,7 +124,8 @@ def keras_v3_refs(f: Group, *, where: str, file: str, source: H5Source,
                   layers: dict[str, dict]) -> tuple[list[TensorRef], list[str]]:
     """TensorRefs with human paths, and notes on every fallback taken."""
     walker = _Walker(where, file, source, layers)
-    walker.layer_list(child(f, "layers", where), "", False)
+    if isinstance(f.get("layers", getlink=True), HardLink):
+        walker.layer_list(child(f, "layers", where), "", False)
     for key in f.keys():
         if key not in ("layers", "vars"):
             node = child(f, key, where)

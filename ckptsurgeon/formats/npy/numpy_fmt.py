@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import struct
 import zipfile
@@ -88,13 +89,39 @@ def _key_sep(keys: list[str]) -> str:
     return "/" if any("/" in k for k in keys) and not any("." in k for k in keys) else "."
 
 
+METADATA_MEMBER = "__metadata__"  # a 0-d unicode array holding a JSON object of strings (no pickle needed)
+
+
+def _metadata(path: str, zf: SafeZip) -> dict[str, str] | None:
+    """The writer's metadata member, if it is one (a small unicode JSON object of strings)."""
+    name = METADATA_MEMBER + ".npy"
+    if name not in zf.members or zf.members[name].size > 64 << 20:
+        return None
+    head = zf.read_head(name, min(zf.members[name].size, MAX_HEADER + 12))
+    dtype, shape, _fortran, _hlen = parse_header(head, f"{path}:{name}")  # bounded, before numpy parses it
+    if dtype.kind != "U" or shape != ():
+        return None
+    arr = _load_member(path, name, f"{path}:{name}")
+    if arr.dtype.kind != "U" or arr.shape != ():
+        return None
+    try:
+        meta = json.loads(str(arr))
+    except ValueError:
+        return None
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        return None
+    return meta
+
+
 def read_npz(path: str) -> CheckpointIndex:
     zf = SafeZip(path)
-    keys = [n[:-4] for n in zf.names()]
-    sep = _key_sep(keys)
     builder = IndexBuilder(path)
     try:
-        for name, key in zip(zf.names(), keys):
+        meta = _metadata(path, zf)
+        names = [n for n in zf.names() if meta is None or n != METADATA_MEMBER + ".npy"]
+        keys = [n[:-4] for n in names]
+        sep = _key_sep(keys)
+        for name, key in zip(names, keys):
             member = zf.members[name]
             where = f"{path}:{name}"
             dtype, shape, fortran, hlen = parse_header(zf.read_head(name, min(member.size, MAX_HEADER + 12)), where)
@@ -110,7 +137,8 @@ def read_npz(path: str) -> CheckpointIndex:
                 builder.add(TensorRef(loader=lambda n=name, w=where: _load_member(path, n, w), **common))
     finally:
         zf.close()
-    return CheckpointIndex(builder.refs, format="npz", files=[path], key_sep=sep)
+    return CheckpointIndex(builder.refs, format="npz", files=[path], key_sep=sep,
+                           metadata={} if meta is None else {"__metadata__": meta})
 
 
 def _load_member(path: str, name: str, where: str) -> np.ndarray:
@@ -137,14 +165,24 @@ def read_npy(path: str) -> CheckpointIndex:
 
 
 def write_npz(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
-    """Uncompressed npz (members stay readable in place). Dtypes numpy cannot name are refused."""
+    """Uncompressed npz (members stay readable in place). Dtypes numpy cannot name are refused.
+
+    ``metadata`` goes into a ``__metadata__`` member: a 0-d unicode array of JSON, which
+    ``numpy.load(..., allow_pickle=False)`` reads (``json.loads(str(npz["__metadata__"]))``).
+    """
     for key, arr in tensors.items():
         if arr.dtype.kind == "V" or arr.dtype.name in _ML_DTYPE_NAMES:
             raise OutputError(
                 f"tensor {key!r}: .npz cannot hold {arr.dtype.name} faithfully (numpy.load would return raw bytes); "
                 "write safetensors instead (-o out.safetensors)"
             )
+    if METADATA_MEMBER in tensors:
+        raise OutputError(f"tensor name {METADATA_MEMBER!r} is reserved in .npz outputs for the metadata; rename it")
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        if metadata:
+            text = json.dumps({str(k): str(v) for k, v in metadata.items()}, sort_keys=True)
+            with zf.open(METADATA_MEMBER + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.array(text), allow_pickle=False)
         for key, arr in tensors.items():
             with zf.open(key + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)

@@ -11,7 +11,7 @@ import io
 import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,8 @@ from ...errors import FormatError, UnsafeCheckpointError
 from ..tree import work_budget
 from .pickle_static import PickleFacts, analyze
 
-__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES"]
+__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES",
+           "torch_dtype_of"]
 
 _ALLOWED_OPCODES = frozenset(
     """PROTO FRAME STOP MARK POP POP_MARK DUP INT BININT BININT1 BININT2 LONG LONG1 LONG4
@@ -123,6 +124,11 @@ class _TorchDtype:
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
+
+
+def torch_dtype_of(value: Any) -> np.dtype | None:
+    """The numpy dtype of an unpickled ``torch.<dtype>`` global, else None."""
+    return value.dtype if isinstance(value, _TorchDtype) else None
 
 
 def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any,
@@ -315,11 +321,16 @@ def storage_from_pid(pid: Any) -> StorageRef:
 
 
 def safe_load(
-    data: bytes, where: str, persistent: Callable[[Any], Any] = storage_from_pid, allow_globals: Iterable[str] = ()
+    data: bytes, where: str, persistent: Callable[[Any], Any] = storage_from_pid, allow_globals: Iterable[str] = (),
+    extra_globals: Mapping[tuple[str, str], Any] | None = None,
 ) -> Any:
-    """Unpickle ``data`` through both gates; returns plain containers, LazyTensors, numbers, strings."""
+    """Unpickle ``data`` through both gates; returns plain containers, LazyTensors, numbers, strings.
+
+    ``extra_globals`` adds inert stand-ins a format needs (the DCP metadata classes), by exact name.
+    """
     scan_opcodes(data, where)
     allowed = dict(_SAFE_GLOBALS)
+    allowed.update(extra_globals or {})
     for spec in allow_globals:
         module, name = check_allow_global(spec)
         allowed[(module, name)] = ("inert", f"{module}.{name}")

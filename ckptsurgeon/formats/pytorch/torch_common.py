@@ -103,4 +103,8 @@ def build_torch_index(
                                   optimizer=optimizer, loader=loader))
         else:
             metadata[path] = to_jsonable(leaf)
+    stored = getattr(obj, "_metadata", None)  # state_dict._metadata: ckptsurgeon's writer keeps its metadata there
+    ours = stored.get("ckptsurgeon") if isinstance(stored, dict) else None
+    if isinstance(ours, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in ours.items()):
+        metadata["__metadata__"] = dict(ours)
     return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".")

@@ -41,7 +41,15 @@ def to_torch(arr: np.ndarray) -> Any:
     return torch.from_numpy(arr.copy())
 
 
+METADATA_KEY = "ckptsurgeon"  # state_dict._metadata[METADATA_KEY] = {str: str}
+
+
 def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
+    """A plain state dict; ``metadata`` rides in ``state_dict._metadata["ckptsurgeon"]``, the non-tensor slot
+    torch itself keeps on state dicts: ``torch.load`` restores it and ``load_state_dict(strict=True)``
+    ignores it (a top-level entry would be an unexpected key)."""
     torch = _torch()
     state = OrderedDict((k, to_torch(v)) for k, v in tensors.items())
+    if metadata:
+        state._metadata = OrderedDict({METADATA_KEY: {str(k): str(v) for k, v in metadata.items()}})  # type: ignore[attr-defined]
     torch.save(state, fh)

@@ -129,16 +129,27 @@ def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
     offset = 0
-    for key, arr in tensors.items():
-        code = SAFETENSORS_CODES.get(arr.dtype.newbyteorder("=") if arr.dtype.itemsize > 1 else arr.dtype)
+    spec = getattr(tensors, "spec", None)  # lazy inputs say dtype and shape without reading the tensor
+    for key in tensors:
+        dtype, shape = spec(key) if spec is not None else (tensors[key].dtype, tensors[key].shape)
+        code = SAFETENSORS_CODES.get(dtype.newbyteorder("=") if dtype.itemsize > 1 else dtype)
         if code is None:
-            raise OutputError(f"tensor {key!r}: dtype {arr.dtype.name} has no safetensors code; cast it or use --format npz")
-        header[key] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
-        offset += arr.nbytes
+            raise OutputError(f"tensor {key!r}: dtype {dtype.name} has no safetensors code; cast it or use --format npz")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)  # align the buffer to 8 bytes like the reference writer
     fh.write(struct.pack("<Q", len(blob)))
     fh.write(blob)
-    for arr in tensors.values():
+    for key in header:
+        if key == "__metadata__":
+            continue
+        arr = tensors[key]
+        if list(arr.shape) != header[key]["shape"] or arr.nbytes != header[key]["data_offsets"][1] - header[key]["data_offsets"][0]:
+            raise OutputError(f"tensor {key!r}: read {arr.dtype.name} {list(arr.shape)}, expected {header[key]['shape']}")
         little = arr.astype(arr.dtype.newbyteorder("<"), copy=False) if arr.dtype.itemsize > 1 else arr
-        fh.write(np.ascontiguousarray(little).tobytes())
+        little = np.ascontiguousarray(little)
+        if little.size:
+            fh.write(little.reshape(-1).view(np.uint8).data)  # the array's own buffer: no second copy in memory
+        del arr, little  # free this tensor before the next one is read: one tensor in memory at a time

@@ -1,12 +1,15 @@
 """Find a TensorFlow checkpoint's prefix from what the user gave: prefix, .index, .data shard,
-a folder with a ``checkpoint`` state file, or a SavedModel folder."""
+a folder with a ``checkpoint`` state file, a SavedModel folder, or a local folder holding one bundle
+(a SavedModel's ``variables/``). Local or remote (``location``)."""
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 
+from ... import location as loc
 from ...errors import FormatError, UnsafeCheckpointError
-from ...source import open_source
+from ...source import is_url
 
 __all__ = ["resolve_prefix", "looks_like_tf"]
 
@@ -38,47 +41,72 @@ def _unescape(text: str, where: str) -> str:
 
 
 def _from_state(folder: str) -> str:
-    state = os.path.join(folder, "checkpoint")
-    src = open_source(state)  # a regular file, no link (a FIFO named "checkpoint" would block a plain open)
-    if src.size > MAX_STATE:
-        raise FormatError(f"{state}: {src.size} bytes is too large for a checkpoint state file")
-    match = _STATE.search(bytes(src.read(0, src.size)).decode("utf-8", "replace"))
+    state = loc.join(folder, "checkpoint")
+    text = loc.read_small(state, MAX_STATE, "checkpoint state file").decode("utf-8", "replace")
+    match = _STATE.search(text)
     if not match:
-        raise FormatError(f"{folder}/checkpoint: no model_checkpoint_path line")
+        raise FormatError(f"{state}: no model_checkpoint_path line")
     named = _unescape(match.group(1), state)
     if not named.strip("./") or "\x00" in named:
         raise FormatError(f"{state}: model_checkpoint_path {named!r} names no checkpoint")
-    if not os.path.isabs(named) and not _inside(os.path.join(folder, named), folder):
+    if not os.path.isabs(named) and not is_url(named) and _escapes(named, folder):
         raise UnsafeCheckpointError(f"{state} names {named!r}, outside {folder}; refusing to follow it "
                                     "(pass that checkpoint's prefix itself if it is the one you mean)")
-    candidates = [named] if not os.path.isabs(named) else []
-    if os.path.isabs(named) and _inside(named, folder):
+    candidates = [named] if not os.path.isabs(named) and not is_url(named) else []
+    if not is_url(folder) and os.path.isabs(named) and _inside(named, folder):
         candidates.append(named)
-    candidates.append(os.path.basename(named))  # a moved folder: TF state files often hold absolute paths
+    candidates.append(loc.basename(named))  # a moved folder: TF state files often hold absolute paths
     for cand in candidates:
-        prefix = cand if os.path.isabs(cand) else os.path.join(folder, cand)
-        if os.path.isfile(prefix + ".index"):
+        prefix = cand if os.path.isabs(cand) and not is_url(folder) else loc.join(folder, cand)
+        if loc.isfile(prefix + ".index"):
             return prefix
-    raise FormatError(f"{folder}/checkpoint names {named!r}, but no {os.path.basename(named)}.index is in {folder}")
+    raise FormatError(f"{state} names {named!r}, but no {loc.basename(named)}.index is in {folder}")
+
+
+def _bundles(folder: str) -> list[str]:
+    """Prefixes of the bundles in a local ``folder``: ``<prefix>.index`` beside a ``<prefix>.data-*`` shard (no links)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    shards = {_DATA.sub("", n) for n in names if _DATA.search(n)}
+    return [n[: -len(".index")] for n in names if n.endswith(".index") and n[: -len(".index")] in shards
+            and os.path.isfile(os.path.join(folder, n)) and not os.path.islink(os.path.join(folder, n))]
 
 
 def _inside(path: str, folder: str) -> bool:
     return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
 
 
+def _escapes(relative: str, folder: str) -> bool:
+    """Whether a relative name leads out of ``folder`` (``../other/model.ckpt``, or a link inside it)."""
+    if is_url(folder):
+        return posixpath.normpath(relative).startswith("..")
+    return not _inside(os.path.join(folder, relative), folder)
+
+
 def resolve_prefix(path: str) -> str | None:
     """The checkpoint prefix for ``path``, or None when ``path`` is not a TF checkpoint."""
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "variables", "variables.index")):
-            return os.path.join(path, "variables", "variables")  # SavedModel
-        if os.path.lexists(os.path.join(path, "checkpoint")):  # _from_state refuses anything but a regular file
+    kind = loc.kind(path)
+    if kind == "directory" or (kind is None and is_url(path)):
+        saved = loc.join(path, "variables", "variables")
+        if loc.isfile(saved + ".index"):
+            return saved  # SavedModel
+        if loc.isfile(loc.join(path, "checkpoint")):
             return _from_state(path)
-        return None
-    if path.endswith(".index") and os.path.isfile(path):
+        if kind == "directory" and not is_url(path):
+            found = _bundles(path)
+            if len(found) > 1:
+                raise FormatError(f"{path}: holds {len(found)} TensorFlow checkpoints and no 'checkpoint' file naming "
+                                  f"the latest; pass one prefix: {', '.join(os.path.join(path, p) for p in found)}")
+            return os.path.join(path, found[0]) if found else None
+        if kind == "directory":
+            return None
+    if path.endswith(".index") and kind == "file":
         return path[: -len(".index")]
-    if _DATA.search(path) and os.path.isfile(path):
+    if _DATA.search(path) and kind == "file":
         return _DATA.sub("", path)
-    if not os.path.exists(path) and os.path.isfile(path + ".index"):
+    if kind is None and loc.isfile(path + ".index"):
         return path
     return None
 

@@ -1,0 +1,130 @@
+"""Compare two paired recurrent groups by what their cells compute.
+
+- Semantics first: the GRU family (reset-after vs reset-before), activations and anything else that
+  changes the computation without being a weight. Run-time constants (TF1's ``forget_bias``) are
+  listed; they are folded into the forget-gate bias before the values are compared.
+- Then per gate: input kernel, recurrent kernel, and the biases the way the family uses them. An LSTM
+  or a reset-before GRU only ever adds ``b_ih + b_hh``, so their sum is compared; a reset-after GRU
+  multiplies the candidate's recurrent bias ``b_hn`` by the reset gate, so ``b_in`` and ``b_hn`` are
+  compared separately. Peepholes and projections too.
+- Then the outputs: the numpy reference cells run both stacks on the same random inputs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError
+from ..rnn.cell import Cell, Stack
+from ..rnn.gates import GATE_LABELS
+from ..rnn.group import RecurrentGroup
+from ..rnn.reference import run_stack
+
+__all__ = ["compare_groups", "fold_biases", "describe_group", "differs"]
+
+# Group properties that change what the cells compute without being weights.
+SEMANTICS = ("family", "activation", "recurrent_activation", "go_backwards")
+
+
+def describe_group(g: RecurrentGroup) -> dict[str, Any]:
+    return {"scope": g.scope, "kind": g.kind, "variant": g.variant, "input_size": g.input_size,
+            "hidden_size": g.hidden_size, "proj_size": g.proj_size, "num_layers": g.num_layers, "directions": g.directions}
+
+
+def _delta(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = np.abs(a64 - b64)
+    if not d.size:
+        return 0.0, 0.0
+    return float(d.max()), float((d / np.maximum(np.abs(b64), 1e-12)).max())
+
+
+def fold_biases(cell: Cell) -> tuple[np.ndarray, np.ndarray]:
+    """(b_ih, b_hh) with every block the cell only ever adds summed into b_ih, in the stored dtype.
+
+    The reset-after GRU's candidate block stays split: ``r * (W_hn h + b_hn)`` is not ``+ b_hn``.
+    """
+    b_ih, b_hh = cell.biases()
+    b_ih, b_hh = b_ih.copy(), b_hh.copy()
+    H = cell.hidden
+    blocks = range(2) if cell.kind == "gru" and cell.reset_after else range(cell.gates)
+    for j in blocks:
+        rows = slice(j * H, (j + 1) * H)
+        b_ih[rows] = b_ih[rows] + b_hh[rows]
+        b_hh[rows] = 0
+    return b_ih, b_hh
+
+
+def _folded_stack(stack: Stack) -> Stack:
+    out = []
+    for layer in stack:
+        out.append([cell.with_(b_ih=fold_biases(cell)[0], b_hh=fold_biases(cell)[1]) for cell in layer])
+    return out
+
+
+def _parts(ca: Cell, cb: Cell, letters: str) -> list[tuple[str, list[str], np.ndarray, np.ndarray]]:
+    """(part name, gate letters, array A, array B) to compare gate by gate."""
+    (ia, ha), (ib, hb) = fold_biases(ca), fold_biases(cb)
+    parts = [("input kernel", list(letters), ca.w_ih, cb.w_ih), ("recurrent kernel", list(letters), ca.w_hh, cb.w_hh)]
+    split = ca.kind == "gru" and (ca.reset_after or cb.reset_after)
+    if split:  # r, z: the sum; n: b_in and b_hn apart
+        H = ca.hidden
+        parts.append(("bias (input + recurrent)", list(letters[:2]), ia[:2 * H], ib[:2 * H]))
+        parts.append(("input bias", [letters[2]], ia[2 * H:], ib[2 * H:]))
+        parts.append(("recurrent bias", [letters[2]], ha[2 * H:], hb[2 * H:]))
+    else:
+        parts.append(("bias (input + recurrent)", list(letters), ia, ib))
+    if ca.peepholes is not None or cb.peepholes is not None:
+        zero = np.zeros((3, ca.hidden))
+        parts.append(("peephole", ["i", "f", "o"], ca.peepholes if ca.peepholes is not None else zero,
+                      cb.peepholes if cb.peepholes is not None else zero))
+    if ca.w_hr is not None and cb.w_hr is not None:
+        parts.append(("projection", ["-"], ca.w_hr, cb.w_hr))
+    return parts
+
+
+def _semantics(x: RecurrentGroup, y: RecurrentGroup) -> list[dict[str, Any]]:
+    dx, dy = x.describe(), y.describe()
+    rows = []
+    for prop in SEMANTICS:
+        va, vb = dx.get(prop, getattr(x, prop, None)), dy.get(prop, getattr(y, prop, None))
+        if prop == "family" and x.kind != "gru":
+            continue
+        if va != vb:
+            rows.append({"property": prop, "a": va, "b": vb})
+    return rows
+
+
+def compare_groups(x: RecurrentGroup, y: RecurrentGroup, *, atol: float = 0.0, steps: int = 7, batch: int = 3,
+                   seed: int = 0) -> dict[str, Any]:
+    """The differences between two groups of the same kind and sizes (see the module docstring)."""
+    entry: dict[str, Any] = {"semantics": _semantics(x, y), "constants": [], "gates": [], "output_max_abs": None}
+    if x.kind == "lstm" and x.forget_bias != y.forget_bias:
+        entry["constants"].append({"property": "forget_bias", "a": x.forget_bias, "b": y.forget_bias,
+                                   "note": "run-time constant, folded into the forget-gate bias before comparing"})
+    try:
+        sa, sb = x.cells(), y.cells()
+    except CheckpointError as exc:
+        entry["mismatch"] = f"cannot compare: {exc}"
+        return entry
+    letters = "ifgo" if x.kind == "lstm" else "rzn"
+    for k, (la, lb) in enumerate(zip(sa, sb)):
+        for d, (ca, cb) in enumerate(zip(la, lb)):
+            for part, gates, pa, pb in _parts(ca, cb, letters):
+                blocks_a, blocks_b = np.split(np.asarray(pa), len(gates)), np.split(np.asarray(pb), len(gates))
+                for letter, ba, bb in zip(gates, blocks_a, blocks_b):
+                    max_abs, max_rel = _delta(ba, bb)
+                    if max_abs > atol:
+                        entry["gates"].append({"layer": k, "direction": "backward" if d else "forward",
+                                               "gate": GATE_LABELS.get(letter, letter), "part": part,
+                                               "max_abs": max_abs, "max_rel": max_rel})
+    inputs = np.random.default_rng(seed).standard_normal((steps, batch, x.input_size))
+    out_a, out_b = run_stack(_folded_stack(sa), inputs), run_stack(_folded_stack(sb), inputs)
+    entry["output_max_abs"] = float(np.max(np.abs(out_a - out_b)))
+    return entry
+
+
+def differs(entry: dict[str, Any], atol: float) -> bool:
+    out = entry.get("output_max_abs")
+    return bool(entry.get("mismatch") or entry.get("semantics") or entry.get("gates") or (out is not None and out > atol))
