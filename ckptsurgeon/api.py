@@ -320,8 +320,8 @@ def extract(
     try:
         path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files)
     except OutputError as exc:  # a writer's refusal names the tensor; say which checkpoint it came from
-        if src in str(exc):
+        if index.files[0] in str(exc):
             raise
-        raise OutputError(f"{src}: {exc}") from None
+        raise OutputError(f"{index.files[0]}: {exc}") from None
     return ExtractResult(path, written, kept.nbytes, skipped, writer_for(path, format).name,
                          converted=reports, checks=checks, files=[path])

@@ -6,7 +6,9 @@ library on the file itself. The child's input is plain data (a source name or UR
 so it opens the bytes itself; its answer is a JSON header and an optional raw payload.
 
 The child is a ``fork`` of this process when that is safe and cheap (POSIX, no other Python thread
-that could hold a lock the child needs), else a fresh interpreter (``python -m ckptsurgeon.isolate``).
+that could hold a lock the child needs), else a fresh interpreter (``python -m ckptsurgeon.isolate``),
+which opens the source by its name again (a ``memory://`` source exists only in this process: it
+needs the fork).
 Only functions named in ``ENTRY_POINTS`` can be run.
 """
 from __future__ import annotations
@@ -123,10 +125,16 @@ def _child_after_fork(name: str, args: dict[str, Any], limits: Limits, out: int)
         os._exit(code)  # no atexit handlers, no flushing of the parent's buffered output
 
 
+# Threads whose library resets its own state in a forked child (os.register_at_fork), so a fork is safe.
+FORK_SAFE_THREADS = ("fsspecIO",)  # fsspec's event loop (remote sources): fsspec.asyn.reset_after_fork
+
+
 def _fork_ok() -> bool:
+    """A fork copies one thread; another thread holding a lock at that moment would leave it held forever."""
     if os.environ.get("CKPTSURGEON_ISOLATE") == "spawn" or not hasattr(os, "fork"):
         return False
-    return threading.active_count() == 1
+    me = threading.current_thread()
+    return all(t is me or t.name in FORK_SAFE_THREADS for t in threading.enumerate())
 
 
 def _collect(fd: int, deadline: float, cap: int) -> tuple[bytes | None, bool]:
@@ -156,19 +164,21 @@ def _signal_name(num: int) -> str:
 
 
 def run_isolated(name: str, args: dict[str, Any], limits: Limits, *, where: str, what: str,
-                 reply_cap: int | None = None, preload: tuple[str, ...] = ()) -> tuple[dict[str, Any], bytes]:
+                 reply_cap: int | None = None, preload: tuple[str, ...] = (),
+                 needs_fork: bool = False) -> tuple[dict[str, Any], bytes]:
     """Run ``ENTRY_POINTS[name](args)`` in a child; its errors, crash or timeout raise ``FormatError``.
 
     ``what`` names the work in messages ("libhdf5 reading the metadata"). ``preload`` modules are
     imported here first when the child is a fork, so that every child starts with them loaded
-    (importing a library runs none of it on the file).
+    (importing a library runs none of it on the file). ``needs_fork``: the input exists only in this
+    process (``memory://``), so the child must be a fork even when other threads run.
     """
     args = dict(args, memory_mib=limits.memory >> 20)
     cap = reply_cap if reply_cap is not None else limits.memory
     deadline = time.monotonic() + limits.seconds
     data: bytes | None = None
     timed_out = False
-    if _fork_ok():
+    if _fork_ok() or (needs_fork and hasattr(os, "fork")):
         for module in preload:
             importlib.import_module(module)
         r, w = os.pipe()

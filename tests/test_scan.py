@@ -155,3 +155,25 @@ def test_a_format_can_register_its_pickle_walker(tmp_path, monkeypatch):
                         lambda p: [(f"{p}:meta", b"\x80\x02cbuiltins\nexec\n.")])
     result = scan_file(str(path))
     assert not result.ok and result.findings[0].kind == "global" and "builtins.exec" in result.findings[0].message
+
+
+def test_dcp_and_hf_shards(tmp_path):
+    """The DCP hook: .metadata with its reader's stand-ins admitted, and the archives inside the .distcp files."""
+    dcp = FIXTURES / "dcp" / "torch-2.5.1" / "dist2"
+    result = scan_file(str(dcp))
+    assert result.ok, result.findings
+    wheres = [p.where for p in result.pickles]
+    assert wheres[0].endswith(".metadata") and any(".distcp@" in w and w.endswith("data.pkl") for w in wheres[1:])
+    bad = tmp_path / "dcp"
+    bad.mkdir()
+    for f in dcp.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / ".metadata").write_bytes(b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R.")
+    result = scan_file(str(bad))
+    assert [f.kind for f in result.findings][0] == "global" and "posix.system" in result.findings[0].message
+    import ckptsurgeon
+
+    tensors = {f"layer_{i}.weight": np.full((4, 4), i, np.float32) for i in range(3)}
+    ckptsurgeon.save_sharded(tensors, tmp_path / "shards", max_shard_size=100, format="pt")
+    result = scan_file(str(tmp_path / "shards"))
+    assert result.ok and result.format == "hf-sharded" and len(result.pickles) == 3

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import CheckpointError, FormatError, UnsafeCheckpointError
 from ..formats import detect, open_checkpoint
-from ..formats.pickles import pickles_in
+from ..formats.pickles import extra_globals, pickles_in
 from ..formats.pytorch.pickle_static import analyze, opcode_class
 from ..formats.pytorch.safepickle import ALLOWED_OPCODES, global_allowed
 from ..formats.tree import work_budget
@@ -35,10 +35,12 @@ class PickleReport:
     globals: Counter = field(default_factory=Counter)  # (module, name) -> uses
     opcodes: dict[str, Counter] = field(default_factory=dict)  # class -> opcode -> uses
 
+    extra: frozenset = frozenset()  # the format's own admitted globals
+
     def as_dict(self, allow_globals: Sequence[str] = ()) -> dict[str, Any]:
         return {
             "where": self.where, "bytes": self.nbytes,
-            "globals": [{"module": m, "name": n, "uses": c, "allowed": _allowed(m, n, allow_globals)}
+            "globals": [{"module": m, "name": n, "uses": c, "allowed": _allowed(m, n, allow_globals, self.extra)}
                         for (m, n), c in sorted(self.globals.items())],
             "opcodes": {cls: dict(sorted(ops.items())) for cls, ops in sorted(self.opcodes.items())},
         }
@@ -62,22 +64,23 @@ class ScanResult:
                 "findings": [f.as_dict() for f in self.findings]}
 
 
-def _allowed(module: str, name: str, allow_globals: Sequence[str]) -> bool:
+def _allowed(module: str, name: str, allow_globals: Sequence[str], extra: frozenset = frozenset()) -> bool:
     try:
-        return global_allowed(module, name, allow_globals)
+        return (module, name) in extra or global_allowed(module, name, allow_globals)
     except CheckpointError:
         return False
 
 
-def _scan_pickle(where: str, data: bytes, allow_globals: Sequence[str], findings: list[Finding]) -> PickleReport:
+def _scan_pickle(where: str, data: bytes, allow_globals: Sequence[str], findings: list[Finding],
+                 extra: frozenset = frozenset()) -> PickleReport:
     facts = analyze(data, work_budget(len(data)))
-    report = PickleReport(where, len(data))
+    report = PickleReport(where, len(data), extra=extra)
     for module, name, _pos in facts.globals:
         report.globals[(module, name)] += 1
     for op, count in facts.opcodes.items():
         report.opcodes.setdefault(opcode_class(op), Counter())[op] = count
     for (module, name), _count in sorted(report.globals.items()):
-        if not _allowed(module, name, allow_globals):
+        if not _allowed(module, name, allow_globals, extra):
             at = next(p for m, n, p in facts.globals if (m, n) == (module, name))
             findings.append(Finding("global", where, f"{where}: global {module}.{name} (byte {at}) is not on the "
                                     "allowlist; unpickling it could run code", None, f"{module}.{name}"))
@@ -98,8 +101,9 @@ def scan_file(path: str, *, allow_globals: Sequence[str] = ()) -> ScanResult:
     seen: set[str] = set()
     try:
         result.format = detect(path)
+        extra = extra_globals(result.format)
         for where, data in pickles_in(path, result.format):
-            result.pickles.append(_scan_pickle(where, data, allow_globals, result.findings))
+            result.pickles.append(_scan_pickle(where, data, allow_globals, result.findings, extra))
     except CheckpointError as exc:
         seen.add(str(exc))
         result.findings.append(_refusal(exc, "while looking for pickles"))

@@ -17,7 +17,7 @@ from .pytorch.safepickle import safe_load
 from .pytorch.torch_legacy import MAGIC_NUMBER
 from .zipsafe import SafeZip
 
-__all__ = ["PICKLE_WALKERS", "register_pickle_walker", "pickles_in"]
+__all__ = ["PICKLE_WALKERS", "register_pickle_walker", "pickles_in", "extra_globals"]
 
 Walker = Callable[[str], list[tuple[str, bytes]]]
 MAX_PICKLE = 1 << 30
@@ -102,20 +102,82 @@ def _npz(path: str) -> list[tuple[str, bytes]]:
     return out
 
 
+def _dcp(path: str) -> list[tuple[str, bytes]]:
+    """A DCP folder: ``.metadata``, then the ``data.pkl`` of every ``torch.save`` archive it places in a
+    ``.distcp`` file (found through the metadata, itself read through the allowlist)."""
+    from .. import location as loc
+    from .dcp.dcp_metadata import load_metadata
+    from .dcp.dcp_reader import MAX_METADATA, METADATA, _file
+
+    meta_file = loc.join(path, METADATA)
+    data = loc.read_small(meta_file, MAX_METADATA, "DCP metadata")
+    out = [(meta_file, data)]
+    try:
+        md = load_metadata(data, meta_file)
+    except CheckpointError:
+        return out  # the pickle's own analysis, and what ls says, tell why
+    seen: set[tuple[str, int]] = set()
+    places = [(t.fqn, c.storage) for t in md.tensors for c in t.chunks] + list(md.bytes_items.items())
+    for fqn, info in places:
+        file = _file(path, info, str(fqn))
+        if (file, info.offset) in seen:
+            continue
+        seen.add((file, info.offset))
+        zf = SafeZip(file, info.offset, info.length)
+        try:
+            out += [(f"{file}@{info.offset}:{n}", zf.read(n)) for n in zf.names() if n.endswith(".pkl")]
+        finally:
+            zf.close()
+    return out
+
+
+def _hf_sharded(path: str) -> list[tuple[str, bytes]]:
+    """HF shards: the pickles of every ``.bin`` shard the index names."""
+    from .. import location as loc
+    from . import detect
+    from .sharded.hf_index import _load, sniff_folder
+
+    index_file = path if loc.isfile(path) else sniff_folder(path)
+    if index_file is None:
+        return []
+    wmap, _meta = _load(index_file)
+    out = []
+    for shard in sorted(set(wmap.values())):
+        shard_file = loc.join(loc.parent(index_file), shard)
+        fmt = detect(shard_file)
+        if fmt != "hf-sharded":
+            out += pickles_in(shard_file, fmt)
+    return out
+
+
 PICKLE_WALKERS: dict[str, Walker] = {
     "pytorch": _torch_zip,
     "pytorch-legacy": _torch_legacy,
     "npy": _npy,
     "npz": _npz,
+    "dcp": _dcp,
+    "hf-sharded": _hf_sharded,
 }
+# Globals a format's own pickles may name beyond the common allowlist (inert stand-ins of its reader).
+EXTRA_GLOBALS: dict[str, frozenset[tuple[str, str]]] = {}
 
 
-def register_pickle_walker(fmt: str, walker: Walker) -> None:
-    """Let ``scan`` find the pickles of another format (the registry's format name)."""
+def register_pickle_walker(fmt: str, walker: Walker, extra_globals: frozenset[tuple[str, str]] = frozenset()) -> None:
+    """Let ``scan`` find the pickles of another format (the registry's format name); ``extra_globals``
+    are the ``(module, name)`` pairs its reader admits for them (its stand-ins)."""
     PICKLE_WALKERS[fmt] = walker
+    EXTRA_GLOBALS[fmt] = frozenset(extra_globals)
 
 
 def pickles_in(path: str, fmt: str) -> list[tuple[str, bytes]]:
     """The pickles of ``path`` (of format ``fmt``, as ``formats.detect`` names it)."""
     walker = PICKLE_WALKERS.get(fmt)
     return walker(path) if walker else []
+
+
+def extra_globals(fmt: str) -> frozenset[tuple[str, str]]:
+    if fmt == "dcp" and fmt not in EXTRA_GLOBALS:
+        from .dcp.dcp_metadata import STAND_INS
+
+        EXTRA_GLOBALS[fmt] = frozenset(STAND_INS)
+    return EXTRA_GLOBALS.get(fmt, frozenset())

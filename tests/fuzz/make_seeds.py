@@ -4,7 +4,8 @@
 
 Seeds are small on purpose (mutations then hit structure, not bulk data) and committed, so the
 fuzzer needs none of these libraries at run time. TensorFlow seeds are the bundles in
-``fixtures/tensorflow`` (written by TensorFlow itself).
+``fixtures/tensorflow`` (written by TensorFlow itself), DCP folders from ``fixtures/dcp`` (written by
+torch.distributed.checkpoint).
 """
 from __future__ import annotations
 
@@ -90,9 +91,36 @@ def keras_seeds() -> None:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
 
 
+def onnx_seeds() -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    hidden, inputs = 2, 3
+    w = numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, inputs)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32), "R")
+    b = helper.make_tensor("B", TensorProto.FLOAT, [1, 8 * hidden], rng.standard_normal(8 * hidden).tolist())  # float_data
+    half = numpy_helper.from_array(np.arange(4, dtype=np.float16), "half")
+    lstm = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], name="lstm", hidden_size=hidden)
+    graph = helper.make_graph([lstm], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 1, inputs])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], [w, r, b, half])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), SEEDS / "tiny.onnx")
+
+
+def sharded_seeds() -> None:
+    import shutil
+
+    import ckptsurgeon
+
+    tensors = {f"layer_{i}.weight": np.full((4, 4), i, np.float32) for i in range(3)}
+    for fmt, folder in (("safetensors", "sharded_st"), ("pt", "sharded_pt")):
+        shutil.rmtree(SEEDS / folder, ignore_errors=True)
+        ckptsurgeon.save_sharded(tensors, SEEDS / folder, max_shard_size=100, format=fmt)
+
+
 def main() -> None:
     SEEDS.mkdir(exist_ok=True)
-    for make in (torch_seeds, numpy_seeds, safetensors_seeds, hdf5_seeds, keras_seeds):
+    for make in (torch_seeds, numpy_seeds, safetensors_seeds, hdf5_seeds, keras_seeds, onnx_seeds, sharded_seeds):
         make()
     for path in sorted(SEEDS.iterdir()):
         print(f"{path.name}: {path.stat().st_size} bytes")

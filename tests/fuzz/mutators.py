@@ -470,6 +470,74 @@ def _encode_fields(fields: list[tuple[int, int, object]]) -> bytes:
     return out
 
 
+def mutate_proto(data: bytes, rng: random.Random, depth: int = 0) -> tuple[bytes, str]:
+    """A protobuf message (ONNX ModelProto): one field of it or of a nested message, re-encoded."""
+    fields = _proto_fields(data)
+    if not fields or rng.random() < 0.25:
+        return generic(data, rng)
+    j = rng.randrange(len(fields))
+    number, wire, val = fields[j]
+    if wire == 2 and isinstance(val, bytes) and val and depth < 4 and rng.random() < 0.6:
+        inner, note = mutate_proto(val, rng, depth + 1)  # a nested message (graph, node, tensor ...)
+        fields[j] = (number, wire, inner)
+        return _encode_fields(fields), f"field {number} > {note}"
+    r = rng.random()
+    if wire == 0 and r < 0.5:
+        val = rng.choice(INTERESTING + [(1 << 64) - 1])
+    elif r < 0.65:
+        wire, val = (2, b"\x01\x02") if wire == 0 else (0, 7)
+    elif r < 0.75:
+        del fields[j]
+        return _encode_fields(fields), f"dropped field {number}"
+    elif r < 0.85:
+        fields.insert(j, (number, wire, val))
+    elif wire == 2 and isinstance(val, bytes):
+        val = val[: rng.randrange(len(val) + 1)] if val else b"\xff" * rng.choice((1, 64))
+    fields[j] = (number, wire, val)
+    return _encode_fields(fields), f"field {number} wire {wire}"
+
+
+def mutate_dcp(files: Files, rng: random.Random) -> tuple[Files, str]:
+    files = dict(files)
+    if rng.random() < 0.65:
+        files[".metadata"], note = mutate_pickle(files[".metadata"], rng)
+        return files, f".metadata {note}"
+    name = rng.choice([n for n in files if n.endswith(".distcp")])
+    files[name], note = generic(files[name], rng, [i for i in range(0, len(files[name]), 512)])
+    return files, f"{name} {note}"
+
+
+def mutate_hf_sharded(files: Files, rng: random.Random) -> tuple[Files, str]:
+    files = dict(files)
+    index = next(n for n in files if n.endswith(".index.json"))
+    if rng.random() < 0.5:
+        try:
+            doc = json.loads(files[index])
+            wmap = doc["weight_map"]
+            key = rng.choice(sorted(wmap))
+            r = rng.random()
+            if r < 0.4:
+                wmap[key] = rng.choice(["../evil.safetensors", "/etc/passwd", "missing.bin", "", 5, None,
+                                        sorted(set(wmap.values()))[0], index, "a/b.safetensors"])
+            elif r < 0.6:
+                del wmap[key]
+            elif r < 0.75:
+                wmap[key + "x"] = wmap[key]
+            else:
+                doc[rng.choice(["weight_map", "metadata"])] = rng.choice([[], "x", {"a": 1}, None, {"total_size": -1}])
+            files[index] = json.dumps(doc).encode()
+            return files, f"index {key}"
+        except Exception:  # noqa: BLE001 - an earlier round broke the JSON
+            files[index], note = mutate_json_text(files[index], rng)
+            return files, f"index {note}"
+    name = rng.choice([n for n in files if n != index])
+    if name.endswith(".safetensors"):
+        files[name], note = mutate_safetensors(files[name], rng)
+    else:
+        files[name], note = mutate_zip(files[name], rng, inner_member)
+    return files, f"{name} {note}"
+
+
 def _single(mutator: Callable[[bytes, random.Random], tuple[bytes, str]]):
     def run(files: Files, rng: random.Random) -> tuple[Files, str]:
         (name, data), = files.items()
@@ -489,6 +557,9 @@ MUTATORS: dict[str, Callable[[Files, random.Random], tuple[Files, str]]] = {
     "hdf5": _single(mutate_hdf5),
     "keras": _single(lambda d, r: mutate_zip(d, r, inner_member)),
     "tensorflow": mutate_tensorflow,
+    "onnx": _single(mutate_proto),
+    "dcp": mutate_dcp,
+    "hf-sharded": mutate_hf_sharded,
 }
 
 

@@ -1,5 +1,5 @@
 """The fuzzer's seeds: small real files of every format (``seeds/`` made by ``make_seeds.py``,
-TensorFlow bundles from ``fixtures/tensorflow``), each with the path the CLI is given."""
+TensorFlow bundles and DCP folders from ``fixtures/``), each with the path the CLI is given."""
 from __future__ import annotations
 
 import pickle
@@ -59,8 +59,18 @@ def load_seeds() -> list[Seed]:
         _tf("tf1_misc"),
         _tf("tf2_checkpoint"),
         _tf("tf1_cells", "model.ckpt.index"),
+        _one("onnx", SEEDS / "tiny.onnx"),
+        _folder("dcp", ROOT / "fixtures" / "dcp" / "torch-2.5.1" / "dist2", lambda p: p.name != "reference.pt"),
+        _folder("hf-sharded", SEEDS / "sharded_st"),
+        _folder("hf-sharded", SEEDS / "sharded_pt"),
     ]
     return seeds
 
 
-FORMATS = ("safetensors", "pytorch", "pytorch-legacy", "pickle", "npy", "npz", "hdf5", "keras", "tensorflow")
+def _folder(fmt: str, folder: Path, keep=lambda p: True) -> Seed:
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and keep(p)}
+    return Seed(fmt, folder.name, files, "")
+
+
+FORMATS = ("safetensors", "pytorch", "pytorch-legacy", "pickle", "npy", "npz", "hdf5", "keras", "tensorflow", "onnx", "dcp",
+           "hf-sharded")

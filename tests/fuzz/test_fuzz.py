@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-CASES_PER_FORMAT = 80
+CASES_PER_FORMAT = 60
 SEED = 20260513
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ...errors import FormatError
 from ...isolate import Limits, run_isolated
+from ...source import url_scheme
 
 __all__ = ["H5Source", "Group", "Dataset", "HardLink", "SoftLink", "ExternalLink", "OtherLink", "Attrs",
            "describe_file", "read_dataset_bytes", "metadata_limits"]
@@ -39,6 +40,11 @@ class H5Source:
     def request(self) -> dict[str, Any]:
         return {"source": self.name, "offset": self.offset, "size": self.size, "where": self.where,
                 "inflate": self.inflate, "usize": self.usize}
+
+    @property
+    def process_local(self) -> bool:
+        """Bytes only this process can reach (``memory://``): a spawned child could not open them."""
+        return url_scheme(self.name) == "memory"
 
     @property
     def direct(self) -> bool:
@@ -218,7 +224,8 @@ def _build(description: dict[str, Any], where: str) -> Group:
 def describe_file(source: H5Source) -> Group:
     """The metadata of the HDF5 image at ``source``, parsed by libhdf5 in a child process."""
     header, _ = run_isolated("hdf5.describe", source.request(), metadata_limits(), where=source.where,
-                             what="libhdf5 reading the file's metadata", preload=("h5py",))
+                             what="libhdf5 reading the file's metadata", preload=("h5py",),
+                             needs_fork=source.process_local)
     return build(header, source.where)
 
 
@@ -230,7 +237,7 @@ def read_dataset_bytes(source: H5Source, dset: Dataset) -> np.ndarray:
     limits = metadata_limits(nbytes)
     header, payload = run_isolated("hdf5.read", request, limits, where=source.where,
                                    what=f"libhdf5 reading dataset {dset.name}", reply_cap=nbytes + (1 << 20),
-                                   preload=("h5py",))
+                                   preload=("h5py",), needs_fork=source.process_local)
     if header.get("dtype") != dset.dtype.str or header.get("shape") != list(dset.shape) or len(payload) != nbytes:
         raise FormatError(f"{source.where}: dataset {dset.name} read back as {header.get('dtype')} "
                           f"{header.get('shape')} ({len(payload)} bytes), not {dset.dtype.str} {list(dset.shape)}")
