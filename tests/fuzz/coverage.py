@@ -29,6 +29,7 @@ TARGETS: dict[str, tuple[str, tuple[Path, ...]]] = {
     "pickle": (".pkl", ()),
     "npy": (".npy", ()),
     "npz": (".npz", ()),
+    "onnx": (".onnx", ()),
     "tensorflow": (".index", tuple(ROOT / "fixtures" / "tensorflow" / "tf1_misc" / f"model.ckpt.data-0000{i}-of-00002"
                                    for i in (0, 1))),
 }
