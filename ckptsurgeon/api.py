@@ -1,25 +1,29 @@
 """The public Python API: open, save, extract."""
 from __future__ import annotations
 
-import builtins
+import contextlib
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from .atomic import atomic_output, check_output
-from .errors import OutputError, SelectionError
-from .formats import WRITERS, open_checkpoint, writer_for
-from .formats.sharded.hf_shards import ShardedOutput
+from .errors import CheckpointError, OutputError, SelectionError
+from .formats import WRITERS, no_cycle_collection, open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 from .scopes import as_patterns
+from .source import CHUNK, open_source
 
-__all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance"]
+if TYPE_CHECKING:
+    from .formats.sharded.hf_shards import ShardedOutput
+
+__all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance", "Progress"]
 
 Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
+Progress = Callable[[int, int], None]  # progress(bytes just done, total bytes of the operation)
 
 
 def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:  # noqa: A001
@@ -31,17 +35,48 @@ def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> 
     return open_checkpoint(os.fspath(path), allow_globals=as_patterns(allow_globals, "allow_globals"))
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of a whole file, read in 1 MiB chunks."""
+def file_sha256(path: str, progress: Callable[[int], None] | None = None) -> str:
+    """sha256 of a whole file or URL, read in ``CHUNK``-sized ranges."""
+    src = open_source(path)
     digest = hashlib.sha256()
-    with builtins.open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    for offset in range(0, src.size, CHUNK):
+        n = min(CHUNK, src.size - offset)
+        digest.update(src.read(offset, n))
+        if progress is not None:
+            progress(n)
     return digest.hexdigest()
 
 
-def _materialize(tensors: Tensors) -> dict[str, np.ndarray]:
-    """Output key -> array; an index writes each tensor under its key."""
+def provenance(index: CheckpointIndex, *, source_sha256: bool = False,
+               progress: Callable[[int], None] | None = None) -> dict[str, str]:
+    """Where an output came from, without reading one unselected byte: the source's name, its identity
+    (size and mtime; for a URL the URL without credentials and the store's ETag or the Hub's LFS sha256),
+    the sha256 of the header or index its reader parsed, its format. A folder (DCP, shards) is identified
+    by its index file. ``source_sha256`` hashes the whole source too (reads all of it)."""
+    from . import location
+
+    src = index.files[0]
+    meta = {"source": location.basename(src.rstrip("/")) or src}
+    target, identity = src, {}
+    for name in index.files[:2]:
+        try:
+            identity, target = open_source(name).identity(), name
+            break
+        except CheckpointError:  # a folder, or an index built in memory
+            continue
+    if "url" in identity:
+        meta["source"] = str(identity.pop("url"))
+    meta.update({f"source_{k}": str(v) for k, v in identity.items()})
+    if index.header_sha256:
+        meta["source_header_sha256"] = index.header_sha256
+    if source_sha256 and "source_sha256" not in meta:
+        meta["source_sha256"] = file_sha256(target, progress)
+    meta["source_format"] = index.format
+    return meta
+
+
+def _materialize(tensors: Tensors) -> dict[str, np.ndarray | TensorRef]:
+    """Output key -> array or TensorRef; an index writes each tensor under its key."""
     if isinstance(tensors, CheckpointIndex):
         return {ref.key: ref for ref in tensors.values()}  # type: ignore[misc]
     return dict(tensors)  # type: ignore[arg-type]
@@ -50,12 +85,16 @@ def _materialize(tensors: Tensors) -> dict[str, np.ndarray]:
 class _LazyArrays(Mapping[str, np.ndarray]):
     """Reads each tensor when the writer asks for it, so one tensor is in memory at a time."""
 
-    def __init__(self, items: Mapping[str, np.ndarray | TensorRef]) -> None:
+    def __init__(self, items: Mapping[str, np.ndarray | TensorRef], progress: Callable[[int], None] | None = None) -> None:
         self._items = items
+        self._progress = progress
 
     def __getitem__(self, key: str) -> np.ndarray:
         value = self._items[key]
-        return value.numpy() if isinstance(value, TensorRef) else np.asarray(value)
+        arr = value.numpy() if isinstance(value, TensorRef) else np.asarray(value)
+        if self._progress is not None:
+            self._progress(arr.nbytes)
+        return arr
 
     def spec(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
         """dtype and shape without reading the tensor (writers size their headers with it)."""
@@ -110,8 +149,11 @@ def save_sharded(
         return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
     writer = WRITERS.get(format or "safetensors") or writer_for(folder, format)  # the latter names the choices
-    return write_sharded(lazy, nbytes, folder, max_bytes=parse_size(max_shard_size), writer=writer,
-                         metadata=dict(metadata or {}), force=force, inputs=sources)
+    # a streaming writer takes the TensorRefs themselves (kernel copies); others read arrays one at a time
+    feed = items if writer.streams and not hasattr(items, "spec") else lazy
+    with no_cycle_collection():
+        return write_sharded(feed, nbytes, folder, max_bytes=parse_size(max_shard_size), writer=writer,
+                             metadata=dict(metadata or {}), force=force, inputs=sources)
 
 
 def save(
@@ -122,21 +164,31 @@ def save(
     metadata: Mapping[str, str] | None = None,
     force: bool = False,
     inputs: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> str:
     """Write tensors atomically to ``path`` (format from ``format`` or the suffix); returns the path.
 
     ``inputs`` are files this output must never replace; an index's own files are always included.
+    ``progress(n, total)`` is called as tensor bytes are written.
     """
     path = os.fspath(path)
     items = _materialize(tensors)
+    step: Callable[[int], None] | None = None
+    if progress is not None:
+        total = sum(v.nbytes for v in items.values() if isinstance(v, (TensorRef, np.ndarray)))
+        step = lambda n: progress(n, total)  # noqa: E731
+
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
     check_output(path, sources, force)
     writer = writer_for(path, format)
     for value in items.values():  # refused before a byte is written
         if isinstance(value, TensorRef):
             value.check_expansion()
-    with atomic_output(path) as fh:
-        writer.write(_LazyArrays(items), fh, dict(metadata or {}))
+    with atomic_output(path) as fh, no_cycle_collection():
+        if writer.streams:  # copies TensorRefs' bytes itself (kernel copies, batched reads)
+            writer.write(items, fh, dict(metadata or {}), progress=step)
+        else:
+            writer.write(_LazyArrays(items, step), fh, dict(metadata or {}))
     return path
 
 
@@ -153,34 +205,6 @@ class ExtractResult:
     converted: list[dict] = field(default_factory=list)
     checks: list[dict] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # every file written (the shards and their index)
-
-
-def provenance(index: CheckpointIndex) -> dict[str, str]:
-    """Where an index came from, for an output's metadata: name plus a hash or the store's version tag.
-
-    A local file is hashed (sha256); a remote one records its URL and ETag or the Hub's LFS sha256
-    (never a download of the whole file); a sharded or DCP checkpoint hashes its small index file.
-    """
-    from . import location
-    from .source import is_url, open_source
-
-    src = index.files[0]
-    out = {"source": location.basename(src.rstrip("/")) or src}
-    if is_url(src):
-        ident = open_source(src if location.isfile(src) else index.files[1]).identity()
-        out["source"] = ident.get("url", src)
-        if ident.get("sha256"):
-            out["source_sha256"] = ident["sha256"]
-        if ident.get("etag"):
-            out["source_etag"] = ident["etag"]
-        return out
-    if os.path.isfile(src):
-        out["source_sha256"] = file_sha256(src)
-    elif index.format == "dcp" and len(index.files) > 1:
-        out["source_metadata_sha256"] = file_sha256(index.files[1])
-    else:
-        out["source_sha256"] = ""
-    return out
 
 
 def _out_scope(scope: str, rename: Sequence[tuple[str, str]], rules: Sequence = ()) -> str:
@@ -255,6 +279,8 @@ def extract(
     verify_atol: float | None = 1e-5,
     map: Sequence[str] = (),  # noqa: A002
     max_shard_size: int | str | None = None,
+    source_sha256: bool = False,
+    progress: Progress | None = None,
 ) -> ExtractResult:
     """Select tensors by scope, optionally convert recurrent groups (``to``), rename scope prefixes,
     and write them to ``out``.
@@ -263,8 +289,11 @@ def extract(
     ``to`` is one of torch, torch-cell, keras, tf1, onnx, gates (``options``: a ``ConvertOptions``);
     the converted groups are read back and run against the source before anything is written, and
     nothing is written above ``verify_atol`` (``None`` skips the check).
-    Provenance (source name, its sha256 or ETag, the selection) goes into the output's metadata.
-    ``max_shard_size`` ("5GB") writes Hugging Face shards into the folder ``out`` instead of one file.
+    Provenance (``provenance()``: the source's name, identity and header digest, the selection; the
+    whole source's sha256 only with ``source_sha256``) goes into the output's metadata, and safetensors
+    outputs record the sha256 of each tensor whose bytes passed through memory. ``progress(n, total)``
+    is called as bytes are hashed and written. ``max_shard_size`` ("5GB") writes Hugging Face shards
+    into the folder ``out`` instead of one file.
     """
     scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_patterns(map, "map")  # noqa: A001
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
@@ -290,11 +319,13 @@ def extract(
         kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol, parse_map(map))
     elif rename:
         kept = kept.renamed(rename)
-    metadata = {
-        **provenance(index),
-        "source_format": index.format,
-        "selection": " ".join(scope) or "**",
-    }
+    grand = kept.nbytes
+    if source_sha256:
+        with contextlib.suppress(CheckpointError):  # a folder: its index file is hashed, not counted here
+            grand += open_source(index.files[0]).size
+    step = (lambda n: progress(n, grand)) if progress is not None else None
+    metadata = provenance(index, source_sha256=source_sha256, progress=step)
+    metadata["selection"] = " ".join(scope) or "**"
     if exclude:
         metadata["exclude"] = " ".join(exclude)
     if rename:
@@ -318,7 +349,8 @@ def extract(
         return ExtractResult(res.index or res.files[0], written, kept.nbytes, skipped, format or "safetensors",
                              converted=reports, checks=checks, files=res.files)
     try:
-        path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files)
+        path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files,
+                    progress=step and (lambda n, _total: step(n)))
     except OutputError as exc:  # a writer's refusal names the tensor; say which checkpoint it came from
         if index.files[0] in str(exc):
             raise

@@ -9,7 +9,6 @@ import contextlib
 import errno
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
@@ -42,6 +41,21 @@ def check_output(path: str, inputs: Sequence[str], force: bool) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputError(f"{path}: folder {parent} does not exist")
+
+
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create_beside(path: str) -> tuple[int, str]:
+    """A new file ``.<name>.<random>.tmp`` beside ``path``, mode 0600 (what ``tempfile.mkstemp`` makes)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    for _ in range(100):
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, _CREATE, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise OutputError(f"{path}: cannot create a temporary file beside it")
 
 
 class _Terminated(BaseException):
@@ -77,11 +91,10 @@ def atomic_output(path: str) -> Iterator[BinaryIO]:
 
     Errors of the output place (read-only, immutable, full) become one-line ``OutputError``s.
     """
-    parent = os.path.dirname(os.path.abspath(path))
     try:
         with _signals_unwind():
             try:
-                fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
+                fd, tmp = _create_beside(path)
             except OSError as exc:
                 raise output_error(path, exc) from None
             try:
@@ -122,6 +135,8 @@ class AtomicFiles:
         if self._new:
             if not os.path.isdir(parent):
                 raise OutputError(f"{folder}: folder {parent} does not exist")
+            import tempfile  # only multi-file outputs need it (start-up of the common commands stays light)
+
             self._work = tempfile.mkdtemp(prefix="." + os.path.basename(self.folder) + ".", suffix=".tmp", dir=parent)
         else:
             if not os.path.isdir(self.folder) or os.path.islink(self.folder):
@@ -132,7 +147,7 @@ class AtomicFiles:
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[BinaryIO]:
         """A temporary file that becomes ``folder/name`` on commit."""
-        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=self._work)
+        fd, tmp = _create_beside(os.path.join(self._work, name))
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)

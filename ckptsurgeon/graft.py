@@ -253,7 +253,7 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
           scope: Sequence[str] = (), map: Sequence[str] = (), rules: str | None = None,  # noqa: A002
           strict: bool = False, dry_run: bool = False, force: bool = False,
           options: ConvertOptions | None = None, verify_atol: float | None = 1e-5,
-          allow_aliased: bool = False) -> GraftReport:
+          allow_aliased: bool = False, progress: Callable[[int, int], None] | None = None) -> GraftReport:
     """Write SOURCE's chosen tensors into a copy of TEMPLATE (``into``); see the module docstring.
 
     ``strict``: template tensors left untouched or source tensors left unused are errors.
@@ -261,6 +261,7 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     Every grafted recurrent group is verified first (``verify_atol``; ``None`` skips it).
     A replacement that would change another template tensor through shared storage (a view, a
     transpose, tied weights) is refused unless ``allow_aliased``; then each such tensor is in ``aliased``.
+    Replacements are computed one at a time while the copy is written; ``progress(n, total)`` follows it.
     """
     from .api import open as open_
     from .formats.patch import aliased, patch_copy
@@ -283,7 +284,7 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
                              f"({', '.join(report.untouched[:5])}) and {len(report.unused)} source tensor(s) unused "
                              f"({', '.join(report.unused[:5])})")
     report.dry_run = dry_run
-    values = {r.target: r.value() for r in report.replaced}
+    values = {r.target: r.value for r in report.replaced}  # computed when written (or when aliasing is checked)
     changed = [a for a in aliased(tpl, values) if a.changes]
     if changed and not allow_aliased:
         raise SelectionError(f"{tpl.files[0]}: " + "; ".join(
@@ -294,5 +295,6 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     if not dry_run:
         if out is None:
             raise SelectionError("graft needs an output path (-o) unless --dry-run")
-        report.out = patch_copy(tpl, os.fspath(out), values, force=force, allow_aliased=allow_aliased)
+        report.out = patch_copy(tpl, os.fspath(out), values, force=force, allow_aliased=allow_aliased,
+                                progress=progress)
     return report

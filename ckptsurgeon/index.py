@@ -4,9 +4,9 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from .scopes import as_patterns, closest_scopes, compile_glob, compile_regex, ma
 from .source import read_exact
 
 __all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index", "allow_expanded_views",
-           "EXPAND_RATIO", "EXPAND_MIN"]
+           "EXPAND_RATIO", "EXPAND_MIN", "lazy_sha256"]
 
 # A strided view (stride 0: ``expand``) may stand for far more bytes than it stores. Materializing one
 # above both limits is refused unless ``allow_expanded_views()`` (CLI: --allow-expanded) says otherwise.
@@ -35,7 +35,7 @@ def allow_expanded_views(allow: bool = True) -> Iterator[None]:
         _ALLOW_EXPANDED.reset(token)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TensorRef:
     """A lazy reference to one tensor: where its bytes are and how to read them.
 
@@ -70,7 +70,10 @@ class TensorRef:
 
     @property
     def dtype_name(self) -> str:
-        return self.dtype.name
+        name = _DTYPE_NAMES.get(self.dtype)  # numpy computes ``dtype.name`` in Python each time
+        if name is None:
+            name = _DTYPE_NAMES[self.dtype] = self.dtype.name
+        return name
 
     def span(self) -> int:
         """Bytes between the first and one past the last element this tensor touches."""
@@ -127,6 +130,7 @@ class TensorRef:
 
 
 _LITTLE = np.little_endian
+_DTYPE_NAMES: dict[np.dtype, str] = {}
 
 
 class CheckpointIndex(Mapping[str, TensorRef]):
@@ -134,6 +138,8 @@ class CheckpointIndex(Mapping[str, TensorRef]):
 
     ``metadata`` holds format-level metadata and every non-tensor leaf (epoch, hyper-parameters)
     by its scope path; ``notes`` are things a user should be told when listing (fallbacks taken).
+    ``header_sha256`` is the sha256 of the header or index bytes the reader parsed (provenance without
+    reading any tensor byte); empty when a library read them for us (HDF5).
     """
 
     def __init__(
@@ -145,6 +151,7 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         metadata: Mapping[str, Any] | None = None,
         notes: Sequence[str] = (),
         key_sep: str = ".",
+        header_sha256: str | Callable[[], str] = "",
     ) -> None:
         self._refs: dict[str, TensorRef] = {r.path: r for r in refs}
         self.format = format
@@ -152,6 +159,7 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.notes = list(notes)
         self.key_sep = key_sep
+        self._header_sha256 = header_sha256
 
     def __getitem__(self, path: str) -> TensorRef:
         try:
@@ -170,11 +178,27 @@ class CheckpointIndex(Mapping[str, TensorRef]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
 
+    def values(self) -> ValuesView[TensorRef]:  # the dict's own views: Mapping's call __getitem__ per item
+        return self._refs.values()
+
+    def items(self) -> ItemsView[str, TensorRef]:
+        return self._refs.items()
+
+    def keys(self) -> KeysView[str]:
+        return self._refs.keys()
+
     def __len__(self) -> int:
         return len(self._refs)
 
     def __repr__(self) -> str:
         return f"<CheckpointIndex {self.format} {self.files[0]!r}: {len(self)} tensors>"
+
+    @property
+    def header_sha256(self) -> str:
+        """sha256 of the header or index bytes the reader parsed; computed when first asked for."""
+        if callable(self._header_sha256):
+            self._header_sha256 = self._header_sha256()
+        return self._header_sha256
 
     @property
     def nbytes(self) -> int:
@@ -196,7 +220,7 @@ class CheckpointIndex(Mapping[str, TensorRef]):
     def _derive(self, refs: Iterable[TensorRef]) -> CheckpointIndex:
         return CheckpointIndex(
             refs, format=self.format, files=self.files, metadata=self.metadata,
-            notes=self.notes, key_sep=self.key_sep,
+            notes=self.notes, key_sep=self.key_sep, header_sha256=self._header_sha256,
         )
 
     def select(
@@ -246,6 +270,20 @@ class CheckpointIndex(Mapping[str, TensorRef]):
             path = rename_path(ref.path, renames)
             builder.add(ref if path is None else ref.with_path(path, path.replace("/", self.key_sep)))
         return self._derive(builder.refs)
+
+
+def lazy_sha256(*parts: bytes) -> Callable[[], str]:
+    """The hex sha256 of ``parts`` joined, computed when called: listing a checkpoint never pays for hashing."""
+
+    def digest() -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for part in parts:
+            h.update(part)
+        return h.hexdigest()
+
+    return digest
 
 
 def rename_path(path: str, renames: Sequence[tuple[str, str]]) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import CheckpointError, FormatError, MissingDependencyError
-from .source import REMOTE_SCHEMES, SourceWindow, register_scheme
+from .source import REMOTE_SCHEMES, ByteSource, SourceWindow, register_scheme
 
 __all__ = ["RemoteFile", "install", "public_url", "BLOCK", "HEAD_BLOCKS"]
 
@@ -69,7 +69,7 @@ def _info(fs: Any, path: str, url: str) -> dict[str, Any] | None:
         raise FormatError(f"{public_url(url)}: cannot reach: {_one_line(exc)}") from None
 
 
-class RemoteFile:
+class RemoteFile(ByteSource):
     """One remote file read by byte range (see the module docstring)."""
 
     def __init__(self, url: str) -> None:

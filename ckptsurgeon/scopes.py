@@ -6,13 +6,12 @@ selects a tensor when it matches the tensor's path *or any scope above it*.
 """
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 
 from .errors import SelectionError
 
-__all__ = ["join_path", "split_key", "compile_glob", "compile_regex", "matches", "scopes_of", "closest_scopes",
+__all__ = ["join_path", "split_key", "key_path", "compile_glob", "compile_regex", "matches", "scopes_of", "closest_scopes",
            "as_patterns"]
 
 
@@ -39,13 +38,16 @@ def split_key(key: str, sep: str) -> list[str]:
     return [s for s in key.split(sep)] if sep else [key]
 
 
+def key_path(key: str, sep: str) -> str:
+    """``join_path(split_key(key, sep))``, with a fast path for the usual key (no empty segment)."""
+    if sep and not key.endswith(":0") and sep + sep not in key and not key.startswith(sep) and not key.endswith(sep) and key:
+        return key.replace(sep, "/") if sep != "/" else key
+    return join_path(split_key(key, sep))
+
+
 def join_path(segments: Iterable[object]) -> str:
     """Join segments into a scope path; empty segments are kept visible as ``_``."""
-    out = []
-    for seg in segments:
-        text = str(seg)
-        out.append(text if text else "_")
-    return "/".join(out)
+    return "/".join([str(seg) or "_" for seg in segments])
 
 
 def _segment_regex(seg: str) -> str:
@@ -112,6 +114,8 @@ def scopes_of(paths: Iterable[str]) -> list[str]:
 
 def closest_scopes(pattern: str, paths: Sequence[str], n: int = 5) -> list[str]:
     """Existing scopes that look most like ``pattern`` (for 'selects nothing' errors)."""
+    import difflib  # only for error messages
+
     scopes = scopes_of(paths)
     plain = pattern.replace("*", "").replace("?", "").strip("/")
     close = difflib.get_close_matches(plain, scopes, n=n, cutoff=0.4)

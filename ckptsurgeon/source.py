@@ -2,7 +2,9 @@
 
 Every reader gets its bytes through a ``ByteSource``: ``size``, ``read(offset, n)`` (exactly ``n`` bytes
 or a ``FormatError``), ``window(offset, size)`` (a seekable file object for libraries that want one:
-``zipfile``, ``h5py``) and ``identity()`` (what provenance records instead of hashing the file).
+``zipfile``, ``h5py``), ``identity()`` (what provenance records instead of hashing the file) and
+``copy_to(out, offset, n)`` (writers: a byte range straight into an output file; ``LocalFile`` copies in
+the kernel, any other source inherits the chunked fallback by subclassing ``ByteSource``).
 
 ``open_source(name)`` picks the implementation: a registered URL scheme (``scheme://...``; the remote
 ones of ``REMOTE_SCHEMES`` load ``ckptsurgeon.remote`` on first use) or a local file. A source may also
@@ -12,17 +14,22 @@ offer ``readinto(offset, buffer)`` to fill a buffer without an intermediate copy
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
 import stat
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from .errors import FormatError, UnsafeCheckpointError
 
 __all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "url_scheme",
-           "ensure_scheme", "read_exact", "read_small_file", "REMOTE_SCHEMES"]
+           "ensure_scheme", "read_exact", "read_small_file", "REMOTE_SCHEMES", "copy_to", "copy_range", "CHUNK"]
+
+CHUNK = 16 << 20  # bytes per read when a range is copied through memory
+KERNEL_CHUNK = 256 << 20  # bytes per kernel copy call (progress and Ctrl-C between calls)
+Progress = Callable[[int], None]
 
 
 @runtime_checkable
@@ -50,6 +57,41 @@ class ByteSource(Protocol):
     def identity(self) -> dict[str, Any]:
         """What identifies this version of the file without reading it (size, mtime, ETag ...)."""
         ...
+
+    def copy_to(self, out: BinaryIO, offset: int, size: int, *, digest: Any = None,
+                progress: Progress | None = None) -> None:
+        """Write ``size`` bytes at ``offset`` to ``out`` at its position; the position ends after them.
+
+        With ``digest`` (a hashlib object) the bytes pass through memory and update it. This default
+        (inherited by sources that subclass ``ByteSource``) reads ``CHUNK``-sized ranges.
+        """
+        copy_range(self, out, offset, size, digest=digest, progress=progress)
+
+
+def copy_to(source: ByteSource, out: BinaryIO, offset: int, size: int, *, digest: Any = None,
+            progress: Progress | None = None) -> None:
+    """``source.copy_to(...)``, or the chunked copy for a source that implements the protocol without
+    subclassing ``ByteSource`` (and so without its default ``copy_to``)."""
+    method = getattr(source, "copy_to", None)
+    if method is None:
+        copy_range(source, out, offset, size, digest=digest, progress=progress)
+    else:
+        method(out, offset, size, digest=digest, progress=progress)
+
+
+def copy_range(source: ByteSource, out: BinaryIO, offset: int, size: int, *, digest: Any = None,
+               progress: Progress | None = None) -> None:
+    """Copy a byte range of ``source`` into ``out`` through one ``CHUNK``-sized read at a time."""
+    done = 0
+    while done < size:
+        n = min(CHUNK, size - done)
+        data = source.read(offset + done, n)
+        if digest is not None:
+            digest.update(data)
+        out.write(data)
+        done += n
+        if progress is not None:
+            progress(n)
 
 
 class SourceWindow(io.RawIOBase):
@@ -106,7 +148,7 @@ def _open_regular(path: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-class LocalFile:
+class LocalFile(ByteSource):
     """A local regular file, read with ``os.pread`` on a descriptor opened once."""
 
     _fd = -1
@@ -165,6 +207,26 @@ class LocalFile:
     def identity(self) -> dict[str, Any]:
         return {"size": self._stat.st_size, "mtime_ns": self._stat.st_mtime_ns}
 
+    def copy_to(self, out: BinaryIO, offset: int, size: int, *, digest: Any = None,
+                progress: Progress | None = None) -> None:
+        """Without ``digest``, the kernel copies (``copy_file_range``, else ``sendfile``): the bytes
+        never enter this process. Otherwise, or when ``out`` is not a file, through memory."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise FormatError(f"{self.name}: truncated: wanted {size} bytes at offset {offset}, the file has {self.size}")
+        try:
+            dst = out.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            dst = -1
+        if digest is not None or dst < 0 or not size:
+            return copy_range(self, out, offset, size, digest=digest, progress=progress)
+        out.flush()
+        start = out.tell()
+        done = _kernel_copy(self.name, self._fd, dst, offset, start, size, progress)
+        if done < size:  # a file system the kernel cannot copy on: the rest through memory
+            out.seek(start + done)
+            copy_range(self, out, offset + done, size - done, progress=progress)
+        out.seek(start + size)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
@@ -173,6 +235,38 @@ class LocalFile:
     def __del__(self) -> None:
         with contextlib.suppress(OSError):
             self.close()
+
+
+_ADVISE = getattr(os, "POSIX_FADV_DONTNEED", 0)  # on Linux: write back the range now (dirty pages stay cached)
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM, errno.EBADF}
+
+
+def _kernel_copy(name: str, src: int, dst: int, offset: int, at: int, size: int, progress: Progress | None) -> int:
+    """Copy in the kernel; returns how many bytes were copied (short when neither call is supported)."""
+    done = 0
+    for call in ("copy_file_range", "sendfile"):
+        if not hasattr(os, call):
+            continue
+        try:
+            while done < size:
+                n = min(KERNEL_CHUNK, size - done)
+                if call == "copy_file_range":
+                    got = os.copy_file_range(src, dst, n, offset + done, at + done)
+                else:
+                    os.lseek(dst, at + done, os.SEEK_SET)
+                    got = os.sendfile(dst, src, offset + done, n)
+                if not got:
+                    raise FormatError(f"{name}: truncated: wanted {size} bytes at offset {offset}, the file ended early")
+                if _ADVISE:  # start writing these bytes to disk now: outputs are fsynced at the end, and
+                    os.posix_fadvise(dst, at + done, got, _ADVISE)  # this overlaps that with the copy
+                done += got
+                if progress is not None:
+                    progress(got)
+            return done
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+    return done
 
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")

@@ -7,7 +7,13 @@ import sys
 
 log_path = sys.argv[1]
 sys.argv = ["ckptsurgeon"] + sys.argv[2:]
-from ckptsurgeon.cli import main  # noqa: E402  (imports happen before the hook arms)
+from ckptsurgeon.cli import COMMANDS, cli, main  # noqa: E402  (imports happen before the hook arms)
+from ckptsurgeon.formats import load_all  # noqa: E402
+
+for _name in COMMANDS:  # the CLI and the format registry import lazily: load everything before arming
+    cli.get_command(None, _name)
+load_all()
+import difflib  # noqa: E402,F401  (click imports it while matching short options)
 import encodings.ascii, encodings.cp437, encodings.latin_1, encodings.raw_unicode_escape, encodings.unicode_escape, encodings.utf_8  # noqa: E402,F401,E501  (stdlib codecs that zipfile and pickle import lazily)
 
 WATCH = {"os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",

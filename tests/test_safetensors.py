@@ -2,13 +2,14 @@
 every header defect the reference implementation rejects is rejected."""
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 
 import pytest
 
 import ckptsurgeon
-from conftest import assert_same_as_torch
+from conftest import assert_same_as_torch, torch_bytes
 
 torch = pytest.importorskip("torch")
 from safetensors import safe_open  # noqa: E402
@@ -54,8 +55,19 @@ def test_our_output_loads_in_the_library_bit_exact(real_file, tmp_path):
             assert got.dtype == t.dtype
             assert_same_as_torch(ckptsurgeon.open(path)[key.replace(".", "/")].numpy(), got)
         meta = f.metadata()
-    assert meta["source"] == "real.safetensors" and len(meta["source_sha256"]) == 64
-    assert meta["selection"] == "**"
+    raw = path.read_bytes()
+    st = path.stat()
+    assert meta["source"] == "real.safetensors" and meta["selection"] == "**"
+    assert meta["source_size"] == str(st.st_size) and meta["source_mtime_ns"] == str(st.st_mtime_ns)
+    head = 8 + struct.unpack("<Q", raw[:8])[0]
+    assert meta["source_header_sha256"] == hashlib.sha256(raw[:head]).hexdigest()
+    assert "source_sha256" not in meta  # the whole source is hashed only on request
+    with safe_open(str(out), framework="pt") as f:  # the sha256 of each tensor's bytes as written
+        digests = json.loads(f.metadata()["tensor_sha256"])
+        assert digests == {k: hashlib.sha256(torch_bytes(f.get_tensor(k))).hexdigest() for k in f.keys()}
+    ckptsurgeon.extract(path, out, scope=["head"], force=True, source_sha256=True)
+    with safe_open(str(out), framework="np") as f:
+        assert f.metadata()["source_sha256"] == hashlib.sha256(raw).hexdigest()
 
 
 def _craft(header: dict, data: bytes = b"", header_bytes: bytes | None = None) -> bytes:
@@ -102,3 +114,23 @@ def test_lazy_read_touches_only_one_tensor(real_file, monkeypatch):
     monkeypatch.setattr(idx, "read_exact", lambda f, o, n: calls.append(n) or real(f, o, n))
     index["head/weight"].numpy()
     assert calls == [2 * 3 * 2]
+
+
+JSON_TEXTS = ['{}', ' {} ', '{"a":1}', '{ "a" : {"b": [1, 2, {"c": null}]} , "d":"x\\"y" }  ', '{"a":1,"a":2}',
+              '{"\\u00e9":{"dtype":"F32"}}\n\t', '{"a":1,}', '{"a" 1}', '{"a":1}x', '{"a":1', '[]', '{a:1}', '',
+              '{"a":[1,2}', '{"a":1 "b":2}', '{"a":"\\x"}', '  {"x":{},"y":[]}']
+
+
+@pytest.mark.parametrize("text", JSON_TEXTS)
+def test_the_streaming_header_parser_agrees_with_json(text):
+    from ckptsurgeon.formats.safetensors.safetensors_fmt import _members
+
+    try:
+        expected = json.loads(text, object_pairs_hook=list)
+    except ValueError:
+        expected = None
+    if expected is None or not text.strip().startswith("{"):
+        with pytest.raises(ValueError):
+            list(_members(text))
+    else:
+        assert list(_members(text)) == expected

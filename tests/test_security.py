@@ -186,3 +186,30 @@ def test_public_hostile_corpus(tmp_path, sample):
         assert proc.returncode == 1, proc.stdout
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ")
+
+
+def test_the_opcode_scan_sees_exactly_what_pickletools_sees():
+    import pickletools
+
+    from ckptsurgeon.errors import FormatError as Malformed
+    from ckptsurgeon.formats.pytorch.safepickle import _ALLOWED_OPCODES, scan_opcodes
+
+    samples = [{"a": [1, -2, 2**70, 1.5, "x" * 300, b"y" * 300, (1, 2, 3), None, True], "b": {3, 4}, "c": frozenset([5])},
+               list(range(300)), "i\nos\nsystem\n", b"\x82\x83\x92", bytearray(b"q" * 10)]
+    for proto in range(6):
+        for obj in samples:
+            data = pickle.dumps(obj, protocol=proto)
+            refused = sorted({op.name for op, _, _ in pickletools.genops(data)} - _ALLOWED_OPCODES)
+            if refused:
+                with pytest.raises(ckptsurgeon.UnsafeCheckpointError, match=refused[0]):
+                    scan_opcodes(data, "x")
+            else:
+                scan_opcodes(data, "x")  # refused opcode bytes inside arguments are data, not opcodes
+            for cut in (1, len(data) // 2, len(data) - 1):
+                if not refused:
+                    with pytest.raises(Malformed):
+                        scan_opcodes(data[:cut], "x")
+    with pytest.raises(ckptsurgeon.UnsafeCheckpointError, match="INST"):
+        scan_opcodes(b"(ios\nsystem\nS'echo'\n.", "x")
+    with pytest.raises(Malformed, match="unknown opcode"):
+        scan_opcodes(b"\x80\x02\xff.", "x")

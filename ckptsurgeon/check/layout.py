@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,17 @@ def group_signature(g: RecurrentGroup) -> dict[str, Any]:
     return {"scope": g.scope, "layout": g.layout, **{k: d[k] for k in GROUP_FIELDS}, "members": list(g.members)}
 
 
-def make_layout(index: CheckpointIndex, *, hash: bool = False, options: RecognizeOptions | None = None) -> dict[str, Any]:  # noqa: A002
+def make_layout(index: CheckpointIndex, *, hash: bool = False, options: RecognizeOptions | None = None,  # noqa: A002
+                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """``progress(n, total)`` is called as tensors are hashed (``hash``)."""
     tensors = []
+    total = index.nbytes if hash and progress is not None else 0
     for ref in index.values():
         entry = {"path": ref.path, "key": ref.key, "shape": list(ref.shape), "dtype": ref.dtype_name}
         if hash:
             entry["sha256"] = tensor_sha256(ref.numpy())
+            if progress is not None:
+                progress(ref.nbytes, total)
         tensors.append(entry)
     return {"version": LAYOUT_VERSION, "format": index.format, "tensors": tensors,
             "groups": [group_signature(g) for g in recognize(index, options)]}

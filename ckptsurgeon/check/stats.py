@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -113,12 +114,13 @@ def _digest(g: RecurrentGroup) -> str:
 
 
 def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = None, *,
-                     include_optimizer: bool = False) -> dict[str, Any]:
+                     include_optimizer: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Statistics and initializer guesses per tensor and per gate.
 
     Optimizer state is left out (and counted) unless ``include_optimizer``, as ``extract`` does. A
     tensor of a recurrent group is judged in its group's context (PyTorch's U(+-1/sqrt(H)) for
-    PyTorch layouts, the group's fans and framework).
+    PyTorch layouts, the group's fans and framework). ``progress(n, total)`` is called as tensors are read.
     """
     skipped = 0
     if not include_optimizer and len(index):
@@ -127,10 +129,12 @@ def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = 
     groups = recognize(index, options)
     context = {m: _group_context(g) for g in groups for m in g.members}
     tensors = []
-    for ref in index.values():
-        if ref.dtype.kind not in "fiub" and ref.dtype.name not in ("bfloat16",):
-            continue
+    chosen = [ref for ref in index.values() if ref.dtype.kind in "fiub" or ref.dtype.name in ("bfloat16",)]
+    total = sum(ref.nbytes for ref in chosen)
+    for ref in chosen:
         arr = ref.numpy()
+        if progress is not None:
+            progress(ref.nbytes, total)
         if arr.dtype.kind == "V" or arr.dtype.name.startswith(("bfloat16", "float8")):
             arr = arr.astype(np.float32)
         fans, hidden, family = context.get(ref.path, (_fans(ref.shape), None, _FORMAT_FAMILY.get(index.format)))

@@ -1,7 +1,7 @@
 """Validate a checkpoint against a layout lock or a reference checkpoint: a list of findings."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +39,11 @@ def _same_family(a: str, b: str) -> bool:
 
 def validate(index: CheckpointIndex, layout: dict[str, Any], *, allow_extra: bool = False,
              allow_missing: Sequence[str] = (), check_finite: bool = False, check_hash: bool = False,
-             options: RecognizeOptions | None = None) -> list[Finding]:
+             options: RecognizeOptions | None = None,
+             progress: Callable[[int, int], None] | None = None) -> list[Finding]:
+    """``progress(n, total)`` is called as tensors are read (``check_hash``, ``check_finite``)."""
     findings: list[Finding] = []
+    total = index.nbytes * (int(check_hash) + int(check_finite))
     missing_ok = [compile_glob(p) for p in as_patterns(allow_missing, "allow_missing")]
     cross = not _same_family(index.format, layout.get("format", index.format))
     current = make_layout(index, options=options)
@@ -79,6 +82,8 @@ def validate(index: CheckpointIndex, layout: dict[str, Any], *, allow_extra: boo
                                         want["dtype"], ref.dtype_name))
             if check_hash and "sha256" in want and list(ref.shape) == list(want["shape"]) and ref.dtype_name == want["dtype"]:
                 digest = tensor_sha256(ref.numpy())
+                if progress is not None:
+                    progress(ref.nbytes, total)
                 if digest != want["sha256"]:
                     findings.append(Finding("hash", path, f"{path}: values differ from the locked sha256", want["sha256"], digest))
         for path in want_t:
@@ -88,6 +93,8 @@ def validate(index: CheckpointIndex, layout: dict[str, Any], *, allow_extra: boo
         for path, ref in index.items():
             if ref.dtype.kind in "fc" or ref.dtype.name.startswith(("bfloat16", "float8")):
                 arr = ref.numpy()
+                if progress is not None:
+                    progress(ref.nbytes, total)
                 bad = int(np.sum(~np.isfinite(arr.astype(np.float64) if arr.dtype.kind != "c" else arr)))
                 if bad:
                     findings.append(Finding("nonfinite", path, f"{path}: {bad} NaN/inf value(s)", 0, bad))

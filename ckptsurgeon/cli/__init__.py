@@ -1,23 +1,60 @@
 """The ``ckptsurgeon`` command line."""
 from __future__ import annotations
 
-import click
+import os
+from importlib import import_module
 
-from .. import __version__
-from .check import diff_cmd, layout_cmd, stats_cmd, validate_cmd
-from .common import Group
-from .consolidate import consolidate_cmd
-from .extract import extract_cmd
-from .ls import ls_cmd
-from .remap import graft_cmd, remap_cmd
-from .rnn import rnn_cmd, verify_cmd
-from .scan import scan_cmd
-from .tree import tree_cmd
+# Before numpy is imported: its OpenBLAS would start a thread per core and allocate their buffers,
+# a quarter of the start-up of `ckptsurgeon ls`; these commands multiply no matrix big enough to use them.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-__all__ = ["cli", "main"]
+import click  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from .common import Group  # noqa: E402
+
+__all__ = ["cli", "main", "COMMANDS"]
+
+# Subcommands are imported when invoked, so `ckptsurgeon ls` never loads h5py, torch, the recurrent
+# or remap machinery. name -> (module under ckptsurgeon.cli, attribute, short help for `--help`;
+# a test checks each short help against the command's own docstring).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ls": ("ls", "ls_cmd", "List tensors: scope path, shape, dtype, size; then totals."),
+    "tree": ("tree", "tree_cmd", "Show the scope tree: tensors, parameters and bytes under each scope."),
+    "extract": ("extract", "extract_cmd", "Extract the selected scopes into a new checkpoint (byte-exact, atomic)."),
+    "rnn": ("rnn", "rnn_cmd", "Find LSTM/GRU parameter groups; show their layout and every computation-relevant fact with its source."),
+    "verify": ("rnn", "verify_cmd", "Run both checkpoints' recurrent groups on the same random inputs; exit 1 above --atol."),
+    "remap": ("remap", "remap_cmd", "Rename, reshape, cast, split or reorder tensors by rules: plan first, then write."),
+    "graft": ("remap", "graft_cmd", "Write SOURCE's tensors into a copy of the downstream model's checkpoint TEMPLATE."),
+    "layout": ("check", "layout_cmd", "Write a layout lock: format, every tensor's path, shape, dtype, and recurrent groups."),
+    "validate": ("check", "validate_cmd", "Check a checkpoint against a layout lock or a reference; exit 1 on any finding."),
+    "diff": ("check", "diff_cmd", "Compare two checkpoints (any formats): tensors by path, recurrent groups by what they compute."),
+    "stats": ("check", "stats_cmd", "Statistics per tensor and per gate, and a best guess of how each was initialized."),
+    "consolidate": ("consolidate", "consolidate_cmd", "Turn a DCP folder or sharded checkpoint (local or a URL) into one file or new shards."),
+    "scan": ("scan", "scan_cmd", "List every global and opcode class the pickles in each checkpoint would need, without running anything; exit 1 if any is outside the allowlist or the file is refused (as 'ls' would refuse it)."),
+}
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(Group):
+    """A group whose subcommands are imported by name when invoked; `--help` lists them from ``COMMANDS``."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        row = COMMANDS.get(name)
+        if row is None:
+            return None
+        return getattr(import_module(f"{__name__}.{row[0]}"), row[1])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, click.Command(n, help=COMMANDS[n][2]).get_short_help_str(limit)) for n in names])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="ckptsurgeon")
 def cli() -> None:
     """Safe, lazy checkpoint surgery.
@@ -31,19 +68,6 @@ def cli() -> None:
     \b
     Exit codes: 0 ok, 1 bad or unsafe input or failed operation, 2 usage error.
     """
-
-
-cli.add_command(ls_cmd)
-cli.add_command(tree_cmd)
-cli.add_command(extract_cmd)
-cli.add_command(rnn_cmd)
-cli.add_command(verify_cmd)
-cli.add_command(remap_cmd)
-cli.add_command(graft_cmd)
-cli.add_command(scan_cmd)
-cli.add_command(consolidate_cmd)
-for _cmd in (layout_cmd, validate_cmd, diff_cmd, stats_cmd):
-    cli.add_command(_cmd)
 
 
 def main() -> None:

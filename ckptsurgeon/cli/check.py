@@ -12,7 +12,7 @@ from ..check.layout import load_layout, make_layout
 from ..check.report import FORMATS, render
 from ..check.stats import checkpoint_stats
 from ..check.validate import validate
-from .common import allow_expanded_option, allow_global_option, emit_json, scope_options
+from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, scope_options
 from .rnn_options import build_options, rnn_options
 
 
@@ -39,7 +39,10 @@ def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, or
       ckptsurgeon layout model.pt --hash --scope 'encoder/*' -o encoder.layout.json
     """
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    text = json.dumps(make_layout(index, hash=hash_, options=build_options(forget_bias, orientation, gate_names, var_names)), indent=2)
+    with byte_progress("hash", quiet=not hash_) as progress:
+        layout = make_layout(index, hash=hash_, options=build_options(forget_bias, orientation, gate_names, var_names),
+                             progress=progress)
+    text = json.dumps(layout, indent=2)
     if output:
         _write_text(output, text + "\n", list(index.files))
         click.echo(f"wrote layout of {len(index)} tensors to {output}", err=True)
@@ -79,13 +82,14 @@ def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allo
         raise click.UsageError("give exactly one of --layout FILE or --like REFERENCE")
     options = build_options(forget_bias, orientation, gate_names, var_names)
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    if layout_file:
-        layout, ref_name = load_layout(layout_file), layout_file
-    else:
-        ref = api.open(reference, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-        layout, ref_name = make_layout(ref, hash=hash_, options=options), reference
-    findings = validate(index, layout, allow_extra=allow_extra, allow_missing=allow_missing, check_finite=check_finite,
-                        check_hash=hash_, options=options)
+    with byte_progress("validate", quiet=not (hash_ or check_finite) or fmt != "text") as progress:
+        if layout_file:
+            layout, ref_name = load_layout(layout_file), layout_file
+        else:
+            ref = api.open(reference, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+            layout, ref_name = make_layout(ref, hash=hash_, options=options, progress=progress), reference
+        findings = validate(index, layout, allow_extra=allow_extra, allow_missing=allow_missing,
+                            check_finite=check_finite, check_hash=hash_, options=options, progress=progress)
     text = render(findings, fmt, checkpoint=checkpoint, reference=ref_name)
     if output:
         _write_text(output, text + "\n", [checkpoint])
@@ -197,7 +201,8 @@ def stats_cmd(checkpoint, scope, exclude, regex, plot, include_optimizer, forget
     """
     options = build_options(forget_bias, orientation, gate_names, var_names)
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    result = checkpoint_stats(index, options, include_optimizer=include_optimizer)
+    with byte_progress("stats", quiet=as_json) as progress:
+        result = checkpoint_stats(index, options, include_optimizer=include_optimizer, progress=progress)
     if plot:
         from ..check.plot import plot_gates
 

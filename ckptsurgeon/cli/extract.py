@@ -5,9 +5,14 @@ import click
 
 from .. import api
 from ..formats import WRITERS
-from ..rnn.convert import TARGETS
-from .common import allow_expanded_option, allow_global_option, emit_json, human_bytes, parse_pairs, scope_options
+from .common import LazyChoice, allow_expanded_option, allow_global_option, byte_progress, emit_json, human_bytes, parse_pairs, scope_options
 from .rnn_options import build_options, fact_options, fact_values, rnn_options
+
+
+def _targets() -> list[str]:
+    from ..rnn.convert import TARGETS
+
+    return list(TARGETS)
 
 
 @click.command("extract")
@@ -23,7 +28,7 @@ from .rnn_options import build_options, fact_options, fact_values, rnn_options
               help="Output format (default: from the output suffix).")
 @click.option("--include-optimizer", is_flag=True, help="Keep optimizer state (left out by default).")
 @click.option("--force", is_flag=True, help="Replace an existing output file (never an input).")
-@click.option("--to", "to", type=click.Choice(list(TARGETS)), default=None,
+@click.option("--to", "to", type=LazyChoice(_targets), default=None,
               help="Convert recurrent groups to this layout (other tensors pass through).")
 @click.option("--gates", default=None, metavar="LIST", help="With --to gates: only these gates (input,forget,cell,output / reset,update,new).")
 @click.option("--allow-approx", is_flag=True, help="Convert activations the target lacks (hard_sigmoid) and report the error.")
@@ -33,6 +38,9 @@ from .rnn_options import build_options, fact_options, fact_values, rnn_options
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance for --verify.")
 @rnn_options
 @fact_options
+@click.option("--source-sha256", is_flag=True,
+              help="Also record the sha256 of the whole source file (reads all of it; provenance otherwise "
+                   "reads only the header).")
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
 @allow_expanded_option
@@ -42,7 +50,7 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
                 forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],
                 var_names: tuple[str, ...], reset_after: bool | None, activation: str | None,
                 recurrent_activation: str | None, go_backwards: bool | None,
-                as_json: bool, allow_globals: tuple[str, ...]) -> None:
+                source_sha256: bool, as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """Extract the selected scopes into a new checkpoint (byte-exact, atomic).
 
     \b
@@ -63,13 +71,14 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
     """
     options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
                             gates=tuple(g.strip() for g in gates.split(",")) if gates else (),
-                            **fact_values(reset_after, activation, recurrent_activation, go_backwards))
-    result = api.extract(
-        checkpoint, output, scope=scope, exclude=exclude, regex=regex,
-        rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
-        force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
-        map=maps, max_shard_size=max_shard_size,
-    )
+                            **fact_values(reset_after, activation, recurrent_activation, go_backwards)) if to else None
+    with byte_progress("extract", quiet=as_json) as progress:
+        result = api.extract(
+            checkpoint, output, scope=scope, exclude=exclude, regex=regex,
+            rename=parse_pairs(rename, "--rename"), format=fmt, include_optimizer=include_optimizer,
+            force=force, allow_globals=allow_globals, to=to, options=options, verify_atol=atol if verify_ else None,
+            map=maps, max_shard_size=max_shard_size, source_sha256=source_sha256, progress=progress,
+        )
     if as_json:
         emit_json({"output": result.path, "files": result.files, "format": result.format, "tensors": result.written,
                    "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer,

@@ -42,12 +42,20 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
             "notes": index.notes,
         })
         return
-    rows = [(r.path, "x".join(map(str, r.shape)) or "scalar", r.dtype_name, human_bytes(r.nbytes),
-             "optimizer" if r.optimizer else "", _also(aliases.get(r.path, []))) for r in refs]
+    shapes: dict[tuple[int, ...], str] = {}  # checkpoints repeat a few shapes and sizes many times
+    sizes: dict[int, str] = {}
+    for r in refs:
+        if r.shape not in shapes:
+            shapes[r.shape] = "x".join(map(str, r.shape)) or "scalar"
+    rows = [(r.path, shapes[r.shape], r.dtype_name, sizes.get(n) or sizes.setdefault(n, human_bytes(n)),
+             "optimizer" if r.optimizer else "") for r in refs for n in (r.nbytes,)]
     widths = [max([0] + [len(row[i]) for row in rows]) for i in range(4)]
-    for row in rows:
-        line = f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}  {row[4]}"
-        click.echo((line.rstrip() + ("  " + row[5] if row[5] else "")))
+    w0, w1, w2, w3 = widths
+    lines = [f"{a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d:>{w3}}  {e}".rstrip() for a, b, c, d, e in rows]
+    if aliases:
+        lines = [line + ("  " + _also(aliases[r.path]) if r.path in aliases else "") for line, r in zip(lines, refs)]
+    if lines:
+        click.echo("\n".join(lines))  # one write: echo per line costs more than the listing itself
     params = sum(r.numel for r in refs)
     n_opt = sum(r.optimizer for r in refs)
     click.echo(f"{len(refs)} tensors, {params:,} parameters, {human_bytes(sum(r.nbytes for r in refs))} ({index.format})"

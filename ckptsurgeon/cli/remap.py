@@ -8,7 +8,7 @@ from ..formats import WRITERS
 from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
 from ..remap.verify import uses_gates, verify_plan, write_plan
-from .common import allow_expanded_option, allow_global_option, emit_json, fail, scope_options
+from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, fail, scope_options
 from .rnn_options import build_options, fact_options, fact_values, rnn_options
 
 
@@ -133,8 +133,10 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
         fail("graft takes --scope globs only")
     options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
                             **fact_values(reset_after, activation, recurrent_activation, go_backwards))
-    report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
-                   force=force, options=options, verify_atol=atol if verify_ else None, allow_aliased=allow_aliased)
+    with byte_progress("graft", quiet=as_json or dry_run) as progress:
+        report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
+                       force=force, options=options, verify_atol=atol if verify_ else None, allow_aliased=allow_aliased,
+                       progress=progress)
     if as_json:
         emit_json(report.as_dict())
         return

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
-from ..rnn.activations import ACTIVATIONS
-from ..rnn.convert import ConvertOptions
+if TYPE_CHECKING:
+    from ..rnn.convert import ConvertOptions
 
 __all__ = ["rnn_options", "fact_options", "build_options", "fact_values"]
 
@@ -34,16 +35,29 @@ def _decl(values: tuple[str, ...], allowed: str, option: str) -> dict[str, tuple
     return out
 
 
+class _Activation(click.ParamType):
+    """An activation name of ``rnn.activations`` (checked when used, so ``--help`` loads no recurrent code)."""
+
+    name = "activation"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        from ..rnn.activations import ACTIVATIONS
+
+        if value not in ACTIVATIONS:
+            self.fail(f"{value!r} is not one of {', '.join(sorted(ACTIVATIONS))}", param, ctx)
+        return value
+
+
 def fact_options(f: Callable) -> Callable:
     """Facts a file may not state: declared here, used only where the file is silent (``rnn`` shows the source)."""
-    names = sorted(ACTIVATIONS)
     f = click.option("--reset-after/--reset-before", "reset_after", default=None,
                      help="GRU family, for GRUs whose file does not state it (no bias and no config, ONNX weights).")(f)
-    f = click.option("--activation", type=click.Choice(names), default=None,
-                     help="Cell/output activation, for files that do not state it (weights-only Keras 1/2 ...).")(f)
-    f = click.option("--recurrent-activation", type=click.Choice(names), default=None,
-                     help="Gate activation, for files that do not state it. hard_sigmoid_keras2 = clip(0.2x+0.5, 0, 1) "
-                          "(Keras 1/2, tf.keras 2), hard_sigmoid_keras3 = relu6(x+3)/6 (Keras 3).")(f)
+    f = click.option("--activation", type=_Activation(), default=None, metavar="NAME",
+                     help="Cell/output activation, for files that do not state it (weights-only Keras 1/2 ...): "
+                          "tanh, relu, linear, sigmoid ...")(f)
+    f = click.option("--recurrent-activation", type=_Activation(), default=None, metavar="NAME",
+                     help="Gate activation, for files that do not state it: sigmoid, hard_sigmoid_keras2 = "
+                          "clip(0.2x+0.5, 0, 1) (Keras 1/2, tf.keras 2), hard_sigmoid_keras3 = relu6(x+3)/6 (Keras 3).")(f)
     return click.option("--go-backwards/--no-go-backwards", "go_backwards", default=None,
                         help="Keras go_backwards, for weights-only files (default: Keras's False).")(f)
 
@@ -56,6 +70,8 @@ def fact_values(reset_after: bool | None, activation: str | None, recurrent_acti
 
 def build_options(forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],
                   var_names: tuple[str, ...], **extra) -> ConvertOptions:
+    from ..rnn.convert import ConvertOptions  # the recurrent machinery loads only for commands that use it
+
     return ConvertOptions(forget_bias=forget_bias, orientation=orientation,
                           gate_names=_decl(gate_names, "ifgo", "--gate-names"),
                           var_names=_decl(var_names, "xhb", "--var-names"), **extra)

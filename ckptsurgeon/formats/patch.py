@@ -6,19 +6,19 @@ local header or data descriptor and in the central directory.
 """
 from __future__ import annotations
 
-import shutil
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Union
 
 import numpy as np
 
 from ..atomic import atomic_output, check_output
 from ..errors import OutputError
 from ..index import CheckpointIndex, TensorRef
+from ..source import copy_to, open_source
 
 __all__ = ["patch_copy", "aliased", "Alias"]
 
@@ -36,22 +36,33 @@ class Alias:
     changes: bool
 
 
-def _check(index: CheckpointIndex, replacements: Mapping[str, np.ndarray],
-           file: str | None = None) -> list[tuple[TensorRef, bytes]]:
+Value = Union[np.ndarray, Callable[[], np.ndarray]]
+
+
+def _bytes(path: str, ref: TensorRef, value: Value) -> memoryview:
+    """The replacement's bytes in the template tensor's dtype (computed now when ``value`` is lazy)."""
+    arr = np.asarray(value() if callable(value) else value)
+    if arr.shape != ref.shape:
+        raise OutputError(f"{path!r}: replacement has shape {list(arr.shape)}, the template {list(ref.shape)}")
+    data = memoryview(np.ascontiguousarray(arr.astype(ref.dtype, copy=False)).reshape(-1).view(np.uint8))
+    if len(data) != ref.nbytes:
+        raise OutputError(f"{path!r}: replacement is {len(data)} bytes, the template holds {ref.nbytes}")
+    return data
+
+
+def _check(index: CheckpointIndex, replacements: Mapping[str, Value], file: str | None = None
+           ) -> list[tuple[TensorRef, Value]]:
+    """(template tensor, value) per replacement; arrays in hand are checked before anything is written."""
     file = file or index.files[0]
     patches = []
-    for path, arr in replacements.items():
+    for path, value in replacements.items():
         ref = index[path]
         if not ref.in_place or ref.stride is not None or ref.file != file:
             raise OutputError(f"{index.files[0]}: template tensor {path!r} is not stored as one plain byte range "
                               "(chunked, compressed, strided or checksummed); it cannot be replaced in place")
-        arr = np.asarray(arr)
-        if arr.shape != ref.shape:
-            raise OutputError(f"{path!r}: replacement has shape {list(arr.shape)}, the template {list(ref.shape)}")
-        data = np.ascontiguousarray(arr.astype(ref.dtype, copy=False)).tobytes()
-        if len(data) != ref.nbytes:
-            raise OutputError(f"{path!r}: replacement is {len(data)} bytes, the template holds {ref.nbytes}")
-        patches.append((ref, data))
+        if not callable(value):
+            _bytes(path, ref, value)
+        patches.append((ref, value))
     return patches
 
 
@@ -65,12 +76,13 @@ def _decode(ref: TensorRef, buf: bytes | bytearray, base: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(flat, ref.shape, tuple(x * item for x in ref.stride), writeable=False)
 
 
-def _aliases(index: CheckpointIndex, patches: list[tuple[TensorRef, bytes]], file: str | None = None) -> list[Alias]:
+def _aliases(index: CheckpointIndex, patches: list[tuple[TensorRef, Value]], file: str | None = None) -> list[Alias]:
     """Every template tensor whose byte span overlaps a replaced tensor's (all pairs, not only neighbours).
 
     Whether it changes is decided exactly: its span is read, every patch is applied to it in write order,
     and its values are compared. A replaced tensor that does not read back its own replacement (two
-    overlapping replacements that disagree) is an error.
+    overlapping replacements that disagree) is an error. Only the replacements that overlap another
+    tensor are computed here.
     """
     if not patches:
         return []
@@ -83,8 +95,15 @@ def _aliases(index: CheckpointIndex, patches: list[tuple[TensorRef, bytes]], fil
         s, e = _range(ref)
         for i in np.nonzero((starts < e) & (ends > s))[0]:
             touching.setdefault(int(i), []).append(k)
-    replaced = {ref.path: data for ref, data in patches}
     own = {ref.path: k for k, (ref, _) in enumerate(patches)}
+    computed: dict[int, memoryview] = {}
+
+    def data_of(k: int) -> memoryview:
+        if k not in computed:
+            ref, value = patches[k]
+            computed[k] = _bytes(ref.path, ref, value)
+        return computed[k]
+
     out = []
     with open(file, "rb") as fh:
         for i, ks in touching.items():
@@ -96,12 +115,12 @@ def _aliases(index: CheckpointIndex, patches: list[tuple[TensorRef, bytes]], fil
             before = fh.read(b - a)
             buf = bytearray(before)
             for k in ks:
-                pref, data = patches[k]
+                pref, data = patches[k][0], data_of(k)
                 lo, hi = max(pref.offset, a), min(pref.offset + len(data), b)
                 buf[lo - a:hi - a] = data[lo - pref.offset:hi - pref.offset]
             after = _decode(ref, buf, a)
-            if ref.path in replaced:
-                if after.tobytes() != replaced[ref.path]:
+            if ref.path in own:
+                if after.tobytes() != bytes(data_of(own[ref.path])):
                     rivals = [patches[k][0].path for k in ks if patches[k][0].path != ref.path]
                     raise OutputError(f"{file}: template tensors {ref.path!r} and {', '.join(map(repr, rivals))} "
                                       "share storage and are replaced with values that disagree; replace only one of them")
@@ -111,13 +130,13 @@ def _aliases(index: CheckpointIndex, patches: list[tuple[TensorRef, bytes]], fil
     return out
 
 
-def aliased(index: CheckpointIndex, replacements: Mapping[str, np.ndarray]) -> list[Alias]:
+def aliased(index: CheckpointIndex, replacements: Mapping[str, Value]) -> list[Alias]:
     """Template tensors sharing stored bytes with the replaced ones (views, transposes, tied weights)."""
     if index.format == "onnx":
         return []  # ONNX tensors never share bytes: each TensorProto holds its own
-    by_file: dict[str, dict[str, np.ndarray]] = {}
-    for path, arr in replacements.items():
-        by_file.setdefault(index[path].file, {})[path] = arr
+    by_file: dict[str, dict[str, Value]] = {}
+    for path, value in replacements.items():
+        by_file.setdefault(index[path].file, {})[path] = value
     return [a for f, reps in by_file.items() for a in _aliases(index, _check(index, reps, f), f)]
 
 
@@ -161,12 +180,17 @@ def _fix_zip_crcs(fh: BinaryIO, template: str, offsets: list[int]) -> None:
         pos += 46 + n + m + k
 
 
-def _copy_patched(fh: BinaryIO, template: str, patches: list[tuple[TensorRef, bytes]]) -> None:
-    with open(template, "rb") as src:
-        shutil.copyfileobj(src, fh, 1 << 20)
-    for ref, data in patches:
+def _copy_patched(fh: BinaryIO, template: str, patches: list[tuple[TensorRef, Value]],
+                  step: Callable[[int], None] | None = None) -> None:
+    """The template copied (by the kernel where it can be), then each replacement computed and written."""
+    source = open_source(template)
+    copy_to(source, fh, 0, source.size, progress=step)
+    for ref, value in patches:
+        data = _bytes(ref.path, ref, value)
         fh.seek(ref.offset)
         fh.write(data)
+        if step is not None:
+            step(ref.nbytes)
     if zipfile.is_zipfile(template):
         fh.flush()
         _fix_zip_crcs(fh, template, [ref.offset for ref, _ in patches])
@@ -179,33 +203,37 @@ def _refuse_aliases(template: str, changed: list[Alias]) -> None:
                           + "; nothing written (allow it explicitly to write and report every changed tensor)")
 
 
-def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, np.ndarray], *, force: bool = False,
-               allow_aliased: bool = False) -> str:
+def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, Value], *, force: bool = False,
+               allow_aliased: bool = False, progress: Callable[[int, int], None] | None = None) -> str:
     """Copy ``index``'s file to ``out`` with the tensors at ``replacements``' paths overwritten.
 
     A replacement that would change another template tensor through shared storage is refused
     unless ``allow_aliased`` (the caller then reports ``aliased(...)``). A sharded template (HF index +
     shards) is copied into the folder ``out``: the index and every shard, each shard with its own
     replaced tensors, all committed together. ONNX templates have their own writer (protobuf lengths,
-    external data files).
+    external data files). A replacement is an array or a function computing it: computed one at a time
+    while writing (a misfit then fails the write, and the atomic output leaves nothing behind).
+    ``progress(n, total)`` follows the bytes copied and patched.
     """
     if index.format.startswith("sharded"):
         return _patch_sharded(index, out, replacements, force, allow_aliased)
     if index.format == "onnx":
         from .onnx.patch import patch_onnx
 
-        return patch_onnx(index, out, replacements, force=force)
+        return patch_onnx(index, out, {k: v() if callable(v) else v for k, v in replacements.items()}, force=force)
     template = index.files[0]
     check_output(out, [template], force)
     patches = _check(index, replacements)
     if not allow_aliased:
         _refuse_aliases(template, [a for a in _aliases(index, patches) if a.changes])
+    total = open_source(template).size + sum(ref.nbytes for ref, _ in patches)
+    step = (lambda n: progress(n, total)) if progress is not None else None
     with atomic_output(out) as fh:
-        _copy_patched(fh, template, patches)
+        _copy_patched(fh, template, patches, step)
     return out
 
 
-def _patch_sharded(index: CheckpointIndex, out: str, replacements: Mapping[str, np.ndarray], force: bool,
+def _patch_sharded(index: CheckpointIndex, out: str, replacements: Mapping[str, Value], force: bool,
                    allow_aliased: bool) -> str:
     import os
 
@@ -221,9 +249,9 @@ def _patch_sharded(index: CheckpointIndex, out: str, replacements: Mapping[str, 
             raise OutputError(f"{target}: is an input of this operation; choose another output folder")
         if os.path.lexists(target) and not force:
             raise OutputError(f"{target}: already exists; pass --force to replace it")
-    by_file: dict[str, dict[str, np.ndarray]] = {}
-    for path, arr in replacements.items():
-        by_file.setdefault(index[path].file, {})[path] = arr
+    by_file: dict[str, dict[str, Value]] = {}
+    for path, value in replacements.items():
+        by_file.setdefault(index[path].file, {})[path] = value
     plans = {f: _check(index, by_file.get(f, {}), f) for f in index.files[1:]}
     if not allow_aliased:
         _refuse_aliases(index.files[0], [a for f, p in plans.items() for a in _aliases(index, p, f) if a.changes])

@@ -3,13 +3,16 @@ central directory and local headers must agree, stored members located for direc
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import FormatError, UnsafeCheckpointError
-from ..source import open_source
+from ..index import lazy_sha256
+from ..source import LocalFile, open_source
 
 __all__ = ["SafeZip", "Member"]
 
@@ -21,8 +24,13 @@ MAX_SMALL_MEMBER = 256 * 1024 * 1024  # members read whole into memory (pickles,
 _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, struct.error,
                OverflowError, IndexError, KeyError)
 
+_NAME_GUESS = 226  # local header + name in one 256-byte read
 
-@dataclass(frozen=True)
+# path -> (source, ZipFile, members): a parse kept for the next SafeZip of the same file (see __init__)
+_HANDED_OFF: dict[str, tuple[object, zipfile.ZipFile, dict[str, Member]]] = {}
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     name: str
     data_offset: int  # absolute offset in the file of the member's (possibly compressed) bytes
@@ -34,14 +42,21 @@ class Member:
 class SafeZip:
     """A zip archive whose members can be located without trusting the archive."""
 
-    def __init__(self, path: str, offset: int = 0, size: int | None = None) -> None:
-        """The archive in ``path``, or in its ``size`` bytes at ``offset`` (an archive inside a file)."""
+    def __init__(self, path: str, offset: int = 0, size: int | None = None, *, hand_off: bool = False) -> None:
+        """The archive in ``path``, or in its ``size`` bytes at ``offset`` (an archive inside a file).
+
+        ``hand_off``: keep the parsed archive for the next ``SafeZip`` of the same unchanged file
+        (detection lists the members, then the reader opens it: one parse, not two)."""
         self.path = path
         self._src = open_source(path)
         self._base = offset
         self.file_size = self._src.size - offset if size is None else size
         if offset < 0 or self.file_size < 0 or offset + self.file_size > self._src.size:
             raise FormatError(f"{path}: archive at bytes {offset}..{offset + self.file_size} lies past the end of the file")
+        kept = _HANDED_OFF.pop(path, None) if offset == 0 and size is None else None
+        if kept is not None and kept[0] is self._src:
+            self._zf, self.members = kept[1], kept[2]
+            return
         try:
             self._zf = zipfile.ZipFile(io.BufferedReader(self._src.window(offset, self.file_size), 1 << 16))
         except FormatError:
@@ -60,12 +75,18 @@ class SafeZip:
         for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
             if start < end:
                 raise UnsafeCheckpointError(f"{path}: zip members {a!r} and {b!r} overlap; refusing a crafted archive")
+        if hand_off and offset == 0 and size is None:
+            _HANDED_OFF.clear()
+            _HANDED_OFF[path] = (self._src, self._zf, self.members)
 
     def _pread(self, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
         if offset < 0:
             raise FormatError(f"{self.path}: damaged zip: negative offset {offset}")
-        return bytes(self._src.read(self._base + offset, max(0, min(size, self.file_size - offset))))
+        size = max(0, min(size, self.file_size - offset))
+        if isinstance(self._src, LocalFile):  # one syscall per member header: skip the generic checks
+            return os.pread(self._src.fileno(), size, self._base + offset)
+        return bytes(self._src.read(self._base + offset, size))
 
     def _check(self, info: zipfile.ZipInfo) -> Member:
         name = info.filename
@@ -79,13 +100,15 @@ class SafeZip:
                               f"{info.flag_bits:#06x}: patched data or strong encryption)")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {info.compress_type}")
-        head = self._pread(_LOCAL.size, info.header_offset)
-        if len(head) != _LOCAL.size:
+        head = self._pread(_LOCAL.size + _NAME_GUESS, info.header_offset)  # header and (usually) name: one read
+        if len(head) < _LOCAL.size:
             raise FormatError(f"{self.path}: truncated zip: local header of {name!r} missing")
-        sig, *_rest, n_name, n_extra = _LOCAL.unpack(head)
+        sig, *_rest, n_name, n_extra = _LOCAL.unpack_from(head)
         if sig != b"PK\x03\x04":
             raise FormatError(f"{self.path}: damaged zip: bad local header for {name!r}")
-        local_name = self._pread(n_name, info.header_offset + _LOCAL.size)
+        local_name = head[_LOCAL.size:_LOCAL.size + n_name]
+        if len(local_name) < n_name:
+            local_name = self._pread(n_name, info.header_offset + _LOCAL.size)
         if local_name.decode("utf-8", "replace") != name and local_name.decode("cp437", "replace") != name:
             raise UnsafeCheckpointError(
                 f"{self.path}: zip member {name!r} has a different name in its local header; refusing a crafted archive"
@@ -102,6 +125,11 @@ class SafeZip:
             )
         return Member(name, self._base + data_offset, info.file_size, info.compress_size, stored)
 
+    def directory_sha256(self) -> Callable[[], str]:
+        """The (lazy) sha256 of the central directory and end records: the archive's index."""
+        start = self._zf.start_dir
+        return lazy_sha256(bytes(self._src.read(self._base + start, self.file_size - start)))
+
     def names(self) -> list[str]:
         return list(self.members)
 
@@ -110,6 +138,11 @@ class SafeZip:
         member = self.members[name]
         if member.size > limit:
             raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is {member.size} bytes, over the {limit}-byte limit")
+        if member.stored:  # exactly its bytes (zipfile's buffered reads would run on into the next members)
+            data = bytes(self._src.read(member.data_offset, member.size))
+            if zlib.crc32(data) != self._zf.getinfo(name).CRC:
+                raise FormatError(f"{self.path}: damaged zip member {name!r}: CRC-32 mismatch")
+            return data
         try:
             with self._zf.open(name) as fh:
                 data = fh.read(limit + 1)
@@ -123,6 +156,9 @@ class SafeZip:
 
     def read_head(self, name: str, size: int) -> bytes:
         """The first ``size`` bytes of a member (a header), damaged archives as FormatError."""
+        member = self.members[name]
+        if member.stored:
+            return bytes(self._src.read(member.data_offset, min(size, member.size)))
         try:
             with self._zf.open(name) as fh:
                 return fh.read(size)
@@ -142,4 +178,7 @@ class SafeZip:
             raise FormatError(f"{self.path}: damaged zip member {name!r}: {type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
+        """Close the archive and drop its member tables (100,000 members' worth of objects)."""
         self._zf.close()
+        self._zf.filelist, self._zf.NameToInfo = [], {}  # close() keeps them; nothing reads them after
+        self.members = {}

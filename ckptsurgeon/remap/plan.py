@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..dtypes import resolve_dtype
 from ..errors import SelectionError
 from ..index import CheckpointIndex, TensorRef
 from .rules import Rule
@@ -71,8 +72,18 @@ class Plan:
         """Target key -> array (each source read once, when its row is applied)."""
         return {r.target: r.value() for r in self.mapped}
 
-    def lazy(self) -> Mapping[str, np.ndarray]:
-        return _LazyRows({r.target: r for r in self.mapped})
+    def lazy(self) -> Mapping[str, TensorRef]:
+        """Target key -> TensorRef: untransformed rows are the source's own (a writer copies their bytes),
+        the others compute their value when read, one at a time."""
+        out: dict[str, TensorRef] = {}
+        for r in self.mapped:
+            ref = r._refs[0]
+            if not r._ops and len(r._refs) == 1:
+                out[r.target] = ref.with_path(r.target, r.target)
+            else:
+                out[r.target] = TensorRef(r.target, r.target, resolve_dtype(r.dtype), tuple(r.shape), ref.file,
+                                          loader=r.value)
+        return out
 
     def table(self) -> str:
         rows = [(r.source, r.target or "(dropped)", "x".join(map(str, r.src_shape)) or "scalar", r.src_dtype,
@@ -86,27 +97,6 @@ class Plan:
 
     def to_json(self) -> str:
         return json.dumps([r.as_dict() for r in self.rows], indent=2)
-
-
-class _LazyRows(Mapping[str, np.ndarray]):
-    def __init__(self, rows: dict[str, PlanRow]) -> None:
-        self._rows = rows
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return self._rows[key].value()
-
-    def spec(self, key: str) -> tuple[np.dtype, tuple[int, ...]]:
-        """dtype and shape of a target as planned, without reading it."""
-        from ..dtypes import resolve_dtype
-
-        row = self._rows[key]
-        return resolve_dtype(row.dtype), tuple(row.shape)
-
-    def __iter__(self):
-        return iter(self._rows)
-
-    def __len__(self) -> int:
-        return len(self._rows)
 
 
 class Remap:

@@ -121,6 +121,7 @@ def read_npz(path: str) -> CheckpointIndex:
         names = [n for n in zf.names() if meta is None or n != METADATA_MEMBER + ".npy"]
         keys = [n[:-4] for n in names]
         sep = _key_sep(keys)
+        digest = zf.directory_sha256()
         for name, key in zip(names, keys):
             member = zf.members[name]
             where = f"{path}:{name}"
@@ -137,7 +138,7 @@ def read_npz(path: str) -> CheckpointIndex:
                 builder.add(TensorRef(loader=lambda n=name, w=where: _load_member(path, n, w), **common))
     finally:
         zf.close()
-    return CheckpointIndex(builder.refs, format="npz", files=[path], key_sep=sep,
+    return CheckpointIndex(builder.refs, format="npz", files=[path], key_sep=sep, header_sha256=digest,
                            metadata={} if meta is None else {"__metadata__": meta})
 
 
@@ -169,13 +170,8 @@ def write_npz(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str,
 
     ``metadata`` goes into a ``__metadata__`` member: a 0-d unicode array of JSON, which
     ``numpy.load(..., allow_pickle=False)`` reads (``json.loads(str(npz["__metadata__"]))``).
+    One pass: each tensor is read once, checked, written (a refusal fails the atomic write, nothing is left).
     """
-    for key, arr in tensors.items():
-        if arr.dtype.kind == "V" or arr.dtype.name in _ML_DTYPE_NAMES:
-            raise OutputError(
-                f"tensor {key!r}: .npz cannot hold {arr.dtype.name} faithfully (numpy.load would return raw bytes); "
-                "write safetensors instead (-o out.safetensors)"
-            )
     if METADATA_MEMBER in tensors:
         raise OutputError(f"tensor name {METADATA_MEMBER!r} is reserved in .npz outputs for the metadata; rename it")
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -184,6 +180,11 @@ def write_npz(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str,
             with zf.open(METADATA_MEMBER + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.array(text), allow_pickle=False)
         for key, arr in tensors.items():
+            if arr.dtype.kind == "V" or arr.dtype.name in _ML_DTYPE_NAMES:
+                raise OutputError(
+                    f"tensor {key!r}: .npz cannot hold {arr.dtype.name} faithfully (numpy.load would return raw bytes); "
+                    "write safetensors instead (-o out.safetensors)"
+                )
             with zf.open(key + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
 

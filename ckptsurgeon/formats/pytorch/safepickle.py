@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +21,7 @@ import numpy as np
 from ...dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
 from ...errors import FormatError, UnsafeCheckpointError
 from ..tree import work_budget
-from .pickle_static import PickleFacts, analyze
+from .pickle_static import analyze
 
 __all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES",
            "torch_dtype_of"]
@@ -35,7 +36,7 @@ _ALLOWED_OPCODES = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StorageRef:
     """A storage named by a persistent id: ``('storage', type, key, location, numel[, view])``."""
 
@@ -46,7 +47,7 @@ class StorageRef:
     view: tuple[str, int, int] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class LazyTensor:
     storage: StorageRef
     offset: int
@@ -101,8 +102,11 @@ class _TypeMarker:
         self.name = name
 
 
+_INT = frozenset((int,))
+
+
 def _as_ints(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if not isinstance(value, (tuple, list)) or not _INT.issuperset(map(type, value)):  # exactly int: no bool
         raise FormatError(f"malformed tensor record: {what} is {value!r}")
     return tuple(value)
 
@@ -113,7 +117,7 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: A
     if not isinstance(offset, int) or offset < 0:
         raise FormatError(f"malformed tensor record: storage offset {offset!r}")
     shape, strides = _as_ints(size, "size"), _as_ints(stride, "stride")
-    if len(shape) != len(strides) or any(v < 0 for v in shape + strides):
+    if len(shape) != len(strides) or (shape and min(shape + strides) < 0):
         raise FormatError(f"malformed tensor record: size {shape} / stride {strides}")
     return LazyTensor(storage, offset, shape, strides)
 
@@ -263,25 +267,158 @@ def global_allowed(module: str, name: str, allow_globals: Iterable[str] = ()) ->
     return (module, name) in _SAFE_GLOBALS or any(check_allow_global(s) == (module, name) for s in allow_globals)
 
 
-def scan_opcodes(data: bytes, where: str) -> PickleFacts:
-    """Before anything is unpickled: refuse any opcode outside the allowlist, any byte after STOP and
-    tuples that expand far beyond the pickle's size (see ``pickle_static``)."""
+# How to step over each opcode's argument (pickletools' ArgumentDescriptor.n): >= 0 a fixed size,
+# -1 up to a newline, -2/-3/-4/-5 a 1-byte / signed 4-byte / 4-byte / 8-byte length then that many
+# bytes; _TWO_LINES: GLOBAL and INST; _REFUSED: opcodes outside the allowlist; absent: unknown.
+_TWO_LINES, _REFUSED = -10, -11
+_ARG: dict[int, int] = {}
+for _op in pickletools.opcodes:
+    _code = _op.code.encode("latin-1")[0]
+    if _op.name not in _ALLOWED_OPCODES:
+        _ARG[_code] = _REFUSED
+    elif _op.name in ("GLOBAL", "INST"):
+        _ARG[_code] = _TWO_LINES
+    else:
+        _ARG[_code] = 0 if _op.arg is None else _op.arg.n
+_NAMES = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
+_CODE = {name: code for code, name in _NAMES.items()}
+_STOP = ord(".")
+_LENGTH = {-2: (1, False), -3: (4, True), -4: (4, False), -5: (8, False)}
+# Opcodes the fast path leaves to the loop below: memo reads (a memoized tuple read back is how a pickle
+# builds a tuple that expands exponentially), stack tricks, implicit memo indices, and LONG_BINPUT,
+# which runs fast only with an index under 2**20 (the C unpickler sizes its memo table by the index).
+_GETS = {_CODE["BINGET"], _CODE["LONG_BINGET"], _CODE["GET"]}
+_TRICKS = {_CODE["POP"], _CODE["POP_MARK"], _CODE["DUP"], _CODE["MEMOIZE"]}
+_LONG_PUT, _PUT = _CODE["LONG_BINPUT"], _CODE["PUT"]
+_TUPLE_OPS = {_CODE[n] for n in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE")}
+
+
+def _fixed_run() -> re.Pattern[bytes]:
+    """A run of allowed opcodes whose arguments have a fixed size (most of a torch pickle), in C.
+
+    Each alternative starts with a class of opcode bytes no other alternative has, so the match
+    steps through the opcodes exactly as the unpickler will; it stops before STOP, any opcode with
+    a variable-length argument, and any refused or unknown byte."""
+    sizes: dict[int, list[int]] = {}
+    for code, rule in _ARG.items():
+        if rule >= 0 and code != _STOP and code not in _GETS | _TRICKS | {_LONG_PUT}:
+            sizes.setdefault(rule, []).append(code)
+    alternatives = [b"[" + b"".join(re.escape(bytes([c])) for c in sorted(codes)) + b"]" + (b".{%d}" % n if n else b"")
+                    for n, codes in sorted(sizes.items())]
+    alternatives.append(re.escape(bytes([_LONG_PUT])) + b".{2}[\\x00-\\x0f]\\x00")
+    return re.compile(b"(?:" + b"|".join(alternatives) + b")*", re.DOTALL)
+
+
+_RUN = _fixed_run()
+
+
+def scan_opcodes(data: bytes, where: str) -> None:
+    """Before anything is unpickled, refuse: any opcode outside the allowlist, bytes after STOP (a hidden
+    second pickle), memo indices larger than the pickle, and tuples that expand far beyond its size.
+
+    Walks the opcodes exactly as the unpickler will (arguments stepped over, never interpreted), up
+    to STOP; several times faster than ``pickletools.genops``, which decodes every argument. The exact
+    expansion model (``pickle_static``) runs only when a memoized tuple is read back or the stack is
+    juggled (POP, DUP, MEMOIZE): the only ways to build a tuple larger than the pickle.
+    """
+    pos, end, arg, find, run = 0, len(data), _ARG.get, data.find, _RUN.match
+    gets: set[int] = set()
+    juggled = False
+    while pos < end:
+        pos = run(data, pos).end()
+        if pos >= end:
+            break
+        code = data[pos]
+        rule = arg(code)
+        if rule is None:
+            raise FormatError(f"{where}: malformed pickle: unknown opcode {bytes([code])!r} at byte {pos}")
+        if rule == _REFUSED:
+            raise UnsafeCheckpointError(f"{where}: pickle opcode {_NAMES[code]} at byte {pos} is not allowed; refusing")
+        if code == _STOP:
+            if pos + 1 < end:  # pickle.load would stop here and never look at the rest
+                raise UnsafeCheckpointError(f"{where}: {end - pos - 1} bytes follow the pickle's STOP opcode "
+                                            "(a hidden second pickle?); refusing")
+            if juggled or any(_put_after_tuple(data, g) for g in gets):
+                _check_expansion(data, where)
+            return
+        start, pos = pos, pos + 1
+        if rule > 0:
+            if code in _GETS:
+                gets.add(int.from_bytes(data[pos:pos + rule], "little"))
+            elif code == _LONG_PUT and int.from_bytes(data[pos:pos + 4], "little") > end:
+                _memo_bomb(data, start, where, int.from_bytes(data[pos:pos + 4], "little"))
+            pos += rule
+        elif rule == -1 or rule == _TWO_LINES:
+            for _ in range(2 if rule == _TWO_LINES else 1):
+                newline = find(b"\n", pos)
+                if newline < 0:
+                    raise FormatError(f"{where}: malformed pickle: no newline after opcode at byte {start}")
+                if code in _GETS or code == _PUT:
+                    index = int(data[pos:newline]) if data[pos:newline].isdigit() else -1
+                    if code == _PUT and not 0 <= index <= end:
+                        _memo_bomb(data, start, where, index)
+                    gets.add(index) if code in _GETS else None
+                pos = newline + 1
+        elif rule < 0:
+            size, signed = _LENGTH[rule]
+            if pos + size > end:
+                break
+            n = int.from_bytes(data[pos:pos + size], "little", signed=signed)
+            if n < 0:
+                raise FormatError(f"{where}: malformed pickle: negative length at byte {start}")
+            pos += size + n
+        juggled = juggled or code in _TRICKS
+        if pos > end:
+            break
+    raise FormatError(f"{where}: malformed pickle: truncated (no STOP opcode)")
+
+
+def _memo_bomb(data: bytes, at: int, where: str, index: int) -> None:
+    raise UnsafeCheckpointError(f"{where}: memo index {index:,} at byte {at} is larger than the pickle ({len(data):,} "
+                                "bytes); the unpickler would allocate a table that large; refusing")
+
+
+def _put_after_tuple(data: bytes, index: int) -> bool:
+    """Whether a PUT of ``index`` may store a tuple: some encoding of it directly follows a tuple opcode
+    (over MARK, FRAME and other PUTs). Byte patterns, not parsed: a false match only costs the exact check."""
+    encodings = [bytes([_LONG_PUT]) + index.to_bytes(4, "little") if 0 <= index < 1 << 32 else b"",
+                 b"p%d\n" % index]
+    if 0 <= index < 256:
+        encodings.append(bytes([_CODE["BINPUT"], index]))
+    for enc in filter(None, encodings):
+        at = data.find(enc)
+        while at >= 0:
+            if _follows_tuple(data, at, 0):
+                return True
+            at = data.find(enc, at + 1)
+    return False
+
+
+def _follows_tuple(data: bytes, at: int, depth: int) -> bool:
+    if at < 1 or depth > 16:
+        return False
+    if data[at - 1] in _TUPLE_OPS:
+        return True
+    steps = [1] if data[at - 1] == _CODE["MARK"] else []
+    steps += [n for n, code in ((2, "BINPUT"), (5, "LONG_BINPUT"), (9, "FRAME")) if at >= n and data[at - n] == _CODE[code]]
+    return any(_follows_tuple(data, at - n, depth + 1) for n in steps)
+
+
+def _check_expansion(data: bytes, where: str) -> None:
     facts = analyze(data, work_budget(len(data)))
-    banned = sorted((pos, op) for op, pos in facts.first_at.items() if op not in _ALLOWED_OPCODES)
-    if banned:
-        pos, op = banned[0]
-        raise UnsafeCheckpointError(f"{where}: pickle opcode {op} at byte {pos} is not allowed; refusing")
     if facts.malformed:
         raise FormatError(f"{where}: malformed pickle: {facts.malformed}")
     if facts.problems:
         raise UnsafeCheckpointError(f"{where}: {facts.problems[0]}; refusing")
-    return facts
+
+
 
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, where: str, persistent: Callable[[Any], Any], allowed: dict[tuple[str, str], Any]):
+        self.persistent_load = persistent  # called directly by the C unpickler: no method hop per tensor
         super().__init__(io.BytesIO(data))
-        self._where, self._persistent, self._allowed = where, persistent, allowed
+        self._where, self._allowed = where, allowed
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "__builtin__":  # protocol 2 spells builtins the Python 2 way (pickle maps it too)
@@ -296,9 +433,6 @@ class _Unpickler(pickle.Unpickler):
         if isinstance(target, tuple) and target[0] == "inert":
             return type(name, (InertObject,), {"name": target[1]})
         return target
-
-    def persistent_load(self, pid: Any) -> Any:
-        return self._persistent(pid)
 
 
 def storage_from_pid(pid: Any) -> StorageRef:

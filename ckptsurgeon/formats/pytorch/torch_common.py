@@ -1,7 +1,7 @@
 """Turn an allowlist-unpickled PyTorch object into a CheckpointIndex (zip and legacy share this)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from ..tree import flatten, is_optimizer_path, to_jsonable, work_budget
 __all__ = ["StorageBytes", "build_torch_index"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StorageBytes:
     """Where one storage's bytes are: absolute offset in ``file`` and their length."""
 
@@ -32,10 +32,25 @@ def _segments(segs: list[Any]) -> list[str]:
     return out
 
 
+def _path_and_key(segs: list[Any]) -> tuple[str, str]:
+    """The scope path (every '.' of a string key is a scope) and the original dotted key."""
+    if len(segs) == 1 and type(segs[0]) is str or all(type(s) is str for s in segs):
+        key = ".".join(segs)
+        if key and ".." not in key and key[0] != "." and key[-1] != ".":  # no empty segment: the fast path
+            return key.replace(".", "/"), key
+    return join_path(_segments(segs)) or "_", ".".join(str(s) for s in segs) or "_"
+
+
+_ORDERED: dict[tuple[np.dtype, str], np.dtype] = {}  # (dtype, byte order) -> dtype in that order
+
+
 def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteorder: str, optimizer: bool) -> TensorRef:
     st = t.storage
     logical = t.dtype if t.dtype is not None else st.dtype
-    dtype = logical.newbyteorder(byteorder) if logical.itemsize > 1 and logical.kind != "b" else logical
+    dtype = _ORDERED.get((logical, byteorder))
+    if dtype is None:
+        dtype = logical.newbyteorder(byteorder) if logical.itemsize > 1 and logical.kind != "b" else logical
+        _ORDERED[(logical, byteorder)] = dtype
     item = dtype.itemsize
     if st.numel * st.dtype.itemsize > where.nbytes:
         raise FormatError(
@@ -47,7 +62,10 @@ def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteord
     for n in t.shape:
         numel *= n
     contiguous = _is_contiguous(t.shape, t.stride)
-    extent = 0 if numel == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
+    if contiguous:
+        extent = numel
+    else:
+        extent = 0 if numel == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
     if st.view is not None:
         view_offset, view_size = st.view[1], st.view[2]
         if numel and t.offset + extent > view_size:
@@ -59,10 +77,8 @@ def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteord
             f"{where.file}: tensor {key!r} (shape {list(t.shape)}, offset {t.offset}) reaches past the end of "
             f"storage {st.key!r} ({where.nbytes} bytes)"
         )
-    return TensorRef(
-        path=path, key=key, dtype=dtype, shape=t.shape, file=where.file,
-        offset=where.offset + first * item, stride=None if contiguous else t.stride, optimizer=optimizer,
-    )
+    return TensorRef(path, key, dtype, t.shape, where.file, where.offset + first * item,
+                     None if contiguous else t.stride, optimizer)
 
 
 def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
@@ -75,7 +91,8 @@ def _is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
 
 
 def build_torch_index(
-    obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str, pickle_bytes: int = 0
+    obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str,
+    header_sha256: str | Callable[[], str] = "", pickle_bytes: int = 0,
 ) -> CheckpointIndex:
     """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata.
 
@@ -88,8 +105,7 @@ def build_torch_index(
     loaders: dict[int, Any] = {}
     leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)), work_budget(pickle_bytes), file)
     for segs, leaf in leaves:
-        path = join_path(_segments(segs)) or "_"
-        key = ".".join(str(s) for s in segs) or "_"
+        path, key = _path_and_key(segs)
         optimizer = is_optimizer_path(path)
         if isinstance(leaf, LazyTensor):
             where = storages.get(leaf.storage.view[0] if leaf.storage.view else leaf.storage.key)
@@ -107,4 +123,5 @@ def build_torch_index(
     ours = stored.get("ckptsurgeon") if isinstance(stored, dict) else None
     if isinstance(ours, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in ours.items()):
         metadata["__metadata__"] = dict(ours)
-    return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".")
+    return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".",
+                           header_sha256=header_sha256)

@@ -6,6 +6,7 @@ then each storage as an int64 element count followed by its little-endian bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import pickletools
 import struct
@@ -42,9 +43,12 @@ def _pickle_span(fh: Any, start: int, where: str) -> int:
     raise FormatError(f"{where}: truncated pickle at byte {start}")
 
 
-def _next_pickle(fh: Any, src: ByteSource, pos: int, **kw: Any) -> tuple[Any, int]:
+def _next_pickle(fh: Any, src: ByteSource, pos: int, digest: Any = None, **kw: Any) -> tuple[Any, int]:
     end = _pickle_span(fh, pos, src.name)
-    return safe_load(src.read(pos, end - pos), src.name, **kw), end
+    data = src.read(pos, end - pos)
+    if digest is not None:
+        digest.update(data)
+    return safe_load(data, src.name, **kw), end
 
 
 def _stream(src: ByteSource) -> io.BufferedReader:
@@ -63,18 +67,19 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
             found[root] = ref if ref.view is None else StorageRef(root, ref.dtype, ref.numel, ref.location)
         return ref
 
+    digest = hashlib.sha256()  # of the pickles: the file's header, read anyway
     with _stream(src) as fh:
-        magic, pos = _next_pickle(fh, src, 0, allow_globals=allow_globals)  # or a bare pickle's whole object
+        magic, pos = _next_pickle(fh, src, 0, digest, allow_globals=allow_globals)  # or a bare pickle's whole object
         if magic != MAGIC_NUMBER:
             # Not a torch file: a bare pickle, unpickled whole through the same allowlist.
             return read_plain_pickle(path, allow_globals=allow_globals)
-        version, pos = _next_pickle(fh, src, pos)
+        version, pos = _next_pickle(fh, src, pos, digest)
         if version != PROTOCOL_VERSION:
             raise FormatError(f"{path}: unsupported legacy protocol version {version!r}")
-        _sys_info, pos = _next_pickle(fh, src, pos)
+        _sys_info, pos = _next_pickle(fh, src, pos, digest)
         start = pos
-        obj, pos = _next_pickle(fh, src, pos, persistent=persistent, allow_globals=allow_globals)
-        keys, pos = _next_pickle(fh, src, pos)
+        obj, pos = _next_pickle(fh, src, pos, digest, persistent=persistent, allow_globals=allow_globals)
+        keys, pos = _next_pickle(fh, src, pos, digest)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise FormatError(f"{path}: malformed storage key list")
     storages: dict[str, StorageBytes] = {}
@@ -87,7 +92,8 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
             raise FormatError(f"{path}: truncated: storage {key!r} declares {numel} elements past the end of the file")
         storages[key] = StorageBytes(path, pos + 8, nbytes)
         pos += 8 + nbytes
-    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder="<", pickle_bytes=pos - start)
+    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder="<", header_sha256=digest.hexdigest(),
+                             pickle_bytes=pos - start)
 
 
 def read_plain_pickle(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:

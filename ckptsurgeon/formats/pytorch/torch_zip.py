@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...errors import FormatError, UnsafeCheckpointError
-from ...index import CheckpointIndex
+from ...index import CheckpointIndex, lazy_sha256
 from .safepickle import safe_load, storage_from_pid
 from .torch_common import StorageBytes, build_torch_index
 from ..zipsafe import SafeZip
@@ -43,9 +43,10 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
                         "torch.save never compresses storages, refusing a possible zip bomb"
                     )
                 storages[name[len(root + "data/"):]] = StorageBytes(path, member.data_offset, member.size)
-        data = zf.read(root + "data.pkl")
-        obj = safe_load(data, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
+        pickled = zf.read(root + "data.pkl")
     finally:
-        zf.close()
-    index = build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder, pickle_bytes=len(data))
+        zf.close()  # before unpickling: a 100,000-member archive's tables are freed first
+    obj = safe_load(pickled, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
+    index = build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder,
+                              header_sha256=lazy_sha256(pickled), pickle_bytes=len(pickled))
     return index

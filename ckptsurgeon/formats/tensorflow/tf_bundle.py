@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import google_crc32c
 import numpy as np
 
 from ...dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
 from ...errors import FormatError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
 from ...scopes import join_path
 from ...source import open_source
 from .. import protowire as pw
@@ -38,8 +37,9 @@ _TF1_SLOTS = re.compile(r"^(Adam|Adam_\d+|AdamW(_\d+)?|Momentum|RMSProp(_\d+)?|A
 _TF1_OPT_VARS = re.compile(r"^(beta1_power|beta2_power|global_step)(_\d+)?$")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
+    """One BundleEntryProto (a named tuple: 10,000 of them are made per listing)."""
+
     key: str
     dtype: int
     shape: tuple[int, ...]
@@ -50,11 +50,30 @@ class Entry:
     slices: tuple[bytes, ...]
 
 
-def _shape(raw: bytes, where: str) -> tuple[int, ...]:
+def _dim(raw: bytes) -> int:
+    """TensorShapeProto.Dim's size; nearly always encoded as ``08 <one-byte varint>`` (or empty: 0)."""
+    if len(raw) == 2 and raw[0] == 0x08 and raw[1] < 0x80:
+        return raw[1]
+    return pw.signed64(pw.first_int(pw.decode(raw), 1)) if raw else 0
+
+
+_SHAPES: dict[bytes, tuple[int, ...]] = {}  # TensorShapeProto bytes -> dims: checkpoints repeat a few shapes
+
+
+def _shape(raw: bytes, where: str, key: str) -> tuple[int, ...]:
+    dims = _SHAPES.get(raw)
+    if dims is None:
+        dims = _decode_shape(raw, f"{where}: {key!r}")
+        if len(_SHAPES) < 4096:
+            _SHAPES[raw] = dims
+    return dims
+
+
+def _decode_shape(raw: bytes, where: str) -> tuple[int, ...]:
     fields = pw.decode(raw)
     if pw.first_int(fields, 3):
         raise FormatError(f"{where}: tensor of unknown rank")
-    dims = tuple(pw.signed64(pw.first_int(pw.decode(_bytes(d)), 1)) for d in fields.get(2, []))
+    dims = tuple(_dim(_bytes(d)) for d in fields.get(2, ()))
     if any(d < 0 for d in dims):
         raise FormatError(f"{where}: negative dimension in shape {list(dims)}")
     return dims
@@ -67,16 +86,55 @@ def _bytes(value: object) -> bytes:
 
 
 def _entry(key: str, raw: bytes, where: str) -> Entry:
-    try:
-        f = pw.decode(raw)
-        crc = pw.first_int(f, 6, -1)
-        return Entry(key, pw.first_int(f, 1), _shape(pw.first_bytes(f, 2), f"{where}: {key!r}"), pw.first_int(f, 3),
-                     pw.signed64(pw.first_int(f, 4)), pw.signed64(pw.first_int(f, 5)), None if crc < 0 else crc,
-                     tuple(_bytes(v) for v in f.get(7, [])))
-    except FormatError as exc:
-        if str(exc).startswith(where):
-            raise
-        raise FormatError(f"{where}: malformed entry for tensor {key!r}: {exc}") from None
+    """BundleEntryProto: dtype 1, shape 2, shard_id 3, offset 4, size 5, crc32c 6 (fixed32), slices 7.
+
+    One pass with fast paths for one-byte tags and varints (10,000 entries in a few tens of ms); a
+    repeated scalar field keeps its last value, unknown fields are skipped, like protobuf does.
+    """
+    ints = [0, 0, 0, 0, 0, 0]  # index = field number 1..5
+    shape, crc, slices = b"", None, []
+    pos, end = 0, len(raw)
+    read = pw.read_varint
+    while pos < end:
+        tag = raw[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = read(raw, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            if pos < end and raw[pos] < 0x80:
+                value, pos = raw[pos], pos + 1
+            else:
+                value, pos = read(raw, pos)
+            if number < 6:
+                ints[number] = value
+        elif wire == 2:
+            if pos < end and raw[pos] < 0x80:
+                length, pos = raw[pos], pos + 1
+            else:
+                length, pos = read(raw, pos)
+            if pos + length > end:
+                raise FormatError("truncated length-delimited field")
+            if number == 2:
+                shape = raw[pos : pos + length]
+            elif number == 7:
+                slices.append(raw[pos : pos + length])
+            pos += length
+        elif wire == 5:
+            if pos + 4 > end:
+                raise FormatError("truncated fixed32")
+            if number == 6:
+                crc = int.from_bytes(raw[pos : pos + 4], "little")
+            pos += 4
+        elif wire == 1:
+            if pos + 8 > end:
+                raise FormatError("truncated fixed64")
+            pos += 8
+        else:
+            raise FormatError(f"unsupported protobuf wire type {wire}")
+    return Entry(key, ints[1], _shape(shape, where, key), ints[3], pw.signed64(ints[4]),
+                 pw.signed64(ints[5]), crc, tuple(slices))
 
 
 def _unescape(component: str) -> str:
@@ -88,6 +146,8 @@ def scope_path(key: str) -> str:
     if key.endswith(ATTR_SUFFIX):
         key = key[: -len(ATTR_SUFFIX)]
         return join_path(_unescape(c) for c in key.split("/"))
+    if key and "//" not in key and key[0] != "/" and key[-1] != "/":
+        return key  # no empty component: the path is the key
     return join_path(key.split("/"))
 
 
@@ -95,7 +155,12 @@ def _is_optimizer(key: str, path: str, names: set[str]) -> bool:
     if path.startswith("optimizer/") or "/.OPTIMIZER_SLOT/" in key:
         return True
     head, _, last = key.rpartition("/")
-    return bool((head and _TF1_SLOTS.match(last) and head in names) or _TF1_OPT_VARS.match(key))
+    if head and last[:1] in _SLOT_INITIALS and _TF1_SLOTS.match(last) and head in names:
+        return True
+    return key[:1] in "bg" and _TF1_OPT_VARS.match(key) is not None
+
+
+_SLOT_INITIALS = frozenset("AMREFP")  # first letters of the _TF1_SLOTS names: most keys skip the regex
 
 
 class _Bundle:
@@ -106,40 +171,48 @@ class _Bundle:
         src = open_source(index_path)
         if src.size > MAX_INDEX:
             raise UnsafeCheckpointError(f"{index_path}: index of {src.size} bytes is over the 1 GiB limit; refusing")
+        raw = bytes(src.read(0, src.size))
+        self.index_sha256 = lazy_sha256(raw)
+        pairs = read_table(raw, index_path)
+        if not pairs or pairs[0][0] != b"":
+            raise FormatError(f"{index_path}: missing bundle header entry")
         try:
-            pairs = read_table(bytes(src.read(0, src.size)), index_path)
-            if not pairs or pairs[0][0] != b"":
-                raise FormatError(f"{index_path}: missing bundle header entry")
             header = pw.decode(pairs[0][1])
             self.num_shards = pw.first_int(header, 1, 1)
             self.byteorder = ">" if pw.first_int(header, 2) == 1 else "<"
         except FormatError as exc:
-            if str(exc).startswith(index_path):
-                raise
-            raise FormatError(f"{index_path}: malformed index: {exc}") from None
+            raise FormatError(f"{index_path}: malformed bundle header: {exc}") from None
         if not 1 <= self.num_shards <= 100_000:
             raise FormatError(f"{index_path}: implausible shard count {self.num_shards}")
         self.entries: dict[str, Entry] = {}
         self.slice_entries: dict[tuple[str, tuple], Entry] = {}
-        for raw_key, value in pairs[1:]:
-            if raw_key[:1] == b"\x00":
-                name, extents = decode_slice_key(raw_key, index_path)
-                self.slice_entries[(name, extents)] = _entry(name, value, index_path)
-            else:
-                key = raw_key.decode("utf-8", "replace")
-                self.entries[key] = _entry(key, value, index_path)
-        self._sizes: dict[int, int] = {}
+        key = ""
+        try:
+            for raw_key, value in pairs[1:]:
+                if raw_key[:1] == b"\x00":
+                    key, extents = decode_slice_key(raw_key, index_path)
+                    self.slice_entries[(key, extents)] = _entry(key, value, index_path)
+                else:
+                    key = raw_key.decode("utf-8", "replace")
+                    self.entries[key] = _entry(key, value, index_path)
+        except FormatError as exc:
+            if str(exc).startswith(index_path):
+                raise
+            raise FormatError(f"{index_path}: malformed entry for tensor {key!r}: {exc}") from None
+        self._sizes: dict[int, tuple[str, int]] = {}  # shard id -> (path, size)
 
     def shard(self, shard_id: int, key: str) -> tuple[str, int]:
+        known = self._sizes.get(shard_id)
+        if known is not None:
+            return known
         if not 0 <= shard_id < self.num_shards:
             raise FormatError(f"{self.where}: tensor {key!r} names shard {shard_id}, but there are {self.num_shards}")
         path = f"{self.prefix}.data-{shard_id:05d}-of-{self.num_shards:05d}"
-        if shard_id not in self._sizes:
-            try:
-                self._sizes[shard_id] = open_source(path).size
-            except FormatError as exc:
-                raise FormatError(f"{path}: data shard missing or unreadable (tensor {key!r}): {exc}") from None
-        return path, self._sizes[shard_id]
+        try:
+            self._sizes[shard_id] = path, open_source(path).size
+        except FormatError as exc:
+            raise FormatError(f"{path}: data shard missing or unreadable (tensor {key!r}): {exc}") from None
+        return self._sizes[shard_id]
 
     def check(self, e: Entry, dtype: np.dtype | None) -> str:
         """Validate offsets, sizes and shape of an entry; returns its shard file."""
@@ -247,6 +320,7 @@ def read(path: str, **_: Any) -> CheckpointIndex:
     builder = IndexBuilder(bundle.where)
     metadata: dict[str, Any] = {}
     names = set(bundle.entries)
+    ordered: dict[int, np.dtype] = {}  # TF dtype code -> numpy dtype in the bundle's byte order
     for key, e in bundle.entries.items():
         path_ = scope_path(key)
         if e.dtype == TF_STRING:
@@ -268,13 +342,16 @@ def read(path: str, **_: Any) -> CheckpointIndex:
             metadata[path_] = f"<{TF_DTYPE_NAMES.get(e.dtype, f'dtype {e.dtype}')} tensor, not readable as an array>"
             continue
         if dtype.itemsize > 1:
-            dtype = dtype.newbyteorder(bundle.byteorder)
-        common = dict(path=path_, key=key, dtype=dtype, shape=e.shape, optimizer=_is_optimizer(key, path_, names))
+            dtype = ordered.get(e.dtype) or ordered.setdefault(e.dtype, dtype.newbyteorder(bundle.byteorder))
+        optimizer = _is_optimizer(key, path_, names)
         if e.slices:
             parts = parse_slices(bundle, e, dtype)
-            builder.add(TensorRef(file=bundle.where, loader=_partitioned_loader(bundle, e, dtype, parts), **common))
+            builder.add(TensorRef(path_, key, dtype, e.shape, bundle.where, optimizer=optimizer,
+                                  loader=_partitioned_loader(bundle, e, dtype, parts)))
         else:
             shard = bundle.check(e, dtype)
-            builder.add(TensorRef(file=shard, offset=e.offset, loader=_numeric_loader(bundle, e, dtype), raw=False, **common))
+            builder.add(TensorRef(path_, key, dtype, e.shape, shard, e.offset, None, optimizer,
+                                  _numeric_loader(bundle, e, dtype), False))
     files = [bundle.where] + [f"{prefix}.data-{i:05d}-of-{bundle.num_shards:05d}" for i in range(bundle.num_shards)]
-    return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/")
+    return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/",
+                           header_sha256=bundle.index_sha256)

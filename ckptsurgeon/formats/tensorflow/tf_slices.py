@@ -101,7 +101,7 @@ def parse_slices(bundle: Any, entry: Any, dtype: np.dtype) -> list[tuple[tuple[t
         shape = tuple(n for _, n in extents)
         if part.shape and part.shape != shape:
             raise FormatError(f"{bundle.where}: slice {extents} of {entry.key!r} stored with shape {list(part.shape)}")
-        bundle.check(part.__class__(**{**part.__dict__, "shape": shape}), dtype)
+        bundle.check(part._replace(shape=shape), dtype)
         covered += math.prod(shape)
         parts.append((tuple(extents), part))
     if covered != math.prod(entry.shape):

@@ -1,0 +1,181 @@
+"""The safetensors writer: header first, then each tensor's bytes, streamed in the given order.
+
+Not ``safetensors.serialize_file``: that needs every tensor's bytes in memory at once and reorders
+tensors by dtype. Here a value is an array or a lazy ``TensorRef``:
+
+- a byte-exact tensor (one plain little-endian byte range of its source) is copied, never decoded:
+  by the kernel when it is larger than ``HASHED_COPY_MAX`` and its source is a local file (its bytes
+  never enter this process), otherwise through one reused-size buffer, adjacent small tensors in one read;
+- any other tensor (strided, big-endian, converted, checksummed) is read as an array, one at a time.
+
+Every tensor whose bytes pass through memory gets its sha256 (of the bytes as written) in
+``__metadata__["tensor_sha256"]``, a JSON object key -> hex digest; the header is written with
+placeholder digests of the same length and patched in place at the end. The tests read every output
+back with the safetensors library itself.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ...dtypes import SAFETENSORS_CODES
+from ...errors import OutputError
+from ...index import TensorRef
+from ...source import CHUNK, copy_to, open_source
+
+__all__ = ["write", "HASHED_COPY_MAX", "SHA256_KEY"]
+
+HASHED_COPY_MAX = 16 << 20  # byte-exact tensors up to this size are copied through memory and hashed
+SHA256_KEY = "tensor_sha256"
+_PLACEHOLDER = "0" * 64
+
+
+@dataclass(slots=True)
+class _Item:
+    key: str
+    value: Any  # np.ndarray | TensorRef
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    nbytes: int
+    plain: bool  # one little-endian byte range of a source: copied, not decoded
+    hashed: bool
+
+
+def _is_plain(value: Any) -> bool:
+    """One little-endian C-order byte range of its file (``in_place``: also HDF5's contiguous datasets)."""
+    return (isinstance(value, TensorRef) and value.in_place and value.stride is None and value.numel > 0
+            and (value.dtype.itemsize == 1 or value.dtype.byteorder == "<"
+                 or (value.dtype.byteorder == "=" and np.little_endian)))
+
+
+def _code(dtype: np.dtype) -> str | None:
+    """The safetensors dtype code of ``dtype`` in any byte order (cached: numpy's calls are slow)."""
+    if dtype not in _CODES:
+        _CODES[dtype] = SAFETENSORS_CODES.get(dtype.newbyteorder("=") if dtype.itemsize > 1 else dtype)
+    return _CODES[dtype]
+
+
+_CODES: dict[np.dtype, str | None] = {}
+
+
+def _items(tensors: Mapping[str, Any]) -> list[_Item]:
+    out = []
+    for key, value in tensors.items():
+        if not isinstance(value, TensorRef):
+            value = np.asarray(value)
+        dtype = value.dtype
+        if _code(dtype) is None:
+            raise OutputError(f"tensor {key!r}: dtype {dtype.name} has no safetensors code; cast it or use --format npz")
+        shape = value.shape if isinstance(value, TensorRef) else tuple(int(d) for d in value.shape)
+        nbytes = math.prod(shape) * dtype.itemsize
+        plain = _is_plain(value)
+        kernel = plain and nbytes > HASHED_COPY_MAX and open_source(value.file).local_path is not None
+        out.append(_Item(key, value, dtype, shape, nbytes, plain, hashed=not kernel))
+    return out
+
+
+def _encode(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _tensors_json(items: list[_Item]) -> bytes:
+    """The tensors' part of the header (a JSON object), built once, one member string per tensor (no
+    dict per tensor: 100,000 tensors' headers stay a few tens of MB)."""
+    parts, offset = [], 0
+    for item in items:
+        shape = ",".join(map(str, item.shape))
+        parts.append(f'{_encode(item.key)}:{{"dtype":"{_code(item.dtype)}","shape":[{shape}],'
+                     f'"data_offsets":[{offset},{offset + item.nbytes}]}}')
+        offset += item.nbytes
+    return ("{" + ",".join(parts) + "}").encode("utf-8")
+
+
+def _header(tensors_json: bytes, metadata: Mapping[str, str], digests: Mapping[str, str]) -> list[bytes | memoryview]:
+    """The header as pieces to write in order (no copy of the tensors' part): the 8-byte length, then
+    ``__metadata__`` (with the digests), the tensors, and spaces up to a multiple of 8 bytes."""
+    meta = {str(k): str(v) for k, v in metadata.items()}
+    if digests:
+        meta[SHA256_KEY] = _encode(digests)
+    parts: list[bytes | memoryview] = [tensors_json]
+    if meta:
+        rest = memoryview(tensors_json)[1:] if len(tensors_json) > 2 else memoryview(b"}")
+        parts = [b'{"__metadata__":', _encode(meta).encode("utf-8"), b"," if len(tensors_json) > 2 else b"", rest]
+    size = sum(len(p) for p in parts)
+    parts.append(b" " * (-size % 8))  # align the buffer to 8 bytes like the reference writer
+    return [struct.pack("<Q", size + len(parts[-1]))] + parts
+
+
+def _runs(items: list[_Item]) -> list[list[_Item]]:
+    """Consecutive hashed byte-exact tensors adjacent in one source, at most CHUNK bytes a run."""
+    runs: list[list[_Item]] = []
+    for item in items:
+        last = runs[-1] if runs else None
+        if (last and item.plain and item.hashed and last[0].plain and last[0].hashed
+                and last[-1].value.file == item.value.file
+                and last[-1].value.offset + last[-1].nbytes == item.value.offset
+                and item.value.offset + item.nbytes - last[0].value.offset <= CHUNK):
+            last.append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def _array_bytes(item: _Item) -> memoryview:
+    value = item.value
+    arr = value.numpy() if isinstance(value, TensorRef) else value
+    if _code(arr.dtype) != _code(item.dtype):
+        raise OutputError(f"tensor {item.key!r}: read as {arr.dtype.name}, declared {item.dtype.name}")
+    if arr.dtype.itemsize > 1 and arr.dtype.byteorder not in ("<", "|") and not (arr.dtype.byteorder == "=" and np.little_endian):
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    arr = np.ascontiguousarray(arr)
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
+          progress: Callable[[int], None] | None = None) -> None:
+    """Write ``tensors`` (arrays or TensorRefs, in the given order) to the open binary file ``fh``."""
+    items = _items(tensors)
+    digests = {i.key: _PLACEHOLDER for i in items if i.hashed}
+    tensors_json = _tensors_json(items)
+    head = sum(map(fh.write, _header(tensors_json, metadata, digests)))
+    start = fh.tell() - head
+    for run in _runs(items):
+        first = run[0]
+        if first.plain and first.hashed and first.nbytes <= CHUNK:
+            data = memoryview(open_source(first.value.file).read(first.value.offset, sum(i.nbytes for i in run)))
+            pos = 0
+            for item in run:
+                digests[item.key] = hashlib.sha256(data[pos:pos + item.nbytes]).hexdigest()
+                pos += item.nbytes
+            fh.write(data)
+            if progress is not None:
+                progress(pos)
+        elif first.plain:
+            digest = hashlib.sha256() if first.hashed else None
+            copy_to(open_source(first.value.file), fh, first.value.offset, first.nbytes, digest=digest, progress=progress)
+            if digest is not None:
+                digests[first.key] = digest.hexdigest()
+        else:
+            data = _array_bytes(first)
+            if len(data) != first.nbytes:
+                raise OutputError(f"tensor {first.key!r}: read {len(data)} bytes, expected {first.nbytes}")
+            digests[first.key] = hashlib.sha256(data).hexdigest()
+            fh.write(data)
+            if progress is not None:
+                progress(first.nbytes)
+    if digests:
+        final = _header(tensors_json, metadata, digests)
+        if sum(len(p) for p in final) != head:  # digests are fixed-length hex: cannot happen
+            raise OutputError("internal error: safetensors header changed length while patching digests")
+        end = fh.tell()
+        fh.seek(start)
+        for part in final:
+            fh.write(part)
+        fh.seek(end)

@@ -1,0 +1,69 @@
+"""What the CLI prints besides results: progress bars only on a terminal, JSON one record per line."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from click.testing import CliRunner
+from safetensors.numpy import save_file
+
+from ckptsurgeon.cli import cli, common
+
+from conftest import FIXTURES
+
+
+def test_json_is_one_record_per_line_and_parses_to_the_same_object():
+    res = CliRunner().invoke(cli, ["ls", str(FIXTURES / "torch" / "model.pt"), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    lines = res.output.splitlines()
+    rows = [line for line in lines if line.startswith('    {"path": ')]
+    assert len(rows) == len(data["tensors"]) > 10
+    assert [json.loads(row.rstrip(",")) for row in rows] == data["tensors"]
+    nested = {"a": [1, {"b": [2, 3]}], "c": {"d": {"e": None}}, "f": [], "g": {}, "h": "x"}
+    assert json.loads(common.json_text(nested)) == nested
+    assert json.loads(common.json_text([{"x": 1}, [2]])) == [{"x": 1}, [2]]
+
+
+class _Terminal:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_progress_bar_appears_on_a_terminal_after_the_delay(monkeypatch):
+    term = _Terminal()
+    monkeypatch.setattr(common.sys, "stderr", term)
+    monkeypatch.setattr(common, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(common, "_REDRAW", 0.0)
+    with common.byte_progress("extract") as progress:
+        for _ in range(4):
+            progress(1 << 20, 4 << 20)
+            time.sleep(0.01)
+    assert "extract" in term.text and "100%" in term.text and "4.0 MiB of 4.0 MiB" in term.text
+    term.text = ""
+    with common.byte_progress("extract", quiet=True) as progress:  # --json
+        assert progress is None
+    monkeypatch.setattr(common, "PROGRESS_DELAY", 60.0)
+    with common.byte_progress("extract") as progress:  # work done before the delay: nothing drawn
+        progress(4 << 20, 4 << 20)
+    assert term.text == ""
+
+
+def test_no_progress_bar_when_piped(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(common, "_REDRAW", 0.0)
+    src = tmp_path / "w.safetensors"
+    save_file({"w": np.zeros((512, 512), np.float32)}, str(src))
+    res = CliRunner().invoke(cli, ["extract", str(src), "-s", "**", "-o", str(tmp_path / "o.safetensors")])
+    assert res.exit_code == 0 and res.output.startswith("wrote 1 tensors") and res.stderr == ""

@@ -1,0 +1,101 @@
+"""Memory stays bounded: extracting more bytes than the process may even address works.
+
+The extract runs in a subprocess whose address space (``RLIMIT_AS``) is capped at 600 MiB, so any
+attempt to hold a source's tensors in memory fails. Headroom measured for this cap: the CLI with
+numpy and the format modules imported maps about 150 MiB of address space (``VmPeak``), and torch
+is never imported by ``extract`` to safetensors.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+LIMIT = 600 << 20
+CLI = [sys.executable, "-c", "from ckptsurgeon.cli import main; main()"]
+
+
+def _run_capped(*args: str) -> subprocess.CompletedProcess:
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+
+    return subprocess.run([*CLI, *args], preexec_fn=cap, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+
+
+def _sparse_safetensors(path: Path, tensors: list[tuple[str, int]]) -> int:
+    """float32 tensors of the given element counts, all zeros, as a sparse file; returns the data start."""
+    header, offset = {}, 0
+    for name, numel in tensors:
+        header[name] = {"dtype": "F32", "shape": [numel], "data_offsets": [offset, offset + 4 * numel]}
+        offset += 4 * numel
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)) + blob)
+        fh.seek(8 + len(blob) + offset - 4)
+        fh.write(np.float32(1.5).tobytes())  # the last value is not zero: the copy must reach the end
+    return 8 + len(blob)
+
+
+def _data_region(path: Path) -> tuple[int, int]:
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+    return 8 + n, path.stat().st_size - 8 - n
+
+
+def _same_bytes(a: Path, a_off: int, b: Path, b_off: int, size: int) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        fa.seek(a_off)
+        fb.seek(b_off)
+        left = size
+        while left:
+            n = min(left, 64 << 20)
+            if fa.read(n) != fb.read(n):
+                return False
+            left -= n
+    return True
+
+
+def test_a_2_gib_safetensors_extract_runs_in_600_mib_of_address_space(tmp_path):
+    big = (2 << 30) // 4  # one 2 GiB tensor: copied by the kernel, never held
+    src = tmp_path / "big.safetensors"
+    start = _sparse_safetensors(src, [("small.weight", 1 << 20), ("big.weight", big)])
+    out = tmp_path / "out.safetensors"
+    proc = _run_capped("extract", str(src), "-s", "**", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="np") as f:
+        assert set(f.keys()) == {"big.weight", "small.weight"}
+        digests = json.loads(f.metadata()["tensor_sha256"])
+    assert list(digests) == ["small.weight"]  # the 2 GiB tensor never entered the process: not hashed
+    out_start, out_size = _data_region(out)
+    assert out_size == src.stat().st_size - start
+    assert _same_bytes(src, start, out, out_start, out_size)
+
+
+def test_a_pt_larger_than_the_address_space_extracts(tmp_path):
+    torch = pytest.importorskip("torch")
+    numel = (700 << 20) // 4  # more than the whole 600 MiB address space
+    src = tmp_path / "big.pt"
+    t = torch.zeros(numel)
+    t[-1] = 1.5
+    torch.save({"encoder.weight": t, "head.bias": torch.arange(8.0)}, src)
+    del t
+    out = tmp_path / "out.safetensors"
+    proc = _run_capped("extract", str(src), "-s", "**", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        assert f.get_slice("encoder.weight").get_shape() == [numel]
+        assert f.get_slice("encoder.weight")[numel - 2:].tolist() == [0.0, 1.5]
+        assert f.get_tensor("head.bias").tolist() == list(range(8))

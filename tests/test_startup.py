@@ -1,0 +1,51 @@
+"""Start-up stays light: commands and formats are imported when used, never all at once."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from click.testing import CliRunner
+from safetensors.numpy import save_file
+
+from ckptsurgeon.cli import COMMANDS, cli
+
+HEAVY = ("h5py", "torch", "keras", "ckptsurgeon.rnn", "ckptsurgeon.remap", "ckptsurgeon.graft", "ckptsurgeon.check",
+         "ckptsurgeon.formats.hdf5", "ckptsurgeon.formats.pytorch", "ckptsurgeon.formats.tensorflow.tf_bundle")
+
+
+def _modules_after(*argv: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running ``ckptsurgeon ARGV``."""
+    code = ("import sys; sys.argv = ['ckptsurgeon', *sys.argv[1:]]\n"
+            "from ckptsurgeon.cli import main\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "finally:\n    sys.stderr.write('\\nMODULES ' + ' '.join(sorted(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(proc.stderr.rsplit("MODULES ", 1)[1].split())
+
+
+def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_ls_and_extract_of_safetensors_import_nothing_heavy(tmp_path):
+    src = tmp_path / "w.safetensors"
+    save_file({"encoder.w": np.zeros((2, 3), np.float32), "head.b": np.ones(3, np.float32)}, str(src))
+    assert _loaded(_modules_after("ls", str(src)), HEAVY) == []
+    assert _loaded(_modules_after("extract", str(src), "-s", "encoder", "-o", str(tmp_path / "o.safetensors")), HEAVY) == []
+
+
+def test_help_lists_every_command_without_importing_them():
+    modules = _modules_after("--help")
+    assert _loaded(modules, HEAVY + tuple(f"ckptsurgeon.cli.{row[0]}" for row in COMMANDS.values())) == []
+    out = CliRunner().invoke(cli, ["--help"]).output
+    for name in COMMANDS:
+        assert f"  {name} " in out
+
+
+def test_the_command_table_matches_the_commands():
+    for name, (_module, _attr, short) in COMMANDS.items():
+        cmd = cli.get_command(None, name)
+        assert cmd.name == name
+        assert cmd.get_short_help_str(limit=1000) == short
