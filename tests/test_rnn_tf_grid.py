@@ -35,7 +35,8 @@ def _tf1_declared(meta) -> ConvertOptions:
     config = meta["layers"][0]["config"]
     fb, act = config.get("forget_bias"), config.get("activation")
     return ConvertOptions(forget_bias=None if fb in (None, 1.0) else fb, activation=None if act in (None, "tanh") else act,
-                          orientation="xw" if meta["structure"] == "hand_built" else None)  # its code: x @ wx
+                          orientation="xw" if meta["structure"] == "hand_built" else None,  # its code: x @ wx
+                          cell_clip=config.get("cell_clip"), proj_clip=config.get("proj_clip"))
 
 
 def _tf1_want(meta, arrays) -> np.ndarray:
@@ -46,13 +47,8 @@ def _tf1_want(meta, arrays) -> np.ndarray:
     return np.concatenate([fw, bw], -1)
 
 
-NOT_MODELLED = {"lstm_clip": "cell_clip/proj_clip are not stored and not modelled (README: facts not modelled)"}
-
-
 @pytest.mark.parametrize("name", _cases(TF1_GRID))
 def test_tf1_case_computes_what_tf_recorded(name):
-    if name in NOT_MODELLED:
-        pytest.skip(NOT_MODELLED[name])
     meta, arrays = _case(TF1_GRID, name)
     groups = recognize(ckptsurgeon.open(TF1_GRID / name / meta["prefix"]), _tf1_declared(meta))
     assert len(groups) == 1, [g.scope for g in groups]
@@ -161,7 +157,8 @@ def _facts(layer: list) -> dict | None:
             back = back and {**back, "go_backwards": not back["go_backwards"], "kind": back["kind"]}
             if back != inner or kwargs["backward_layer"][1].get("units") != kwargs["layer"][1].get("units"):
                 return None
-        return inner
+        mode = kwargs.get("merge_mode", "concat")
+        return inner and {**inner, "merge_mode": "none" if mode is None else mode}
     facts = {k: kwargs.get(k, v) for k, v in _TFKERAS_DEFAULTS.items()}
     if facts["recurrent_activation"] == "hard_sigmoid":
         facts["recurrent_activation"] = "hard_sigmoid_keras2"  # tf.keras 2: clip(0.2x + 0.5, 0, 1)
@@ -251,3 +248,62 @@ def test_tfkeras_hard_sigmoid_to_onnx_runs_in_a_real_onnx_runtime(name):
     np.testing.assert_allclose(y[:, 0].transpose(1, 0, 2), arrays["out/predict"], atol=1e-5)
     with pytest.raises(ConversionError, match="--allow-approx"):
         convert_group(group, "torch" if group.reset_after else "tf1")
+
+
+def test_tf1_clips_are_declared_facts():
+    """TF1 LSTMCell's cell_clip/proj_clip are not stored: the version default (no clipping) is named and misses TF's
+    outputs; --cell-clip/--proj-clip reproduce them; targets that cannot clip the cell state refuse, naming why."""
+    meta, arrays = _case(TF1_GRID, "lstm_clip")
+    index = ckptsurgeon.open(TF1_GRID / "lstm_clip" / meta["prefix"])
+    x, want = _time_major(arrays["out/x"], "[batch"), _tf1_want(meta, arrays)
+    default = recognize(index)[0]
+    assert default.cell_clip is None and default.provenance["cell_clip"].startswith("version default: TF1 LSTMCell")
+    assert "--cell-clip" in default.provenance["cell_clip"] and "--proj-clip" in default.provenance["proj_clip"]
+    assert np.abs(run_stack(default.cells(), x) - want).max() > 1e-2
+    declared = recognize(index, ConvertOptions(cell_clip=0.25, proj_clip=0.1))[0]
+    assert declared.provenance["cell_clip"] == "flag: --cell-clip 0.25"
+    np.testing.assert_allclose(run_stack(declared.cells(), x), want, atol=1e-5)
+    only_cell = recognize(index, ConvertOptions(cell_clip=0.25))[0]
+    assert np.abs(run_stack(only_cell.cells(), x) - want).max() > 1e-3  # both clips bite
+    for target in ("torch", "keras", "onnx", "torch-cell"):
+        assert any("clips (cell_clip=0.25, proj_clip=0.1" in r for r in refusals(declared, target)), target
+    for target in ("tf1", "gates"):
+        conv = convert_group(declared, target)
+        assert (conv.metadata["cell_clip"], conv.metadata["proj_clip"]) == (0.25, 0.1)
+        assert verify_converted(conv).max_abs_diff < 1e-6
+    assert any("cell_clip=0.25, proj_clip=0.1" in n for n in convert_group(declared, "tf1").notes)
+
+
+def test_tf1_forget_bias_default_names_the_cell_and_the_flag():
+    """An lstm_cell checkpoint may come from TF 1.4-1.5's CudnnCompatibleLSTMCell (forget_bias 0): the file cannot tell."""
+    meta, _ = _case(TF1_GRID, "lstm")
+    group = recognize(ckptsurgeon.open(TF1_GRID / "lstm" / meta["prefix"]))[0]
+    source = group.provenance["forget_bias"]
+    assert source.startswith("version default: TF1 LSTMCell (or LSTMBlockCell) forget_bias=1.0")
+    assert "--forget-bias 0" in source and "CudnnCompatibleLSTMCell" in source
+    meta, _ = _case(TF1_GRID, "basic_lstm")
+    basic = recognize(ckptsurgeon.open(TF1_GRID / "basic_lstm" / meta["prefix"]))[0]
+    assert basic.provenance["forget_bias"].startswith("version default: TF1 BasicLSTMCell forget_bias=1.0")
+    assert basic.provenance["cell_clip"].startswith("file: layout")  # BasicLSTMCell cannot clip
+
+
+def test_clip_flags_on_the_cli(tmp_path):
+    """--cell-clip/--proj-clip declare the clips; the tf1 output states them, so verify needs no flag for it."""
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    meta, arrays = _case(TF1_GRID, "lstm_clip")
+    src, out = str(TF1_GRID / "lstm_clip" / meta["prefix"]), tmp_path / "clip.npz"
+    res = CliRunner().invoke(cli, ["extract", src, "--to", "torch", "-o", str(tmp_path / "t.pt"), "--cell-clip", "0.25"])
+    assert res.exit_code == 1 and "it clips (cell_clip=0.25" in res.output
+    res = CliRunner().invoke(cli, ["extract", src, "--to", "tf1", "-o", str(out), "--cell-clip", "0.25", "--proj-clip", "0.1"])
+    assert res.exit_code == 0 and "build the TF1 LSTMCell with cell_clip=0.25, proj_clip=0.1" in res.output, res.output
+    back = recognize(ckptsurgeon.open(out))[0]
+    assert (back.cell_clip, back.proj_clip) == (0.25, 0.1) and back.provenance["cell_clip"].startswith("file")
+    x = _time_major(arrays["out/x"], "[batch")
+    np.testing.assert_allclose(run_stack(back.cells(), x), _tf1_want(meta, arrays), atol=1e-5)
+    ok = CliRunner().invoke(cli, ["verify", src, str(out), "--cell-clip", "0.25", "--proj-clip", "0.1"])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(cli, ["verify", src, str(out)])  # the source read without its clips differs
+    assert bad.exit_code == 1 and "FAIL" in bad.output

@@ -49,3 +49,11 @@ def test_the_command_table_matches_the_commands():
         cmd = cli.get_command(None, name)
         assert cmd.name == name
         assert cmd.get_short_help_str(limit=1000) == short
+
+
+def test_cli_merge_modes_are_the_recurrent_code_s():
+    """The CLI lists the Keras merge modes itself (so `--help` imports no recurrent code): they must agree."""
+    from ckptsurgeon.cli.rnn_options import _MERGE_MODES
+    from ckptsurgeon.rnn.group import MERGE_MODES
+
+    assert _MERGE_MODES == MERGE_MODES

@@ -6,7 +6,7 @@ import click
 from .. import api
 from ..formats import WRITERS
 from .common import LazyChoice, allow_expanded_option, allow_global_option, byte_progress, emit_json, human_bytes, parse_pairs, scope_options
-from .rnn_options import build_options, fact_options, fact_values, rnn_options
+from .rnn_options import build_options, fact_options, rnn_options
 
 
 def _targets() -> list[str]:
@@ -32,6 +32,9 @@ def _targets() -> list[str]:
               help="Convert recurrent groups to this layout (other tensors pass through).")
 @click.option("--gates", default=None, metavar="LIST", help="With --to gates: only these gates (input,forget,cell,output / reset,update,new).")
 @click.option("--allow-approx", is_flag=True, help="Convert activations the target lacks (hard_sigmoid) and report the error.")
+@click.option("--allow-concat-merge", is_flag=True,
+              help="Convert a Keras Bidirectional that merges with sum/mul/ave into a target that keeps the directions "
+                   "apart; you merge them downstream.")
 @click.option("--verify/--no-verify", "verify_", default=True, show_default=True,
               help="With --to: read each converted group back and run it against the source first; write nothing "
                    "above --atol.")
@@ -47,9 +50,8 @@ def _targets() -> list[str]:
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
                 rename: tuple[str, ...], maps: tuple[str, ...], output: str, max_shard_size: str | None, fmt: str | None, include_optimizer: bool, force: bool,
                 to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,
-                forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],
-                var_names: tuple[str, ...], reset_after: bool | None, activation: str | None,
-                recurrent_activation: str | None, go_backwards: bool | None,
+                allow_concat_merge: bool, forget_bias: float | None, orientation: str | None,
+                gate_names: tuple[str, ...], var_names: tuple[str, ...], facts: dict,
                 source_sha256: bool, as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """Extract the selected scopes into a new checkpoint (byte-exact, atomic).
 
@@ -70,8 +72,8 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
     (--no-verify skips it); the output's metadata describes each group (rnn:<scope>).
     """
     options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
-                            gates=tuple(g.strip() for g in gates.split(",")) if gates else (),
-                            **fact_values(reset_after, activation, recurrent_activation, go_backwards)) if to else None
+                            allow_concat_merge=allow_concat_merge,
+                            gates=tuple(g.strip() for g in gates.split(",")) if gates else (), **facts) if to else None
     with byte_progress("extract", quiet=as_json) as progress:
         result = api.extract(
             checkpoint, output, scope=scope, exclude=exclude, regex=regex,

@@ -9,7 +9,7 @@ from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
 from ..remap.verify import uses_gates, verify_plan, write_plan
 from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, fail, scope_options
-from .rnn_options import build_options, fact_options, fact_values, rnn_options
+from .rnn_options import build_options, fact_options, rnn_options
 
 
 @click.command("remap")
@@ -102,6 +102,9 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 @click.option("--allow-approx", is_flag=True, help="Graft even when the template computes other activations; "
               "report the measured error.")
+@click.option("--allow-concat-merge", is_flag=True,
+              help="Graft a Keras Bidirectional that merges with sum/mul/ave into a template that does not; you merge "
+                   "the directions downstream.")
 @click.option("--allow-aliased", is_flag=True,
               help="Write even when a replaced tensor shares storage with other template tensors; each one it changes is reported.")
 @click.option("--verify/--no-verify", "verify_", default=True, show_default=True,
@@ -112,8 +115,8 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 @allow_expanded_option
 def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force, allow_approx,
-              allow_aliased, verify_, atol, forget_bias, orientation, gate_names, var_names, reset_after, activation,
-              recurrent_activation, go_backwards, as_json):
+              allow_concat_merge, allow_aliased, verify_, atol, forget_bias, orientation, gate_names, var_names, facts,
+              as_json):
     """Write SOURCE's tensors into a copy of the downstream model's checkpoint TEMPLATE.
 
     Recurrent groups are converted to the template's layout (TF1 -> PyTorch, PyTorch -> Keras ...) with
@@ -132,7 +135,7 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
     if exclude or regex:
         fail("graft takes --scope globs only")
     options = build_options(forget_bias, orientation, gate_names, var_names, allow_approx=allow_approx,
-                            **fact_values(reset_after, activation, recurrent_activation, go_backwards))
+                            allow_concat_merge=allow_concat_merge, **facts)
     with byte_progress("graft", quiet=as_json or dry_run) as progress:
         report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
                        force=force, options=options, verify_atol=atol if verify_ else None, allow_aliased=allow_aliased,

@@ -9,11 +9,11 @@ from ..rnn.onnx_graph import not_converted
 from ..rnn.recognize import recognize
 from ..rnn.verify import verify
 from .common import allow_expanded_option, allow_global_option, emit_json, scope_options
-from .rnn_options import build_options, fact_options, fact_values, rnn_options
+from .rnn_options import build_options, fact_options, rnn_options
 
 # facts shown per group, in this order, when the group has a provenance for them
-_SHOWN = ("reset_after", "recurrent_activation", "activation", "forget_bias", "topology", "go_backwards",
-          "merge_mode", "orientation", "clip", "input_forget")
+_SHOWN = ("reset_after", "recurrent_activation", "activation", "forget_bias", "cell_clip", "proj_clip", "topology",
+          "go_backwards", "merge_mode", "orientation", "clip", "input_forget")
 
 
 def _value(g: RecurrentGroup, fact: str) -> str:
@@ -23,7 +23,7 @@ def _value(g: RecurrentGroup, fact: str) -> str:
     if fact == "clip" and value is None and fact in g.provenance and not g.provenance[fact].startswith("missing"):
         return "none"
     if value is None:
-        return "unknown"
+        return "none (no clipping)" if fact in ("cell_clip", "proj_clip") else "unknown"
     if fact.endswith("activation"):
         from ..rnn.activations import formula
 
@@ -45,8 +45,8 @@ def _summary(g: RecurrentGroup) -> str:
 @fact_options
 @click.option("--json", "as_json", is_flag=True, help="The groups as a JSON list.")
 @allow_global_option
-def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_names, var_names, reset_after,
-            activation, recurrent_activation, go_backwards, as_json, allow_globals):
+def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_names, var_names, facts, as_json,
+            allow_globals):
     """Find LSTM/GRU parameter groups; show their layout and every computation-relevant fact with its source.
 
     \b
@@ -61,8 +61,7 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
       ckptsurgeon rnn old_keras.h5 --recurrent-activation hard_sigmoid_keras2
     """
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    options = build_options(forget_bias, orientation, gate_names, var_names,
-                            **fact_values(reset_after, activation, recurrent_activation, go_backwards))
+    options = build_options(forget_bias, orientation, gate_names, var_names, **facts)
     groups = recognize(index, options)
     if as_json:
         emit_json([g.describe() for g in groups])
@@ -93,8 +92,8 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group pair.")
 @allow_global_option
 @allow_expanded_option
-def verify_cmd(source, converted, scope, exclude, regex, atol, forget_bias, orientation, gate_names, var_names,
-               reset_after, activation, recurrent_activation, go_backwards, as_json, allow_globals):
+def verify_cmd(source, converted, scope, exclude, regex, atol, forget_bias, orientation, gate_names, var_names, facts,
+               as_json, allow_globals):
     """Run both checkpoints' recurrent groups on the same random inputs; exit 1 above --atol.
 
     Each side runs its own semantics (activations, GRU family, forget_bias, topology, go_backwards);
@@ -105,8 +104,7 @@ def verify_cmd(source, converted, scope, exclude, regex, atol, forget_bias, orie
       ckptsurgeon verify model.ckpt cell.safetensors --scope LSTMcell
       ckptsurgeon verify model.pt converted.h5 --atol 1e-6 --json
     """
-    opts = build_options(forget_bias, orientation, gate_names, var_names,
-                         **fact_values(reset_after, activation, recurrent_activation, go_backwards))
+    opts = build_options(forget_bias, orientation, gate_names, var_names, **facts)
     a = api.open(source, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
     b = api.open(converted, allow_globals=allow_globals)
     rows = verify(a, b, atol=atol, options_a=opts, options_b=build_options(None, orientation, gate_names, var_names))

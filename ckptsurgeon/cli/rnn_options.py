@@ -1,6 +1,7 @@
 """Options shared by the commands that recognize recurrent groups."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,7 @@ import click
 if TYPE_CHECKING:
     from ..rnn.convert import ConvertOptions
 
-__all__ = ["rnn_options", "fact_options", "build_options", "fact_values"]
+__all__ = ["rnn_options", "fact_options", "build_options"]
 
 
 def rnn_options(f: Callable) -> Callable:
@@ -48,24 +49,39 @@ class _Activation(click.ParamType):
         return value
 
 
+# Keras Bidirectional merge modes (rnn.group.MERGE_MODES; a test checks they agree), listed here so that
+# `--help` imports no recurrent code
+_MERGE_MODES = ("concat", "sum", "mul", "ave", "none")
+_FACTS = ("reset_after", "activation", "recurrent_activation", "go_backwards", "merge_mode", "cell_clip", "proj_clip")
+
+
 def fact_options(f: Callable) -> Callable:
-    """Facts a file may not state: declared here, used only where the file is silent (``rnn`` shows the source)."""
-    f = click.option("--reset-after/--reset-before", "reset_after", default=None,
-                     help="GRU family, for GRUs whose file does not state it (no bias and no config, ONNX weights).")(f)
-    f = click.option("--activation", type=_Activation(), default=None, metavar="NAME",
+    """Facts a file may not state: declared here, used only where the file is silent (``rnn`` shows the source).
+
+    The command receives them together as ``facts`` (a dict for ``build_options``)."""
+
+    @functools.wraps(f)
+    def command(*args, **kwargs):
+        return f(*args, facts={name: kwargs.pop(name) for name in _FACTS}, **kwargs)
+
+    g: Callable = command
+    g = click.option("--reset-after/--reset-before", "reset_after", default=None,
+                     help="GRU family, for GRUs whose file does not state it (no bias and no config, ONNX weights).")(g)
+    g = click.option("--activation", type=_Activation(), default=None, metavar="NAME",
                      help="Cell/output activation, for files that do not state it (weights-only Keras 1/2 ...): "
-                          "tanh, relu, linear, sigmoid ...")(f)
-    f = click.option("--recurrent-activation", type=_Activation(), default=None, metavar="NAME",
+                          "tanh, relu, linear, sigmoid ...")(g)
+    g = click.option("--recurrent-activation", type=_Activation(), default=None, metavar="NAME",
                      help="Gate activation, for files that do not state it: sigmoid, hard_sigmoid_keras2 = "
-                          "clip(0.2x+0.5, 0, 1) (Keras 1/2, tf.keras 2), hard_sigmoid_keras3 = relu6(x+3)/6 (Keras 3).")(f)
-    return click.option("--go-backwards/--no-go-backwards", "go_backwards", default=None,
-                        help="Keras go_backwards, for weights-only files (default: Keras's False).")(f)
-
-
-def fact_values(reset_after: bool | None, activation: str | None, recurrent_activation: str | None,
-                go_backwards: bool | None) -> dict:
-    return {"reset_after": reset_after, "activation": activation, "recurrent_activation": recurrent_activation,
-            "go_backwards": go_backwards}
+                          "clip(0.2x+0.5, 0, 1) (Keras 1/2, tf.keras 2), hard_sigmoid_keras3 = relu6(x+3)/6 (Keras 3).")(g)
+    g = click.option("--go-backwards/--no-go-backwards", "go_backwards", default=None,
+                     help="Keras go_backwards, for weights-only files (default: Keras's False).")(g)
+    g = click.option("--merge-mode", type=click.Choice(_MERGE_MODES), default=None,
+                     help="Keras Bidirectional merge_mode, for weights-only files (default: Keras's concat; "
+                          "none = Keras's None, two outputs).")(g)
+    g = click.option("--cell-clip", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="TF1 LSTMCell/LSTMBlockCell cell_clip (not stored; default: none).")(g)
+    return click.option("--proj-clip", type=click.FloatRange(min=0, min_open=True), default=None,
+                        help="TF1 LSTMCell proj_clip, with num_proj (not stored; default: none).")(g)
 
 
 def build_options(forget_bias: float | None, orientation: str | None, gate_names: tuple[str, ...],

@@ -9,19 +9,13 @@ Driving it (what the conformance suite and the commands do)::
     refusals(group, "torch")                       # [] or every reason the target cannot be exact
     run_stack(group.cells(), x)                    # the numpy reference: (T, B, D*H) outputs
 
-What the conformance suite (tests/conformance/) should cover, per configuration (kind lstm/gru; layers
-1-3; one or two directions; bias on/off; proj; input == hidden; hidden 1; GRU family; activations incl.
-both hard_sigmoid formulas; go_backwards; Keras Bidirectional merge modes and an explicit
-backward_layer; TF1 interleaved vs independent bidirectional stacks; TF1 forget_bias and CudnnCompatible):
-- sources: real torch modules, real Keras 3 layers, the committed TF-made fixtures (recorded outputs);
-- every target in ``TARGETS``: ``convert_group`` either raises ``ConversionError`` naming the reason (and
-  ``refusals`` lists it) or the output, loaded into the real target framework (torch modules, Keras 3
-  layers, ``onnx.reference`` for default activations / onnxruntime for others, tf1 via recorded outputs
-  or the reference cells), computes the source framework's own outputs within 1e-5;
-- ``verify_converted`` agrees with the real framework (it must fail for a tampered output);
-- A -> B -> A round trips equal within 1e-6, and every output format (safetensors, npz, h5, pt) keeps the
-  ``rnn:<scope>`` self-description so the round trip needs no flag;
-- ``reference.run_stack`` itself against each framework for every semantic it models.
+The conformance suite (tests/conformance/, README "The conformance suite") drives exactly this API: for
+configurations drawn by hypothesis (kind, layers, directions, bias, proj, input == hidden, hidden 1, GRU
+family, activations incl. both hard_sigmoid formulas, go_backwards, Keras merge modes and backward layers)
+and every TF-made fixture, each target either refuses with the reasons its explicit rule table expects, or
+its output, loaded into the real target framework, computes the source framework's outputs (1e-5), and
+the round trip back holds the same values (1e-6). The tf1 target is proven in TensorFlow by recorded
+fixtures (fixtures/tensorflow/tf1_targets); the README's conversion matrix is generated from the suite.
 """
 from __future__ import annotations
 

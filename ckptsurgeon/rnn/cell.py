@@ -3,7 +3,8 @@
 Every source layout converts *to* this and every target layout converts *from* it, so a layout
 is written once. Arrays: ``w_ih (G*H, in)``, ``w_hh (G*H, H or P)``, ``b_ih``/``b_hh (G*H,)`` in
 canonical gate order (LSTM ifgo, GRU rzn), optional peepholes ``(3, H)`` for i, f, o and
-projection ``w_hr (P, H)``. TF1's run-time forget_bias is already folded into ``b_ih``. ONNX nodes add
+projection ``w_hr (P, H)``. TF1's run-time forget_bias is already folded into ``b_ih``; TF1's
+``cell_clip``/``proj_clip`` (not stored in checkpoints) are run-time facts of the cell. ONNX nodes add
 ``clip`` (every gate pre-activation clipped to [-clip, clip]) and ``input_forget`` (LSTM: f = 1 - i).
 
 A ``Stack`` is layers x directions of cells plus what the stack computes beyond its cells: how
@@ -33,6 +34,8 @@ class Cell:
     activation: str | None = "tanh"
     clip: float | None = None  # ONNX clip: gate pre-activations (peephole terms included) clipped to [-clip, clip]
     input_forget: bool = False  # ONNX input_forget=1 (LSTM): the forget gate is 1 - input gate
+    cell_clip: float | None = None  # TF1 LSTMCell: c clipped to [-cell_clip, cell_clip] after each update
+    proj_clip: float | None = None  # TF1 LSTMCell: the projected output clipped to [-proj_clip, proj_clip]
 
     @property
     def gates(self) -> int:

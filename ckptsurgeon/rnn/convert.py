@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import CheckpointError
 from ..index import CheckpointIndex
 from . import gates_layout, keras_layout, onnx_graph, onnx_layout, tf1_layout, torch_layout
-from .activations import ACTIVATIONS, TORCH_ACTIVATIONS, formula
+from .activations import ACTIVATIONS, formula
 from .cell import Stack
 from .facts import META_PREFIX, describe_output
 from .group import RecognizeOptions, RecurrentGroup
@@ -37,13 +37,14 @@ class ConversionError(CheckpointError):
 class ConvertOptions(RecognizeOptions):
     gates: tuple[str, ...] = ()
     allow_approx: bool = False
+    allow_concat_merge: bool = False  # Keras merge_mode sum/mul/ave into targets that keep the directions apart
 
 
 @dataclass(frozen=True)
 class _Target:
     sep: str  # key separator of the output
     write: Callable[[Stack, RecurrentGroup, ConvertOptions], dict[str, np.ndarray]]
-    activations: tuple[str, ...] | None  # formulas its cells can compute; None: any known formula (carried)
+    activations: tuple[str, ...] | None  # recurrent (gate) activations its cells compute; None: any known formula
     families: tuple[bool, ...]  # reset_after values it can hold
     peepholes: bool
     projection: bool
@@ -52,20 +53,26 @@ class _Target:
     one_cell: bool = False
     clip: bool = False  # can hold ONNX's clip of gate pre-activations
     input_forget: bool = False  # can hold ONNX's input_forget (f = 1 - i)
+    cell_clips: bool = False  # can carry TF1's cell_clip/proj_clip (a TF1 cell built with them, or the description)
+    merges: bool = False  # can carry a Keras Bidirectional merge_mode other than concatenation
+    cell_activations: tuple[str, ...] | None = ("tanh",)  # activations (candidate and output); None: any known
 
 
 TARGETS: dict[str, _Target] = {
-    "torch": _Target(".", lambda s, g, o: torch_layout.write_module(s), TORCH_ACTIVATIONS, (True,), False, True, False, False),
-    "torch-cell": _Target(".", lambda s, g, o: torch_layout.write_cell(s), TORCH_ACTIVATIONS, (True,), False, False,
+    # nn.LSTM/GRU: sigmoid gates, tanh
+    "torch": _Target(".", lambda s, g, o: torch_layout.write_module(s), ("sigmoid",), (True,), False, True, False, False),
+    "torch-cell": _Target(".", lambda s, g, o: torch_layout.write_cell(s), ("sigmoid",), (True,), False, False,
                           False, False, one_cell=True),
-    "keras": _Target("/", lambda s, g, o: keras_layout.write(s), None, (True, False), False, False, False, True),
-    "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), TORCH_ACTIVATIONS, (False,), True, True,
-                   True, False),
+    "keras": _Target("/", lambda s, g, o: keras_layout.write(s), None, (True, False), False, False, False, True,
+                     merges=True, cell_activations=None),
+    # TF1 cells: sigmoid gates; activation= is the cells' constructor argument (any function; not stored: carried)
+    "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), ("sigmoid",), (False,), True, True,
+                   True, False, cell_clips=True, cell_activations=None),
     # every formula of activations.ACTIVATIONS (named or parametric) has an ONNX activations entry
     "onnx": _Target("/", lambda s, g, o: onnx_layout.write(s), None, (True, False), True, False, False, True,
-                    clip=True, input_forget=True),
+                    clip=True, input_forget=True, cell_activations=None),
     "gates": _Target("/", lambda s, g, o: gates_layout.write_gates(s, o.gates), None, (True, False), True, True, True, True,
-                     clip=True, input_forget=True),
+                     clip=True, input_forget=True, cell_clips=True, merges=True, cell_activations=None),
 }
 
 
@@ -92,7 +99,7 @@ def _name(group: RecurrentGroup) -> str:
 
 
 def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None = None,
-             allow_approx: bool = False) -> list[str]:
+             allow_approx: bool = False, allow_concat_merge: bool = False) -> list[str]:
     """Every reason ``group`` cannot be converted to ``target`` (into the template group ``into``) exactly."""
     if target not in TARGETS:
         return [f"unknown target {target!r}; choose one of {', '.join(TARGETS)}"]
@@ -138,12 +145,22 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
     if group.input_forget and not t.input_forget:
         why.append(f"its forget gate is 1 - input gate (ONNX input_forget=1), which {target} cannot express; "
                    "use --to onnx or gates")
+    clips = _clips(group)
+    if clips and not t.cell_clips:
+        why.append(f"it clips ({clips}; TF1 LSTMCell), which {target} cells do not compute (ONNX's clip bounds the "
+                   "gates' pre-activations, not the cell state); use --to tf1 or gates")
+    merge = _merge_refusal(group, target, into, allow_concat_merge)
+    if merge:
+        why.append(merge)
     if into is not None:
         if t.clip and (group.clip, group.input_forget) != (into.clip, into.input_forget):
             why.append(f"it computes clip={group.clip}, input_forget={group.input_forget}; the template group "
                        f"{into.scope!r} computes clip={into.clip}, input_forget={into.input_forget}")
         if group.peepholes and not into.peepholes:
             why.append(f"it has peephole connections and the template group {into.scope!r} has none")
+        if clips != _clips(into):
+            why.append(f"it clips with {clips or 'nothing'}; the template group {into.scope!r} clips with "
+                       f"{_clips(into) or 'nothing'}")
         if group.kind == "gru" and group.reset_after != into.reset_after:
             why.append(f"a {group.family} GRU cannot compute what the template's {into.family} GRU computes")
         if (group.go_backwards, group.topology if group.num_layers > 1 else "") != (
@@ -157,14 +174,41 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
     return why
 
 
+def _clips(group: RecurrentGroup) -> str:
+    return ", ".join(f"{n}={getattr(group, n):g}" for n in ("cell_clip", "proj_clip") if getattr(group, n) is not None)
+
+
+_MERGES = {"sum": "fw + bw", "mul": "fw * bw", "ave": "(fw + bw) / 2"}
+
+
+def _merge_refusal(group: RecurrentGroup, target: str, into: RecurrentGroup | None, allowed: bool) -> str | None:
+    """Keras Bidirectional merges (sum, mul, ave) that the target cannot compute: it keeps the directions apart."""
+    if group.directions != 2 or group.merge_mode not in _MERGES or allowed:
+        return None
+    if into is not None:
+        if into.merge_mode == group.merge_mode:
+            return None
+        where = f"the template group {into.scope!r} " + (f"merges with {into.merge_mode!r}" if into.merge_mode
+                                                          else "keeps them apart (concatenated)")
+    elif TARGETS[target].merges:
+        return None
+    else:
+        where = f"{target} keeps them apart (concatenated, or per direction)"
+    return (f"its Keras Bidirectional merges the directions with merge_mode={group.merge_mode!r} "
+            f"({_MERGES[group.merge_mode]}) and {where}; pass --allow-concat-merge to get both directions and merge "
+            "them yourself downstream")
+
+
 def _wanted_activations(group: RecurrentGroup, target: str, into: RecurrentGroup | None) -> tuple[str, str] | None:
     """The (recurrent_activation, activation) the output will compute, when it differs from the group's."""
     have = (group.recurrent_activation, group.activation)
     if into is not None:
         want = (into.recurrent_activation, into.activation)
         return None if want == have else want
-    allowed = TARGETS[target].activations
-    return None if allowed is None or all(a in allowed for a in have) else ("sigmoid", "tanh")
+    t = TARGETS[target]
+    rec_ok = t.activations is None or have[0] in t.activations
+    act_ok = t.cell_activations is None or have[1] in t.cell_activations
+    return None if rec_ok and act_ok else (have[0] if rec_ok else "sigmoid", have[1] if act_ok else "tanh")
 
 
 def _activation_refusal(group: RecurrentGroup, target: str, want: tuple[str, str], into: RecurrentGroup | None) -> str:
@@ -177,9 +221,9 @@ def _activation_refusal(group: RecurrentGroup, target: str, want: tuple[str, str
 
 
 def check_target(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None = None,
-                 allow_approx: bool = False) -> None:
+                 allow_approx: bool = False, allow_concat_merge: bool = False) -> None:
     """Raise ConversionError with every reason the conversion cannot be exact."""
-    why = refusals(group, target, into=into, allow_approx=allow_approx)
+    why = refusals(group, target, into=into, allow_approx=allow_approx, allow_concat_merge=allow_concat_merge)
     if why:
         dest = f"the template group {into.scope or '/'} ({into.variant})" if into is not None else target
         raise ConversionError(f"cannot convert {_name(group)} to {dest} exactly: " + "; ".join(why))
@@ -219,17 +263,34 @@ def _notes(sem: RecurrentGroup, target: str) -> list[str]:
     elif target == "gates" and (sem.recurrent_activation, sem.activation) != ("sigmoid", "tanh"):
         notes.append(f"activations: {sem.recurrent_activation} = {formula(sem.recurrent_activation)}, "
                      f"{sem.activation} = {formula(sem.activation)} (in the output's rnn:<scope> metadata)")
-    if sem.merge_mode not in (None, "concat") and target != "keras" and sem.directions == 2:
-        notes.append(f"Keras merged the two directions with merge_mode={sem.merge_mode!r}; {target} keeps them apart "
-                     "(concatenated or per direction): merge them yourself")
+    if target == "keras" and sem.directions == 2 and sem.merge_mode not in (None, "concat"):
+        mode = "None" if sem.merge_mode == "none" else repr(sem.merge_mode)
+        notes.append(f"build the Keras Bidirectional with merge_mode={mode}")
+    if target == "tf1" and (sem.cell_clip is not None or sem.proj_clip is not None):
+        notes.append(f"build the TF1 LSTMCell with {_clips(sem)}")
+    if target == "tf1" and sem.activation != "tanh":
+        notes.append(f"activation is {sem.activation} = {formula(sem.activation)}: build the TF1 cells with activation= "
+                     "that function (tf.nn.relu ...; it is not stored in the checkpoint)")
     return notes
+
+
+def _merge_note(group: RecurrentGroup, target: str) -> str | None:
+    if group.directions != 2 or group.merge_mode in (None, "concat") or TARGETS[target].merges:
+        return None
+    if group.merge_mode == "none":
+        return (f"Keras returned the two directions as two outputs (merge_mode=None); {target} gives both: the forward "
+                f"half is [..., :{group.hidden_size}], the backward half the rest")
+    H = group.proj_size or group.hidden_size
+    return (f"--allow-concat-merge: Keras merged the directions with merge_mode={group.merge_mode!r}; {target} gives them "
+            f"apart: merge them yourself, y = {_MERGES[group.merge_mode].replace('fw', f'y[..., :{H}]').replace('bw', f'y[..., {H}:]')}")
 
 
 def convert_group(group: RecurrentGroup, target: str, options: ConvertOptions | None = None, *,
                   into: RecurrentGroup | None = None) -> Converted:
     """``group`` in ``target``'s layout (or into the template group ``into``), with its self-description."""
     options = options or ConvertOptions()
-    check_target(group, target, into=into, allow_approx=options.allow_approx)
+    check_target(group, target, into=into, allow_approx=options.allow_approx,
+                 allow_concat_merge=options.allow_concat_merge)
     stack = group.cells()
     reference, notes = stack, []
     want = _wanted_activations(group, target, into)
@@ -239,7 +300,11 @@ def convert_group(group: RecurrentGroup, target: str, options: ConvertOptions | 
     sem = replace(group, layout=target, recurrent_activation=stack[0][0].recurrent_activation,
                   activation=stack[0][0].activation, notes=[], provenance={},
                   forget_bias=(into.forget_bias if into is not None else tf1_layout.DEFAULT_FORGET_BIAS)
-                  if target == "tf1" and group.kind == "lstm" else 0.0)
+                  if target == "tf1" and group.kind == "lstm" else 0.0,
+                  merge_mode=group.merge_mode if TARGETS[target].merges else None)
+    merge_note = _merge_note(group, target)
+    if merge_note:
+        notes.append(merge_note)
     tensors = TARGETS[target].write(stack, sem, options)
     extra: dict[str, Any] = {}
     if target == "tf1" and group.kind == "lstm":

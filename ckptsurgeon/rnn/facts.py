@@ -45,7 +45,7 @@ def stated(index: CheckpointIndex, scope: str) -> dict[str, Any] | None:
 
 
 _FROM_DESC = ("activation", "recurrent_activation", "go_backwards", "topology", "forget_bias", "merge_mode", "clip",
-              "input_forget")
+              "input_forget", "cell_clip", "proj_clip")
 
 
 def apply_stated(group: RecurrentGroup, index: CheckpointIndex) -> None:
@@ -98,10 +98,9 @@ def describe_output(group: RecurrentGroup, target: str, **extra: Any) -> dict[st
         "formulas": {"activation": formula(group.activation), "recurrent_activation": formula(group.recurrent_activation)},
         "source": f"{group.variant} at {group.scope or '/'}",
     }
-    if group.merge_mode is not None:
-        desc["merge_mode"] = group.merge_mode
-    if group.clip is not None:
-        desc["clip"] = group.clip
+    for fact in ("merge_mode", "clip", "cell_clip", "proj_clip"):
+        if getattr(group, fact) is not None:
+            desc[fact] = getattr(group, fact)
     if group.input_forget:
         desc["input_forget"] = True
     desc.update(extra)

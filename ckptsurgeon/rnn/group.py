@@ -10,7 +10,7 @@ from ..errors import FormatError
 from .activations import formula
 from .cell import Stack
 
-__all__ = ["RecurrentGroup", "RecognizeOptions", "ORIGINS", "origin", "FACT_FLAGS"]
+__all__ = ["RecurrentGroup", "RecognizeOptions", "ORIGINS", "origin", "FACT_FLAGS", "MERGE_MODES"]
 
 # Where a fact came from, as the first word(s) of its provenance string ("file: model config").
 # "assumed" and "missing" never feed a conversion: it is refused, naming the flag that settles it.
@@ -24,7 +24,11 @@ FACT_FLAGS = {
     "forget_bias": "--forget-bias",
     "orientation": "--orientation",
     "go_backwards": "--go-backwards/--no-go-backwards",
+    "merge_mode": "--merge-mode",
+    "cell_clip": "--cell-clip",
+    "proj_clip": "--proj-clip",
 }
+MERGE_MODES = ("concat", "sum", "mul", "ave", "none")  # Keras Bidirectional merge_mode ("none": Keras's None)
 
 
 def origin(source: str) -> str:
@@ -43,6 +47,9 @@ class RecognizeOptions:
     activation: str | None = None  # when the file does not state it (weights-only Keras 1/2 ...)
     recurrent_activation: str | None = None
     go_backwards: bool | None = None  # Keras layers of weights-only files
+    merge_mode: str | None = None  # Keras Bidirectional of weights-only files (MERGE_MODES)
+    cell_clip: float | None = None  # TF1 LSTMCell/LSTMBlockCell cell_clip (not stored)
+    proj_clip: float | None = None  # TF1 LSTMCell proj_clip (not stored)
     gate_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # extra scope names per gate letter
     var_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # extra names for x / h / b
 
@@ -70,7 +77,9 @@ class RecurrentGroup:
     recurrent_activation: str | None = "sigmoid"
     topology: str = "interleaved"  # see cell.Stack
     go_backwards: bool = False
-    merge_mode: str | None = None  # Keras Bidirectional: concat, sum, mul, ave, None
+    merge_mode: str | None = None  # Keras Bidirectional: MERGE_MODES; None: not a Keras Bidirectional
+    cell_clip: float | None = None  # TF1: the cell state is clipped to [-c, c] each step; None: no clipping
+    proj_clip: float | None = None  # TF1: the projected output is clipped to [-p, p]; None: no clipping
     orientation: str | None = None  # hand-built per-gate cells: "xw" or "wx"
     clip: float | None = None  # ONNX clip attribute (gate pre-activations clipped); None: no clipping
     input_forget: bool = False  # ONNX input_forget attribute (LSTM: f = 1 - i)
@@ -91,7 +100,9 @@ class RecurrentGroup:
         gru = self.kind == "gru"
         stack = stack.map(lambda c: c.with_(activation=self.activation, recurrent_activation=self.recurrent_activation,
                                             reset_after=self.reset_after if gru else True, clip=self.clip,
-                                            input_forget=self.input_forget and not gru))
+                                            input_forget=self.input_forget and not gru,
+                                            cell_clip=None if gru else self.cell_clip,
+                                            proj_clip=None if gru or c.w_hr is None else self.proj_clip))
         stack.topology, stack.go_backwards = self.topology, self.go_backwards
         return stack
 
@@ -113,7 +124,8 @@ class RecurrentGroup:
         out = {k: getattr(self, k) for k in (
             "scope", "kind", "layout", "variant", "input_size", "hidden_size", "proj_size", "num_layers",
             "directions", "bias", "peepholes", "reset_after", "forget_bias", "activation",
-            "recurrent_activation", "topology", "go_backwards", "merge_mode", "orientation", "clip", "input_forget",
+            "recurrent_activation", "topology", "go_backwards", "merge_mode", "cell_clip", "proj_clip", "orientation",
+            "clip", "input_forget",
             "members", "notes")}
         out["family"] = self.family
         out["formulas"] = {"activation": formula(self.activation), "recurrent_activation": formula(self.recurrent_activation)}

@@ -31,12 +31,30 @@ def _layer_of(scope: str) -> str:
     return parent if last in _CELL_SCOPES else scope
 
 
+def _direction(index: CheckpointIndex, scope: str) -> str | None:
+    """``forward``/``backward`` for a half of a Keras Bidirectional, else None.
+
+    Keras names the halves ``forward_<name>``/``backward_<name>`` (``forward_layer``/``backward_layer`` in
+    Keras 3 files), except that Keras 3 keeps an explicit ``backward_layer``'s own name in legacy ``.h5``
+    files (``bi/lstm``): the stored config names it."""
+    parent, _, last = scope.rpartition("/")
+    top = (index.metadata.get("layers") or {}).get(scope.split("/")[0]) or {}
+    if parent and top.get("class_name") == "Bidirectional":
+        for key, word in (("backward_layer", "backward"), ("layer", "forward")):
+            sub = top.get(key)
+            if isinstance(sub, dict) and sub.get("name") == last:
+                return word
+    m = _DIRECTION.match(last)
+    return m.group(1) if m else None
+
+
 def _config(index: CheckpointIndex, layer_scope: str) -> dict[str, Any]:
     layers = index.metadata.get("layers") or {}
     segs = layer_scope.split("/")
     top = layers.get(segs[0]) or {}
-    if len(segs) > 1 and _DIRECTION.match(segs[-1]) and top.get("class_name") == "Bidirectional":
-        backward = segs[-1].startswith("backward")
+    direction = _direction(index, layer_scope) if len(segs) > 1 else None
+    if direction and top.get("class_name") == "Bidirectional":
+        backward = direction == "backward"
         if backward and top.get("backward_layer"):
             return top["backward_layer"]
         inner = dict(top.get("layer") or {})
@@ -164,12 +182,19 @@ def _to_cell(index, parts, kind, hidden, cudnn) -> Cell:
 def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGroup]) -> list[RecurrentGroup]:
     out, used = [], set()
     for scope, group in singles.items():
-        parent, _, last = scope.rpartition("/")
-        m = _DIRECTION.match(last)
-        if not m or m.group(1) != "forward" or scope in used:
+        parent = scope.rpartition("/")[0]
+        if _direction(index, scope) != "forward" or scope in used:
             continue
-        twin = next((s for s in singles if s.rpartition("/")[0] == parent
-                     and s.rpartition("/")[2].startswith("backward") and _DIRECTION.match(s.rpartition("/")[2])), None)
+        siblings = [s for s in singles if s != scope and s.rpartition("/")[0] == parent]
+        twin = next((s for s in siblings if _direction(index, s) == "backward"), None)
+        if twin is None and len(siblings) == 1 and _direction(index, siblings[0]) is None:
+            # Keras 3 keeps an explicit backward_layer's own name in .h5 files: without the config, nothing says
+            # whether this layer is the Bidirectional's backward half (which runs backwards) or a layer of its own
+            for half in (group, singles[siblings[0]]):
+                half.provenance["bidirectional"] = (
+                    f"missing: {siblings[0]} may be the explicit backward layer of the Keras Bidirectional {parent} "
+                    f"(beside {scope}) or a layer of its own, and the file has no config to say; no flag declares it "
+                    "(a .keras or full-model .h5 file states it)")
         if twin is None:
             continue
         back = singles[twin]
@@ -191,9 +216,13 @@ def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGro
         merged = RecurrentGroup(**{**group.__dict__, "scope": parent, "directions": 2, "provenance": prov,
                                    "variant": f"Bidirectional({group.variant})",
                                    "members": group.members + back.members, "notes": group.notes + back.notes})
-        merge_mode = top.get("merge_mode", "concat") if top.get("class_name") == "Bidirectional" else None
-        if merge_mode is not None:
-            merged.merge_mode, merged.provenance["merge_mode"] = merge_mode, "file: model config"
+        if top.get("class_name") == "Bidirectional":
+            mode = top.get("merge_mode", "concat")
+            merged.merge_mode, merged.provenance["merge_mode"] = ("none" if mode is None else str(mode)), "file: model config"
+        else:
+            merged.merge_mode = "concat"
+            merged.provenance["merge_mode"] = ("version default: Keras Bidirectional merge_mode='concat' (weights-only "
+                                               "files do not store it; pass --merge-mode if the layer merged otherwise)")
         merged.load = lambda f=group, b=back: [[f.load()[0][0], b.load()[0][0]]]
         out.append(merged)
     return out + [g for s, g in singles.items() if s not in used]

@@ -2,11 +2,12 @@
 
 They define what "the same numbers" means for ``verify``; tests check them against real
 ``torch.nn.LSTM/GRU``, Keras layers, ONNX runtimes and TensorFlow's recorded outputs. Everything a
-``Stack`` states is honoured: activations by exact formula, GRU family, peepholes, projection,
-topology (interleaved or independent directions), ``go_backwards``, and the ONNX node attributes
-``clip`` (applied to every gate's pre-activation, peephole terms included, not to the cell state before
-the output activation: what onnxruntime computes) and ``input_forget`` (f = 1 - i). A semantic that is
-not known (``None``) is refused, never defaulted.
+``Stack`` states is honoured: activations by exact formula, GRU family, peepholes, projection, TF1 clips
+(``cell_clip`` on the state, ``proj_clip`` on the projected output), topology (interleaved or independent
+directions), ``go_backwards``, and the ONNX node attributes ``clip`` (applied to every gate's
+pre-activation, peephole terms included, not to the cell state before the output activation: what
+onnxruntime computes) and ``input_forget`` (f = 1 - i). A semantic that is not known (``None``) is
+refused, never defaulted.
 """
 from __future__ import annotations
 
@@ -60,11 +61,15 @@ def run_cell(cell: Cell, x: np.ndarray, h0: np.ndarray | None = None, c0: np.nda
             i = sig(cl(pi))
             f = 1.0 - i if cell.input_forget else sig(cl(pf))
             c = f * c + i * act(cl(pg))
+            if cell.cell_clip is not None:  # TF1 LSTMCell cell_clip: the state itself, before the output gate
+                c = np.clip(c, -cell.cell_clip, cell.cell_clip)
             if peep is not None:
                 po = po + peep[2] * c
             h = sig(cl(po)) * act(c)
             if w_hr is not None:
                 h = h @ w_hr.T
+                if cell.proj_clip is not None:
+                    h = np.clip(h, -cell.proj_clip, cell.proj_clip)
         else:
             xr, xz, xn = np.split(gx, 3, axis=1)
             ur, uz, un = np.split(w_hh, 3, axis=0)

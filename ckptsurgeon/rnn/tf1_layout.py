@@ -37,6 +37,21 @@ LSTM_CELLS = {
     "LSTMCell": None,  # TF 0.x
 }
 DEFAULT_FORGET_BIAS = 1.0  # LSTMCell, BasicLSTMCell, LSTMBlockCell, LSTMBlockFusedCell constructors
+# cell scope name -> the classes that write it (for provenance)
+_CLASSES = {"lstm_cell": "TF1 LSTMCell (or LSTMBlockCell)", "basic_lstm_cell": "TF1 BasicLSTMCell",
+            "lstm_fused_cell": "TF1 LSTMBlockFusedCell", "cudnn_compatible_lstm_cell": "TF1 CudnnCompatibleLSTMCell",
+            "BasicLSTMCell": "TF 0.x BasicLSTMCell", "LSTMCell": "TF 0.x LSTMCell"}
+_FORGET_BIAS_DEFAULT = {
+    None: "version default: {cls} forget_bias={fb:.1f} (the constructor argument is not stored; pass --forget-bias F "
+          "if the cell was built with another)",
+    # TF 1.4-1.5's CudnnCompatibleLSTMCell subclassed LSTMCell (forget_bias=0) and wrote the same lstm_cell names.
+    "lstm_cell": "version default: {cls} forget_bias={fb:.1f} (the constructor argument is not stored; pass "
+                 "--forget-bias F if the cell was built with another, --forget-bias 0 for a TF 1.4-1.5 "
+                 "CudnnCompatibleLSTMCell, which wrote the same lstm_cell names without a forget bias)",
+}
+# cell scope name -> the class whose cell_clip (not stored) applies; the others cannot clip
+_CLIPPED = {"lstm_cell": "TF1 LSTMCell/LSTMBlockCell", "lstm_fused_cell": "TF1 LSTMBlockFusedCell",
+            "LSTMCell": "TF 0.x LSTMCell"}
 GRU_CELLS = ("gru_cell", "GRUCell", "cudnn_compatible_gru_cell")
 
 # (kernel, bias, projection) variable names inside an LSTM cell scope, newest first.
@@ -137,8 +152,17 @@ def _group(index, scope, found) -> RecurrentGroup | None:
         if fixed is not None:
             prov["forget_bias"] = f"file: layout ({cell_name} has no run-time forget bias)"
         else:
-            prov["forget_bias"] = (f"version default: TF1 {cell_name} forget_bias={DEFAULT_FORGET_BIAS:g} "
-                                   "(the constructor argument is not stored)")
+            prov["forget_bias"] = _FORGET_BIAS_DEFAULT.get(cell_name, _FORGET_BIAS_DEFAULT[None]).format(
+                cls=_CLASSES.get(cell_name, cell_name), fb=DEFAULT_FORGET_BIAS)
+        clip_cls = _CLIPPED.get(cell_name)
+        if clip_cls is None:
+            prov["cell_clip"] = f"file: layout ({_CLASSES.get(cell_name, cell_name)} does not clip its state)"
+        else:
+            prov["cell_clip"] = (f"version default: {clip_cls} cell_clip=None: no clipping (the constructor argument is "
+                                 "not stored; pass --cell-clip C if the cell clipped its state)")
+        if "projection" in parts:
+            prov["proj_clip"] = ("version default: TF1 LSTMCell proj_clip=None: no clipping (the constructor argument is "
+                                 "not stored; pass --proj-clip P if the cell clipped its projection)")
         group = RecurrentGroup(scope=scope, kind="lstm", layout="tf1", variant=_variant(cell_name, parts),
                                input_size=n_in, hidden_size=hidden, num_layers=len(layers), directions=len(dirs),
                                proj_size=proj, bias="one", peepholes="w_i_diag" in parts,
