@@ -107,6 +107,8 @@ def scan_file(path: str, *, allow_globals: Sequence[str] = ()) -> ScanResult:
     except CheckpointError as exc:
         seen.add(str(exc))
         result.findings.append(_refusal(exc, "while looking for pickles"))
+    except RecursionError:  # a JSON index or a pickle nested thousands deep
+        result.findings.append(Finding("damaged", "", f"{path}: structures nest too deeply to be read"))
     try:
         open_checkpoint(path, allow_globals=allow_globals)
     except CheckpointError as exc:
