@@ -140,6 +140,9 @@ def save_sharded(
         raise OutputError(f"{folder}: with --max-shard-size the output is a folder (shards are named like "
                           "huggingface_hub names them); give a folder name")
     lazy = items if hasattr(items, "spec") else _LazyArrays(items)  # type: ignore[arg-type]
+    for value in (items.values() if isinstance(items, dict) else ()):  # refused before a byte is written
+        if isinstance(value, TensorRef):
+            value.check_expansion()
 
     def nbytes(key: str) -> int:
         dtype, shape = _spec(lazy, key)
@@ -178,6 +181,9 @@ def save(
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
     check_output(path, sources, force)
     writer = writer_for(path, format)
+    for value in items.values():  # refused before a byte is written
+        if isinstance(value, TensorRef):
+            value.check_expansion()
     with atomic_output(path) as fh, no_cycle_collection():
         if writer.streams:  # copies TensorRefs' bytes itself (kernel copies, batched reads)
             writer.write(items, fh, dict(metadata or {}), progress=step)
@@ -343,7 +349,12 @@ def extract(
                            force=force, inputs=index.files)
         return ExtractResult(res.index or res.files[0], written, kept.nbytes, skipped, format or "safetensors",
                              converted=reports, checks=checks, files=res.files)
-    path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files,
-                progress=step and (lambda n, _total: step(n)))
+    try:
+        path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files,
+                    progress=step and (lambda n, _total: step(n)))
+    except OutputError as exc:  # a writer's refusal names the tensor; say which checkpoint it came from
+        if index.files[0] in str(exc):
+            raise
+        raise OutputError(f"{index.files[0]}: {exc}") from None
     return ExtractResult(path, written, kept.nbytes, skipped, writer_for(path, format).name,
                          converted=reports, checks=checks, files=[path])

@@ -1,14 +1,30 @@
-"""Atomic output files: write beside the target, fsync, rename; nothing left behind on failure."""
+"""Atomic output files: write beside the target, fsync, rename; nothing left behind on failure.
+
+"Failure" includes Ctrl-C and, while a temporary file exists, SIGTERM and SIGHUP (a job scheduler
+stopping the process, a closed terminal): the file is removed, then the signal takes its usual course.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
+import threading
 from collections.abc import Iterator, Sequence
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import OutputError
 
-__all__ = ["atomic_output", "check_output", "AtomicFiles", "atomic_files"]
+__all__ = ["atomic_output", "check_output", "output_error", "AtomicFiles", "atomic_files"]
+
+_CLEANUP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+# Errors that say "this output cannot be written" (a read-only, immutable or full place, a quota).
+_OUTPUT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def output_error(path: str, exc: OSError) -> OutputError:
+    """An ``OutputError`` naming ``path`` and what the system said (no errno noise)."""
+    return OutputError(f"{path}: cannot write: {exc.strerror or exc}")
 
 
 def check_output(path: str, inputs: Sequence[str], force: bool) -> None:
@@ -42,23 +58,66 @@ def _create_beside(path: str) -> tuple[int, str]:
     raise OutputError(f"{path}: cannot create a temporary file beside it")
 
 
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM/SIGHUP while an output is being written."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: Any) -> None:
+    raise _Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into an exception (so cleanup runs), where they would kill the process outright."""
+    installed: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in _CLEANUP_SIGNALS:
+            if signal.getsignal(sig) == signal.SIG_DFL:  # a handler the program set stays its own
+                installed[sig] = signal.signal(sig, _raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, old in installed.items():
+            signal.signal(sig, old)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[BinaryIO]:
-    """Yield a temporary file beside ``path``; on success it replaces ``path`` in one rename."""
-    fd, tmp = _create_beside(path)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    """Yield a temporary file beside ``path``; on success it replaces ``path`` in one rename.
+
+    Errors of the output place (read-only, immutable, full) become one-line ``OutputError``s.
+    """
     try:
-        with os.fdopen(fd, "w+b") as fh:  # readable too: patching writers read back what they wrote
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        with _signals_unwind():
+            try:
+                fd, tmp = _create_beside(path)
+            except OSError as exc:
+                raise output_error(path, exc) from None
+            try:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+                with os.fdopen(fd, "w+b") as fh:  # readable too: patching writers read back what they wrote
+                    yield fh
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                try:
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    raise output_error(path, exc) from None
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+                    raise output_error(path, exc) from None
+                raise
+    except _Terminated as exc:  # the temporary file is gone: now die of the signal as we would have
+        os.kill(os.getpid(), exc.signum)
+        raise SystemExit(128 + exc.signum) from None
 
 
 class AtomicFiles:
@@ -120,11 +179,21 @@ class AtomicFiles:
 
 @contextlib.contextmanager
 def atomic_files(folder: str) -> Iterator[AtomicFiles]:
-    """``AtomicFiles`` committed on success, aborted on any exception."""
-    files = AtomicFiles(folder)
+    """``AtomicFiles`` committed on success, aborted on any exception (SIGTERM and SIGHUP included)."""
     try:
-        yield files
-        files.commit()
-    except BaseException:
-        files.abort()
-        raise
+        with _signals_unwind():
+            try:
+                files = AtomicFiles(folder)
+            except OSError as exc:
+                raise output_error(folder, exc) from None
+            try:
+                yield files
+                files.commit()
+            except BaseException as exc:
+                files.abort()
+                if isinstance(exc, OSError) and exc.errno in _OUTPUT_ERRNOS:
+                    raise output_error(folder, exc) from None
+                raise
+    except _Terminated as exc:
+        os.kill(os.getpid(), exc.signum)
+        raise SystemExit(128 + exc.signum) from None

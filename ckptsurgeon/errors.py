@@ -1,7 +1,10 @@
 """One exception hierarchy. Library code raises these; only ``ckptsurgeon.cli`` prints them."""
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "one_line",
     "CheckpointError",
     "FormatError",
     "UnsafeCheckpointError",
@@ -12,7 +15,23 @@ __all__ = [
 
 
 class CheckpointError(Exception):
-    """Base class: bad or unsafe input, or an operation that failed. The CLI exits 1 on it."""
+    """Base class: bad or unsafe input, or an operation that failed. The CLI exits 1 on it.
+
+    Messages are one line: text quoted from elsewhere (numpy, zipfile, libhdf5) may hold line
+    breaks, which are folded into spaces here, once for every error.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (one_line(args[0]),)
+        super().__init__(*args)
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """``text`` without line breaks or control characters (terminal escapes), cut to ``limit`` characters."""
+    text = re.sub(r"\s*[\r\n\v\f\x85\u2028\u2029]+\s*", " ", text)
+    text = re.sub(r"[\x00-\x08\x0e-\x1f\x7f]", "?", text)
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 class FormatError(CheckpointError):

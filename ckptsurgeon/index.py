@@ -1,19 +1,38 @@
 """The core model: lazy tensor references and the scope-path index of a checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, SelectionError
+from .errors import FormatError, SelectionError, UnsafeCheckpointError
 from .scopes import as_patterns, closest_scopes, compile_glob, compile_regex, matches
 from .source import read_exact
 
-__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index", "lazy_sha256"]
+__all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index", "allow_expanded_views",
+           "EXPAND_RATIO", "EXPAND_MIN", "lazy_sha256"]
+
+# A strided view (stride 0: ``expand``) may stand for far more bytes than it stores. Materializing one
+# above both limits is refused unless ``allow_expanded_views()`` (CLI: --allow-expanded) says otherwise.
+EXPAND_RATIO = 100
+EXPAND_MIN = 16 << 20
+_ALLOW_EXPANDED: ContextVar[bool] = ContextVar("ckptsurgeon_allow_expanded", default=False)
+
+
+@contextlib.contextmanager
+def allow_expanded_views(allow: bool = True) -> Iterator[None]:
+    """Within this block, views whose expanded size is far above their stored bytes are materialized."""
+    token = _ALLOW_EXPANDED.set(allow)
+    try:
+        yield
+    finally:
+        _ALLOW_EXPANDED.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +89,7 @@ class TensorRef:
         if self.loader is not None:
             arr = self.loader()
         else:
+            self.check_expansion()
             raw = read_exact(self.file, self.offset, self.span())
             flat = np.frombuffer(raw, dtype=self.dtype)
             if self.stride is None or self.numel == 0:
@@ -84,6 +104,26 @@ class TensorRef:
         if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):
             arr = arr.astype(arr.dtype.newbyteorder("="))
         return arr
+
+    def check_expansion(self) -> None:
+        """Refuse (unless allowed) a strided view whose expanded size is far above its stored bytes."""
+        if self.loader is not None or self.stride is None:
+            return
+        stored = self.span()
+        if self.nbytes > EXPAND_MIN and self.nbytes > EXPAND_RATIO * max(stored, 1) and not _ALLOW_EXPANDED.get():
+            raise UnsafeCheckpointError(
+                f"{self.file}: tensor {self.key!r} is a view of {stored:,} stored bytes expanded to shape "
+                f"{list(self.shape)} (strides {list(self.stride or ())}), {self.nbytes:,} bytes; refusing to materialize "
+                "it (pass --allow-expanded to write it anyway)")
+
+    def identity(self) -> tuple | None:
+        """What this tensor is, apart from its name: two refs with one identity are aliases (a tensor
+        shared under several paths). None for empty tensors, which share nothing."""
+        if self.numel == 0:
+            return None
+        if self.in_place:
+            return (self.file, self.offset, self.dtype.str, self.shape, self.stride)
+        return None if self.loader is None else ("loader", id(self.loader), self.dtype.str, self.shape)
 
     def with_path(self, path: str, key: str | None = None) -> TensorRef:
         return replace(self, path=path, key=self.key if key is None else key)
@@ -163,6 +203,19 @@ class CheckpointIndex(Mapping[str, TensorRef]):
     @property
     def nbytes(self) -> int:
         return sum(r.nbytes for r in self._refs.values())
+
+    def aliases(self) -> dict[str, list[str]]:
+        """Tensors shared under several paths: first path -> the other paths (in index order)."""
+        first: dict[tuple, str] = {}
+        out: dict[str, list[str]] = {}
+        for path, ref in self._refs.items():
+            ident = ref.identity()
+            if ident is None:
+                continue
+            owner = first.setdefault(ident, path)
+            if owner != path:
+                out.setdefault(owner, []).append(path)
+        return out
 
     def _derive(self, refs: Iterable[TensorRef]) -> CheckpointIndex:
         return CheckpointIndex(
@@ -249,6 +302,7 @@ class IndexBuilder:
         self._refs: dict[str, TensorRef] = {}
 
     def add(self, ref: TensorRef) -> None:
+        check_shape(self.file, ref.key, ref.dtype, ref.shape)
         prior = self._refs.get(ref.path)
         if prior is not None:
             raise FormatError(
@@ -260,6 +314,29 @@ class IndexBuilder:
     @property
     def refs(self) -> list[TensorRef]:
         return list(self._refs.values())
+
+
+MAX_DIMS = 64  # numpy's limit
+MAX_BYTES = 1 << 62
+
+
+def check_shape(file: str, key: str, dtype: np.dtype, shape: Sequence[Any]) -> None:
+    """What every tensor must be, whatever its format says: a dtype with a size, at most 64 dimensions,
+    each a count, and a total size that fits in memory arithmetic (else numpy fails later, obscurely)."""
+    if dtype.itemsize < 1:
+        raise FormatError(f"{file}: tensor {key!r} has dtype {dtype} of size {dtype.itemsize}; not a tensor")
+    if dtype.subdtype is not None:  # numpy would turn each element into an array of its own
+        raise FormatError(f"{file}: tensor {key!r} has a sub-array dtype {dtype}; not a tensor")
+    if len(shape) > MAX_DIMS:
+        raise FormatError(f"{file}: tensor {key!r} has {len(shape)} dimensions (at most {MAX_DIMS})")
+    total = dtype.itemsize
+    for d in shape:
+        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or not 0 <= d < MAX_BYTES:
+            raise FormatError(f"{file}: tensor {key!r} has an invalid dimension {d!r} in shape {list(shape)[:8]}")
+        total *= int(d)
+    if total > MAX_BYTES:
+        raise UnsafeCheckpointError(f"{file}: tensor {key!r} declares shape {list(shape)[:8]} of {dtype}, over "
+                                    f"{MAX_BYTES:,} bytes; refusing")
 
 
 def memory_index(items: Iterable[tuple[str, str, np.ndarray]], *, format: str, file: str, key_sep: str = ".") -> CheckpointIndex:

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 from .errors import FormatError, UnsafeCheckpointError
 
 __all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "url_scheme",
-           "ensure_scheme", "read_exact", "REMOTE_SCHEMES", "copy_to", "copy_range", "CHUNK"]
+           "ensure_scheme", "read_exact", "read_small_file", "REMOTE_SCHEMES", "copy_to", "copy_range", "CHUNK"]
 
 CHUNK = 16 << 20  # bytes per read when a range is copied through memory
 KERNEL_CHUNK = 256 << 20  # bytes per kernel copy call (progress and Ctrl-C between calls)
@@ -328,3 +328,15 @@ def open_source(name: str) -> ByteSource:
 def read_exact(name: str, offset: int, size: int) -> bytes:
     """``size`` bytes at ``offset`` of the file or URL ``name``."""
     return open_source(name).read(offset, size)
+
+
+def read_small_file(path: str, limit: int, what: str) -> bytes:
+    """The whole of a small side file (rules, layout locks, state files): a regular file, no link
+    followed, at most ``limit`` bytes, never a FIFO or a device that would block."""
+    src = LocalFile(path)
+    try:
+        if src.size > limit:
+            raise FormatError(f"{path}: {src.size:,} bytes is too large for {what} (limit {limit:,})")
+        return bytes(src.read(0, src.size))
+    finally:
+        src.close()

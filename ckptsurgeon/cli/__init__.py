@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diff": ("check", "diff_cmd", "Compare two checkpoints (any formats): tensors by path, recurrent groups by what they compute."),
     "stats": ("check", "stats_cmd", "Statistics per tensor and per gate, and a best guess of how each was initialized."),
     "consolidate": ("consolidate", "consolidate_cmd", "Turn a DCP folder or sharded checkpoint (local or a URL) into one file or new shards."),
+    "scan": ("scan", "scan_cmd", "List every global and opcode class the pickles in each checkpoint would need, without running anything; exit 1 if any is outside the allowlist or the file is refused (as 'ls' would refuse it)."),
 }
 
 

@@ -12,7 +12,7 @@ from ..check.layout import load_layout, make_layout
 from ..check.report import FORMATS, render
 from ..check.stats import checkpoint_stats
 from ..check.validate import validate
-from .common import allow_global_option, byte_progress, emit_json, scope_options
+from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, scope_options
 from .rnn_options import build_options, rnn_options
 
 
@@ -29,6 +29,7 @@ def _write_text(path: str, text: str, inputs: list[str], force: bool = True) -> 
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the lock file here (default: stdout).")
 @rnn_options
 @allow_global_option
+@allow_expanded_option
 def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Write a layout lock: format, every tensor's path, shape, dtype, and recurrent groups.
 
@@ -62,6 +63,7 @@ def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, or
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (default: stdout).")
 @rnn_options
 @allow_global_option
+@allow_expanded_option
 def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allow_extra, allow_missing, check_finite,
                  hash_, fmt, output, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Check a checkpoint against a layout lock or a reference; exit 1 on any finding.
@@ -106,6 +108,7 @@ def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allo
 @rnn_options
 @click.option("--json", "as_json", is_flag=True, help="The differences as JSON.")
 @allow_global_option
+@allow_expanded_option
 def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, gate_names, var_names, as_json, allow_globals):
     """Compare two checkpoints (any formats): tensors by path, recurrent groups by what they compute.
 
@@ -178,6 +181,7 @@ def _print_diff(result: dict) -> None:
 @rnn_options
 @click.option("--json", "as_json", is_flag=True, help="Every statistic as JSON.")
 @allow_global_option
+@allow_expanded_option
 def stats_cmd(checkpoint, scope, exclude, regex, plot, include_optimizer, forget_bias, orientation, gate_names, var_names,
               as_json, allow_globals):
     """Statistics per tensor and per gate, and a best guess of how each was initialized.

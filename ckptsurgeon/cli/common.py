@@ -14,9 +14,10 @@ from typing import Any
 
 import click
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line
 
-__all__ = ["Group", "LazyChoice", "byte_progress", "allow_global_option", "scope_options", "human_bytes", "emit_json", "json_text", "parse_pairs", "fail"]
+__all__ = ["Group", "LazyChoice", "byte_progress", "allow_global_option", "allow_expanded_option", "scope_options",
+           "human_bytes", "emit_json", "json_text", "parse_pairs", "fail"]
 
 
 class CommandError(click.ClickException):
@@ -25,7 +26,7 @@ class CommandError(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.message}", err=True)
+        click.echo(f"error: {one_line(self.message)}", err=True)
 
 
 def fail(message: str) -> None:
@@ -49,7 +50,7 @@ class Group(click.Group):
             if os.environ.get("CKPTSURGEON_DEBUG"):
                 raise
             raise CommandError(
-                f"internal error: {type(exc).__name__}: {exc} (rerun with CKPTSURGEON_DEBUG=1 for a traceback)"
+                f"internal error: {type(exc).__name__}: {one_line(str(exc), 500)} (rerun with CKPTSURGEON_DEBUG=1 for a traceback)"
             ) from None
 
 
@@ -71,6 +72,23 @@ def allow_global_option(f: Callable) -> Callable:
         "--allow-global", "allow_globals", multiple=True, metavar="MODULE.CLASS",
         help="Admit a plain data class found in a pickle (recorded by name, never imported or called).",
     )(f)
+
+
+def allow_expanded_option(f: Callable) -> Callable:
+    """``--allow-expanded``: the command runs with views far larger than their stored bytes allowed."""
+    import functools
+
+    from ..index import allow_expanded_views
+
+    @functools.wraps(f)
+    def run(*args: Any, allow_expanded: bool = False, **kwargs: Any) -> Any:
+        with allow_expanded_views(allow_expanded):
+            return f(*args, **kwargs)
+
+    return click.option(
+        "--allow-expanded", is_flag=True,
+        help="Materialize tensors stored as views far larger than their bytes (stride 0, expand()); refused by default.",
+    )(run)
 
 
 def scope_options(f: Callable) -> Callable:

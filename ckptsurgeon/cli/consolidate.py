@@ -5,7 +5,7 @@ import click
 
 from .. import api
 from ..formats import WRITERS
-from .common import allow_global_option, emit_json, human_bytes
+from .common import allow_expanded_option, allow_global_option, emit_json, human_bytes
 
 
 @click.command("consolidate")
@@ -20,6 +20,7 @@ from .common import allow_global_option, emit_json, human_bytes
 @click.option("--force", is_flag=True, help="Replace an existing output (never an input).")
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
+@allow_expanded_option
 def consolidate_cmd(checkpoint: str, output: str, max_shard_size: str | None, fmt: str | None,
                     include_optimizer: bool, force: bool, as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """Turn a DCP folder or sharded checkpoint (local or a URL) into one file or new shards.

@@ -16,6 +16,9 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
            as_json: bool, allow_globals: tuple[str, ...]) -> None:
     """List tensors: scope path, shape, dtype, size; then totals.
 
+    A tensor stored once under several paths (tied weights) is listed once, its other paths
+    after it as "(also: ...)" ("aliases" in --json); every path can still be selected and extracted.
+
     \b
     Examples:
       ckptsurgeon ls model.pt
@@ -23,20 +26,22 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
       ckptsurgeon ls lightning.ckpt --exclude 'optimizer_states'
     """
     index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    aliases = index.aliases()
+    hidden = {p for paths in aliases.values() for p in paths}
+    refs = [r for r in index.values() if r.path not in hidden]  # a shared tensor is listed once
     if as_json:
         emit_json({
             "format": index.format,
             "files": list(index.files),
             "tensors": [
                 {"path": r.path, "key": r.key, "dtype": r.dtype_name, "shape": list(r.shape),
-                 "nbytes": r.nbytes, "optimizer": r.optimizer}
-                for r in index.values()
+                 "nbytes": r.nbytes, "optimizer": r.optimizer, "aliases": aliases.get(r.path, [])}
+                for r in refs
             ],
             "metadata": index.metadata,
             "notes": index.notes,
         })
         return
-    refs = list(index.values())
     shapes: dict[tuple[int, ...], str] = {}  # checkpoints repeat a few shapes and sizes many times
     sizes: dict[int, str] = {}
     for r in refs:
@@ -47,13 +52,24 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
     widths = [max([0] + [len(row[i]) for row in rows]) for i in range(4)]
     w0, w1, w2, w3 = widths
     lines = [f"{a:<{w0}}  {b:<{w1}}  {c:<{w2}}  {d:>{w3}}  {e}".rstrip() for a, b, c, d, e in rows]
+    if aliases:
+        lines = [line + ("  " + _also(aliases[r.path]) if r.path in aliases else "") for line, r in zip(lines, refs)]
     if lines:
         click.echo("\n".join(lines))  # one write: echo per line costs more than the listing itself
     params = sum(r.numel for r in refs)
     n_opt = sum(r.optimizer for r in refs)
-    click.echo(f"{len(index)} tensors, {params:,} parameters, {human_bytes(index.nbytes)} ({index.format})"
-               + (f"; {n_opt} optimizer tensors" if n_opt else ""))
+    click.echo(f"{len(refs)} tensors, {params:,} parameters, {human_bytes(sum(r.nbytes for r in refs))} ({index.format})"
+               + (f"; {n_opt} optimizer tensors" if n_opt else "")
+               + (f"; {len(hidden)} alias path{'s' if len(hidden) > 1 else ''} of listed tensors" if hidden else ""))
     if index.metadata:
         click.echo(f"{len(index.metadata)} metadata entries (see --json)")
     for note in index.notes:
         click.echo(f"note: {note}")
+
+
+def _also(paths: list[str], show: int = 3) -> str:
+    """``(also: a, b, c +N more)``: the other paths of a shared tensor."""
+    if not paths:
+        return ""
+    more = f" +{len(paths) - show} more" if len(paths) > show else ""
+    return f"(also: {', '.join(paths[:show])}{more})"

@@ -8,7 +8,7 @@ from ..formats import WRITERS, writer_for
 from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
 from ..remap.verify import uses_gates, verify_plan, write_plan
-from .common import allow_global_option, byte_progress, emit_json, fail, scope_options
+from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, fail, scope_options
 from .rnn_options import build_options, fact_options, rnn_options
 
 
@@ -28,6 +28,7 @@ from .rnn_options import build_options, fact_options, rnn_options
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance of that verification.")
 @rnn_options
 @allow_global_option
+@allow_expanded_option
 def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, output, max_shard_size, fmt, dry_run, force,
               as_json, no_verify, atol, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Rename, reshape, cast, split or reorder tensors by rules: plan first, then write.
@@ -114,6 +115,7 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @rnn_options
 @fact_options
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+@allow_expanded_option
 def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force, allow_approx,
               allow_concat_merge, allow_aliased, verify_, atol, forget_bias, orientation, gate_names, var_names, facts,
               as_json):

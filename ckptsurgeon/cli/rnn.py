@@ -8,7 +8,7 @@ from ..rnn.group import RecurrentGroup
 from ..rnn.onnx_graph import not_converted
 from ..rnn.recognize import recognize
 from ..rnn.verify import verify
-from .common import allow_global_option, emit_json, scope_options
+from .common import allow_expanded_option, allow_global_option, emit_json, scope_options
 from .rnn_options import build_options, fact_options, rnn_options
 
 # facts shown per group, in this order, when the group has a provenance for them
@@ -93,6 +93,7 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
 @fact_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group pair.")
 @allow_global_option
+@allow_expanded_option
 def verify_cmd(source, converted, scope, exclude, regex, atol, forget_bias, orientation, gate_names, var_names, facts,
                as_json, allow_globals):
     """Run both checkpoints' recurrent groups on the same random inputs; exit 1 above --atol.

@@ -158,8 +158,14 @@ def open_checkpoint(path: str, *, allow_globals: Sequence[str] = ()) -> Checkpoi
     try:
         with no_cycle_collection():
             return reader(path, allow_globals=allow_globals)
+    except (FormatError, UnsafeCheckpointError) as exc:
+        if path in str(exc) or type(exc) not in (FormatError, UnsafeCheckpointError):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None  # every message names the file
     except (OSError, MemoryError) as exc:
         raise FormatError(f"{path}: cannot read: {exc}") from exc
+    except RecursionError:
+        raise FormatError(f"{path}: structures nest too deeply to be read; refusing") from None
 
 
 @contextlib.contextmanager

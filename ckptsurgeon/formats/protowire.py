@@ -5,7 +5,7 @@ import struct
 
 from ..errors import FormatError
 
-__all__ = ["read_varint", "decode", "first", "signed64"]
+__all__ = ["read_varint", "decode", "first", "first_int", "first_bytes", "signed64"]
 
 # Hand-written, not the ``protobuf`` runtime: the messages read here are tiny (a TensorFlow index holds
 # one ~20-byte BundleEntryProto per variable), so per-message call overhead dominates, not byte
@@ -81,3 +81,19 @@ def first(fields: dict[int, list], number: int, default=0):
 def signed64(value: int) -> int:
     """Reinterpret a varint-decoded int64 (two's complement in 64 bits)."""
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def first_int(fields: dict[int, list], number: int, default: int = 0) -> int:
+    """The last value of an integer field; a field of the wrong wire type is a ``FormatError``."""
+    value = first(fields, number, default)
+    if not isinstance(value, int):
+        raise FormatError(f"protobuf field {number} is length-delimited where a number belongs")
+    return value
+
+
+def first_bytes(fields: dict[int, list], number: int, default: bytes = b"") -> bytes:
+    """The last value of a length-delimited field; a number there is a ``FormatError``."""
+    value = first(fields, number, default)
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise FormatError(f"protobuf field {number} is a number where bytes belong")
+    return bytes(value)

@@ -9,9 +9,10 @@ import numpy as np
 
 from ..errors import UnsafeCheckpointError
 
-__all__ = ["flatten", "to_jsonable", "OPTIMIZER_SCOPES", "is_optimizer_path"]
+__all__ = ["flatten", "work_budget", "short_repr", "to_jsonable", "OPTIMIZER_SCOPES", "is_optimizer_path"]
 
-MAX_LEAVES = 10_000_000
+MIN_WORK = 100_000  # nodes + paths any pickle may expand to
+WORK_PER_BYTE = 4  # ... and this many more per byte of pickle
 
 # Top-level containers that hold optimizer state, by framework.
 OPTIMIZER_SCOPES = (
@@ -29,28 +30,50 @@ def is_optimizer_path(path: str) -> bool:
     return path.split("/", 1)[0] in OPTIMIZER_SCOPES
 
 
-def flatten(obj: Any, is_leaf: Callable[[Any], bool]) -> Iterator[tuple[list[Any], Any]]:
+def work_budget(pickle_bytes: int) -> int:
+    """How many nodes and paths a pickle of this size may expand to: legitimate pickles stay far below
+    (every container, key and tensor record costs bytes); shared-container graphs blow past it."""
+    return max(MIN_WORK, WORK_PER_BYTE * pickle_bytes)
+
+
+def flatten(obj: Any, is_leaf: Callable[[Any], bool], budget: int = MIN_WORK,
+            where: str = "checkpoint") -> Iterator[tuple[list[Any], Any]]:
     """Yield ``(segments, leaf)`` depth first: dict keys and list indices become segments.
 
     A container reached twice yields its leaves twice (under both paths), as a state dict that
-    holds one tensor under two names does; the count of leaves is bounded.
+    holds one tensor under two names does. A container inside itself (a cycle) is refused, and so
+    is a graph whose paths outnumber ``budget`` (every node and every path counts).
     """
-    count = 0
-    stack: list[tuple[list[Any], Any]] = [([], obj)]
+    work = 0
+    on_path: set[int] = set()  # containers enclosing the current node: reaching one again is a cycle
+    stack: list[tuple[list[Any], Any, bool]] = [([], obj, False)]
     while stack:
-        segs, node = stack.pop()
+        segs, node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            continue
+        work += 1
+        if work > budget:
+            raise UnsafeCheckpointError(
+                f"{where}: the pickle expands to more than {budget:,} nodes and paths (containers shared under "
+                "many names); refusing")
         if is_leaf(node):
-            count += 1
-            if count > MAX_LEAVES:
-                raise UnsafeCheckpointError(f"checkpoint holds more than {MAX_LEAVES} leaves; refusing")
             yield segs, node
-        elif isinstance(node, dict):
-            stack.extend((segs + [k], v) for k, v in reversed(list(node.items())))
+            continue
+        if isinstance(node, dict):
+            children = [(segs + [k], v) for k, v in node.items()]
         elif isinstance(node, (list, tuple)) and not _is_plain_sequence(node):
-            stack.extend((segs + [i], v) for i, v in reversed(list(enumerate(node))))
+            children = [(segs + [i], v) for i, v in enumerate(node)]
         else:
-            count += 1
             yield segs, node
+            continue
+        if id(node) in on_path:
+            raise UnsafeCheckpointError(
+                f"{where}: the pickle holds a cycle (the container at {'/'.join(map(str, segs)) or '/'} is one of "
+                "its own ancestors); refusing")
+        on_path.add(id(node))
+        stack.append((segs, node, True))
+        stack.extend((s, v, False) for s, v in reversed(children))
 
 
 def _is_plain_sequence(node: Any) -> bool:
@@ -72,5 +95,56 @@ def to_jsonable(value: Any) -> Any:
         return to_jsonable(value.tolist())
     if isinstance(value, np.generic):
         return to_jsonable(value.item())
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return short_repr(value)
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr`` that stops after ``limit`` characters, however large, deep, shared or cyclic ``value`` is."""
+    out: list[str] = []
+    room = [limit + 1]
+
+    def put(text: str) -> bool:
+        out.append(text[: max(room[0], 0)])
+        room[0] -= len(text)
+        return room[0] > 0
+
+    def items(v: Any) -> tuple[str, str, Any] | None:
+        if isinstance(v, dict):
+            return "{", "}", v.items()
+        if isinstance(v, list):
+            return "[", "]", ((None, x) for x in v)
+        if isinstance(v, tuple):
+            return "(", ")", ((None, x) for x in v)
+        if isinstance(v, (set, frozenset)):
+            return f"{type(v).__name__}({{", "})", ((None, x) for x in v)
+        if isinstance(v, slice):
+            return "slice(", ")", ((None, x) for x in (v.start, v.stop, v.step))
+        if all(hasattr(v, a) for a in ("name", "args", "state")):  # the unpickler's inert stand-ins
+            parts = list(v.args) + ([v.state] if v.state is not None else [])
+            return f"{v.name}(", ")", ((None, x) for x in parts)
+        return None
+
+    def visit(v: Any, depth: int, path: frozenset[int]) -> bool:
+        if depth > 20 or id(v) in path:
+            return put("...")
+        shape = items(v)
+        if shape is None:
+            bounded = isinstance(v, (str, bytes, int, float, complex, bool, type(None), np.generic)) or (
+                isinstance(v, np.ndarray) and v.size <= 64)
+            return put(repr(v)[: limit + 1] if bounded else f"<{type(v).__name__}>")
+        open_, close, pairs = shape
+        if not put(open_):
+            return False
+        inner = path | {id(v)}
+        for i, (k, x) in enumerate(pairs):
+            if i and not put(", "):
+                return False
+            if k is not None and not (visit(k, depth + 1, inner) and put(": ")):
+                return False
+            if not visit(x, depth + 1, inner):
+                return False
+        return put(close)
+
+    visit(value, 0, frozenset())
+    text = "".join(out)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,6 +19,11 @@ __all__ = ["SafeZip", "Member"]
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
 MAX_RATIO = 200  # declared/compressed size above this is treated as a zip bomb
 MAX_SMALL_MEMBER = 256 * 1024 * 1024  # members read whole into memory (pickles, json)
+# What zipfile (Python code parsing hostile bytes) raises on damage: zlib.error is not an OSError,
+# flag bits 5/6 raise NotImplementedError, odd headers struct.error / EOFError / OverflowError ...
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, struct.error,
+               OverflowError, IndexError, KeyError)
+
 _NAME_GUESS = 226  # local header + name in one 256-byte read
 
 # path -> (source, ZipFile, members): a parse kept for the next SafeZip of the same file (see __init__)
@@ -54,8 +59,10 @@ class SafeZip:
             return
         try:
             self._zf = zipfile.ZipFile(io.BufferedReader(self._src.window(offset, self.file_size), 1 << 16))
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
-            raise FormatError(f"{path}: damaged zip archive: {exc}") from exc
+        except FormatError:
+            raise
+        except _ZIP_ERRORS as exc:  # zipfile parses hostile bytes in Python: any of its errors is damage
+            raise FormatError(f"{path}: damaged zip archive: {type(exc).__name__}: {exc}") from None
         infos = self._zf.infolist()
         names = [i.filename for i in infos]
         if len(set(names)) != len(names):
@@ -88,6 +95,9 @@ class SafeZip:
             raise UnsafeCheckpointError(f"{self.path}: zip member name {name!r} escapes the archive; refusing")
         if info.flag_bits & 0x1:
             raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is encrypted; refusing")
+        if info.flag_bits & 0x60:  # bit 5: compressed patched data, bit 6: strong encryption
+            raise FormatError(f"{self.path}: zip member {name!r} uses unsupported zip features (flag bits "
+                              f"{info.flag_bits:#06x}: patched data or strong encryption)")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {info.compress_type}")
         head = self._pread(_LOCAL.size + _NAME_GUESS, info.header_offset)  # header and (usually) name: one read
@@ -136,8 +146,10 @@ class SafeZip:
         try:
             with self._zf.open(name) as fh:
                 data = fh.read(limit + 1)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise FormatError(f"{self.path}: damaged zip member {name!r}: {exc}") from exc
+        except FormatError:
+            raise
+        except _ZIP_ERRORS as exc:
+            raise FormatError(f"{self.path}: damaged zip member {name!r}: {type(exc).__name__}: {exc}") from None
         if len(data) != member.size:
             raise FormatError(f"{self.path}: zip member {name!r} does not have its declared size")
         return data
@@ -150,16 +162,20 @@ class SafeZip:
         try:
             with self._zf.open(name) as fh:
                 return fh.read(size)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-            raise FormatError(f"{self.path}: damaged zip member {name!r}: {exc}") from exc
+        except FormatError:
+            raise
+        except _ZIP_ERRORS as exc:
+            raise FormatError(f"{self.path}: damaged zip member {name!r}: {type(exc).__name__}: {exc}") from None
 
     def read_with(self, name: str, parse):
         """Run ``parse(stream)`` over a member, damaged archives as FormatError."""
         try:
             with self._zf.open(name) as fh:
                 return parse(fh)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise FormatError(f"{self.path}: damaged zip member {name!r}: {exc}") from exc
+        except (FormatError, UnsafeCheckpointError):
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+            raise FormatError(f"{self.path}: damaged zip member {name!r}: {type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
         """Close the archive and drop its member tables (100,000 members' worth of objects)."""

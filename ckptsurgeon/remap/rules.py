@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SelectionError
+from ..errors import CheckpointError, SelectionError
 from ..scopes import _segment_regex, as_patterns
+from ..source import read_small_file
 from .transforms import Transform, parse_transform
+
+MAX_RULES = 16 << 20  # bytes of a rules file
 
 __all__ = ["Rule", "load_rules", "parse_map", "Match"]
 
@@ -129,8 +132,10 @@ def _toml(path: Path) -> dict[str, Any]:
     else:  # pragma: no cover
         import tomli as tomllib
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        return tomllib.loads(read_small_file(str(path), MAX_RULES, "a rules file").decode("utf-8"))
+    except CheckpointError as exc:
+        raise SelectionError(f"cannot read rules: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:
         raise SelectionError(f"{path}: cannot read rules: {exc}") from None
 
 

@@ -4,16 +4,15 @@ Also the ``--format h5`` writer: one dataset per tensor at its scope path, prove
 """
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ...errors import FormatError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
-from ...source import is_url, open_source
+from ...source import open_source
+from .h5tree import Group, H5Source
 from .hdf5_safe import DTYPE_ATTR, dataset_ref, open_h5, walk
 from .keras_config import layer_summaries, parse_config
 from .keras_h5 import is_keras_h5, keras_h5_refs
@@ -24,43 +23,42 @@ __all__ = ["read", "read_source", "write"]
 
 
 def _attr_text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    if isinstance(value, list) and len(value) == 1:  # a one-element string array
+        value = value[0]
+    return value if isinstance(value, str) else str(value)
 
 
-def read_source(source: str | Callable[[], Any], *, file: str, where: str, config: dict | None = None,
-                fmt: str | None = None) -> CheckpointIndex:
-    """Index an HDF5 file given as a path or an opener (the member of a ``.keras`` zip)."""
+def read_source(source: H5Source, *, file: str, config: dict | None = None, fmt: str | None = None) -> CheckpointIndex:
+    """Index the HDF5 image at ``source`` (a file, or the member of a ``.keras`` zip)."""
     metadata: dict[str, Any] = {}
     notes: list[str] = []
-    with open_h5(source, where) as f:
-        try:
-            for key in ("keras_version", "backend"):
-                if key in f.attrs:
-                    metadata[key] = _attr_text(f.attrs[key])
-            if config is None and "model_config" in f.attrs:
-                config = parse_config(f.attrs["model_config"], where)
-            layers = layer_summaries(config) if config else {}
-            if layers:
-                metadata["layers"] = layers
-            if is_keras_h5(f):
-                refs, name = keras_h5_refs(f, where=where, file=file, source=source), "keras-h5"
-            elif is_keras_v3(f):
-                refs, notes = keras_v3_refs(f, where=where, file=file, source=source, layers=layers)
-                name = "keras-v3"
-            else:
-                refs, name = _generic(f, where=where, file=file, source=source), "hdf5"
-                stored = {str(k): _attr_text(v) for k, v in f.attrs.items() if isinstance(v, (str, bytes))}
-                if stored:
-                    metadata["__metadata__"] = stored  # what the h5 writer (or another tool) put in attributes
-        except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            raise FormatError(f"{where}: damaged HDF5 file: {exc}") from None
+    where = source.where
+    f = open_h5(source)
+    for key in ("keras_version", "backend"):
+        if key in f.attrs:
+            metadata[key] = _attr_text(f.attrs[key])
+    if config is None and "model_config" in f.attrs:
+        config = parse_config(_attr_text(f.attrs["model_config"]), where)
+    layers = layer_summaries(config) if config else {}
+    if layers:
+        metadata["layers"] = layers
+    if is_keras_h5(f):
+        refs, name = keras_h5_refs(f, where=where, file=file, source=source), "keras-h5"
+    elif is_keras_v3(f):
+        refs, notes = keras_v3_refs(f, where=where, file=file, source=source, layers=layers)
+        name = "keras-v3"
+    else:
+        refs, name = _generic(f, where=where, file=file, source=source), "hdf5"
+        stored = {k: v for k, v in f.attrs.plain().items() if isinstance(v, str)}
+        if stored:
+            metadata["__metadata__"] = stored  # what the h5 writer (or another tool) put in attributes
     builder = IndexBuilder(where)
     for ref in refs:
         builder.add(ref)
     return CheckpointIndex(builder.refs, format=fmt or name, files=[file], metadata=metadata, notes=notes, key_sep="/")
 
 
-def _generic(f: h5py.File, *, where: str, file: str, source: Any) -> list[TensorRef]:
+def _generic(f: Group, *, where: str, file: str, source: H5Source) -> list[TensorRef]:
     refs = []
     for rel, dset in walk(f, where):
         path = rel[:-2] if rel.endswith(":0") else rel
@@ -70,16 +68,14 @@ def _generic(f: h5py.File, *, where: str, file: str, source: Any) -> list[Tensor
 
 
 def read(path: str, **_: Any) -> CheckpointIndex:
-    if is_url(path):  # libhdf5 reads a remote file through h5py's file-object support, by byte range
-        def opener() -> Any:
-            return io.BufferedReader(open_source(path).window(), 1 << 16)
-
-        return read_source(opener, file=path, where=path)
-    return read_source(path, file=path, where=path)
+    # a URL too: the child opens it by byte range through its source (h5py's file-object support)
+    return read_source(H5Source(path, 0, open_source(path).size, path), file=path)
 
 
 def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
     """One dataset per tensor at its key's path ('/'-separated groups); ml_dtypes kept as bits + a tag."""
+    import h5py  # writing our own data: the only use of libhdf5 in this process
+
     with h5py.File(fh, "w", track_order=True) as f:
         for key, value in metadata.items():
             f.attrs[key] = value

@@ -1,16 +1,17 @@
-"""HDF5 read defensively: no link is followed out of the file, no dataset reads another file,
-declared sizes are checked against stored sizes, and h5py/libhdf5 errors become input errors."""
+"""HDF5 read defensively: libhdf5 parses the file only in a child process (``h5tree``/``h5probe``);
+no link is followed out of the file, no dataset reads another file, declared sizes are checked
+against stored sizes, and plain datasets are read by byte range without libhdf5 at all."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ...dtypes import resolve_dtype
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import TensorRef
+from .h5tree import Dataset, ExternalLink, Group, H5Source, HardLink, SoftLink, describe_file, read_dataset_bytes
 
 __all__ = ["open_h5", "child", "walk", "dataset_ref", "DTYPE_ATTR"]
 
@@ -19,96 +20,94 @@ BOMB_RATIO = 100
 BOMB_MIN = 16 << 20
 
 
-def open_h5(source: str | Callable[[], Any], where: str) -> h5py.File:
-    """Open read-only; ``source`` is a path or a function returning a file object."""
-    try:
-        if callable(source):
-            return h5py.File(source(), "r")
-        return h5py.File(source, "r")
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise FormatError(f"{where}: damaged or unreadable HDF5 file: {exc}") from None
+def open_h5(source: H5Source) -> Group:
+    """The file's metadata tree (parsed by libhdf5 in a child process with time and memory limits)."""
+    return describe_file(source)
 
 
-def child(group: h5py.Group, name: str, where: str) -> Any:
+def child(group: Group, name: str, where: str) -> Any:
     """``group[name]`` one segment at a time, refusing external links and never following soft links."""
-    node = group
+    node: Any = group
     for seg in [s for s in name.split("/") if s]:
-        try:
-            link = node.get(seg, getlink=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise FormatError(f"{where}: damaged HDF5 object {node.name}/{seg}: {exc}") from None
+        if not isinstance(node, Group):
+            raise FormatError(f"{where}: {node.name} is not a group (looking for {seg!r})")
+        link = node.get(seg, getlink=True)
         if link is None:
-            raise FormatError(f"{where}: {node.name}/{seg} is named but missing")
-        if isinstance(link, h5py.ExternalLink):
+            raise FormatError(f"{where}: {node.name.rstrip('/')}/{seg} is named but missing")
+        if isinstance(link, ExternalLink):
             raise UnsafeCheckpointError(
-                f"{where}: {node.name}/{seg} is an external link to {link.filename}:{link.path}; refusing to read other files")
-        if isinstance(link, h5py.SoftLink):
-            raise UnsafeCheckpointError(f"{where}: {node.name}/{seg} is a soft link to {link.path}; ckptsurgeon follows no links")
-        try:
-            node = node[seg]
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise FormatError(f"{where}: damaged HDF5 object {node.name}/{seg}: {exc}") from None
+                f"{where}: {node.name.rstrip('/')}/{seg} is an external link to {link.filename}:{link.path}; "
+                "refusing to read other files")
+        if isinstance(link, SoftLink):
+            raise UnsafeCheckpointError(
+                f"{where}: {node.name.rstrip('/')}/{seg} is a soft link to {link.path}; ckptsurgeon follows no links")
+        if not isinstance(link, HardLink):
+            raise FormatError(f"{where}: {node.name.rstrip('/')}/{seg} is a link of an unsupported kind")
+        node = node.get(seg)
+        if node is None:
+            raise FormatError(f"{where}: damaged HDF5 object {group.name.rstrip('/')}/{name}")
     return node
 
 
-def walk(group: h5py.Group, where: str, prefix: str = "") -> Iterator[tuple[str, h5py.Dataset]]:
+def walk(group: Group, where: str, prefix: str = "") -> Iterator[tuple[str, Dataset]]:
     """Every dataset under ``group`` as (relative path, dataset), links refused, in stored order."""
-    try:
-        names = list(group.keys())
-    except (OSError, RuntimeError) as exc:
-        raise FormatError(f"{where}: damaged HDF5 group {group.name}: {exc}") from None
-    for name in names:
+    for name in group.keys():
         node = child(group, name, where)
         rel = f"{prefix}{name}"
-        if isinstance(node, h5py.Group):
+        if isinstance(node, Group):
             yield from walk(node, where, rel + "/")
-        elif isinstance(node, h5py.Dataset):
+        elif isinstance(node, Dataset):
             yield rel, node
 
 
-def _check(dset: h5py.Dataset, where: str) -> np.dtype:
+def _check(dset: Dataset, where: str) -> np.dtype:
     name = dset.name
-    try:
-        if dset.is_virtual:
-            raise UnsafeCheckpointError(f"{where}: dataset {name} is a virtual dataset reading other files; refusing")
-        if dset.external:
-            raise UnsafeCheckpointError(f"{where}: dataset {name} keeps its data in external file(s); refusing")
-        dtype = dset.dtype
-        shape = dset.shape
-        stored = dset.id.get_storage_size()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise FormatError(f"{where}: damaged dataset {name}: {exc}") from None
-    if shape is None or dtype.kind not in "biufc" or dtype.fields:
-        raise FormatError(f"{where}: dataset {name} holds {dtype} data, not a numeric tensor")
-    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if declared > BOMB_MIN and stored * BOMB_RATIO < declared:
+    if dset.virtual:
+        raise UnsafeCheckpointError(f"{where}: dataset {name} is a virtual dataset reading other files; refusing")
+    if dset.external:
+        raise UnsafeCheckpointError(f"{where}: dataset {name} keeps its data in external file(s); refusing")
+    if dset.error:
+        raise FormatError(f"{where}: damaged dataset {name}: {dset.error}")
+    if dset.shape is None or dset.dtype is None:
+        raise FormatError(f"{where}: dataset {name} holds {dset.dtype_text} data, not a numeric tensor")
+    dtype = dset.dtype
+    declared = int(np.prod(dset.shape, dtype=object)) * dtype.itemsize
+    if declared > BOMB_MIN and dset.storage * BOMB_RATIO < declared:
         raise UnsafeCheckpointError(
-            f"{where}: dataset {name} declares {declared} bytes but stores {stored}; refusing a shape bomb")
+            f"{where}: dataset {name} declares {declared} bytes but stores {dset.storage}; refusing a shape bomb")
     tag = dset.attrs.get(DTYPE_ATTR)
     if tag is not None:
-        real = resolve_dtype(tag.decode() if isinstance(tag, bytes) else str(tag))
+        if not isinstance(tag, str):
+            raise FormatError(f"{where}: dataset {name}: {DTYPE_ATTR}={tag!r} is not a dtype name")
+        real = resolve_dtype(tag)
         if real.itemsize != dtype.itemsize:
             raise FormatError(f"{where}: dataset {name}: {DTYPE_ATTR}={tag!r} does not fit its {dtype} storage")
         return real
     return dtype
 
 
-def dataset_ref(dset: h5py.Dataset, *, path: str, key: str, file: str, where: str,
-                source: str | Callable[[], Any], optimizer: bool = False) -> TensorRef:
-    """A lazy reference: the dataset is read (by name, through h5py) only when asked for."""
+def dataset_ref(dset: Dataset, *, path: str, key: str, file: str, where: str,
+                source: H5Source, optimizer: bool = False) -> TensorRef:
+    """A lazy reference. A plain contiguous dataset is one byte range, read directly (no libhdf5);
+    any other (chunked, compressed, compact) is read by libhdf5 in a child process when asked for."""
     dtype = _check(dset, where)
-    name = dset.name
+    assert dset.shape is not None
+    nbytes = int(np.prod(dset.shape, dtype=object)) * dtype.itemsize
+    if nbytes == 0:
+        shape = dset.shape
+        return TensorRef(path=path, key=key, dtype=dtype, shape=shape, file=file, optimizer=optimizer,
+                         loader=lambda: np.zeros(shape, dtype), raw=False)
+    if dset.contiguous and source.direct:
+        assert dset.offset is not None
+        if dset.storage != nbytes or dset.offset < 0 or dset.offset + nbytes > source.size:
+            raise FormatError(f"{where}: dataset {dset.name} ({nbytes} bytes at {dset.offset}) does not lie within "
+                              f"the file's {source.size} bytes (stored size {dset.storage})")
+        return TensorRef(path=path, key=key, dtype=dtype, shape=dset.shape, file=file, optimizer=optimizer,
+                         offset=source.offset + dset.offset)
 
     def load() -> np.ndarray:
-        with open_h5(source, where) as f:
-            try:
-                arr = child(f, name, where)[()]
-            except (OSError, ValueError, RuntimeError) as exc:
-                raise FormatError(f"{where}: cannot read dataset {name}: {exc}") from None
-        arr = np.asarray(arr)
+        arr = read_dataset_bytes(source, dset)
         return arr.view(dtype) if arr.dtype != dtype else arr
 
-    offset = dset.id.get_offset() if dset.chunks is None and not dset.compression else None
-    base = getattr(source, "base_offset", 0) if callable(source) else 0
-    return TensorRef(path=path, key=key, dtype=dtype, shape=tuple(dset.shape), file=file, optimizer=optimizer,
-                     loader=load, offset=(offset or 0) + base, raw=offset is not None)
+    return TensorRef(path=path, key=key, dtype=dtype, shape=dset.shape, file=file, optimizer=optimizer,
+                     loader=load, raw=False)

@@ -35,6 +35,8 @@ def parse_config(text: str | bytes, where: str) -> dict[str, Any]:
         config = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"{where}: model configuration is not JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{where}: model configuration nests too deeply") from None
     if not isinstance(config, dict):
         raise FormatError(f"{where}: model configuration is not a JSON object")
     return config

@@ -3,14 +3,11 @@
 Keras 2.2 (``lstm_1/kernel:0``) and Keras 1 per-gate names (``lstm_1_W_i``)."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import h5py
-import numpy as np
 
 from ...errors import FormatError
 from ...index import TensorRef
+from .h5tree import Dataset, Group, H5Source, HardLink
 from .hdf5_safe import child, dataset_ref, walk
 
 __all__ = ["is_keras_h5", "keras_h5_refs", "attr_list"]
@@ -19,27 +16,37 @@ __all__ = ["is_keras_h5", "keras_h5_refs", "attr_list"]
 def attr_list(obj: Any, name: str) -> list[str]:
     """A string-list attribute, joining Keras's chunks ``name0, name1 ...`` when the list was long."""
     if name in obj.attrs:
-        values = list(np.asarray(obj.attrs[name]).reshape(-1))
+        values = _flat(obj.attrs[name])
     else:
         values, i = [], 0
         while f"{name}{i}" in obj.attrs:
-            values.extend(np.asarray(obj.attrs[f"{name}{i}"]).reshape(-1))
+            values.extend(_flat(obj.attrs[f"{name}{i}"]))
             i += 1
-    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+    return [str(v) for v in values]
 
 
-def weights_root(f: h5py.File) -> h5py.Group | None:
+def _flat(value: Any) -> list[Any]:
+    """A (nested) list attribute as one flat list; a single value as a list of one."""
+    if not isinstance(value, list):
+        return [value]
+    out: list[Any] = []
+    for v in value:
+        out.extend(_flat(v))
+    return out
+
+
+def weights_root(f: Group) -> Group | None:
     if "layer_names" in f.attrs or "layer_names0" in f.attrs:
         return f
     mw = f.get("model_weights", getlink=True)
-    if isinstance(mw, h5py.HardLink):
+    if isinstance(mw, HardLink):
         group = f["model_weights"]
-        if "layer_names" in group.attrs or "layer_names0" in group.attrs:
+        if isinstance(group, Group) and ("layer_names" in group.attrs or "layer_names0" in group.attrs):
             return group
     return None
 
 
-def is_keras_h5(f: h5py.File) -> bool:
+def is_keras_h5(f: Group) -> bool:
     return weights_root(f) is not None
 
 
@@ -48,7 +55,7 @@ def _path(layer: str, weight: str) -> str:
     return weight if "/" in weight else f"{layer}/{weight}"  # Keras 1 names carry no scope
 
 
-def keras_h5_refs(f: h5py.File, *, where: str, file: str, source: str | Callable[[], Any]) -> list[TensorRef]:
+def keras_h5_refs(f: Group, *, where: str, file: str, source: H5Source) -> list[TensorRef]:
     """Tensors in Keras's own order (``layer_names``, then each layer's ``weight_names``)."""
     root = weights_root(f)
     if root is None:
@@ -58,10 +65,10 @@ def keras_h5_refs(f: h5py.File, *, where: str, file: str, source: str | Callable
         group = child(root, layer, where)
         for weight in attr_list(group, "weight_names"):
             dset = child(group, weight, where)
-            if not isinstance(dset, h5py.Dataset):
+            if not isinstance(dset, Dataset):
                 raise FormatError(f"{where}: weight {weight!r} of layer {layer!r} is not a dataset")
             refs.append(dataset_ref(dset, path=_path(layer, weight), key=weight, file=file, where=where, source=source))
-    if isinstance(f.get("optimizer_weights", getlink=True), h5py.HardLink):
+    if isinstance(f.get("optimizer_weights", getlink=True), HardLink) and isinstance(f["optimizer_weights"], Group):
         for rel, dset in walk(f["optimizer_weights"], where):
             rel = rel[:-2] if rel.endswith(":0") else rel
             refs.append(dataset_ref(dset, path=f"optimizer_weights/{rel}", key=f"optimizer_weights/{rel}",

@@ -15,31 +15,29 @@ stored index ``vars/<i>``, with a note.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-import h5py
-
 from ...index import TensorRef
+from .h5tree import Dataset, Group, H5Source, HardLink
 from .hdf5_safe import child, dataset_ref
 from .keras_names import CELL_OF, VAR_NAMES, class_key, var_names
 
 __all__ = ["is_keras_v3", "keras_v3_refs"]
 
 
-def is_keras_v3(f: h5py.File) -> bool:
+def is_keras_v3(f: Group) -> bool:
     """A ``layers`` list at the root, or (subclassed models) the root model's own named ``vars`` group."""
-    if isinstance(f.get("layers", getlink=True), h5py.HardLink):
+    if isinstance(f.get("layers", getlink=True), HardLink) and isinstance(f.get("layers"), Group):
         return True
-    return isinstance(f.get("vars", getlink=True), h5py.HardLink) and isinstance(f["vars"], h5py.Group) \
+    return isinstance(f.get("vars", getlink=True), HardLink) and isinstance(f.get("vars"), Group) \
         and "name" in f["vars"].attrs
 
 
-def _vars_name(group: h5py.Group) -> str | None:
-    if not isinstance(group.get("vars", getlink=True), h5py.HardLink):
+def _vars_name(group: Group) -> str | None:
+    if not isinstance(group.get("vars", getlink=True), HardLink) or not isinstance(group.get("vars"), Group):
         return None
     value = group["vars"].attrs.get("name")
-    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+    return None if value is None else str(value)
 
 
 def _snake(class_name: str) -> str:
@@ -54,11 +52,11 @@ class _Walker:
         self.notes: list[str] = []
         self.unnamed: list[str] = []
 
-    def obj(self, group: h5py.Group, path: str, cls: str, optimizer: bool) -> None:
+    def obj(self, group: Group, path: str, cls: str, optimizer: bool) -> None:
         """One Keras object: its own variables, then its sub-objects."""
         for key in group.keys():
             node = child(group, key, self.where)
-            if not isinstance(node, h5py.Group):
+            if not isinstance(node, Group):
                 continue
             sub = f"{path}/{key}" if path else key
             if key == "vars":
@@ -71,11 +69,11 @@ class _Walker:
             else:
                 self.obj(node, sub, class_key(key), optimizer)
 
-    def layer_list(self, group: h5py.Group, prefix: str, optimizer: bool) -> None:
+    def layer_list(self, group: Group, prefix: str, optimizer: bool) -> None:
         found = []
         for key in group.keys():
             node = child(group, key, self.where)
-            if isinstance(node, h5py.Group):
+            if isinstance(node, Group):
                 name = _vars_name(node)
                 if name is None:
                     name = key
@@ -88,25 +86,25 @@ class _Walker:
             cls = _snake(config_class) if config_class else class_key(key)
             self.obj(node, f"{prefix}/{name}" if prefix else name, cls, optimizer)
 
-    def _by_shape(self, group: h5py.Group, keys: list[str], path: str) -> tuple[str, ...] | None:
+    def _by_shape(self, group: Group, keys: list[str], path: str) -> tuple[str, ...] | None:
         """Two variables shaped (..., n) and (n,): a kernel and its bias (Dense, Conv, EinsumDense)."""
         if len(keys) != 2:
             return None
         a, b = (child(group, k, self.where) for k in keys)
-        if isinstance(a, h5py.Dataset) and isinstance(b, h5py.Dataset) and len(a.shape) >= 2 and b.shape == a.shape[-1:]:
+        if isinstance(a, Dataset) and isinstance(b, Dataset) and a.shape is not None and b.shape is not None \
+                and len(a.shape) >= 2 and b.shape == a.shape[-1:]:
             self.notes.append(f"the class of {path or '/'} is not stored; its variables are named kernel and bias "
                               "from their shapes")
             return ("kernel", "bias")
         return None
 
-    def variables(self, group: h5py.Group, path: str, cls: str, optimizer: bool) -> None:
+    def variables(self, group: Group, path: str, cls: str, optimizer: bool) -> None:
         keys = sorted(group.keys(), key=lambda k: (len(k), k))
         if not keys:
             return
         names = var_names(cls, len(keys))
         if names is None:
             own = group.attrs.get("name")  # the layer's name; Keras's default is its class: dense_1
-            own = own.decode() if isinstance(own, bytes) else own
             names = var_names(class_key(str(own)), len(keys)) if own else None
         if names is None:
             names = self._by_shape(group, keys, path)
@@ -115,23 +113,23 @@ class _Walker:
             names = tuple(f"vars/{k}" for k in keys)
         for key, name in zip(keys, names):
             dset = child(group, key, self.where)
-            if isinstance(dset, h5py.Dataset):
+            if isinstance(dset, Dataset):
                 full = f"{path}/{name}" if path else name
                 # The stored location (layers/lstm/cell/vars/0) names nothing; the human path is the key.
                 self.refs.append(dataset_ref(dset, path=full, key=full,
                                              file=self.file, where=self.where, source=self.source, optimizer=optimizer))
 
 
-def keras_v3_refs(f: h5py.File, *, where: str, file: str, source: str | Callable[[], Any],
+def keras_v3_refs(f: Group, *, where: str, file: str, source: H5Source,
                   layers: dict[str, dict]) -> tuple[list[TensorRef], list[str]]:
     """TensorRefs with human paths, and notes on every fallback taken."""
     walker = _Walker(where, file, source, layers)
-    if isinstance(f.get("layers", getlink=True), h5py.HardLink):
+    if isinstance(f.get("layers", getlink=True), HardLink):
         walker.layer_list(child(f, "layers", where), "", False)
     for key in f.keys():
         if key not in ("layers", "vars"):
             node = child(f, key, where)
-            if isinstance(node, h5py.Group):
+            if isinstance(node, Group):
                 walker.obj(node, key, class_key(key), optimizer=key == "optimizer")
     if walker.unnamed:
         walker.notes.append("layer names are not stored in this file (no 'name' attribute on vars); "

@@ -1,9 +1,10 @@
 """numpy ``.npz`` archives and ``.npy`` files, read without pickle (object arrays are refused)."""
 from __future__ import annotations
 
-import io
+import ast
 import json
 import os
+import struct
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -11,13 +12,13 @@ from typing import Any
 import numpy as np
 
 from ...errors import FormatError, OutputError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path, split_key
 from ...source import open_source
 from ..tree import is_optimizer_path
 from ..zipsafe import SafeZip
 
-__all__ = ["sniff_npy", "sniff_names", "read_npz", "read_npy", "write_npz"]
+__all__ = ["sniff_npy", "sniff_names", "parse_header", "read_npz", "read_npy", "write_npz"]
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -30,17 +31,48 @@ def sniff_names(names: list[str]) -> bool:
     return bool(names) and all(n.endswith(".npy") for n in names)
 
 
-def _parse_header(stream: Any, where: str) -> tuple[np.dtype, tuple[int, ...], bool, int]:
-    """Parse a .npy header from ``stream``; returns dtype, shape, fortran order, header length."""
+MAX_HEADER = 16384  # numpy writes a few hundred bytes for any plain array; never parse a long one
+
+
+def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+    """Parse a .npy header from its first bytes; returns dtype, shape, fortran order, header length.
+
+    Not numpy's parser: that one falls back to Python's tokenizer on headers that are not literals,
+    which a crafted header drives into minutes of work. Here the header is bounded first, then read
+    with ``ast.literal_eval`` only.
+    """
+    if not head.startswith(NPY_MAGIC) or len(head) < 10:
+        raise FormatError(f"{where}: not a .npy file (bad magic)")
+    major = head[6]
+    if major == 1:
+        (n,), start, encoding = struct.unpack_from("<H", head, 8), 10, "latin1"
+    elif major in (2, 3) and len(head) >= 12:
+        (n,), start, encoding = struct.unpack_from("<I", head, 8), 12, "latin1" if major == 2 else "utf-8"
+    else:
+        raise FormatError(f"{where}: unsupported .npy version {major}.{head[7]}")
+    if n > MAX_HEADER:
+        raise UnsafeCheckpointError(f"{where}: .npy header of {n} bytes (a plain array needs a few hundred; "
+                                    f"limit {MAX_HEADER}); refusing")
+    if start + n > len(head):
+        raise FormatError(f"{where}: truncated .npy header ({n} bytes declared)")
     try:
-        version = np.lib.format.read_magic(stream)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = reader(stream, max_header_size=100_000)
-    except Exception as exc:  # numpy raises ValueError/SyntaxError on damaged headers
-        raise FormatError(f"{where}: invalid .npy header: {exc}") from None
-    if dtype.hasobject:
+        d = ast.literal_eval(head[start:start + n].decode(encoding))
+    except (SyntaxError, ValueError, UnicodeDecodeError, MemoryError, RecursionError, TypeError) as exc:
+        raise FormatError(f"{where}: invalid .npy header: {type(exc).__name__}") from None
+    if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
+        raise FormatError(f"{where}: invalid .npy header: not a dict of descr, fortran_order, shape")
+    shape, fortran = d["shape"], d["fortran_order"]
+    if not isinstance(shape, tuple) or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape):
+        raise FormatError(f"{where}: invalid .npy header: shape {str(shape)[:80]}")
+    if not isinstance(fortran, bool):
+        raise FormatError(f"{where}: invalid .npy header: fortran_order {str(fortran)[:20]}")
+    try:
+        dtype = np.lib.format.descr_to_dtype(d["descr"])
+    except Exception as exc:  # noqa: BLE001 - numpy's dtype parser raises SyntaxError, TypeError ... on odd strings
+        raise FormatError(f"{where}: invalid .npy header: descr {str(d['descr'])[:80]}: {type(exc).__name__}") from None
+    if dtype.hasobject and not allow_object:
         raise UnsafeCheckpointError(f"{where}: object array (needs pickle); refusing")
-    return dtype, tuple(shape), bool(fortran), stream.tell()
+    return dtype, tuple(shape), fortran, start + n
 
 
 def _fortran_stride(shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -64,6 +96,10 @@ def _metadata(path: str, zf: SafeZip) -> dict[str, str] | None:
     """The writer's metadata member, if it is one (a small unicode JSON object of strings)."""
     name = METADATA_MEMBER + ".npy"
     if name not in zf.members or zf.members[name].size > 64 << 20:
+        return None
+    head = zf.read_head(name, min(zf.members[name].size, MAX_HEADER + 12))
+    dtype, shape, _fortran, _hlen = parse_header(head, f"{path}:{name}")  # bounded, before numpy parses it
+    if dtype.kind != "U" or shape != ():
         return None
     arr = _load_member(path, name, f"{path}:{name}")
     if arr.dtype.kind != "U" or arr.shape != ():
@@ -89,8 +125,8 @@ def read_npz(path: str) -> CheckpointIndex:
         for name, key in zip(names, keys):
             member = zf.members[name]
             where = f"{path}:{name}"
-            head = io.BytesIO(zf.read_head(name, min(member.size, 100_016)))
-            dtype, shape, fortran, hlen = _parse_header(head, where)
+            dtype, shape, fortran, hlen = parse_header(zf.read_head(name, min(member.size, MAX_HEADER + 12)), where)
+            check_shape(where, key, dtype, shape)
             nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if hlen + nbytes != member.size:
                 raise FormatError(f"{where}: member holds {member.size - hlen} data bytes, {dtype} x {list(shape)} needs {nbytes}")
@@ -118,12 +154,12 @@ def _load_member(path: str, name: str, where: str) -> np.ndarray:
 
 def read_npy(path: str) -> CheckpointIndex:
     src = open_source(path)
-    with io.BufferedReader(src.window(), 1 << 16) as fh:
-        dtype, shape, fortran, hlen = _parse_header(fh, path)
+    dtype, shape, fortran, hlen = parse_header(bytes(src.read(0, min(src.size, MAX_HEADER + 12))), path)
+    key = os.path.splitext(os.path.basename(path))[0]
+    check_shape(path, key, dtype, shape)
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if hlen + nbytes > src.size:
         raise FormatError(f"{path}: truncated .npy: {dtype} x {list(shape)} needs {nbytes} bytes")
-    key = os.path.splitext(os.path.basename(path))[0]
     ref = TensorRef(path=join_path([key]), key=key, dtype=dtype, shape=shape, file=path, offset=hlen,
                     stride=_fortran_stride(shape) if fortran else None)
     return CheckpointIndex([ref], format="npy", files=[path])

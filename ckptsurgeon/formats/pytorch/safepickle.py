@@ -20,8 +20,11 @@ import numpy as np
 
 from ...dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
 from ...errors import FormatError, UnsafeCheckpointError
+from ..tree import work_budget
+from .pickle_static import analyze
 
-__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "torch_dtype_of"]
+__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES",
+           "torch_dtype_of"]
 
 _ALLOWED_OPCODES = frozenset(
     """PROTO FRAME STOP MARK POP POP_MARK DUP INT BININT BININT1 BININT2 LONG LONG1 LONG4
@@ -255,6 +258,15 @@ def check_allow_global(spec: str) -> tuple[str, str]:
     return module, name
 
 
+ALLOWED_OPCODES = _ALLOWED_OPCODES
+
+
+def global_allowed(module: str, name: str, allow_globals: Iterable[str] = ()) -> bool:
+    """Whether the unpickler would admit ``module.name`` (as ``find_class`` decides, without importing)."""
+    module = "builtins" if module == "__builtin__" else module
+    return (module, name) in _SAFE_GLOBALS or any(check_allow_global(s) == (module, name) for s in allow_globals)
+
+
 # How to step over each opcode's argument (pickletools' ArgumentDescriptor.n): >= 0 a fixed size,
 # -1 up to a newline, -2/-3/-4/-5 a 1-byte / signed 4-byte / 4-byte / 8-byte length then that many
 # bytes; _TWO_LINES: GLOBAL and INST; _REFUSED: opcodes outside the allowlist; absent: unknown.
@@ -269,8 +281,16 @@ for _op in pickletools.opcodes:
     else:
         _ARG[_code] = 0 if _op.arg is None else _op.arg.n
 _NAMES = {op.code.encode("latin-1")[0]: op.name for op in pickletools.opcodes}
+_CODE = {name: code for code, name in _NAMES.items()}
 _STOP = ord(".")
 _LENGTH = {-2: (1, False), -3: (4, True), -4: (4, False), -5: (8, False)}
+# Opcodes the fast path leaves to the loop below: memo reads (a memoized tuple read back is how a pickle
+# builds a tuple that expands exponentially), stack tricks, implicit memo indices, and LONG_BINPUT,
+# which runs fast only with an index under 2**20 (the C unpickler sizes its memo table by the index).
+_GETS = {_CODE["BINGET"], _CODE["LONG_BINGET"], _CODE["GET"]}
+_TRICKS = {_CODE["POP"], _CODE["POP_MARK"], _CODE["DUP"], _CODE["MEMOIZE"]}
+_LONG_PUT, _PUT = _CODE["LONG_BINPUT"], _CODE["PUT"]
+_TUPLE_OPS = {_CODE[n] for n in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE")}
 
 
 def _fixed_run() -> re.Pattern[bytes]:
@@ -281,10 +301,11 @@ def _fixed_run() -> re.Pattern[bytes]:
     a variable-length argument, and any refused or unknown byte."""
     sizes: dict[int, list[int]] = {}
     for code, rule in _ARG.items():
-        if rule >= 0 and code != _STOP:
+        if rule >= 0 and code != _STOP and code not in _GETS | _TRICKS | {_LONG_PUT}:
             sizes.setdefault(rule, []).append(code)
     alternatives = [b"[" + b"".join(re.escape(bytes([c])) for c in sorted(codes)) + b"]" + (b".{%d}" % n if n else b"")
                     for n, codes in sorted(sizes.items())]
+    alternatives.append(re.escape(bytes([_LONG_PUT])) + b".{2}[\\x00-\\x0f]\\x00")
     return re.compile(b"(?:" + b"|".join(alternatives) + b")*", re.DOTALL)
 
 
@@ -292,12 +313,17 @@ _RUN = _fixed_run()
 
 
 def scan_opcodes(data: bytes, where: str) -> None:
-    """Reject any opcode outside the allowlist before anything is unpickled.
+    """Before anything is unpickled, refuse: any opcode outside the allowlist, bytes after STOP (a hidden
+    second pickle), memo indices larger than the pickle, and tuples that expand far beyond its size.
 
     Walks the opcodes exactly as the unpickler will (arguments stepped over, never interpreted), up
-    to STOP; several times faster than ``pickletools.genops``, which decodes every argument.
+    to STOP; several times faster than ``pickletools.genops``, which decodes every argument. The exact
+    expansion model (``pickle_static``) runs only when a memoized tuple is read back or the stack is
+    juggled (POP, DUP, MEMOIZE): the only ways to build a tuple larger than the pickle.
     """
     pos, end, arg, find, run = 0, len(data), _ARG.get, data.find, _RUN.match
+    gets: set[int] = set()
+    juggled = False
     while pos < end:
         pos = run(data, pos).end()
         if pos >= end:
@@ -309,15 +335,29 @@ def scan_opcodes(data: bytes, where: str) -> None:
         if rule == _REFUSED:
             raise UnsafeCheckpointError(f"{where}: pickle opcode {_NAMES[code]} at byte {pos} is not allowed; refusing")
         if code == _STOP:
+            if pos + 1 < end:  # pickle.load would stop here and never look at the rest
+                raise UnsafeCheckpointError(f"{where}: {end - pos - 1} bytes follow the pickle's STOP opcode "
+                                            "(a hidden second pickle?); refusing")
+            if juggled or any(_put_after_tuple(data, g) for g in gets):
+                _check_expansion(data, where)
             return
         start, pos = pos, pos + 1
         if rule > 0:
+            if code in _GETS:
+                gets.add(int.from_bytes(data[pos:pos + rule], "little"))
+            elif code == _LONG_PUT and int.from_bytes(data[pos:pos + 4], "little") > end:
+                _memo_bomb(data, start, where, int.from_bytes(data[pos:pos + 4], "little"))
             pos += rule
         elif rule == -1 or rule == _TWO_LINES:
             for _ in range(2 if rule == _TWO_LINES else 1):
                 newline = find(b"\n", pos)
                 if newline < 0:
                     raise FormatError(f"{where}: malformed pickle: no newline after opcode at byte {start}")
+                if code in _GETS or code == _PUT:
+                    index = int(data[pos:newline]) if data[pos:newline].isdigit() else -1
+                    if code == _PUT and not 0 <= index <= end:
+                        _memo_bomb(data, start, where, index)
+                    gets.add(index) if code in _GETS else None
                 pos = newline + 1
         elif rule < 0:
             size, signed = _LENGTH[rule]
@@ -327,9 +367,51 @@ def scan_opcodes(data: bytes, where: str) -> None:
             if n < 0:
                 raise FormatError(f"{where}: malformed pickle: negative length at byte {start}")
             pos += size + n
+        juggled = juggled or code in _TRICKS
         if pos > end:
             break
     raise FormatError(f"{where}: malformed pickle: truncated (no STOP opcode)")
+
+
+def _memo_bomb(data: bytes, at: int, where: str, index: int) -> None:
+    raise UnsafeCheckpointError(f"{where}: memo index {index:,} at byte {at} is larger than the pickle ({len(data):,} "
+                                "bytes); the unpickler would allocate a table that large; refusing")
+
+
+def _put_after_tuple(data: bytes, index: int) -> bool:
+    """Whether a PUT of ``index`` may store a tuple: some encoding of it directly follows a tuple opcode
+    (over MARK, FRAME and other PUTs). Byte patterns, not parsed: a false match only costs the exact check."""
+    encodings = [bytes([_LONG_PUT]) + index.to_bytes(4, "little") if 0 <= index < 1 << 32 else b"",
+                 b"p%d\n" % index]
+    if 0 <= index < 256:
+        encodings.append(bytes([_CODE["BINPUT"], index]))
+    for enc in filter(None, encodings):
+        at = data.find(enc)
+        while at >= 0:
+            if _follows_tuple(data, at, 0):
+                return True
+            at = data.find(enc, at + 1)
+    return False
+
+
+def _follows_tuple(data: bytes, at: int, depth: int) -> bool:
+    if at < 1 or depth > 16:
+        return False
+    if data[at - 1] in _TUPLE_OPS:
+        return True
+    steps = [1] if data[at - 1] == _CODE["MARK"] else []
+    steps += [n for n, code in ((2, "BINPUT"), (5, "LONG_BINPUT"), (9, "FRAME")) if at >= n and data[at - n] == _CODE[code]]
+    return any(_follows_tuple(data, at - n, depth + 1) for n in steps)
+
+
+def _check_expansion(data: bytes, where: str) -> None:
+    facts = analyze(data, work_budget(len(data)))
+    if facts.malformed:
+        raise FormatError(f"{where}: malformed pickle: {facts.malformed}")
+    if facts.problems:
+        raise UnsafeCheckpointError(f"{where}: {facts.problems[0]}; refusing")
+
+
 
 
 class _Unpickler(pickle.Unpickler):
@@ -339,6 +421,8 @@ class _Unpickler(pickle.Unpickler):
         self._where, self._allowed = where, allowed
 
     def find_class(self, module: str, name: str) -> Any:
+        if module == "__builtin__":  # protocol 2 spells builtins the Python 2 way (pickle maps it too)
+            module = "builtins"
         target = self._allowed.get((module, name))
         if target is None:
             raise UnsafeCheckpointError(
@@ -363,8 +447,9 @@ def storage_from_pid(pid: Any) -> StorageRef:
     view = None
     if len(pid) > 5 and pid[5] is not None:
         v = pid[5]
-        if not (isinstance(v, tuple) and len(v) == 3 and isinstance(v[0], str) and isinstance(v[1], int)):
-            raise FormatError(f"malformed storage view {v!r}")
+        if not (isinstance(v, tuple) and len(v) == 3 and isinstance(v[0], str)
+                and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v[1:])):
+            raise FormatError(f"malformed storage view {str(v)[:80]} (offset and size must be counts >= 0)")
         view = (v[0], v[1], v[2])
     return StorageRef(key, stype.dtype, numel, str(location), view)
 

@@ -11,7 +11,7 @@ from ...errors import FormatError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...scopes import join_path
 from .safepickle import LazyTensor
-from ..tree import flatten, is_optimizer_path, to_jsonable
+from ..tree import flatten, is_optimizer_path, to_jsonable, work_budget
 
 __all__ = ["StorageBytes", "build_torch_index", "optimizer_entries"]
 
@@ -58,8 +58,6 @@ def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteord
             f"but holds {where.nbytes} bytes (tensor {key!r})"
         )
     view_offset = 0
-    if st.view is not None:
-        view_offset = st.view[1]
     numel = 1
     for n in t.shape:
         numel *= n
@@ -68,6 +66,11 @@ def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteord
         extent = numel
     else:
         extent = 0 if numel == 0 else 1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride))
+    if st.view is not None:
+        view_offset, view_size = st.view[1], st.view[2]
+        if numel and t.offset + extent > view_size:
+            raise FormatError(f"{where.file}: tensor {key!r} (shape {list(t.shape)}, offset {t.offset}) reaches past "
+                              f"its storage view ({view_size} elements)")
     first = view_offset + t.offset
     if numel and (first + extent) * item > where.nbytes:
         raise FormatError(
@@ -104,13 +107,19 @@ def optimizer_entries(obj: Any) -> set[Any]:
 
 def build_torch_index(
     obj: Any, storages: Mapping[str, StorageBytes], *, file: str, format: str, byteorder: str,
-    header_sha256: str | Callable[[], str] = "",
+    header_sha256: str | Callable[[], str] = "", pickle_bytes: int = 0,
 ) -> CheckpointIndex:
-    """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata."""
+    """Every LazyTensor (and plain numpy array) becomes a TensorRef; other leaves become metadata.
+
+    The walk is bounded by the size of the pickle (``pickle_bytes``): cycles and graphs of shared
+    containers that expand to far more paths than the pickle has bytes are refused. One tensor shared
+    under several paths gets one location (or one loader), so listings show it once with its aliases.
+    """
     builder = IndexBuilder(file)
     metadata: dict[str, Any] = {}
     states = optimizer_entries(obj)
-    leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)))
+    loaders: dict[int, Any] = {}
+    leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)), work_budget(pickle_bytes), file)
     for segs, leaf in leaves:
         path, key = _path_and_key(segs)
         optimizer = is_optimizer_path(path) or (bool(segs) and segs[0] in states)
@@ -121,8 +130,9 @@ def build_torch_index(
             builder.add(_tensor_ref(path, key, leaf, where, byteorder, optimizer))
         elif isinstance(leaf, np.ndarray):
             arr = leaf
+            loader = loaders.setdefault(id(arr), lambda a=arr: a)
             builder.add(TensorRef(path=path, key=key, dtype=arr.dtype, shape=arr.shape, file=file,
-                                  optimizer=optimizer, loader=lambda a=arr: a))
+                                  optimizer=optimizer, loader=loader))
         else:
             metadata[path] = to_jsonable(leaf)
     stored = getattr(obj, "_metadata", None)  # state_dict._metadata: ckptsurgeon's writer keeps its metadata there

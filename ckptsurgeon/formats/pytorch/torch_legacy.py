@@ -69,7 +69,7 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
 
     digest = hashlib.sha256()  # of the pickles: the file's header, read anyway
     with _stream(src) as fh:
-        magic, pos = _next_pickle(fh, src, 0, digest)
+        magic, pos = _next_pickle(fh, src, 0, digest, allow_globals=allow_globals)  # or a bare pickle's whole object
         if magic != MAGIC_NUMBER:
             # Not a torch file: a bare pickle, unpickled whole through the same allowlist.
             return read_plain_pickle(path, allow_globals=allow_globals)
@@ -77,6 +77,7 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
         if version != PROTOCOL_VERSION:
             raise FormatError(f"{path}: unsupported legacy protocol version {version!r}")
         _sys_info, pos = _next_pickle(fh, src, pos, digest)
+        start = pos
         obj, pos = _next_pickle(fh, src, pos, digest, persistent=persistent, allow_globals=allow_globals)
         keys, pos = _next_pickle(fh, src, pos, digest)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -91,7 +92,8 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
             raise FormatError(f"{path}: truncated: storage {key!r} declares {numel} elements past the end of the file")
         storages[key] = StorageBytes(path, pos + 8, nbytes)
         pos += 8 + nbytes
-    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder="<", header_sha256=digest.hexdigest())
+    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder="<", header_sha256=digest.hexdigest(),
+                             pickle_bytes=pos - start)
 
 
 def read_plain_pickle(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
@@ -108,4 +110,4 @@ def read_plain_pickle(path: str, *, allow_globals: Sequence[str] = ()) -> Checkp
             count += 1
     if count > 1:
         raise UnsafeCheckpointError(f"{path}: {count} pickles concatenated in one file; refusing the hidden ones")
-    return build_torch_index(obj, {}, file=path, format="pickle", byteorder="<")
+    return build_torch_index(obj, {}, file=path, format="pickle", byteorder="<", pickle_bytes=size)

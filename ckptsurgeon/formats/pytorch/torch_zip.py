@@ -57,7 +57,7 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
         return _read_script(path, root, pickled, constants, storages, byteorder, allow_globals)
     obj = safe_load(pickled, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
     index = build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder,
-                              header_sha256=lazy_sha256(pickled))
+                              header_sha256=lazy_sha256(pickled), pickle_bytes=len(pickled))
     return index
 
 
@@ -73,7 +73,7 @@ def _read_script(path: str, root: str, pickled: bytes, constants: bytes | None, 
         consts = safe_load(constants, where, torchscript.constants_pid("constants/"), allow_globals, extra)
         tree = torchscript.with_constants(tree, torchscript.module_tree(consts, where))
     index = build_torch_index(tree, storages, file=path, format=torchscript.FORMAT, byteorder=byteorder,
-                              header_sha256=lazy_sha256(pickled))
+                              header_sha256=lazy_sha256(pickled), pickle_bytes=len(pickled) + len(constants or b""))
     index.notes.append("TorchScript archive: modules read as their attributes (parameters, buffers, other values); "
                        "its code/ is never read or run")
     if dropped:

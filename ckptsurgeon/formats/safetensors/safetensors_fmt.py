@@ -16,7 +16,7 @@ from typing import Any
 
 from ...dtypes import SAFETENSORS_DTYPES
 from ...errors import FormatError, UnsafeCheckpointError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape, lazy_sha256
 from ...scopes import key_path
 from ...source import open_source
 from ..tree import is_optimizer_path
@@ -117,6 +117,8 @@ def _pairs(path: str, text: str) -> Iterator[tuple[str, Any]]:
             yield key, value
     except ValueError as exc:
         raise FormatError(f"{path}: safetensors header is not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise FormatError(f"{path}: safetensors header nests too deeply (a header is a flat JSON object)") from None
 
 
 def read_header(path: str) -> tuple[dict[str, Any], int, Callable[[], str]]:
@@ -142,7 +144,8 @@ def _entry(path: str, key: str, info: Any) -> tuple[int, int, str, Any, tuple[in
         raise FormatError(f"{path}: tensor {key!r}: malformed header entry ({exc})") from None
     if not _FIELDS.issuperset(info):
         raise FormatError(f"{path}: tensor {key!r}: malformed header entry")
-    dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+    code = info.get("dtype")
+    dtype = SAFETENSORS_DTYPES.get(code) if isinstance(code, str) else None
     if dtype is None:
         raise FormatError(f"{path}: tensor {key!r}: unsupported dtype {info.get('dtype')!r}")
     shape, offs = info.get("shape"), info.get("data_offsets")
@@ -150,6 +153,7 @@ def _entry(path: str, key: str, info: Any) -> tuple[int, int, str, Any, tuple[in
         raise FormatError(f"{path}: tensor {key!r}: invalid shape {shape!r}")
     if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int and o >= 0 for o in offs)):
         raise FormatError(f"{path}: tensor {key!r}: invalid data_offsets {offs!r}")
+    check_shape(path, key, dtype, shape)
     numel = 1
     for d in shape:
         numel *= d

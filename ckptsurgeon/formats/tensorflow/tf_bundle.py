@@ -54,7 +54,7 @@ def _dim(raw: bytes) -> int:
     """TensorShapeProto.Dim's size; nearly always encoded as ``08 <one-byte varint>`` (or empty: 0)."""
     if len(raw) == 2 and raw[0] == 0x08 and raw[1] < 0x80:
         return raw[1]
-    return pw.signed64(pw.first(pw.decode(raw), 1)) if raw else 0
+    return pw.signed64(pw.first_int(pw.decode(raw), 1)) if raw else 0
 
 
 _SHAPES: dict[bytes, tuple[int, ...]] = {}  # TensorShapeProto bytes -> dims: checkpoints repeat a few shapes
@@ -71,12 +71,18 @@ def _shape(raw: bytes, where: str, key: str) -> tuple[int, ...]:
 
 def _decode_shape(raw: bytes, where: str) -> tuple[int, ...]:
     fields = pw.decode(raw)
-    if pw.first(fields, 3):
+    if pw.first_int(fields, 3):
         raise FormatError(f"{where}: tensor of unknown rank")
-    dims = tuple(_dim(d) for d in fields.get(2, ()))
+    dims = tuple(_dim(_bytes(d)) for d in fields.get(2, ()))
     if any(d < 0 for d in dims):
         raise FormatError(f"{where}: negative dimension in shape {list(dims)}")
     return dims
+
+
+def _bytes(value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray)):
+        raise FormatError("a length-delimited protobuf field holds a number")
+    return bytes(value)
 
 
 def _entry(key: str, raw: bytes, where: str) -> Entry:
@@ -170,20 +176,29 @@ class _Bundle:
         pairs = read_table(raw, index_path)
         if not pairs or pairs[0][0] != b"":
             raise FormatError(f"{index_path}: missing bundle header entry")
-        header = pw.decode(pairs[0][1])
-        self.num_shards = pw.first(header, 1, 1)
-        self.byteorder = ">" if pw.first(header, 2) == 1 else "<"
+        try:
+            header = pw.decode(pairs[0][1])
+            self.num_shards = pw.first_int(header, 1, 1)
+            self.byteorder = ">" if pw.first_int(header, 2) == 1 else "<"
+        except FormatError as exc:
+            raise FormatError(f"{index_path}: malformed bundle header: {exc}") from None
         if not 1 <= self.num_shards <= 100_000:
             raise FormatError(f"{index_path}: implausible shard count {self.num_shards}")
         self.entries: dict[str, Entry] = {}
         self.slice_entries: dict[tuple[str, tuple], Entry] = {}
-        for raw_key, value in pairs[1:]:
-            if raw_key[:1] == b"\x00":
-                name, extents = decode_slice_key(raw_key, index_path)
-                self.slice_entries[(name, extents)] = _entry(name, value, index_path)
-            else:
-                key = raw_key.decode("utf-8", "replace")
-                self.entries[key] = _entry(key, value, index_path)
+        key = ""
+        try:
+            for raw_key, value in pairs[1:]:
+                if raw_key[:1] == b"\x00":
+                    key, extents = decode_slice_key(raw_key, index_path)
+                    self.slice_entries[(key, extents)] = _entry(key, value, index_path)
+                else:
+                    key = raw_key.decode("utf-8", "replace")
+                    self.entries[key] = _entry(key, value, index_path)
+        except FormatError as exc:
+            if str(exc).startswith(index_path):
+                raise
+            raise FormatError(f"{index_path}: malformed entry for tensor {key!r}: {exc}") from None
         self._sizes: dict[int, tuple[str, int]] = {}  # shard id -> (path, size)
 
     def shard(self, shard_id: int, key: str) -> tuple[str, int]:
@@ -251,9 +266,14 @@ def read_strings(bundle: _Bundle, e: Entry) -> list[bytes]:
     numel = 1
     for d in e.shape:
         numel *= d
+    if numel > len(data):  # every string needs at least its one-byte length
+        raise FormatError(f"{bundle.where}: string tensor {e.key!r} of {numel} strings holds only {len(data)} bytes")
     pos, lengths, crc = 0, [], 0
     for _ in range(numel):
-        n, pos = pw.read_varint(data, pos)
+        try:
+            n, pos = pw.read_varint(data, pos)
+        except FormatError as exc:
+            raise FormatError(f"{bundle.where}: string tensor {e.key!r}: {exc}") from None
         lengths.append(n)
         crc = google_crc32c.extend(crc, struct.pack("<I", n & 0xFFFFFFFF))
     if pos + 4 + sum(lengths) != len(data):
@@ -283,10 +303,10 @@ def _object_graph(raw: bytes) -> list[dict[str, str]]:
     """TrackableObjectGraph -> [{checkpoint_key, full_name}] (variables' names at save time)."""
     out = []
     for node in pw.decode(raw).get(1, []):
-        for attr in pw.decode(node).get(2, []):
-            fields = pw.decode(attr)
-            key = pw.first(fields, 3, b"").decode("utf-8", "replace")
-            name = pw.first(fields, 2, b"").decode("utf-8", "replace")
+        for attr in pw.decode(_bytes(node)).get(2, []):
+            fields = pw.decode(_bytes(attr))
+            key = pw.first_bytes(fields, 3).decode("utf-8", "replace")
+            name = pw.first_bytes(fields, 2).decode("utf-8", "replace")
             if key:
                 out.append({"checkpoint_key": key, "full_name": name})
     return out
@@ -310,7 +330,10 @@ def read(path: str, **_: Any) -> CheckpointIndex:
                 continue
             values = read_strings(bundle, e)
             if key == OBJECT_GRAPH and values:
-                metadata["object_graph"] = _object_graph(values[0])
+                try:
+                    metadata["object_graph"] = _object_graph(values[0])
+                except FormatError as exc:
+                    raise FormatError(f"{bundle.where}: malformed object graph: {exc}") from None
             else:
                 metadata[path_] = _strings_metadata(values)
             continue

@@ -4,10 +4,11 @@ a folder with a ``checkpoint`` state file, a SavedModel folder, or a local folde
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 
 from ... import location as loc
-from ...errors import FormatError
+from ...errors import FormatError, UnsafeCheckpointError
 from ...source import is_url
 
 __all__ = ["resolve_prefix", "looks_like_tf"]
@@ -16,18 +17,44 @@ _DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _STATE = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 
 
+_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.S)
+_SIMPLE = {"n": 10, "t": 9, "r": 13, "a": 7, "b": 8, "f": 12, "v": 11, "\\": 92, "'": 39, '"': 34, "?": 63}
+MAX_STATE = 1 << 20
+
+
+def _unescape(text: str, where: str) -> str:
+    """A text-format protobuf string (C escapes: \\n, \\", \\NNN octal, \\xNN) as text."""
+    def byte(m: re.Match[str]) -> str:
+        octal, hexa, char = m.groups()
+        if char is not None and char not in _SIMPLE:
+            raise FormatError(f"{where}: invalid escape \\{char} in model_checkpoint_path")
+        value = int(octal, 8) if octal else int(hexa, 16) if hexa else _SIMPLE[char]
+        if value > 255:
+            raise FormatError(f"{where}: invalid escape \\{octal} in model_checkpoint_path")
+        return chr(value)
+
+    raw = _ESCAPE.sub(byte, text)
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise FormatError(f"{where}: model_checkpoint_path is not UTF-8 text") from None
+
+
 def _from_state(folder: str) -> str:
     state = loc.join(folder, "checkpoint")
-    text = loc.read_small(state, 1 << 20, "checkpoint state file").decode("utf-8", "replace")
+    text = loc.read_small(state, MAX_STATE, "checkpoint state file").decode("utf-8", "replace")
     match = _STATE.search(text)
     if not match:
         raise FormatError(f"{state}: no model_checkpoint_path line")
-    named = match.group(1).encode().decode("unicode_escape")
+    named = _unescape(match.group(1), state)
+    if not named.strip("./") or "\x00" in named:
+        raise FormatError(f"{state}: model_checkpoint_path {named!r} names no checkpoint")
+    if not os.path.isabs(named) and not is_url(named) and _escapes(named, folder):
+        raise UnsafeCheckpointError(f"{state} names {named!r}, outside {folder}; refusing to follow it "
+                                    "(pass that checkpoint's prefix itself if it is the one you mean)")
     candidates = [named] if not os.path.isabs(named) and not is_url(named) else []
-    if not is_url(folder):
-        inside = os.path.realpath(named).startswith(os.path.realpath(folder) + os.sep)
-        if os.path.isabs(named) and inside:
-            candidates.append(named)
+    if not is_url(folder) and os.path.isabs(named) and _inside(named, folder):
+        candidates.append(named)
     candidates.append(loc.basename(named))  # a moved folder: TF state files often hold absolute paths
     for cand in candidates:
         prefix = cand if os.path.isabs(cand) and not is_url(folder) else loc.join(folder, cand)
@@ -45,6 +72,17 @@ def _bundles(folder: str) -> list[str]:
     shards = {_DATA.sub("", n) for n in names if _DATA.search(n)}
     return [n[: -len(".index")] for n in names if n.endswith(".index") and n[: -len(".index")] in shards
             and os.path.isfile(os.path.join(folder, n)) and not os.path.islink(os.path.join(folder, n))]
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.realpath(path).startswith(os.path.realpath(folder) + os.sep)
+
+
+def _escapes(relative: str, folder: str) -> bool:
+    """Whether a relative name leads out of ``folder`` (``../other/model.ckpt``, or a link inside it)."""
+    if is_url(folder):
+        return posixpath.normpath(relative).startswith("..")
+    return not _inside(os.path.join(folder, relative), folder)
 
 
 def resolve_prefix(path: str) -> str | None:

@@ -1,11 +1,12 @@
 """Partitioned TF variables: slice keys (OrderedCode) and the slice specs of the full entry."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from ...errors import FormatError
+from ...errors import FormatError, UnsafeCheckpointError
 from .. import protowire as pw
 
 __all__ = ["decode_slice_key", "parse_slices"]
@@ -74,10 +75,14 @@ def parse_slices(bundle: Any, entry: Any, dtype: np.dtype) -> list[tuple[tuple[t
     covered = 0
     for raw in entry.slices:
         extents = []
-        for i, ext in enumerate(pw.decode(raw).get(1, [])):
-            f = pw.decode(ext)
-            start = pw.signed64(pw.first(f, 1))
-            length = pw.signed64(f[2][-1]) if 2 in f else -1
+        try:
+            specs = [pw.decode(ext) if isinstance(ext, bytes) else None for ext in pw.decode(raw).get(1, [])]
+            if None in specs:
+                raise FormatError("an extent is a number, not a message")
+            specs = [(pw.signed64(pw.first_int(f, 1)), pw.signed64(pw.first_int(f, 2)) if 2 in f else -1) for f in specs]
+        except FormatError as exc:
+            raise FormatError(f"{bundle.where}: malformed slice spec of {entry.key!r}: {exc}") from None
+        for i, (start, length) in enumerate(specs):
             if i >= len(entry.shape):
                 raise FormatError(f"{bundle.where}: slice of {entry.key!r} has more dimensions than its shape {list(entry.shape)}")
             full = entry.shape[i]
@@ -97,8 +102,23 @@ def parse_slices(bundle: Any, entry: Any, dtype: np.dtype) -> list[tuple[tuple[t
         if part.shape and part.shape != shape:
             raise FormatError(f"{bundle.where}: slice {extents} of {entry.key!r} stored with shape {list(part.shape)}")
         bundle.check(part._replace(shape=shape), dtype)
-        covered += int(np.prod(shape))
+        covered += math.prod(shape)
         parts.append((tuple(extents), part))
-    if covered != int(np.prod(entry.shape)):
-        raise FormatError(f"{bundle.where}: slices of {entry.key!r} cover {covered} of {int(np.prod(entry.shape))} elements")
+    if covered != math.prod(entry.shape):
+        raise FormatError(f"{bundle.where}: slices of {entry.key!r} cover {covered} of {math.prod(entry.shape)} elements")
+    _no_overlap(parts, bundle.where, entry.key)
     return parts
+
+
+MAX_SLICES = 4096
+
+
+def _no_overlap(parts: list[tuple[tuple[tuple[int, int], ...], Any]], where: str, key: str) -> None:
+    """Slices that cover as many elements as the shape and do not overlap tile it exactly (else some
+    elements would be left unset, silently)."""
+    if len(parts) > MAX_SLICES:
+        raise UnsafeCheckpointError(f"{where}: {key!r} is split into {len(parts)} slices (limit {MAX_SLICES}); refusing")
+    for i, (a, _) in enumerate(parts):
+        for b, _ in parts[i + 1:]:
+            if all(sa < sb + nb and sb < sa + na for (sa, na), (sb, nb) in zip(a, b)):
+                raise FormatError(f"{where}: slices {list(a)} and {list(b)} of {key!r} overlap")

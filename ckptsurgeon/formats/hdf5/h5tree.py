@@ -1,0 +1,244 @@
+"""An HDF5 file's metadata as plain Python objects, built from what ``h5probe.describe`` found in a
+child process. The readers walk this tree; libhdf5 never runs in the reading process.
+
+The classes keep the small part of h5py's vocabulary the readers use (``keys()``, ``attrs``,
+``get(name, getlink=True)``, ``[name]``, ``HardLink``/``SoftLink``/``ExternalLink``), so reading a
+Keras layout looks the same as it would with h5py.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import FormatError
+from ...isolate import Limits, run_isolated
+from ...source import url_scheme
+
+__all__ = ["H5Source", "Group", "Dataset", "HardLink", "SoftLink", "ExternalLink", "OtherLink", "Attrs",
+           "describe_file", "read_dataset_bytes", "metadata_limits"]
+
+DEFAULT_SECONDS = 30.0
+DEFAULT_MEMORY_MIB = 1024
+READ_BYTES_PER_SECOND = 20 << 20  # time granted to read a chunked dataset in the child, on top of the base
+
+
+@dataclass(frozen=True)
+class H5Source:
+    """Where the HDF5 image is: ``size`` bytes at ``offset`` of ``name`` (a path or URL), deflated or not."""
+
+    name: str
+    offset: int
+    size: int
+    where: str
+    inflate: bool = False
+    usize: int = 0
+
+    def request(self) -> dict[str, Any]:
+        return {"source": self.name, "offset": self.offset, "size": self.size, "where": self.where,
+                "inflate": self.inflate, "usize": self.usize}
+
+    @property
+    def process_local(self) -> bool:
+        """Bytes only this process can reach (``memory://``): a spawned child could not open them."""
+        return url_scheme(self.name) == "memory"
+
+    @property
+    def direct(self) -> bool:
+        """Whether dataset offsets are offsets in ``name`` (+ ``offset``): not inside compressed bytes."""
+        return not self.inflate
+
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def metadata_limits(extra_bytes: int = 0) -> Limits:
+    """Wall time and memory for one child: ``CKPTSURGEON_HDF5_TIMEOUT`` s, ``CKPTSURGEON_HDF5_MEMORY`` MiB."""
+    seconds = _env_number("CKPTSURGEON_HDF5_TIMEOUT", DEFAULT_SECONDS)
+    memory = int(_env_number("CKPTSURGEON_HDF5_MEMORY", DEFAULT_MEMORY_MIB)) << 20
+    return Limits(seconds + extra_bytes / READ_BYTES_PER_SECOND, memory + 3 * extra_bytes)
+
+
+class Attrs(Mapping[str, Any]):
+    """Attribute values as text, numbers and lists; an unreadable one raises when it is used."""
+
+    def __init__(self, values: Mapping[str, Any], owner: str, where: str) -> None:
+        self._values, self._owner, self._where = dict(values), owner, where
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._values[key]
+        if isinstance(value, dict) and "__error__" in value:
+            raise FormatError(f"{self._where}: {value['__error__']}")
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def plain(self) -> dict[str, Any]:
+        """Every attribute that could be read, without raising for the others."""
+        return {k: v for k, v in self._values.items() if not (isinstance(v, dict) and "__error__" in v)}
+
+
+@dataclass(frozen=True)
+class HardLink:
+    pass
+
+
+@dataclass(frozen=True)
+class SoftLink:
+    path: str
+
+
+@dataclass(frozen=True)
+class ExternalLink:
+    filename: str
+    path: str
+
+
+@dataclass(frozen=True)
+class OtherLink:
+    pass
+
+
+@dataclass
+class Dataset:
+    name: str
+    attrs: Attrs
+    dtype: np.dtype | None
+    dtype_text: str
+    shape: tuple[int, ...] | None
+    chunks: tuple[int, ...] | None
+    filters: int
+    storage: int
+    offset: int | None
+    virtual: bool
+    external: bool
+    error: str | None = None
+
+    @property
+    def contiguous(self) -> bool:
+        """Stored as one plain byte range (no chunks, no filters, allocated): readable without libhdf5."""
+        return self.chunks is None and not self.filters and self.offset is not None
+
+
+@dataclass
+class Group:
+    name: str
+    attrs: Attrs
+    links: dict[str, Any] = field(default_factory=dict)  # name -> link object
+    nodes: dict[str, Any] = field(default_factory=dict)  # name -> Group/Dataset/None (hard links only)
+
+    def keys(self) -> list[str]:
+        return list(self.links)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.links
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.links)
+
+    def get(self, name: str, default: Any = None, getlink: bool = False) -> Any:
+        if not getlink:
+            return self.nodes.get(name, default)
+        return self.links.get(name, default)
+
+    def __getitem__(self, name: str) -> Any:
+        node: Any = self
+        for seg in [s for s in name.split("/") if s]:
+            if not isinstance(node, Group) or seg not in node.nodes:
+                raise KeyError(f"{self.name}/{name}")
+            node = node.nodes[seg]
+        return node
+
+
+def _dtype(text: str | None, where: str, name: str) -> np.dtype | None:
+    if text is None:
+        return None
+    try:
+        dtype = np.dtype(text)
+    except TypeError:
+        raise FormatError(f"{where}: dataset {name} has an unreadable dtype {text!r}") from None
+    return dtype if dtype.kind in "biufc" and dtype.itemsize > 0 else None
+
+
+def _ints(value: Any, where: str, name: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and v >= 0 for v in value):
+        raise FormatError(f"{where}: dataset {name} has an invalid shape {str(value)[:80]}")
+    return tuple(value)
+
+
+def build(description: dict[str, Any], where: str) -> Group:
+    """The tree of ``describe``'s flat object list (checked: it came from a process that read hostile bytes)."""
+    try:
+        return _build(description, where)
+    except (TypeError, IndexError, KeyError, ValueError, AttributeError) as exc:
+        raise FormatError(f"{where}: malformed HDF5 description: {type(exc).__name__}: {exc}") from None
+
+
+def _build(description: dict[str, Any], where: str) -> Group:
+    objects = description.get("objects")
+    if not isinstance(objects, list) or not objects or objects[0].get("name") != "/":
+        raise FormatError(f"{where}: empty or unreadable HDF5 metadata")
+    by_name: dict[str, Any] = {}
+    for obj in objects:
+        name = obj.get("name")
+        attrs = Attrs(obj.get("attrs") or {}, str(name), where)
+        if obj.get("kind") == "group":
+            node: Any = Group(name, attrs)
+            for link in obj.get("links") or []:
+                kind = link[1]
+                node.links[link[0]] = (HardLink() if kind == "hard" else SoftLink(link[2]) if kind == "soft"
+                                       else ExternalLink(link[2], link[3]) if kind == "external" else OtherLink())
+        elif obj.get("kind") == "dataset":
+            node = Dataset(name, attrs, _dtype(obj.get("dtype"), where, name), str(obj.get("dtype_text")),
+                           _ints(obj.get("shape"), where, name), _ints(obj.get("chunks"), where, name),
+                           int(obj.get("filters") or 0), int(obj.get("storage") or 0), obj.get("offset"),
+                           bool(obj.get("virtual")), bool(obj.get("external")), obj.get("error"))
+        else:
+            node = None
+        by_name[name] = node
+    for name, node in by_name.items():
+        if isinstance(node, Group):
+            for link_name, link in node.links.items():
+                if isinstance(link, HardLink):
+                    node.nodes[link_name] = by_name.get(name.rstrip("/") + "/" + link_name)
+    root = by_name["/"]
+    if not isinstance(root, Group):
+        raise FormatError(f"{where}: the HDF5 root is not a group")
+    return root
+
+
+def describe_file(source: H5Source) -> Group:
+    """The metadata of the HDF5 image at ``source``, parsed by libhdf5 in a child process."""
+    header, _ = run_isolated("hdf5.describe", source.request(), metadata_limits(), where=source.where,
+                             what="libhdf5 reading the file's metadata", preload=("h5py",),
+                             needs_fork=source.process_local)
+    return build(header, source.where)
+
+
+def read_dataset_bytes(source: H5Source, dset: Dataset) -> np.ndarray:
+    """A dataset that is not one plain byte range (chunked, compressed, compact), read in a child process."""
+    assert dset.dtype is not None and dset.shape is not None
+    nbytes = int(np.prod(dset.shape, dtype=object)) * dset.dtype.itemsize
+    request = dict(source.request(), path=dset.name, dtype=dset.dtype.str, shape=list(dset.shape))
+    limits = metadata_limits(nbytes)
+    header, payload = run_isolated("hdf5.read", request, limits, where=source.where,
+                                   what=f"libhdf5 reading dataset {dset.name}", reply_cap=nbytes + (1 << 20),
+                                   preload=("h5py",), needs_fork=source.process_local)
+    if header.get("dtype") != dset.dtype.str or header.get("shape") != list(dset.shape) or len(payload) != nbytes:
+        raise FormatError(f"{source.where}: dataset {dset.name} read back as {header.get('dtype')} "
+                          f"{header.get('shape')} ({len(payload)} bytes), not {dset.dtype.str} {list(dset.shape)}")
+    return np.frombuffer(bytearray(payload), dset.dtype).reshape(dset.shape)

@@ -1,0 +1,1 @@
+"""Mutation fuzzing of every reader (see campaign.py)."""

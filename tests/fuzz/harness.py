@@ -1,0 +1,216 @@
+"""Run the CLI on one (mutated) input in a child process with a memory limit and a timeout, and judge
+the outcome: exit 0, or exit 1 with exactly one ``error: ...`` line that is not an internal error;
+never a signal, a hang, a traceback, a second stderr line, a file left behind or a changed input.
+
+The children are forks of a worker that imported ``ckptsurgeon.cli`` once (fast, and nothing but
+ckptsurgeon runs in it). Each child leads its own process group, so a timeout also kills whatever it
+started (the HDF5 metadata child).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import resource
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .seeds import Seed
+
+__all__ = ["Outcome", "run_case", "COMMANDS", "Limits"]
+
+# The commands every input goes through; OUT is the case's output folder.
+COMMANDS: dict[str, list[str]] = {
+    "ls": ["ls", "--json", "{target}"],
+    "extract": ["extract", "{target}", "-s", "**", "--include-optimizer", "-o", "{out}/x.safetensors"],
+    "scan": ["scan", "{target}", "--format", "json"],
+}
+
+
+@dataclass
+class Limits:
+    seconds: float = 10.0
+    memory_mib: int = 2048
+
+
+@dataclass
+class Outcome:
+    command: str
+    kind: str  # "ok", "refused" or a failure: timeout, signal, internal, multiline, traceback, leftover ...
+    rc: int | None
+    stderr: str
+    seconds: float
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.kind not in ("ok", "refused")
+
+    @property
+    def signature(self) -> str:
+        return f"{self.command}:{self.kind}:{self.detail}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _child(argv: list[str], cwd: str, stdout: str, stderr: str, limits: Limits) -> None:  # pragma: no cover
+    code = 70
+    try:
+        os.setpgid(0, 0)
+        os.chdir(cwd)
+        out = os.open(stdout, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        cap = limits.memory_mib << 20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        sys.argv = ["ckptsurgeon", *argv]
+        from ckptsurgeon.cli import main
+
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - anything that escapes the CLI is a finding: show it
+        import traceback
+
+        traceback.print_exc()
+        code = 71
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run(argv: list[str], cwd: str, scratch: str, limits: Limits) -> tuple[int | None, str, float, bool]:
+    """(exit code or -signal, stderr, seconds, timed out); stdout stays in ``scratch/stdout``."""
+    stdout, stderr = os.path.join(scratch, "stdout"), os.path.join(scratch, "stderr")
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover
+        _child(argv, cwd, stdout, stderr, limits)
+    timed_out = False
+    status = 0
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() - start > limits.seconds:
+            timed_out = True
+            for kill in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
+                try:
+                    kill()
+                except (ProcessLookupError, PermissionError):
+                    pass
+            _, status, usage = os.wait4(pid, 0)
+            break
+        time.sleep(0.003)
+    peak_rss[0] = usage.ru_maxrss * 1024 if usage else 0
+    try:  # a grandchild (the HDF5 metadata child) must not outlive the case
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    seconds = time.monotonic() - start
+    rc = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    try:
+        err = Path(stderr).read_text(errors="replace")
+    except OSError:
+        err = ""
+    return rc, err, seconds, timed_out
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+_NUMBERS = re.compile(r"\d+")
+peak_rss = [0]  # bytes, of the last command run
+MAX_RSS = 1 << 30  # a command on a small input that needs more than this has a memory blow-up
+
+
+def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers: list[str],
+          input_changed: bool, seconds: float, names: str = "") -> Outcome:
+    """The outcome of one command; ``names`` must appear in an error line (the input's folder)."""
+    lines = stderr.strip().splitlines()
+
+    def out(kind: str, detail: str = "") -> Outcome:
+        return Outcome(command, kind, rc, stderr.strip()[-2000:], round(seconds, 3), detail)
+
+    if timed_out:
+        return out("timeout")
+    if "MemoryError" in stderr or peak_rss[0] > MAX_RSS:
+        return out("memory", f"{peak_rss[0] >> 20} MiB")
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return out("signal", name)
+    if "Traceback (most recent call last)" in stderr:
+        last = lines[-1] if lines else ""
+        return out("traceback", last.split(":")[0][:60])
+    if input_changed:
+        return out("input-modified")
+    if leftovers:
+        return out("leftover", ",".join(sorted(_NUMBERS.sub("N", x) for x in leftovers))[:80])
+    if rc == 0:
+        return out("ok") if not lines else out("stderr-on-success", lines[0][:60])
+    if rc == 1 and command == "scan" and not lines:  # findings: the report is on stdout, stderr stays empty
+        return out("refused")
+    if rc == 1:
+        if len(lines) != 1:
+            return out("multiline", str(len(lines)))
+        if not lines[0].startswith("error: "):
+            return out("bad-error-line")
+        m = re.match(r"error: internal error: (\w+)(?::\s*(.*?))?(?: \(rerun with CKPTSURGEON_DEBUG.*)?$", lines[0])
+        if m:
+            detail = m.group(1) + ":" + _NUMBERS.sub("N", (m.group(2) or "")[:50])
+            return out("internal", detail)
+        if names and names not in lines[0]:
+            return out("unnamed", _NUMBERS.sub("N", lines[0][7:47]))
+        return out("refused")
+    return out("exit", str(rc))
+
+
+def run_case(seed: Seed, files: dict[str, bytes], commands: list[str], limits: Limits,
+             keep: Path | None = None) -> list[Outcome]:
+    """Write ``files`` to a fresh folder and run each command on them; the judged outcomes."""
+    root = Path(tempfile.mkdtemp(prefix="ckfuzz-", dir=keep))
+    try:
+        inp, out, scratch = root / "in", root / "out", root / "scratch"
+        for d in (inp, out, scratch):
+            d.mkdir()
+        for name, data in files.items():
+            (inp / name).write_bytes(data)
+        target = str(inp / seed.target) if seed.target else str(inp)
+        before = _digest(inp)
+        results = []
+        for command in commands:
+            argv = [a.format(target=target, out=str(out)) for a in COMMANDS[command]]
+            rc, err, seconds, timed_out = _run(argv, str(out), str(scratch), limits)
+            left = [p.name for p in out.iterdir() if not (command == "extract" and rc == 0 and p.name == "x.safetensors")]
+            changed = _digest(inp) != before
+            outcome = judge(command, rc, err, timed_out, left, changed, seconds, names=str(inp))
+            if command == "scan" and outcome.kind == "ok" and any(r.command == "ls" and r.kind == "refused" for r in results):
+                outcome = Outcome(command, "scan-passed-refused", rc, results[0].stderr, outcome.seconds)
+            results.append(outcome)
+            for p in out.iterdir():
+                p.unlink()
+            if changed:
+                break
+        return results
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,130 @@
+"""Make the fuzzer's seed files with the real libraries (torch, Keras 3, numpy, safetensors, h5py).
+
+    KERAS_BACKEND=torch .venv/bin/python tests/fuzz/make_seeds.py
+
+Seeds are small on purpose (mutations then hit structure, not bulk data) and committed, so the
+fuzzer needs none of these libraries at run time. TensorFlow seeds are the bundles in
+``fixtures/tensorflow`` (written by TensorFlow itself), DCP folders from ``fixtures/dcp`` (written by
+torch.distributed.checkpoint).
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+
+SEEDS = Path(__file__).resolve().parent / "seeds"
+
+
+def torch_seeds() -> None:
+    import torch
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 2)
+    emb = torch.nn.Embedding(4, 2)
+    opt = torch.optim.Adam(lstm.parameters())
+    lstm(torch.zeros(1, 1, 3))[0].sum().backward()
+    opt.step()
+    obj = {
+        "state_dict": {**lstm.state_dict(), "emb.weight": emb.weight, "head.weight": emb.weight},
+        "views": {"t": torch.arange(6.0).reshape(2, 3).t(), "half": torch.ones(2, dtype=torch.bfloat16),
+                  "expand": torch.ones(1).expand(3, 2)},
+        "optimizer_states": [opt.state_dict()],
+        "epoch": 3,
+        "hyper_parameters": {"lr": 0.1, "names": ["a", "b"]},
+    }
+    torch.save(obj, SEEDS / "torch.pt")
+    torch.save(lstm.state_dict(), SEEDS / "torch_legacy.pt", _use_new_zipfile_serialization=False)
+
+
+def numpy_seeds() -> None:
+    arrays = {"w": np.arange(12, dtype="<f4").reshape(3, 4), "b": np.array([1, 2], dtype=">i8"),
+              "f": np.asfortranarray(np.arange(6, dtype="f8").reshape(2, 3)), "m": np.array([True, False])}
+    np.save(SEEDS / "array.npy", arrays["w"])
+    np.save(SEEDS / "fortran.npy", arrays["f"])
+    np.savez(SEEDS / "arrays.npz", **arrays)
+    np.savez_compressed(SEEDS / "compressed.npz", **arrays)
+
+
+def safetensors_seeds() -> None:
+    from safetensors.numpy import save_file
+
+    save_file({"enc.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "enc.bias": np.zeros(2, np.float16),
+               "ids": np.array([1, 2, 3], np.int64), "empty": np.zeros((0, 3), np.float32)},
+              str(SEEDS / "model.safetensors"), metadata={"format": "pt"})
+
+
+def hdf5_seeds() -> None:
+    import h5py
+
+    with h5py.File(SEEDS / "generic.h5", "w") as f:
+        f.attrs["note"] = "seed"
+        g = f.create_group("block/inner")
+        g.create_dataset("contiguous", data=np.arange(8, dtype="<f4"))
+        g.create_dataset("chunked", data=np.arange(64, dtype="<i4").reshape(8, 8), chunks=(4, 4), compression="gzip")
+        f.create_dataset("compact", data=np.arange(3, dtype=">f8"),
+                         dcpl=_compact_dcpl(h5py))
+        f["block"].attrs["names"] = np.array([b"a", b"bb"])
+
+
+def _compact_dcpl(h5py):
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.COMPACT)
+    return dcpl
+
+
+def keras_seeds() -> None:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4, 3))
+    x = keras.layers.LSTM(2, name="enc")(inp)
+    out = keras.layers.Dense(1, name="head")(x)
+    model = keras.Model(inp, out)
+    model.save(SEEDS / "tiny.keras")
+    model.save_weights(SEEDS / "tiny.weights.h5")
+    with zipfile.ZipFile(SEEDS / "tiny.keras") as zf:  # Keras stores members uncompressed: check it still does
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+
+
+def onnx_seeds() -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    hidden, inputs = 2, 3
+    w = numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, inputs)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32), "R")
+    b = helper.make_tensor("B", TensorProto.FLOAT, [1, 8 * hidden], rng.standard_normal(8 * hidden).tolist())  # float_data
+    half = numpy_helper.from_array(np.arange(4, dtype=np.float16), "half")
+    lstm = helper.make_node("LSTM", ["X", "W", "R", "B"], ["Y"], name="lstm", hidden_size=hidden)
+    graph = helper.make_graph([lstm], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [4, 1, inputs])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], [w, r, b, half])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), SEEDS / "tiny.onnx")
+
+
+def sharded_seeds() -> None:
+    import shutil
+
+    import ckptsurgeon
+
+    tensors = {f"layer_{i}.weight": np.full((4, 4), i, np.float32) for i in range(3)}
+    for fmt, folder in (("safetensors", "sharded_st"), ("pt", "sharded_pt")):
+        shutil.rmtree(SEEDS / folder, ignore_errors=True)
+        ckptsurgeon.save_sharded(tensors, SEEDS / folder, max_shard_size=100, format=fmt)
+
+
+def main() -> None:
+    SEEDS.mkdir(exist_ok=True)
+    for make in (torch_seeds, numpy_seeds, safetensors_seeds, hdf5_seeds, keras_seeds, onnx_seeds, sharded_seeds):
+        make()
+    for path in sorted(SEEDS.iterdir()):
+        print(f"{path.name}: {path.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()
