@@ -26,6 +26,7 @@ TARGETS: dict[str, tuple[str, tuple[Path, ...]]] = {
     "safetensors": (".safetensors", ()),
     "pytorch": (".pt", ()),
     "pytorch-legacy": (".pt", ()),
+    "torchscript": (".pt", ()),
     "pickle": (".pkl", ()),
     "npy": (".npy", ()),
     "npz": (".npz", ()),

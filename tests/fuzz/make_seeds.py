@@ -41,6 +41,23 @@ def torch_seeds() -> None:
     torch.save(lstm.state_dict(), SEEDS / "torch_legacy.pt", _use_new_zipfile_serialization=False)
 
 
+def torchscript_seeds() -> None:
+    """A scripted module: data.pkl of ``__torch__`` classes, constants.pkl with a tensor constant, code/."""
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.GRU(3, 2)
+            self.register_buffer("scale", torch.ones(2))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.rnn(x)[0] * self.scale + torch.tensor([0.5, -0.5])
+
+    torch.manual_seed(0)
+    torch.jit.script(Tiny()).save(str(SEEDS / "tiny.jit"))
+
+
 def numpy_seeds() -> None:
     arrays = {"w": np.arange(12, dtype="<f4").reshape(3, 4), "b": np.array([1, 2], dtype=">i8"),
               "f": np.asfortranarray(np.arange(6, dtype="f8").reshape(2, 3)), "m": np.array([True, False])}
@@ -120,7 +137,7 @@ def sharded_seeds() -> None:
 
 def main() -> None:
     SEEDS.mkdir(exist_ok=True)
-    for make in (torch_seeds, numpy_seeds, safetensors_seeds, hdf5_seeds, keras_seeds, onnx_seeds, sharded_seeds):
+    for make in (torch_seeds, torchscript_seeds, numpy_seeds, safetensors_seeds, hdf5_seeds, keras_seeds, onnx_seeds, sharded_seeds):
         make()
     for path in sorted(SEEDS.iterdir()):
         print(f"{path.name}: {path.stat().st_size} bytes")

@@ -551,6 +551,7 @@ MUTATORS: dict[str, Callable[[Files, random.Random], tuple[Files, str]]] = {
     "safetensors": _single(mutate_safetensors),
     "pytorch": _single(lambda d, r: mutate_zip(d, r, inner_member)),
     "pytorch-legacy": _single(mutate_legacy),
+    "torchscript": _single(lambda d, r: mutate_zip(d, r, inner_member)),
     "pickle": _single(mutate_pickle),
     "npy": _single(mutate_npy),
     "npz": _single(lambda d, r: mutate_zip(d, r, inner_member)),

@@ -47,6 +47,7 @@ def load_seeds() -> list[Seed]:
         _one("safetensors", SEEDS / "model.safetensors"),
         _one("pytorch", SEEDS / "torch.pt"),
         _one("pytorch-legacy", SEEDS / "torch_legacy.pt"),
+        _one("torchscript", SEEDS / "tiny.jit"),
         Seed("pickle", "bare.pkl", {"bare.pkl": _bare_pickle()}, "bare.pkl"),
         _one("npy", SEEDS / "array.npy"),
         _one("npy", SEEDS / "fortran.npy"),
@@ -72,5 +73,5 @@ def _folder(fmt: str, folder: Path, keep=lambda p: True) -> Seed:
     return Seed(fmt, folder.name, files, "")
 
 
-FORMATS = ("safetensors", "pytorch", "pytorch-legacy", "pickle", "npy", "npz", "hdf5", "keras", "tensorflow", "onnx", "dcp",
+FORMATS = ("safetensors", "pytorch", "pytorch-legacy", "torchscript", "pickle", "npy", "npz", "hdf5", "keras", "tensorflow", "onnx", "dcp",
            "hf-sharded")
