@@ -99,3 +99,22 @@ def test_a_pt_larger_than_the_address_space_extracts(tmp_path):
         assert f.get_slice("encoder.weight").get_shape() == [numel]
         assert f.get_slice("encoder.weight")[numel - 2:].tolist() == [0.0, 1.5]
         assert f.get_tensor("head.bias").tolist() == list(range(8))
+
+
+def test_stats_of_a_256_mib_tensor_runs_in_600_mib_of_address_space(tmp_path):
+    """``stats`` widens values to float64 chunk by chunk: a float64 copy of this tensor alone would be 512 MiB."""
+    from safetensors.numpy import save_file
+
+    rows = (256 << 20) // 16
+    values = np.random.default_rng(3).uniform(-0.05, 0.05, (rows, 4)).astype(np.float32)
+    src = tmp_path / "big.safetensors"
+    save_file({"proj.weight": values, "proj.bias": np.zeros(4, np.float32)}, str(src))
+    expected = values.astype(np.float64)
+    mean, std, l2 = expected.mean(), expected.std(), np.linalg.norm(expected)
+    del values, expected
+    proc = _run_capped("stats", str(src), "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = {t["path"]: t for t in json.loads(proc.stdout)["tensors"]}["proj/weight"]
+    assert stats["mean"] == pytest.approx(mean, abs=1e-12) and stats["std"] == pytest.approx(std, rel=1e-12)
+    assert stats["l2"] == pytest.approx(l2, rel=1e-12)
+    assert stats["init"] == "uniform(+-0.05)", stats

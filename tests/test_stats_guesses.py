@@ -112,3 +112,12 @@ def test_tiny_tensors_list_every_candidate_that_fits(tmp_path):
     w = torch.empty(64, 48)
     torch.nn.init.xavier_uniform_(w)
     assert guess_initializer(w.numpy(), fans=[(48, 64)]).name == "Glorot/Xavier uniform"
+
+
+def test_a_very_tall_random_matrix_is_not_called_orthogonal():
+    """Random columns are orthogonal to about 1/sqrt(rows): 1e-3 alone let a (10^6 x 4) uniform matrix pass."""
+    rng = np.random.default_rng(5)
+    tall = rng.uniform(-0.05, 0.05, (1_000_000, 4)).astype(np.float32)
+    assert guess_initializer(tall, fans=[(4, 1_000_000)]).name == "uniform(+-0.05)"
+    q = np.linalg.qr(rng.standard_normal((1_000_000, 4)))[0].astype(np.float32)
+    assert guess_initializer(q).name.startswith("orthogonal")

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .summary import CHUNK, Summary, summarize, widen
+
 __all__ = ["Guess", "guess_initializer", "orthogonality", "ks_pvalue"]
 
 TRUNC = 0.8796256610342398  # std of a standard normal truncated to +-2
 P_FIXED, P_FITTED = 0.01, 0.05
 TINY = 32  # below this many values every candidate that fits is listed: the data cannot single one out
 MARGIN = 2.0  # above it, candidates whose log-likelihood is within this many nats of the best are listed too
-MAX_SAMPLE = 50_000  # distribution tests use a fixed-seed subsample; exact properties use every value
 # Hand-set initializer parameters are round numbers (stddev=0.1, minval=-0.5, Keras's 0.05 defaults).
 ROUND = sorted(m * 10.0 ** k for m in (1, 2, 5) for k in range(-4, 2))
 
@@ -77,15 +78,31 @@ def _truncated(mu: float, sigma: float):
 
 
 def orthogonality(m: np.ndarray) -> tuple[float, float]:
-    """(max |M^T M / g^2 - I|, gain g) with M the tall orientation of a matrix."""
-    m = np.asarray(m, np.float64)
-    if m.shape[0] < m.shape[1]:
-        m = m.T
-    gram = m.T @ m
-    gain2 = float(np.mean(np.diag(gram)))
+    """(max |M^T M / g^2 - I|, gain g) with M the tall orientation of a matrix.
+
+    The Gram matrix is built in column blocks from float64 row chunks, so neither a float64 copy of ``m`` nor
+    a whole k x k Gram matrix of a big square matrix is ever held."""
+    m = np.asarray(m)
+    tall = m if m.shape[0] >= m.shape[1] else m.T
+    n, k = tall.shape
+    step = max(1, CHUNK // max(k, 1))  # rows, and Gram columns, per block
+    diag = np.zeros(k)
+    for r in range(0, n, step):
+        c = widen(tall[r:r + step])
+        diag += np.einsum("ij,ij->j", c, c)
+    gain2 = float(np.mean(diag))
     if gain2 <= 0:
         return float("inf"), 0.0
-    return float(np.max(np.abs(gram / gain2 - np.eye(gram.shape[0])))), math.sqrt(gain2)
+    worst = 0.0
+    for j in range(0, k, step):
+        block = np.zeros((k, min(step, k - j)))
+        for r in range(0, n, step):
+            c = widen(tall[r:r + step])
+            block += c.T @ c[:, j:j + step]
+        block /= gain2
+        block[np.arange(j, j + block.shape[1]), np.arange(block.shape[1])] -= 1.0
+        worst = max(worst, float(np.max(np.abs(block))))
+    return worst, math.sqrt(gain2)
 
 
 # Which parameter-free initializers each framework family offers (None: any).
@@ -127,12 +144,11 @@ def _all_fixed(fans: Sequence[tuple[int, int]], hidden: int | None):
     return out
 
 
-def _fitted_candidates(x: np.ndarray, mu: float, sd: float, amax: float, lo: float, hi: float):
+def _fitted_candidates(n: int, mu: float, sd: float, amax: float, lo: float, hi: float):
     """Uniform / truncated normal / normal whose parameter is a round number consistent with the data.
 
-    ``x`` has every value: its size, extremes and moments are exact.
+    The size, extremes and moments are exact (of every value, not of the sample).
     """
-    n = x.size
     out = []
     a = _round_near(amax, amax * (1 - 1e-6), amax * (1 + 4.0 / n))
     if a is not None and abs(mu) < 3 * sd / math.sqrt(n):
@@ -152,37 +168,38 @@ def _fitted_candidates(x: np.ndarray, mu: float, sd: float, amax: float, lo: flo
 
 
 def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (), hidden: int | None = None,
-                      gate: str | None = None, matrix: np.ndarray | None = None, family: str | None = None) -> Guess:
+                      gate: str | None = None, matrix: np.ndarray | None = None, family: str | None = None,
+                      summary: Summary | None = None) -> Guess:
     """The best explanation of ``values`` (a tensor or one gate's slice of it).
 
     Candidates must pass a KS test and their support; among those the highest log-likelihood wins,
-    fitted ones paying a BIC penalty for their free parameters.
+    fitted ones paying a BIC penalty for their free parameters. ``summary`` is ``summarize(values)``,
+    when the caller has it already.
     """
-    x = np.asarray(values, np.float64).ravel()
-    if x.size == 0:
+    s = summary or summarize(values)
+    if s.size == 0:
         return Guess("empty", "no values")
-    if not np.all(np.isfinite(x)):
-        return Guess("not finite", f"{int(np.sum(~np.isfinite(x)))} NaN/inf values")
-    if not np.any(x):
+    if s.nonfinite:
+        return Guess("not finite", f"{s.nonfinite} NaN/inf values")
+    if s.zeros == s.size:
         return Guess("zeros", "every value is 0")
-    mu, sd = float(np.mean(x)), float(np.std(x))
-    if x.size == 1 and not (float(x[0]).is_integer() or abs(float(x[0])) in ROUND):
+    mu, sd, n = s.mean, s.std, s.size
+    if n == 1 and not (float(s.min).is_integer() or abs(float(s.min)) in ROUND):
         # one value is "constant" whatever it is: only a hand-set one (1, 10, 0.5) says initializer
-        return Guess("too few values to tell", f"one value ({x[0]:.6g}): a constant initializer sets a round number")
-    if np.all(x == x[0]) or sd <= 1e-5 * abs(mu):
+        return Guess("too few values to tell", f"one value ({s.min:.6g}): a constant initializer sets a round number")
+    if s.min == s.max or sd <= 1e-5 * abs(mu):
         note = " (Keras unit_forget_bias)" if abs(mu - 1.0) < 1e-6 and gate in ("f", "forget") else ""
-        return Guess(f"constant {mu:.6g}{note}", "every value is " + (f"{x[0]:g}" if np.all(x == x[0]) else f"~{mu:.6g}"))
-    distinct = np.unique(x)
-    if distinct.size <= 3 and x.size >= 4 * distinct.size:
-        return Guess("constant blocks " + ", ".join(f"{v:g}" for v in distinct),
+        return Guess(f"constant {mu:.6g}{note}", "every value is " + (f"{s.min:g}" if s.min == s.max else f"~{mu:.6g}"))
+    if s.distinct is not None and n >= 4 * len(s.distinct):
+        return Guess("constant blocks " + ", ".join(f"{v:g}" for v in s.distinct),
                      "few distinct values, e.g. zeros with a forget-gate block of 1.0 (Keras unit_forget_bias)")
     m = matrix if matrix is not None else (np.asarray(values) if np.ndim(values) == 2 else None)
     if m is not None and min(m.shape) > 1:
         dist, gain = orthogonality(m)
-        if dist < 1e-3:
+        # Random columns are nearly orthogonal too, off by about 1/sqrt(rows): a very tall random matrix passes 1e-3
+        if dist < min(1e-3, 0.1 / math.sqrt(max(m.shape))):
             return Guess(f"orthogonal (gain {gain:.3g})", f"max |M^T M/g^2 - I| = {dist:.2g}")
-    n, amax = x.size, float(np.max(np.abs(x)))
-    sample = x if n <= MAX_SAMPLE else np.random.default_rng(0).choice(x, MAX_SAMPLE, replace=False)
+    amax, sample = s.amax, s.sample
     scored: list[tuple[float, int, str, str, float]] = []
     overflowed: list[str] = []
     for rank, (name, evidence, (cdf, logpdf), bound) in enumerate(_fixed_candidates(fans, hidden, family)):
@@ -195,7 +212,7 @@ def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (
         if p > P_FIXED:
             scored.append((round(ll, 6), -rank, name, evidence, p))  # equal likelihood: the first listed wins
     if not overflowed and n >= 8:  # fitting a round parameter to fewer values would invent one
-        fitted = _fitted_candidates(x, mu, sd, amax, float(x.min()), float(x.max()))
+        fitted = _fitted_candidates(n, mu, sd, amax, s.min, s.max)
         for name, evidence, (cdf, logpdf), k in fitted:
             ll = float(np.sum(logpdf(sample)))
             p = ks_pvalue(sample, cdf) if math.isfinite(ll) else 0.0

@@ -13,6 +13,7 @@ from ..rnn.gates import GATE_LABELS
 from ..rnn.group import RecognizeOptions, RecurrentGroup
 from ..rnn.recognize import recognize
 from .initializers import guess_initializer, orthogonality
+from .summary import summarize
 
 __all__ = ["Stats", "tensor_stats", "checkpoint_stats"]
 
@@ -32,18 +33,18 @@ class Stats:
 
 
 def tensor_stats(values: np.ndarray, *, fans=(), hidden=None, gate=None, matrix=None, init=None, family=None) -> Stats:
-    x = np.asarray(values, np.float64)
-    flat = x.ravel()
-    finite = flat[np.isfinite(flat)] if flat.size else flat
+    """Statistics of ``values`` in its own dtype, widened chunk by chunk (``summarize``), and its best guess."""
+    s = summarize(values)
     orth = None
-    m = matrix if matrix is not None else (x if x.ndim == 2 and min(x.shape) > 1 else None)
-    if m is not None and np.all(np.isfinite(m)):
+    m = matrix if matrix is not None else (values if np.ndim(values) == 2 and min(np.shape(values)) > 1 else None)
+    if m is not None and not s.nonfinite:
         orth = orthogonality(m)[0]
-    guess = init or guess_initializer(x, fans=fans, hidden=hidden, gate=gate, matrix=matrix, family=family)
-    pick = (lambda f: float(f(finite))) if finite.size else (lambda f: float("nan"))
-    return Stats(pick(np.mean), pick(np.std), pick(np.min), pick(np.max),
-                 float(np.mean(flat == 0)) if flat.size else 0.0, float(np.linalg.norm(finite)) if finite.size else 0.0,
-                 orth, guess.name, guess.evidence, list(guess.candidates))
+    guess = init or guess_initializer(values, fans=fans, hidden=hidden, gate=gate, matrix=matrix, family=family, summary=s)
+    finite = s.size - s.nonfinite
+    nan = float("nan")
+    return Stats(s.mean if finite else nan, s.std if finite else nan, s.min if finite else nan, s.max if finite else nan,
+                 s.zeros / s.size if s.size else 0.0, s.l2 if finite else 0.0, orth, guess.name, guess.evidence,
+                 list(guess.candidates))
 
 
 _FORMAT_FAMILY = {"pytorch": "torch", "pytorch-legacy": "torch", "torchscript": "torch", "keras": "keras", "keras-v3": "keras",
@@ -136,8 +137,6 @@ def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = 
         arr = ref.numpy()
         if progress is not None:
             progress(ref.nbytes, total)
-        if arr.dtype.kind == "V" or arr.dtype.name.startswith(("bfloat16", "float8")):
-            arr = arr.astype(np.float32)
         fans, hidden, family = context.get(ref.path, (_fans(ref.shape), None, _FORMAT_FAMILY.get(index.format)))
         s = tensor_stats(arr, fans=fans, hidden=hidden, family=family)
         tensors.append({"path": ref.path, "shape": list(ref.shape), "dtype": ref.dtype_name, "optimizer": ref.optimizer,
