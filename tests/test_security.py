@@ -213,3 +213,20 @@ def test_the_opcode_scan_sees_exactly_what_pickletools_sees():
         scan_opcodes(b"(ios\nsystem\nS'echo'\n.", "x")
     with pytest.raises(Malformed, match="unknown opcode"):
         scan_opcodes(b"\x80\x02\xff.", "x")
+
+
+def test_argument_bytes_that_look_like_a_memoized_tuple_do_not_cost_the_exact_check(monkeypatch):
+    """Every 256th LONG_BINPUT index of a 100k-tensor torch pickle holds ``) q \\x02``: EMPTY_TUPLE, BINPUT 2 as
+    bytes, inside an argument. Taken for opcodes, it sent ``ls`` into the exact expansion model (5.6 s)."""
+    from ckptsurgeon.formats.pytorch import safepickle
+
+    calls = []
+    monkeypatch.setattr(safepickle, "_check_expansion", lambda data, where: calls.append(where))
+    pushes = b"X\x01\x00\x00\x00a" * 27_000  # one-letter strings, as torch's keys: longer than the memo index below
+    memo2 = b"K\x07q\x02h\x02"  # BINPUT 2 of an int, BINGET 2
+    fake = b"K\x00K\x00\x86r" + (0x00027129).to_bytes(4, "little")  # TUPLE2, LONG_BINPUT 160,041 = bytes ) q \x02 \x00
+    safepickle.scan_opcodes(b"\x80\x02" + memo2 + pushes + fake + b".", "fake")
+    assert calls == []
+    real = b"K\x00K\x00\x86q\x02h\x02"  # TUPLE2, BINPUT 2, BINGET 2: a memoized tuple read back
+    safepickle.scan_opcodes(b"\x80\x02" + pushes + real + b".", "real")
+    assert calls == ["real"]

@@ -25,6 +25,7 @@ _ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplemented
                OverflowError, IndexError, KeyError)
 
 _NAME_GUESS = 226  # local header + name in one 256-byte read
+_BLOCK = 64 * 1024  # local headers this close together are read in one go (the kernel's readahead reads them anyway)
 
 # path -> (source, ZipFile, members): a parse kept for the next SafeZip of the same file (see __init__)
 _HANDED_OFF: dict[str, tuple[object, zipfile.ZipFile, dict[str, Member]]] = {}
@@ -69,8 +70,11 @@ class SafeZip:
             dup = next(n for n in names if names.count(n) > 1)
             raise UnsafeCheckpointError(f"{path}: zip member {dup!r} appears twice; refusing an ambiguous archive")
         self.members: dict[str, Member] = {}
+        self._block, self._block_at = b"", 0
+        self._next_header = self._header_lookahead(infos)
         for info in infos:
             self.members[info.filename] = self._check(info)
+        self._block = b""
         spans = sorted((m.data_offset, m.data_offset + m.compressed_size, m.name) for m in self.members.values())
         for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
             if start < end:
@@ -88,6 +92,30 @@ class SafeZip:
             return os.pread(self._src.fileno(), size, self._base + offset)
         return bytes(self._src.read(self._base + offset, size))
 
+    def _header_lookahead(self, infos: list[zipfile.ZipInfo]) -> dict[int, int]:
+        """header offset -> how many bytes one read there should take: up to 64 KiB when the following local
+        headers lie that close (archives of many small members: one read serves many headers), else one header."""
+        if not isinstance(self._src, LocalFile):
+            return {}
+        offsets = sorted(i.header_offset for i in infos)
+        reach, j, out = _LOCAL.size + _NAME_GUESS, 0, {}
+        for k, at in enumerate(offsets):
+            j = max(j, k)
+            while j + 1 < len(offsets) and offsets[j + 1] + reach - at <= _BLOCK:
+                j += 1
+            out[at] = offsets[j] + reach - at
+        return out
+
+    def _header(self, offset: int) -> bytes:
+        """The local header and (usually) the name at ``offset``, from the current block when it holds them."""
+        want = _LOCAL.size + _NAME_GUESS
+        at = offset - self._block_at
+        if 0 <= at and at + want <= len(self._block):
+            return self._block[at:at + want]
+        size = self._next_header.get(offset, want)
+        self._block, self._block_at = self._pread(max(size, want), offset), offset
+        return self._block[:want]
+
     def _check(self, info: zipfile.ZipInfo) -> Member:
         name = info.filename
         parts = name.replace("\\", "/").split("/")
@@ -100,7 +128,7 @@ class SafeZip:
                               f"{info.flag_bits:#06x}: patched data or strong encryption)")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {info.compress_type}")
-        head = self._pread(_LOCAL.size + _NAME_GUESS, info.header_offset)  # header and (usually) name: one read
+        head = self._header(info.header_offset)  # header and (usually) name: one read, or a slice of one
         if len(head) < _LOCAL.size:
             raise FormatError(f"{self.path}: truncated zip: local header of {name!r} missing")
         sig, *_rest, n_name, n_extra = _LOCAL.unpack_from(head)

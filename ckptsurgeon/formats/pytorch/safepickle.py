@@ -7,12 +7,14 @@ Tensors become ``LazyTensor`` records (storage key, offset, size, stride); stora
 """
 from __future__ import annotations
 
+import bisect
 import io
 import pickle
 import pickletools
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,6 +292,7 @@ _LENGTH = {-2: (1, False), -3: (4, True), -4: (4, False), -5: (8, False)}
 _GETS = {_CODE["BINGET"], _CODE["LONG_BINGET"], _CODE["GET"]}
 _TRICKS = {_CODE["POP"], _CODE["POP_MARK"], _CODE["DUP"], _CODE["MEMOIZE"]}
 _LONG_PUT, _PUT = _CODE["LONG_BINPUT"], _CODE["PUT"]
+_BINGET, _BINUNICODE = _CODE["BINGET"], _CODE["BINUNICODE"]
 _TUPLE_OPS = {_CODE[n] for n in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE")}
 
 
@@ -324,11 +327,24 @@ def scan_opcodes(data: bytes, where: str) -> None:
     pos, end, arg, find, run = 0, len(data), _ARG.get, data.find, _RUN.match
     gets: set[int] = set()
     juggled = False
+    stops = array("q")  # every opcode this loop looks at: known opcode starts, for _put_after_tuple
+    stops_append, gets_add = stops.append, gets.add
     while pos < end:
         pos = run(data, pos).end()
         if pos >= end:
             break
+        stops_append(pos)
         code = data[pos]
+        # The two stops of nearly every torch pickle entry, first: a memo read and a length-prefixed string
+        if code == _BINGET and pos + 2 <= end:
+            gets_add(data[pos + 1])
+            pos += 2
+            continue
+        if code == _BINUNICODE and pos + 5 <= end:
+            pos += 5 + int.from_bytes(data[pos + 1:pos + 5], "little")
+            if pos > end:
+                break
+            continue
         rule = arg(code)
         if rule is None:
             raise FormatError(f"{where}: malformed pickle: unknown opcode {bytes([code])!r} at byte {pos}")
@@ -338,7 +354,8 @@ def scan_opcodes(data: bytes, where: str) -> None:
             if pos + 1 < end:  # pickle.load would stop here and never look at the rest
                 raise UnsafeCheckpointError(f"{where}: {end - pos - 1} bytes follow the pickle's STOP opcode "
                                             "(a hidden second pickle?); refusing")
-            if juggled or any(_put_after_tuple(data, g) for g in gets):
+            budget = [end // 4 + 10_000]
+            if juggled or any(_put_after_tuple(data, g, stops, budget) for g in gets):
                 _check_expansion(data, where)
             return
         start, pos = pos, pos + 1
@@ -378,9 +395,12 @@ def _memo_bomb(data: bytes, at: int, where: str, index: int) -> None:
                                 "bytes); the unpickler would allocate a table that large; refusing")
 
 
-def _put_after_tuple(data: bytes, index: int) -> bool:
-    """Whether a PUT of ``index`` may store a tuple: some encoding of it directly follows a tuple opcode
-    (over MARK, FRAME and other PUTs). Byte patterns, not parsed: a false match only costs the exact check."""
+def _put_after_tuple(data: bytes, index: int, stops: Sequence[int], budget: list[int]) -> bool:
+    """Whether the PUT of ``index`` stores a tuple: it directly follows a tuple opcode (over MARK, FRAME and
+    other PUTs). Byte patterns find the candidates; each is then stepped to from the nearest known opcode
+    start, so argument bytes that look like ``) q\x02`` (a LONG_BINPUT index, every 256th tensor of a torch
+    pickle) are not taken for opcodes. Once ``budget`` steps are spent, a candidate counts as a match:
+    the exact check then decides."""
     encodings = [bytes([_LONG_PUT]) + index.to_bytes(4, "little") if 0 <= index < 1 << 32 else b"",
                  b"p%d\n" % index]
     if 0 <= index < 256:
@@ -388,7 +408,7 @@ def _put_after_tuple(data: bytes, index: int) -> bool:
     for enc in filter(None, encodings):
         at = data.find(enc)
         while at >= 0:
-            if _follows_tuple(data, at, 0):
+            if _follows_tuple(data, at, 0) and _stored_after_tuple(data, at, stops, budget):
                 return True
             at = data.find(enc, at + 1)
     return False
@@ -402,6 +422,50 @@ def _follows_tuple(data: bytes, at: int, depth: int) -> bool:
     steps = [1] if data[at - 1] == _CODE["MARK"] else []
     steps += [n for n, code in ((2, "BINPUT"), (5, "LONG_BINPUT"), (9, "FRAME")) if at >= n and data[at - n] == _CODE[code]]
     return any(_follows_tuple(data, at - n, depth + 1) for n in steps)
+
+
+_PASSED_OVER = {_CODE["MARK"], _CODE["FRAME"], _CODE["BINPUT"], _LONG_PUT, _PUT}
+
+
+def _stored_after_tuple(data: bytes, at: int, stops: Sequence[int], budget: list[int]) -> bool:
+    """Whether ``at`` starts a real opcode whose nearest earlier opcode, MARK/FRAME/PUTs passed over, is a tuple."""
+    i = bisect.bisect_left(stops, at) - 1  # the last known opcode start before ``at``
+    pos, starts = (stops[i] if i >= 0 else 0), []
+    while pos < at:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return True
+        starts.append(pos)
+        pos = _next_opcode(data, pos)
+        if pos < 0:
+            return True
+    if pos != at:
+        return False  # inside an argument
+    for start in reversed(starts):
+        if data[start] in _TUPLE_OPS:
+            return True
+        if data[start] not in _PASSED_OVER:
+            return False
+    return True  # only PUTs since the known start: cannot tell here, the exact check will
+
+
+def _next_opcode(data: bytes, pos: int) -> int:
+    """Where the opcode after the one at ``pos`` starts (its argument stepped over), or -1."""
+    rule = _ARG.get(data[pos])
+    pos += 1
+    if rule is None or rule == _REFUSED:
+        return -1
+    if rule >= 0:
+        return pos + rule
+    if rule == -1 or rule == _TWO_LINES:
+        for _ in range(2 if rule == _TWO_LINES else 1):
+            newline = data.find(b"\n", pos)
+            if newline < 0:
+                return -1
+            pos = newline + 1
+        return pos
+    size, signed = _LENGTH[rule]
+    return pos + size + int.from_bytes(data[pos:pos + size], "little", signed=signed)
 
 
 def _check_expansion(data: bytes, where: str) -> None:
