@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from onnx_rnn_helpers import lstmcell_module
 from onnx_models import chain_model, onnx, rnn_model, torch_export
 
 from ckptsurgeon.errors import OutputError
@@ -129,18 +130,8 @@ def test_dynamo_export_stacked_bidirectional(tmp_path, torch_mod, cls):
 def test_scripted_lstmcell_inside_if(tmp_path, torch_mod):
     torch = torch_mod
 
-    class M(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.cell = torch.nn.LSTMCell(3, 4)
-
-        def forward(self, x, h, c, flag: bool):
-            if flag:
-                h, c = self.cell(x, (h, c))
-            return h, c
-
     torch.manual_seed(0)
-    path = torch_export(torch.jit.script(M()), (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.tensor(True)),
+    path = torch_export(torch.jit.script(lstmcell_module(torch)), (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.tensor(True)),
                         tmp_path / "cell.onnx", dynamo=False)
     model = onnx.load(str(path))
     if_name = next(n.name for n in model.graph.node if n.op_type == "If")

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from onnx_rnn_helpers import lstmcell_module
 from onnx_models import all_storage_model, chain_model, onnx, torch_export
 
 import ckptsurgeon
@@ -80,21 +81,11 @@ def test_graft_torch_export_initializers(tmp_path, kind):
 
 
 def test_graft_lstmcell_inside_if_through_folded_chains(tmp_path):
-    class M(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.cell = torch.nn.LSTMCell(3, 4)
-
-        def forward(self, x, h, c, flag: bool):
-            if flag:
-                h, c = self.cell(x, (h, c))
-            return h, c
-
     torch.manual_seed(0)
     args = (torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4), torch.tensor(True))
-    tpl = torch_export(torch.jit.script(M()), args, tmp_path / "cell.onnx", dynamo=False)
+    tpl = torch_export(torch.jit.script(lstmcell_module(torch)), args, tmp_path / "cell.onnx", dynamo=False)
     torch.manual_seed(1)
-    new = M()
+    new = lstmcell_module(torch)
     (node,) = describe_recurrent(str(tpl))
     w = onnx_weights(new.cell, 0, "LSTM")
     repl = input_replacements(str(tpl), {node.scope: w})
