@@ -118,6 +118,32 @@ def growth(data: Path, runs: int) -> list[tuple[str, str, int, Series]]:
     return rows
 
 
+def memory(data: Path, runs: int) -> list[tuple[str, list[str], float, Series]]:
+    """Peak RSS of commands that hold tensors, against the bound: the largest tensor they hold plus 150 MB."""
+    dcp = data / "dcp_4g"
+    if not (dcp / ".metadata").exists():  # 64 tensors of 4096 x 4096 float32, each split across 2 gloo ranks
+        print("memory: building the 4 GiB DCP checkpoint (2 ranks) ...", flush=True)
+        shutil.rmtree(dcp, ignore_errors=True)
+        subprocess.run([PY, str(HERE / "make_dcp_bench.py"), str(dcp), "64", "4096"], check=True)
+    block, tile = 2500 * 4000 * 4, 4096 * 4096 * 4
+    cases = [
+        ("stats of one 40 MB tensor (safetensors)", [CLI, "stats", str(data / "big.safetensors"), "--scope", "blocks/0/weight",
+                                                     "--json"], block),
+        ("stats of one 40 MB tensor (torch.save)", [CLI, "stats", str(data / "big.pt"), "--scope", "blocks/0/weight", "--json"],
+         block),
+        ("consolidate a 4 GiB DCP checkpoint (64 tensors of 64 MiB, 2 chunks each)",
+         [CLI, "consolidate", str(dcp), "-o", _out(data, "dcp.safetensors")], tile),
+    ]
+    rows = []
+    for title, argv, largest in cases:
+        print(f"memory: {title} ...", flush=True)
+        series, _, _ = compare(argv, None, runs, between=_clean(data))
+        if series.failed:
+            raise SystemExit(f"memory: {' '.join(argv)} exited with {series.failed}")
+        rows.append((title, argv, (largest + 150e6) / MIB, series))
+    return rows
+
+
 def _show(argv: list[str], data: Path) -> str:
     """A command as a user would type it: data files, the venv's python and ckptsurgeon by name."""
     def short(x: str) -> str:
@@ -158,7 +184,7 @@ def _machine() -> list[str]:
             f"Python {platform.python_version()}; " + ", ".join(f"{n} {v}" for n, v in zip(names, versions))]
 
 
-def write_results(results: list[Result], rows, args, load_before, load_after, floor: float, data: Path) -> str:
+def write_results(results: list[Result], rows, mem, args, load_before, load_after, floor: float, data: Path) -> str:
     size = (data / "big.pt").stat().st_size / 1e9
     lines = [
         "# Benchmark results",
@@ -223,7 +249,15 @@ def write_results(results: list[Result], rows, args, load_before, load_after, fl
               f"tensor, so the bound is {bound} MiB: " + ("all within it." if not over else
                                                         "over it: " + ", ".join(over) + " (the index of that many "
                                                         "tensors, not tensor bytes; see the README)."),
-              "`tests/test_memory.py` extracts 2 GiB under a 600 MiB address-space limit.", ""]
+              "",
+              "Commands that hold tensors, against the largest tensor they hold plus 150 MB:", "",
+              "| command | wall | peak RSS | bound | met |", "|---|---|---|---|---|"]
+    for title, argv, limit, s in mem:
+        peak = s.stat("peak_mib")[1]
+        lines.append(f"| {title}: `{_show(argv, data)}` | {_fmt(s.stat('wall'))} | {peak:.0f} MiB | {limit:.0f} MiB | "
+                     f"{'yes' if peak <= limit else '**no**'} |")
+    lines += ["", "`tests/test_memory.py` extracts 2 GiB, and runs `stats` of a 256 MiB tensor, under a 600 MiB "
+              "address-space limit.", ""]
     return "\n".join(lines)
 
 
@@ -277,8 +311,9 @@ def main() -> None:
                  data),
     ]
     rows = growth(data, slow)
+    mem = memory(data, slow)
     load_after = os.getloadavg()
-    text = write_results(results, rows, args, load_before, load_after, floor, data)
+    text = write_results(results, rows, mem, args, load_before, load_after, floor, data)
     (HERE / "RESULTS.md").write_text(text)
     shutil.rmtree(data / "out", ignore_errors=True)
     print(text)

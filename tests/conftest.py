@@ -8,6 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+try:  # tqdm (pulled in by test dependencies) starts a monitor thread on first use; with it running,
+    import tqdm  # ckptsurgeon.isolate rightly spawns its HDF5 child instead of forking, which some tests pin
+
+    tqdm.tqdm.monitor_interval = 0
+except ImportError:  # pragma: no cover
+    pass
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 CORPUS = ROOT.parent / "shared" / "corpus" / "picklescan"
