@@ -70,3 +70,21 @@ def test_across_formats_groups_pair_by_meaning_and_allow_missing(files):
     torch.save({f"dec.{k}": v for k, v in torch.nn.GRU(4, 6).state_dict().items()}
                | {f"enc.{k}": v for k, v in enc.state_dict().items()}, tmp / "dec_first.pt")
     assert run("validate", tmp / "enc.keras", "--like", tmp / "dec_first.pt", "--allow-missing", "dec").exit_code == 0
+
+
+def test_a_training_checkpoint_validates_against_weights_and_optimizer_state_on_request(tmp_path):
+    """A real Lightning-style training checkpoint (model + Adam state): its optimizer tensors are no 'missing'
+    findings for the weights-only file, unless --include-optimizer asks to compare them too."""
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4)
+    opt = torch.optim.Adam(lstm.parameters())
+    lstm(torch.randn(2, 1, 3))[0].sum().backward()
+    opt.step()
+    torch.save({"state_dict": lstm.state_dict(), "optimizer_states": [opt.state_dict()], "epoch": 1}, tmp_path / "train.ckpt")
+    torch.save({"state_dict": lstm.state_dict()}, tmp_path / "weights.pt")
+    assert run("validate", tmp_path / "weights.pt", "--like", tmp_path / "train.ckpt").exit_code == 0
+    res = run("validate", tmp_path / "weights.pt", "--like", tmp_path / "train.ckpt", "--include-optimizer",
+              "--format", "json")
+    assert res.exit_code == 1
+    missing = [f["path"] for f in json.loads(res.output)["findings"] if f["kind"] == "missing"]
+    assert missing and all(p.startswith("optimizer_states/") for p in missing)

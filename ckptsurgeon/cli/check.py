@@ -59,18 +59,21 @@ def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, or
 @click.option("--allow-missing", multiple=True, metavar="GLOB", help="Reference tensors that may be absent.")
 @click.option("--check-finite", is_flag=True, help="Report NaN/inf values (reads every float tensor).")
 @click.option("--hash", "hash_", is_flag=True, help="Compare values with the sha256 in the lock (or the reference).")
+@click.option("--include-optimizer", is_flag=True,
+              help="With --like: compare optimizer state too (left out of both sides by default, as in extract).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Report format.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (default: stdout).")
 @rnn_options
 @allow_global_option
 @allow_expanded_option
 def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allow_extra, allow_missing, check_finite,
-                 hash_, fmt, output, forget_bias, orientation, gate_names, var_names, allow_globals):
+                 hash_, include_optimizer, fmt, output, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Check a checkpoint against a layout lock or a reference; exit 1 on any finding.
 
     Findings: missing, unexpected, shape, dtype, recurrent (kind, sizes, layout, GRU family),
     nonfinite, hash. Across formats (--like a PyTorch file for a Keras checkpoint) recurrent
-    groups are compared by meaning, not names.
+    groups are compared by meaning, not names. With --like, optimizer state is left out of both
+    sides unless --include-optimizer (a training checkpoint validates against its weights).
 
     \b
     Examples:
@@ -81,12 +84,16 @@ def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allo
     if bool(layout_file) == bool(reference):
         raise click.UsageError("give exactly one of --layout FILE or --like REFERENCE")
     options = build_options(forget_bias, orientation, gate_names, var_names)
-    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    # a lock lists what it lists; against a reference, optimizer state is compared only when asked for
+    optimizer = include_optimizer or bool(layout_file)
+    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex,
+                                                                    include_optimizer=optimizer)
     with byte_progress("validate", quiet=not (hash_ or check_finite) or fmt != "text") as progress:
         if layout_file:
             layout, ref_name = load_layout(layout_file), layout_file
         else:
-            ref = api.open(reference, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+            ref = api.open(reference, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex,
+                                                                         include_optimizer=optimizer)
             layout, ref_name = make_layout(ref, hash=hash_, options=options, progress=progress), reference
         findings = validate(index, layout, allow_extra=allow_extra, allow_missing=allow_missing,
                             check_finite=check_finite, check_hash=hash_, options=options, progress=progress)
