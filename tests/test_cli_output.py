@@ -67,3 +67,12 @@ def test_no_progress_bar_when_piped(tmp_path, monkeypatch):
     save_file({"w": np.zeros((512, 512), np.float32)}, str(src))
     res = CliRunner().invoke(cli, ["extract", str(src), "-s", "**", "-o", str(tmp_path / "o.safetensors")])
     assert res.exit_code == 0 and res.output.startswith("wrote 1 tensors") and res.stderr == ""
+
+
+def test_counts_are_singular_for_one(tmp_path):
+    save_file({"bias": np.ones(1, np.float32)}, str(tmp_path / "one.safetensors"), metadata={"epoch": "3"})
+    res = CliRunner().invoke(cli, ["ls", str(tmp_path / "one.safetensors")])
+    assert "1 tensor, 1 parameter, 4 B (safetensors)" in res.output
+    assert "1 metadata entry (see --json)" in res.output
+    res = CliRunner().invoke(cli, ["tree", str(tmp_path / "one.safetensors")])
+    assert "1 tensor, 1 parameter, 4 B" in res.output

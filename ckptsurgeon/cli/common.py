@@ -100,6 +100,11 @@ def scope_options(f: Callable) -> Callable:
     )(f)
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 tensor``, ``2 tensors``, ``1,000 parameters``."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .. import api
-from .common import allow_global_option, emit_json, human_bytes, scope_options
+from .common import allow_global_option, count, emit_json, human_bytes, scope_options
 
 
 @click.command("ls")
@@ -58,11 +58,11 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
         click.echo("\n".join(lines))  # one write: echo per line costs more than the listing itself
     params = sum(r.numel for r in refs)
     n_opt = sum(r.optimizer for r in refs)
-    click.echo(f"{len(refs)} tensors, {params:,} parameters, {human_bytes(sum(r.nbytes for r in refs))} ({index.format})"
-               + (f"; {n_opt} optimizer tensors" if n_opt else "")
+    click.echo(f"{count(len(refs), 'tensor')}, {count(params, 'parameter')}, {human_bytes(sum(r.nbytes for r in refs))} "
+               f"({index.format})" + (f"; {count(n_opt, 'optimizer tensor')}" if n_opt else "")
                + (f"; {len(hidden)} alias path{'s' if len(hidden) > 1 else ''} of listed tensors" if hidden else ""))
     if index.metadata:
-        click.echo(f"{len(index.metadata)} metadata entries (see --json)")
+        click.echo(f"{count(len(index.metadata), 'metadata entry', 'metadata entries')} (see --json)")
     for note in index.notes:
         click.echo(f"note: {note}")
 

@@ -7,7 +7,7 @@ import click
 
 from .. import api
 from ..index import CheckpointIndex
-from .common import allow_global_option, emit_json, human_bytes, scope_options
+from .common import allow_global_option, count, emit_json, human_bytes, scope_options
 
 
 @dataclass
@@ -67,10 +67,10 @@ def tree_cmd(checkpoint: str, depth: int | None, scope: tuple[str, ...], exclude
     if as_json:
         emit_json({"format": index.format, "tree": _as_dict(root, depth)})
         return
-    click.echo(f"{index.files[0]} ({index.format}): {root.tensors} tensors, {root.params:,} parameters, "
+    click.echo(f"{index.files[0]} ({index.format}): {count(root.tensors, 'tensor')}, {count(root.params, 'parameter')}, "
                f"{human_bytes(root.nbytes)}")
     rows = list(_lines(root, depth))
     width = max((len(p) + len(l) for p, l, _ in rows), default=0)
     for prefix, label, node in rows:
-        stats = f"{node.tensors} tensor{'' if node.tensors == 1 else 's'}, {node.params:,} params, {human_bytes(node.nbytes)}"
+        stats = f"{count(node.tensors, 'tensor')}, {count(node.params, 'param')}, {human_bytes(node.nbytes)}"
         click.echo(f"{prefix}{label}".ljust(width + 2) + stats)
