@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +9,6 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from .atomic import atomic_output, check_output
 from .errors import CheckpointError, OutputError, SelectionError
 from .formats import WRITERS, no_cycle_collection, open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
@@ -37,6 +35,8 @@ def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> 
 
 def file_sha256(path: str, progress: Callable[[int], None] | None = None) -> str:
     """sha256 of a whole file or URL, read in ``CHUNK``-sized ranges."""
+    import hashlib  # here: reading commands never hash a whole file (start-up stays lean)
+
     src = open_source(path)
     digest = hashlib.sha256()
     for offset in range(0, src.size, CHUNK):
@@ -177,6 +177,8 @@ def save(
     if progress is not None:
         total = sum(v.nbytes for v in items.values() if isinstance(v, (TensorRef, np.ndarray)))
         step = lambda n: progress(n, total)  # noqa: E731
+
+    from .atomic import atomic_output, check_output  # writers only: listing commands never load it
 
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
     check_output(path, sources, force)
