@@ -118,3 +118,24 @@ def test_stats_of_a_256_mib_tensor_runs_in_600_mib_of_address_space(tmp_path):
     assert stats["mean"] == pytest.approx(mean, abs=1e-12) and stats["std"] == pytest.approx(std, rel=1e-12)
     assert stats["l2"] == pytest.approx(l2, rel=1e-12)
     assert stats["init"] == "uniform(+-0.05)", stats
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".npz", ".h5"])
+def test_the_writer_holds_one_converted_tensor_at_a_time(tmp_path, suffix):
+    """Big-endian tensors are converted one by one: the previous one is freed before the next is read
+    (it stayed alive for a whole iteration: consolidate of 64 MiB DCP tensors peaked at 165 MiB, now ~100)."""
+    import tracemalloc
+
+    import ckptsurgeon
+
+    n = (32 << 20) // 4
+    np.savez(tmp_path / "be.npz", a=np.arange(n, dtype=">f4"), b=np.arange(n, dtype=">f4"), c=np.arange(n, dtype=">f4"))
+    index = ckptsurgeon.open(tmp_path / "be.npz")
+    tracemalloc.start()
+    try:
+        ckptsurgeon.save(index, tmp_path / f"le{suffix}")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 << 20, f"{peak / 2**20:.0f} MiB traced while writing three 32 MiB tensors"
+    assert np.array_equal(ckptsurgeon.open(tmp_path / f"le{suffix}")["c"].numpy(), np.arange(n, dtype="<f4"))

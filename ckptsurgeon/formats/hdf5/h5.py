@@ -91,3 +91,4 @@ def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str
                 raise FormatError(f"cannot write tensor {key!r} to HDF5: {exc}") from None
             if stored is not arr:
                 dset.attrs[DTYPE_ATTR] = arr.dtype.name
+            del arr, stored  # before the next tensor is read: one tensor in memory at a time

@@ -187,6 +187,7 @@ def write_npz(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str,
                 )
             with zf.open(key + ".npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            del arr  # before the next tensor is read: one tensor in memory at a time
 
 
 _ML_DTYPE_NAMES = {"bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz"}

@@ -168,6 +168,7 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
                 raise OutputError(f"tensor {first.key!r}: read {len(data)} bytes, expected {first.nbytes}")
             digests[first.key] = hashlib.sha256(data).hexdigest()
             fh.write(data)
+            del data  # before the next tensor is read: never two converted tensors in memory at once
             if progress is not None:
                 progress(first.nbytes)
     if digests:
