@@ -434,7 +434,9 @@ ckptsurgeon.save({"a": TensorRef("a", "a", np.dtype("float32"), (3,), "mem", loa
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_termination_during_a_write_leaves_no_temporary_file(tmp_path, sig):
     out = tmp_path / "x.safetensors"
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(out)], stdout=subprocess.PIPE, text=True)
+    # the signal's default action, even when this run inherited it ignored (CI under nohup ignores SIGHUP)
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(out)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "writing"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # the temporary file exists now
     proc.send_signal(sig)
