@@ -35,14 +35,7 @@ def render(findings: Sequence[Finding], fmt: str, *, checkpoint: str, reference:
                      + (f"{len(findings)} finding(s) against {reference}" if findings else f"matches {reference}"))
         return "\n".join(lines)
     if fmt == "junit":
-        suite = ET.Element("testsuite", name="ckptsurgeon validate", tests=str(len(KINDS)),
-                           failures=str(len({f.kind for f in findings})), errors="0")
-        for kind in KINDS:
-            case = ET.SubElement(suite, "testcase", classname=f"ckptsurgeon.{checkpoint}", name=kind)
-            found = [f for f in findings if f.kind == kind]
-            if found:
-                failure = ET.SubElement(case, "failure", type=kind, message=f"{len(found)} {kind} finding(s)")
-                failure.text = "\n".join(f.message for f in found)
+        suite = _junit_suite(None, "ckptsurgeon validate", checkpoint, KINDS, findings)
         return ET.tostring(suite, encoding="unicode", xml_declaration=True)
     if not findings:
         return f"ok: {checkpoint} matches {reference}"
