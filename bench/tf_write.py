@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 
-MAGIC = 0xDB4775248B80FB57
 BLOCK = 256 * 1024
 RESTART = 16
 DT_FLOAT = 1
@@ -54,16 +53,6 @@ def _field(number: int, value: int | bytes) -> bytes:
     return _varint(number << 3) + _varint(value)
 
 
-def _mask(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _crc(data: bytes) -> int:
-    import google_crc32c
-
-    return google_crc32c.value(data)
-
-
 class _Table:
     def __init__(self) -> None:
         self.out = bytearray()
@@ -86,8 +75,9 @@ class _Table:
         return bytes(body) + b"".join(struct.pack("<I", r) for r in restarts) + struct.pack("<I", len(restarts))
 
     def _emit(self, block: bytes) -> bytes:
+        from ckptsurgeon.formats.tensorflow.sstable import masked_crc32c  # here: the TF venv has no ckptsurgeon
         handle = _varint(len(self.out)) + _varint(len(block))
-        self.out += block + b"\x00" + struct.pack("<I", _mask(_crc(block + b"\x00")))
+        self.out += block + b"\x00" + struct.pack("<I", masked_crc32c(block + b"\x00"))
         return handle
 
     def add(self, key: bytes, value: bytes) -> None:
@@ -102,6 +92,7 @@ class _Table:
             self._block, self._size = [], 0
 
     def finish(self) -> bytes:
+        from ckptsurgeon.formats.tensorflow.sstable import MAGIC
         self.flush()
         meta = self._emit(self._encode([]))
         index = self._emit(self._encode(self.index))
@@ -110,6 +101,7 @@ class _Table:
 
 
 def write_by_hand(prefix: str, n: int) -> None:
+    from ckptsurgeon.formats.tensorflow.sstable import masked_crc32c
     rows = sorted(variables(n))
     data = bytearray()
     table = _Table()
@@ -118,7 +110,7 @@ def write_by_hand(prefix: str, n: int) -> None:
         raw = arr.astype("<f4").tobytes()
         shape = b"".join(_field(2, _field(1, d)) for d in arr.shape)
         entry = (_field(1, DT_FLOAT) + _field(2, shape) + (_field(4, len(data)) if data else b"") + _field(5, len(raw))
-                 + _varint(6 << 3 | 5) + struct.pack("<I", _mask(_crc(raw))))
+                 + _varint(6 << 3 | 5) + struct.pack("<I", masked_crc32c(raw)))
         table.add(key.encode(), entry)
         data += raw
     with open(prefix + ".index", "wb") as fh:
