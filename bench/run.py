@@ -184,6 +184,19 @@ def _machine() -> list[str]:
             f"Python {platform.python_version()}; " + ", ".join(f"{n} {v}" for n, v in zip(names, versions))]
 
 
+def _bytecode() -> str:
+    """Whether ckptsurgeon runs from compiled bytecode, as an installed package does."""
+    import importlib.util
+
+    import ckptsurgeon.api
+
+    cached = Path(importlib.util.cache_from_source(ckptsurgeon.api.__file__))
+    fresh = cached.exists() and cached.stat().st_mtime_ns >= Path(ckptsurgeon.api.__file__).stat().st_mtime_ns
+    env = "set" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "unset"
+    return (f"ckptsurgeon's bytecode is {'compiled' if fresh else 'NOT compiled (start-up includes compiling it)'} "
+            f"(`scripts/setup.sh` compiles it, as `pip install` does; PYTHONDONTWRITEBYTECODE is {env})")
+
+
 def write_results(results: list[Result], rows, mem, args, load_before, load_after, floor: float, data: Path) -> str:
     size = (data / "big.pt").stat().st_size / 1e9
     lines = [
@@ -198,6 +211,7 @@ def write_results(results: list[Result], rows, mem, args, load_before, load_afte
         f"- big checkpoint: {size:.2f} GB, float32 tensors of 40 MB plus a 2-layer `nn.LSTM(256, 256)` under "
         "`encoder/lstm`; page cache warm; outputs deleted after every run",
         f"- peak RSS is the process's own maximum (`wait4`); the measuring process leaves a floor of {floor:.0f} MiB",
+        f"- {_bytecode()}",
         "",
         "Medians, with min-max in parentheses; the ratio is the median of the per-pair ratios A/B (wall).",
         "",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import resolve_dtype
 from .errors import CheckpointError, SelectionError
 from .index import CheckpointIndex, TensorRef
 from .remap import PlanError, Remap, Rule, load_rules, parse_map
@@ -250,7 +251,7 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
             if target not in template:
                 problems.append(f"{row.source!r} maps to {row.target!r}, which the template does not have")
                 continue
-            add(target, row.source, row.value, row.shape, np.dtype(row.dtype) if row.dtype != "bfloat16" else template[target].dtype)
+            add(target, row.source, row.value, row.shape, resolve_dtype(row.dtype) if row.dtype != "bfloat16" else template[target].dtype)
             used.add(row.source)
     if problems:
         raise PlanError(problems)

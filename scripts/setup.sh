@@ -16,3 +16,7 @@ if [ "${1:-}" = "test" ]; then
 else
   "${pip[@]}" -e .
 fi
+# Compile the package's bytecode, as `pip install` of a wheel does and an editable install does not:
+# where PYTHONDONTWRITEBYTECODE is set (this machine sets it), every run would otherwise compile about
+# 40 modules from source, 40 ms of start-up. A stale .pyc is never used (Python checks the source's mtime).
+.venv/bin/python -m compileall -q ckptsurgeon >/dev/null

@@ -1,6 +1,7 @@
 """Start-up stays light: commands and formats are imported when used, never all at once."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from safetensors.numpy import save_file
 
 from ckptsurgeon.cli import COMMANDS, cli
 
-HEAVY = ("h5py", "torch", "keras", "ckptsurgeon.rnn", "ckptsurgeon.remap", "ckptsurgeon.graft", "ckptsurgeon.check",
+HEAVY = ("h5py", "torch", "keras", "ml_dtypes", "ckptsurgeon.rnn", "ckptsurgeon.remap", "ckptsurgeon.graft", "ckptsurgeon.check",
          "ckptsurgeon.formats.hdf5", "ckptsurgeon.formats.pytorch", "ckptsurgeon.formats.tensorflow.tf_bundle")
 
 
@@ -34,6 +35,27 @@ def test_ls_and_extract_of_safetensors_import_nothing_heavy(tmp_path):
     save_file({"encoder.w": np.zeros((2, 3), np.float32), "head.b": np.ones(3, np.float32)}, str(src))
     assert _loaded(_modules_after("ls", str(src)), HEAVY) == []
     assert _loaded(_modules_after("extract", str(src), "-s", "encoder", "-o", str(tmp_path / "o.safetensors")), HEAVY) == []
+
+
+def test_bfloat16_rows_resolve_ml_dtypes_when_first_seen(tmp_path):
+    """ml_dtypes is imported only for a bf16/fp8 tensor, and then every table sees its rows."""
+    import ml_dtypes
+    import torch
+    from safetensors import safe_open
+
+    src, out = tmp_path / "w.safetensors", tmp_path / "o.safetensors"
+    save_file({"a": np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16), "b": np.ones(2, np.float32)}, str(src))
+    assert "ml_dtypes" in _modules_after("extract", str(src), "-s", "**", "-o", str(out))
+    with safe_open(str(out), "np") as f:
+        a = f.get_tensor("a")
+    assert a.dtype == ml_dtypes.bfloat16 and a.astype(np.float32).tolist() == list(range(6))
+
+    pt = tmp_path / "w.pt"
+    torch.save({"a": torch.arange(4).to(torch.float8_e4m3fn), "b": torch.arange(3, dtype=torch.bfloat16)}, pt)
+    proc = subprocess.run([sys.executable, "-c", "from ckptsurgeon.cli import main; main()", "ls", "--json", str(pt)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [t["dtype"] for t in json.loads(proc.stdout)["tensors"]] == ["float8_e4m3fn", "bfloat16"]
 
 
 def test_help_lists_every_command_without_importing_them():

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..dtypes import resolve_dtype
 from ..check.pairing import SIGNATURE_FIELDS, pair_groups
 from ..errors import CheckpointError, SelectionError
 from ..index import CheckpointIndex
@@ -136,7 +137,7 @@ def verify_plan(plan: Plan, *, atol: float = 1e-5, options: RecognizeOptions | N
 
     from ..index import TensorRef
 
-    refs = [TensorRef(r.target, r.target, np.dtype(r.dtype) if r.dtype != "bfloat16" else r._refs[0].dtype, tuple(r.shape),
+    refs = [TensorRef(r.target, r.target, resolve_dtype(r.dtype) if r.dtype != "bfloat16" else r._refs[0].dtype, tuple(r.shape),
                       plan.index.files[0], loader=r.value) for r in plan.mapped]
     result = CheckpointIndex(refs, format="remap", files=plan.index.files, key_sep="/")
     report = verify_remap(plan.index, result, atol=atol, options=options)

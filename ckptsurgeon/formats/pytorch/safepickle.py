@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...dtypes import TORCH_DTYPES, TORCH_STORAGE_DTYPES
+from ...dtypes import ML_NAMES, TORCH_DTYPES, TORCH_STORAGE_DTYPES, ml_dtype
 from ...errors import FormatError, UnsafeCheckpointError
 from ..tree import work_budget
 from .pickle_static import analyze
@@ -93,8 +93,12 @@ class InertObject:
 
 
 class _StorageType:
-    def __init__(self, name: str, dtype: np.dtype) -> None:
-        self.name, self.dtype = name, dtype
+    def __init__(self, name: str, table: Mapping[str, np.dtype]) -> None:
+        self.name, self._table = name, table
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._table[self.name]  # looked up when used: bf16/fp8 rows import ml_dtypes
 
 
 class _TypeMarker:
@@ -125,8 +129,12 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: A
 
 
 class _TorchDtype:
-    def __init__(self, name: str, dtype: np.dtype) -> None:
-        self.name, self.dtype = name, dtype
+    def __init__(self, name: str, table: Mapping[str, np.dtype]) -> None:
+        self.name, self._table = name, table
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._table[self.name]
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -169,8 +177,8 @@ class _NumpyDtype:
     def __init__(self, spec: Any, *_args: Any) -> None:
         try:
             self.dtype = np.dtype(spec) if isinstance(spec, str) else None
-        except TypeError:
-            self.dtype = None
+        except TypeError:  # numpy knows ml_dtypes names only once ml_dtypes is imported
+            self.dtype = ml_dtype(spec) if spec in ML_NAMES else None
         if self.dtype is None or self.dtype.hasobject:
             raise UnsafeCheckpointError(f"refusing numpy dtype {spec!r}")
 
@@ -208,6 +216,7 @@ def _torch_size(values: Any = ()) -> tuple[int, ...]:
     return _as_ints(tuple(values), "torch.Size")
 
 
+_UNTYPED = {"UntypedStorage": np.dtype("uint8")}
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
@@ -220,8 +229,8 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch.nn.parameter", "Parameter"): _TypeMarker("torch.nn.Parameter"),
     ("torch", "Size"): _torch_size,
     ("torch", "device"): _torch_device,
-    ("torch", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype("uint8")),
-    ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", np.dtype("uint8")),
+    ("torch", "UntypedStorage"): _StorageType("UntypedStorage", _UNTYPED),
+    ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage", _UNTYPED),
     ("_codecs", "encode"): _codecs_encode,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
@@ -234,10 +243,10 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "_reconstruct"): _NumpyArray,
     ("numpy", "ndarray"): _TypeMarker("numpy.ndarray"),
 }
-for _name, _dt in TORCH_STORAGE_DTYPES.items():
-    _SAFE_GLOBALS[("torch", _name)] = _StorageType(_name, _dt)
-for _name, _dt in TORCH_DTYPES.items():
-    _SAFE_GLOBALS[("torch", _name)] = _TorchDtype(_name, _dt)
+for _name in TORCH_STORAGE_DTYPES.names():
+    _SAFE_GLOBALS[("torch", _name)] = _StorageType(_name, TORCH_STORAGE_DTYPES)
+for _name in TORCH_DTYPES.names():
+    _SAFE_GLOBALS[("torch", _name)] = _TorchDtype(_name, TORCH_DTYPES)
 
 # Never admitted by --allow-global, whatever the user says: they run code or reach the system.
 _NEVER_MODULES = re.compile(
