@@ -230,3 +230,22 @@ def test_argument_bytes_that_look_like_a_memoized_tuple_do_not_cost_the_exact_ch
     real = b"K\x00K\x00\x86q\x02h\x02"  # TUPLE2, BINPUT 2, BINGET 2: a memoized tuple read back
     safepickle.scan_opcodes(b"\x80\x02" + pushes + real + b".", "real")
     assert calls == ["real"]
+
+
+def test_the_scan_steps_over_learned_memo_reads_but_still_records_new_ones(monkeypatch):
+    """After 512 stops the scan's run also steps over BINGETs of indices it has recorded (a torch pickle reads the
+    same few globals back for every tensor); a memo read of any other index must still stop it and be recorded."""
+    from ckptsurgeon.formats.pytorch import safepickle
+
+    calls, learned = [], []
+    monkeypatch.setattr(safepickle, "_check_expansion", lambda data, where: calls.append(where))
+    fixed_run = safepickle._fixed_run
+    monkeypatch.setattr(safepickle, "_fixed_run", lambda known=frozenset(): learned.append(known) or fixed_run(known))
+    pad = (b"X\x14\x00\x00\x00" + b"k" * 20 + b"h\x00") * 3000  # 20-byte strings stop the run; BINGET 0 repeated
+    head = b"\x80\x02K\x07q\x00"  # an int memoized at 0
+    safepickle.scan_opcodes(head + pad + b"K\x00K\x00\x86q\x05" + b".", "unread")
+    assert calls == [] and frozenset({0}) in learned
+    safepickle.scan_opcodes(head + pad + b"K\x00K\x00\x86q\x05h\x05" + b".", "read back")  # a tuple read back
+    assert calls == ["read back"]
+    safepickle.scan_opcodes(head + b"K\x00K\x00\x86q\x00" + pad + b".", "learned index")  # BINGET 0 reads a tuple
+    assert calls == ["read back", "learned index"]

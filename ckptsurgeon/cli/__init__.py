@@ -71,4 +71,7 @@ def cli() -> None:
 
 
 def main() -> None:
+    from ..formats import freeze_after_reads
+
+    freeze_after_reads()  # the process ends with the command: what it read is never garbage before then
     cli(prog_name="ckptsurgeon")

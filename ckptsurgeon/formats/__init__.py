@@ -25,7 +25,8 @@ from .tensorflow.tf_paths import resolve_prefix
 if TYPE_CHECKING:
     from ..index import CheckpointIndex
 
-__all__ = ["detect", "open_checkpoint", "READERS", "WRITERS", "writer_for", "Writer", "load_all", "no_cycle_collection"]
+__all__ = ["detect", "open_checkpoint", "READERS", "WRITERS", "writer_for", "Writer", "load_all", "no_cycle_collection",
+           "freeze_after_reads"]
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -151,7 +152,8 @@ def load_all() -> None:
 
 def open_checkpoint(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
     """Detect and open ``path``; returns a lazy index (no tensor bytes read)."""
-    fmt = detect(path)
+    with no_cycle_collection():  # detection parses a zip's directory: 100,000 members' worth of tuples
+        fmt = detect(path)
     reader = READERS.get(fmt)
     if reader is None:
         raise FormatError(f"{path}: {fmt} files are not supported yet")
@@ -178,8 +180,22 @@ def no_cycle_collection() -> Iterator[None]:
     try:
         yield
     finally:
+        if _FREEZE_AFTER_READS:
+            gc.freeze()
         if was:
             gc.enable()
+
+
+_FREEZE_AFTER_READS = False
+
+
+def freeze_after_reads() -> None:
+    """For a process that lives as long as what it reads (the CLI, not a library user): after each read,
+    move every object alive to the collector's permanent generation (``gc.freeze``), so that the command's
+    later allocations do not make it walk a 100,000-tensor index again and again (0.1 s of ``ls``).
+    Reference counting still frees them."""
+    global _FREEZE_AFTER_READS
+    _FREEZE_AFTER_READS = True
 
 
 @dataclass(frozen=True)

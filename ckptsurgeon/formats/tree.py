@@ -46,12 +46,21 @@ def flatten(obj: Any, is_leaf: Callable[[Any], bool], budget: int = MIN_WORK,
     """
     work = 0
     on_path: set[int] = set()  # containers enclosing the current node: reaching one again is a cycle
-    stack: list[tuple[list[Any], Any, bool]] = [([], obj, False)]
-    while stack:
-        segs, node, leaving = stack.pop()
-        if leaving:
-            on_path.discard(id(node))
-            continue
+    # Depth first with one iterator per open container (never a list of a container's children: 100,000
+    # entries' worth of tuples for a large state dict).
+    stack: list[tuple[list[Any], Any, Iterator[tuple[Any, Any]]]] = []
+    pending: list[tuple[list[Any], Any]] = [([], obj)]
+    while pending or stack:
+        if pending:
+            segs, node = pending.pop()
+        else:
+            parent_segs, parent, items = stack[-1]
+            item = next(items, _DONE)
+            if item is _DONE:
+                stack.pop()
+                on_path.discard(id(parent))
+                continue
+            segs, node = parent_segs + [item[0]], item[1]
         work += 1
         if work > budget:
             raise UnsafeCheckpointError(
@@ -61,9 +70,9 @@ def flatten(obj: Any, is_leaf: Callable[[Any], bool], budget: int = MIN_WORK,
             yield segs, node
             continue
         if isinstance(node, dict):
-            children = [(segs + [k], v) for k, v in node.items()]
+            children: Iterator[tuple[Any, Any]] = iter(node.items())
         elif isinstance(node, (list, tuple)) and not _is_plain_sequence(node):
-            children = [(segs + [i], v) for i, v in enumerate(node)]
+            children = enumerate(node)
         else:
             yield segs, node
             continue
@@ -72,8 +81,10 @@ def flatten(obj: Any, is_leaf: Callable[[Any], bool], budget: int = MIN_WORK,
                 f"{where}: the pickle holds a cycle (the container at {'/'.join(map(str, segs)) or '/'} is one of "
                 "its own ancestors); refusing")
         on_path.add(id(node))
-        stack.append((segs, node, True))
-        stack.extend((s, v, False) for s, v in reversed(children))
+        stack.append((segs, node, children))
+
+
+_DONE = object()
 
 
 def _is_plain_sequence(node: Any) -> bool:

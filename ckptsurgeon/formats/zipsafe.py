@@ -1,43 +1,44 @@
 """Zip containers read defensively: no extraction, no encrypted or duplicate or escaping members,
-central directory and local headers must agree, stored members located for direct reads."""
+central directory and local headers must agree, stored members located for direct reads.
+
+The central directory is parsed by ``zipdir`` and deflated members are inflated here with ``zlib``:
+``zipfile`` is not used for reading (its per-member objects cost a third of listing a large archive)."""
 from __future__ import annotations
 
 import io
 import os
 import struct
-import zipfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ..errors import FormatError, UnsafeCheckpointError
 from ..index import lazy_sha256
 from ..source import LocalFile, open_source
+from .zipdir import Entry, read_directory
 
 __all__ = ["SafeZip", "Member"]
 
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")  # local file header, 30 bytes
+STORED, DEFLATED = 0, 8
 MAX_RATIO = 200  # declared/compressed size above this is treated as a zip bomb
 MAX_SMALL_MEMBER = 256 * 1024 * 1024  # members read whole into memory (pickles, json)
-# What zipfile (Python code parsing hostile bytes) raises on damage: zlib.error is not an OSError,
-# flag bits 5/6 raise NotImplementedError, odd headers struct.error / EOFError / OverflowError ...
-_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error, struct.error,
-               OverflowError, IndexError, KeyError)
+_INFLATE_CHUNK = 1 << 16
 
 _NAME_GUESS = 226  # local header + name in one 256-byte read
 _BLOCK = 64 * 1024  # local headers this close together are read in one go (the kernel's readahead reads them anyway)
 
-# path -> (source, ZipFile, members): a parse kept for the next SafeZip of the same file (see __init__)
-_HANDED_OFF: dict[str, tuple[object, zipfile.ZipFile, dict[str, Member]]] = {}
+# path -> (source, directory start, members): a parse kept for the next SafeZip of the same file (see __init__)
+_HANDED_OFF: dict[str, tuple[object, int, dict[str, Member]]] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):  # a tuple: an archive of 100,000 members makes 100,000 of them
     name: str
     data_offset: int  # absolute offset in the file of the member's (possibly compressed) bytes
     size: int  # uncompressed size
     compressed_size: int
     stored: bool
+    crc: int = 0
 
 
 class SafeZip:
@@ -56,24 +57,18 @@ class SafeZip:
             raise FormatError(f"{path}: archive at bytes {offset}..{offset + self.file_size} lies past the end of the file")
         kept = _HANDED_OFF.pop(path, None) if offset == 0 and size is None else None
         if kept is not None and kept[0] is self._src:
-            self._zf, self.members = kept[1], kept[2]
+            self._start_dir, self.members = kept[1], kept[2]
             return
-        try:
-            self._zf = zipfile.ZipFile(io.BufferedReader(self._src.window(offset, self.file_size), 1 << 16))
-        except FormatError:
-            raise
-        except _ZIP_ERRORS as exc:  # zipfile parses hostile bytes in Python: any of its errors is damage
-            raise FormatError(f"{path}: damaged zip archive: {type(exc).__name__}: {exc}") from None
-        infos = self._zf.infolist()
-        names = [i.filename for i in infos]
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise UnsafeCheckpointError(f"{path}: zip member {dup!r} appears twice; refusing an ambiguous archive")
+        directory = read_directory(self._pread_exact, self.file_size, path)
+        self._start_dir = directory.start
+        infos = directory.entries
         self.members: dict[str, Member] = {}
         self._block, self._block_at = b"", 0
         self._next_header = self._header_lookahead(infos)
         for info in infos:
-            self.members[info.filename] = self._check(info)
+            if info.name in self.members:
+                raise UnsafeCheckpointError(f"{path}: zip member {info.name!r} appears twice; refusing an ambiguous archive")
+            self.members[info.name] = self._check(info)
         self._block = b""
         spans = sorted((m.data_offset, m.data_offset + m.compressed_size, m.name) for m in self.members.values())
         for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
@@ -81,7 +76,14 @@ class SafeZip:
                 raise UnsafeCheckpointError(f"{path}: zip members {a!r} and {b!r} overlap; refusing a crafted archive")
         if hand_off and offset == 0 and size is None:
             _HANDED_OFF.clear()
-            _HANDED_OFF[path] = (self._src, self._zf, self.members)
+            _HANDED_OFF[path] = (self._src, self._start_dir, self.members)
+
+    def _pread_exact(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at ``offset`` of the archive, else a truncated-archive error."""
+        data = self._pread(size, offset)
+        if len(data) != size:
+            raise FormatError(f"{self.path}: truncated zip archive")
+        return data
 
     def _pread(self, size: int, offset: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (fewer at the end of the file)."""
@@ -92,7 +94,7 @@ class SafeZip:
             return os.pread(self._src.fileno(), size, self._base + offset)
         return bytes(self._src.read(self._base + offset, size))
 
-    def _header_lookahead(self, infos: list[zipfile.ZipInfo]) -> dict[int, int]:
+    def _header_lookahead(self, infos: list[Entry]) -> dict[int, int]:
         """header offset -> how many bytes one read there should take: up to 64 KiB when the following local
         headers lie that close (archives of many small members: one read serves many headers), else one header."""
         if not isinstance(self._src, LocalFile):
@@ -116,19 +118,16 @@ class SafeZip:
         self._block, self._block_at = self._pread(max(size, want), offset), offset
         return self._block[:want]
 
-    def _check(self, info: zipfile.ZipInfo) -> Member:
-        name = info.filename
-        parts = name.replace("\\", "/").split("/")
-        if name.startswith("/") or ".." in parts or ":" in parts[0]:
-            raise UnsafeCheckpointError(f"{self.path}: zip member name {name!r} escapes the archive; refusing")
-        if info.flag_bits & 0x1:
-            raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is encrypted; refusing")
-        if info.flag_bits & 0x60:  # bit 5: compressed patched data, bit 6: strong encryption
-            raise FormatError(f"{self.path}: zip member {name!r} uses unsupported zip features (flag bits "
-                              f"{info.flag_bits:#06x}: patched data or strong encryption)")
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {info.compress_type}")
-        head = self._header(info.header_offset)  # header and (usually) name: one read, or a slice of one
+    def _check(self, info: Entry) -> Member:
+        name, flags, method, offset, csize, usize = (info.name, info.flag_bits, info.compress_type, info.header_offset,
+                                                     info.compress_size, info.file_size)
+        if name[:1] == "/" or "\\" in name or ".." in name or ":" in name:  # rare: the exact checks
+            parts = name.replace("\\", "/").split("/")
+            if name.startswith("/") or ".." in parts or ":" in parts[0]:
+                raise UnsafeCheckpointError(f"{self.path}: zip member name {name!r} escapes the archive; refusing")
+        if flags & 0x61 or method not in (STORED, DEFLATED):
+            self._refuse_features(name, flags, method)
+        head = self._header(offset)  # header and (usually) name: one read, or a slice of one
         if len(head) < _LOCAL.size:
             raise FormatError(f"{self.path}: truncated zip: local header of {name!r} missing")
         sig, *_rest, n_name, n_extra = _LOCAL.unpack_from(head)
@@ -136,77 +135,118 @@ class SafeZip:
             raise FormatError(f"{self.path}: damaged zip: bad local header for {name!r}")
         local_name = head[_LOCAL.size:_LOCAL.size + n_name]
         if len(local_name) < n_name:
-            local_name = self._pread(n_name, info.header_offset + _LOCAL.size)
-        if local_name.decode("utf-8", "replace") != name and local_name.decode("cp437", "replace") != name:
+            local_name = self._pread(n_name, offset + _LOCAL.size)
+        if local_name != name.encode("utf-8", "surrogateescape") and local_name.decode("utf-8", "replace") != name \
+                and local_name.decode("cp437", "replace") != name:
             raise UnsafeCheckpointError(
                 f"{self.path}: zip member {name!r} has a different name in its local header; refusing a crafted archive"
             )
-        data_offset = info.header_offset + _LOCAL.size + n_name + n_extra
-        if data_offset + info.compress_size > self.file_size:
+        data_offset = offset + _LOCAL.size + n_name + n_extra
+        if offset < 0 or data_offset + csize > self.file_size:
             raise FormatError(f"{self.path}: truncated zip: member {name!r} runs past the end of the file")
-        stored = info.compress_type == zipfile.ZIP_STORED
-        if stored and info.compress_size != info.file_size:
+        stored = method == STORED
+        if stored and csize != usize:
             raise FormatError(f"{self.path}: damaged zip: stored member {name!r} has two different sizes")
-        if not stored and info.file_size > MAX_RATIO * max(info.compress_size, 1) and info.file_size > 1 << 20:
+        if not stored and usize > MAX_RATIO * max(csize, 1) and usize > 1 << 20:
             raise UnsafeCheckpointError(
-                f"{self.path}: zip member {name!r} expands {info.compress_size} bytes to {info.file_size}; refusing a zip bomb"
+                f"{self.path}: zip member {name!r} expands {csize} bytes to {usize}; refusing a zip bomb"
             )
-        return Member(name, self._base + data_offset, info.file_size, info.compress_size, stored)
+        return Member(name, self._base + data_offset, usize, csize, stored, info.crc)
+
+    def _refuse_features(self, name: str, flags: int, method: int) -> None:
+        if flags & 0x1:
+            raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is encrypted; refusing")
+        if flags & 0x60:  # bit 5: compressed patched data, bit 6: strong encryption
+            raise FormatError(f"{self.path}: zip member {name!r} uses unsupported zip features (flag bits "
+                              f"{flags:#06x}: patched data or strong encryption)")
+        raise FormatError(f"{self.path}: zip member {name!r} uses unsupported compression {method}")
 
     def directory_sha256(self) -> Callable[[], str]:
         """The (lazy) sha256 of the central directory and end records: the archive's index."""
-        start = self._zf.start_dir
+        start = self._start_dir
         return lazy_sha256(bytes(self._src.read(self._base + start, self.file_size - start)))
 
     def names(self) -> list[str]:
         return list(self.members)
 
     def read(self, name: str, limit: int = MAX_SMALL_MEMBER) -> bytes:
-        """Read one member whole (for small members: pickles, JSON, headers)."""
+        """Read one member whole (for small members: pickles, JSON, headers), its CRC-32 checked."""
         member = self.members[name]
         if member.size > limit:
             raise UnsafeCheckpointError(f"{self.path}: zip member {name!r} is {member.size} bytes, over the {limit}-byte limit")
-        if member.stored:  # exactly its bytes (zipfile's buffered reads would run on into the next members)
+        if member.stored:  # exactly its bytes
             data = bytes(self._src.read(member.data_offset, member.size))
-            if zlib.crc32(data) != self._zf.getinfo(name).CRC:
+            if zlib.crc32(data) != member.crc:
                 raise FormatError(f"{self.path}: damaged zip member {name!r}: CRC-32 mismatch")
             return data
-        try:
-            with self._zf.open(name) as fh:
-                data = fh.read(limit + 1)
-        except FormatError:
-            raise
-        except _ZIP_ERRORS as exc:
-            raise FormatError(f"{self.path}: damaged zip member {name!r}: {type(exc).__name__}: {exc}") from None
-        if len(data) != member.size:
-            raise FormatError(f"{self.path}: zip member {name!r} does not have its declared size")
+        with self._inflating(member) as fh:
+            data = fh.read()
         return data
 
     def read_head(self, name: str, size: int) -> bytes:
-        """The first ``size`` bytes of a member (a header), damaged archives as FormatError."""
+        """The first ``size`` bytes of a member (a header)."""
         member = self.members[name]
         if member.stored:
             return bytes(self._src.read(member.data_offset, min(size, member.size)))
-        try:
-            with self._zf.open(name) as fh:
-                return fh.read(size)
-        except FormatError:
-            raise
-        except _ZIP_ERRORS as exc:
-            raise FormatError(f"{self.path}: damaged zip member {name!r}: {type(exc).__name__}: {exc}") from None
+        with self._inflating(member) as fh:
+            return fh.read(min(size, member.size))
 
-    def read_with(self, name: str, parse):
-        """Run ``parse(stream)`` over a member, damaged archives as FormatError."""
-        try:
-            with self._zf.open(name) as fh:
-                return parse(fh)
-        except (FormatError, UnsafeCheckpointError):
-            raise
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as exc:
-            raise FormatError(f"{self.path}: damaged zip member {name!r}: {type(exc).__name__}: {exc}") from None
+    def read_with(self, name: str, parse: Callable[[Any], Any]) -> Any:
+        """Run ``parse(stream)`` over a member (inflated as it is read, its size and CRC-32 checked at its end)."""
+        member = self.members[name]
+        if member.stored:
+            return parse(io.BufferedReader(self._src.window(member.data_offset, member.size), _INFLATE_CHUNK))
+        with self._inflating(member) as fh:
+            return parse(fh)
+
+    def _inflating(self, member: Member) -> io.BufferedReader:
+        raw = _Inflating(self._src.read, member, f"{self.path}: zip member {member.name!r}")
+        return io.BufferedReader(raw, _INFLATE_CHUNK)
 
     def close(self) -> None:
-        """Close the archive and drop its member tables (100,000 members' worth of objects)."""
-        self._zf.close()
-        self._zf.filelist, self._zf.NameToInfo = [], {}  # close() keeps them; nothing reads them after
+        """Drop the member table (100,000 members' worth of tuples)."""
         self.members = {}
+
+
+class _Inflating(io.RawIOBase):
+    """A deflated member as a stream: inflated as it is read, never past its declared size; at its end the
+    size and the CRC-32 are checked. Damage is a ``FormatError`` naming the member."""
+
+    def __init__(self, read: Callable[[int, int], Any], member: Member, where: str) -> None:
+        self._read, self._where, self._member = read, where, member
+        self._pos, self._end = member.data_offset, member.data_offset + member.compressed_size
+        self._z = zlib.decompressobj(-15)
+        self._left, self._crc, self._out = member.size, 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._out:
+            if self._left == 0:
+                return 0
+            self._out = self._inflate()
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), len(self._out))
+        view[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _inflate(self) -> bytes:
+        data = self._z.unconsumed_tail
+        if not data:
+            if self._z.eof or self._pos >= self._end:
+                raise FormatError(f"{self._where}: damaged: its data ends {self._left} bytes before its declared size")
+            data = self._read(self._pos, min(_INFLATE_CHUNK, self._end - self._pos))
+            self._pos += len(data)
+        try:
+            out = self._z.decompress(data, min(_INFLATE_CHUNK, self._left + 1))
+        except zlib.error as exc:
+            raise FormatError(f"{self._where}: damaged deflate data: {exc}") from None
+        if len(out) > self._left:
+            raise FormatError(f"{self._where}: damaged: inflates past its declared size ({self._member.size} bytes)")
+        self._left -= len(out)
+        self._crc = zlib.crc32(out, self._crc)
+        if self._left == 0 and self._crc != self._member.crc:
+            raise FormatError(f"{self._where}: damaged: CRC-32 mismatch")
+        return out

@@ -38,8 +38,8 @@ _ALLOWED_OPCODES = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StorageRef:
+@dataclass(slots=True, unsafe_hash=True)  # immutable by use; not frozen: one is made per storage while unpickling,
+class StorageRef:  # and a frozen dataclass's __init__ is 7x slower
     """A storage named by a persistent id: ``('storage', type, key, location, numel[, view])``."""
 
     key: str
@@ -94,11 +94,13 @@ class InertObject:
 
 class _StorageType:
     def __init__(self, name: str, table: Mapping[str, np.dtype]) -> None:
-        self.name, self._table = name, table
+        self.name, self._table, self._dtype = name, table, None
 
     @property
     def dtype(self) -> np.dtype:
-        return self._table[self.name]  # looked up when used: bf16/fp8 rows import ml_dtypes
+        if self._dtype is None:  # looked up when first used: bf16/fp8 rows import ml_dtypes
+            self._dtype = self._table[self.name]
+        return self._dtype
 
 
 class _TypeMarker:
@@ -111,10 +113,14 @@ class _TypeMarker:
 _INT = frozenset((int,))
 
 
+_SHAPES: dict[tuple[int, ...], tuple[int, ...]] = {}  # one tuple per distinct shape or stride, for one load
+
+
 def _as_ints(value: Any, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list)) or not _INT.issuperset(map(type, value)):  # exactly int: no bool
         raise FormatError(f"malformed tensor record: {what} is {value!r}")
-    return tuple(value)
+    value = tuple(value)
+    return _SHAPES.setdefault(value, value)  # checkpoints repeat a few shapes: 100,000 tensors share them
 
 
 def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: Any) -> LazyTensor:
@@ -130,11 +136,13 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: A
 
 class _TorchDtype:
     def __init__(self, name: str, table: Mapping[str, np.dtype]) -> None:
-        self.name, self._table = name, table
+        self.name, self._table, self._dtype = name, table, None
 
     @property
     def dtype(self) -> np.dtype:
-        return self._table[self.name]
+        if self._dtype is None:
+            self._dtype = self._table[self.name]
+        return self._dtype
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
@@ -305,12 +313,13 @@ _BINGET, _BINUNICODE = _CODE["BINGET"], _CODE["BINUNICODE"]
 _TUPLE_OPS = {_CODE[n] for n in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE")}
 
 
-def _fixed_run() -> re.Pattern[bytes]:
+def _fixed_run(known_gets: frozenset[int] = frozenset()) -> re.Pattern[bytes]:
     """A run of allowed opcodes whose arguments have a fixed size (most of a torch pickle), in C.
 
     Each alternative starts with a class of opcode bytes no other alternative has, so the match
     steps through the opcodes exactly as the unpickler will; it stops before STOP, any opcode with
-    a variable-length argument, and any refused or unknown byte."""
+    a variable-length argument, and any refused or unknown byte. It stops at memo reads too, which
+    the scan records, except BINGETs of ``known_gets``: indices already recorded."""
     sizes: dict[int, list[int]] = {}
     for code, rule in _ARG.items():
         if rule >= 0 and code != _STOP and code not in _GETS | _TRICKS | {_LONG_PUT}:
@@ -318,10 +327,16 @@ def _fixed_run() -> re.Pattern[bytes]:
     alternatives = [b"[" + b"".join(re.escape(bytes([c])) for c in sorted(codes)) + b"]" + (b".{%d}" % n if n else b"")
                     for n, codes in sorted(sizes.items())]
     alternatives.append(re.escape(bytes([_LONG_PUT])) + b".{2}[\\x00-\\x0f]\\x00")
+    # BINUNICODE of up to 8 bytes (storage keys): a length the pattern can spell, then that many bytes
+    alternatives.append(re.escape(bytes([_BINUNICODE])) + b"(?:" + b"|".join(
+        re.escape(n.to_bytes(4, "little")) + b".{%d}" % n for n in range(1, 9)) + b")")
+    if known_gets:
+        alternatives.append(re.escape(bytes([_BINGET])) + b"[" + b"".join(re.escape(bytes([g])) for g in sorted(known_gets)) + b"]")
     return re.compile(b"(?:" + b"|".join(alternatives) + b")*", re.DOTALL)
 
 
 _RUN = _fixed_run()
+_RELEARN = 512  # stops between re-deriving the run from the BINGET indices recorded so far (then twice as many)
 
 
 def scan_opcodes(data: bytes, where: str) -> None:
@@ -338,11 +353,17 @@ def scan_opcodes(data: bytes, where: str) -> None:
     juggled = False
     stops = array("q")  # every opcode this loop looks at: known opcode starts, for _put_after_tuple
     stops_append, gets_add = stops.append, gets.add
+    relearn, learned, text_puts = _RELEARN, frozenset(), False
     while pos < end:
         pos = run(data, pos).end()
         if pos >= end:
             break
         stops_append(pos)
+        if len(stops) >= relearn:  # a torch pickle reads the same few globals back for every tensor: let the
+            relearn *= 2  # run step over those BINGETs (already recorded) instead of stopping at each
+            small = frozenset(g for g in gets if g < 256)
+            if small != learned:
+                run, learned = _fixed_run(small).match, small
         code = data[pos]
         # The two stops of nearly every torch pickle entry, first: a memo read and a length-prefixed string
         if code == _BINGET and pos + 2 <= end:
@@ -364,7 +385,7 @@ def scan_opcodes(data: bytes, where: str) -> None:
                 raise UnsafeCheckpointError(f"{where}: {end - pos - 1} bytes follow the pickle's STOP opcode "
                                             "(a hidden second pickle?); refusing")
             budget = [end // 4 + 10_000]
-            if juggled or any(_put_after_tuple(data, g, stops, budget) for g in gets):
+            if juggled or any(_put_after_tuple(data, g, stops, budget, text_puts) for g in gets):
                 _check_expansion(data, where)
             return
         start, pos = pos, pos + 1
@@ -380,6 +401,7 @@ def scan_opcodes(data: bytes, where: str) -> None:
                 if newline < 0:
                     raise FormatError(f"{where}: malformed pickle: no newline after opcode at byte {start}")
                 if code in _GETS or code == _PUT:
+                    text_puts = text_puts or code == _PUT
                     index = int(data[pos:newline]) if data[pos:newline].isdigit() else -1
                     if code == _PUT and not 0 <= index <= end:
                         _memo_bomb(data, start, where, index)
@@ -404,14 +426,14 @@ def _memo_bomb(data: bytes, at: int, where: str, index: int) -> None:
                                 "bytes); the unpickler would allocate a table that large; refusing")
 
 
-def _put_after_tuple(data: bytes, index: int, stops: Sequence[int], budget: list[int]) -> bool:
+def _put_after_tuple(data: bytes, index: int, stops: Sequence[int], budget: list[int], text_puts: bool = True) -> bool:
     """Whether the PUT of ``index`` stores a tuple: it directly follows a tuple opcode (over MARK, FRAME and
     other PUTs). Byte patterns find the candidates; each is then stepped to from the nearest known opcode
     start, so argument bytes that look like ``) q\x02`` (a LONG_BINPUT index, every 256th tensor of a torch
     pickle) are not taken for opcodes. Once ``budget`` steps are spent, a candidate counts as a match:
     the exact check then decides."""
     encodings = [bytes([_LONG_PUT]) + index.to_bytes(4, "little") if 0 <= index < 1 << 32 else b"",
-                 b"p%d\n" % index]
+                 b"p%d\n" % index if text_puts else b""]  # PUT always stops the scan: it saw whether there is one
     if 0 <= index < 256:
         encodings.append(bytes([_CODE["BINPUT"], index]))
     for enc in filter(None, encodings):
@@ -549,11 +571,18 @@ def safe_load(
         raise UnsafeCheckpointError(f"{where}: pickle nests too deeply; refusing") from exc
     except Exception as exc:
         raise FormatError(f"{where}: malformed pickle: {type(exc).__name__}: {exc}") from exc
+    finally:
+        _SHAPES.clear()
     return _unwrap(obj)
+
+
+_LEAVES = frozenset((LazyTensor, str, int, float, bool, type(None), bytes))
 
 
 def _unwrap(obj: Any, depth: int = 0, seen: dict[int, Any] | None = None) -> Any:
     """Replace numpy stand-ins by arrays; each shared object is visited once (pickles are DAGs)."""
+    if type(obj) in _LEAVES:  # nothing to replace inside, nothing shared to remember
+        return obj
     seen = {} if seen is None else seen
     if id(obj) in seen:
         return seen[id(obj)]

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -16,8 +15,7 @@ from ..tree import flatten, is_optimizer_path, to_jsonable, work_budget
 __all__ = ["StorageBytes", "build_torch_index", "optimizer_entries"]
 
 
-@dataclass(frozen=True, slots=True)
-class StorageBytes:
+class StorageBytes(NamedTuple):  # a tuple: one per storage, 100,000 in a large checkpoint
     """Where one storage's bytes are: absolute offset in ``file`` and their length."""
 
     file: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...errors import FormatError, UnsafeCheckpointError
-from ...index import CheckpointIndex, lazy_sha256
+from ...index import CheckpointIndex, lazy_range_sha256, lazy_sha256
 from . import torchscript
 from .safepickle import safe_load, storage_from_pid
 from .torch_common import StorageBytes, build_torch_index
@@ -50,15 +50,17 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
                 key = name[len(root + "data/"):] if folder == "data/" else name[len(root):]
                 storages[key] = StorageBytes(path, member.data_offset, member.size)
         pickled = zf.read(root + "data.pkl")
+        pkl = zf.members[root + "data.pkl"]
+        header_sha256 = lazy_range_sha256(path, pkl.data_offset, pkl.size) if pkl.stored else lazy_sha256(pickled)
         constants = zf.read(root + "constants.pkl") if script and root + "constants.pkl" in zf.members else None
     finally:
         zf.close()  # before unpickling: a 100,000-member archive's tables are freed first
     if script:
         return _read_script(path, root, pickled, constants, storages, byteorder, allow_globals)
     obj = safe_load(pickled, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
-    index = build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder,
-                              header_sha256=lazy_sha256(pickled), pickle_bytes=len(pickled))
-    return index
+    size, pickled = len(pickled), b""  # freed before the index is built beside the unpickled objects
+    return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder,
+                             header_sha256=header_sha256, pickle_bytes=size)
 
 
 def _read_script(path: str, root: str, pickled: bytes, constants: bytes | None, storages: dict[str, StorageBytes],
