@@ -134,3 +134,17 @@ def test_the_streaming_header_parser_agrees_with_json(text):
             list(_members(text))
     else:
         assert list(_members(text)) == expected
+
+
+@pytest.mark.parametrize("metadata", [{}, {"format": "pt", "note": 'quote " and \\ back, é'}])
+@pytest.mark.parametrize("keys", [[], ["a"], ["enc.w", 'we"ird\\key', "ünïcode.层", "tab\tkey", "/slash"]])
+def test_header_metadata_is_json_dumps_of_json_dumps_byte_for_byte(metadata, keys):
+    """The writer builds ``tensor_sha256`` piece by piece (memory); it must be exactly what json.dumps gives."""
+    from ckptsurgeon.formats.safetensors.writer import SHA256_KEY, _metadata_json
+
+    digests = {k: hashlib.sha256(k.encode()).hexdigest() for k in keys}
+    compact = {"separators": (",", ":")}
+    expected = dict(metadata)
+    if digests:
+        expected[SHA256_KEY] = json.dumps(digests, **compact)
+    assert bytes(_metadata_json(metadata, digests)) == json.dumps(expected, **compact).encode()
