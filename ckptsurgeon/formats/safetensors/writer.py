@@ -81,8 +81,14 @@ def _items(tensors: Mapping[str, Any]) -> list[_Item]:
     return out
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))  # one encoder: json.dumps with arguments makes one per call
+
+
 def _encode(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"))
+    return _ENCODER.encode(data)
+
+
+_key_json = json.encoder.encode_basestring_ascii  # a key as JSON: what json.dumps(key) returns, in C
 
 
 def _tensors_json(items: list[_Item]) -> bytearray:
@@ -92,7 +98,7 @@ def _tensors_json(items: list[_Item]) -> bytearray:
     for item in items:
         shape = ",".join(map(str, item.shape))
         out += sep
-        out += (f'{_encode(item.key)}:{{"dtype":"{_code(item.dtype)}","shape":[{shape}],'
+        out += (f'{_key_json(item.key)}:{{"dtype":"{_code(item.dtype)}","shape":[{shape}],'
                 f'"data_offsets":[{offset},{offset + item.nbytes}]}}').encode("utf-8")
         offset, sep = offset + item.nbytes, b","
     out += b"}"
@@ -113,7 +119,7 @@ def _metadata_json(metadata: Mapping[str, str], digests: Mapping[str, str]) -> b
     sep = b""
     for key, digest in digests.items():
         out += sep
-        out += _encode(key).replace("\\", "\\\\").replace('"', '\\"').encode("ascii")
+        out += _key_json(key).replace("\\", "\\\\").replace('"', '\\"').encode("ascii")
         out += b':\\"' + digest.encode("ascii") + b'\\"'
         sep = b","
     out += b'}"}'
@@ -166,10 +172,12 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
     tensors_json = _tensors_json(items)
     head = sum(map(fh.write, _header(tensors_json, metadata, digests)))
     start = fh.tell() - head
+    sources: dict[str, Any] = {}  # file -> its source, opened once (not once per tensor: a stat each)
     for run in _runs(items):
         first = run[0]
         if first.plain and first.hashed and first.nbytes <= CHUNK:
-            data = memoryview(open_source(first.value.file).read(first.value.offset, sum(i.nbytes for i in run)))
+            source = sources.get(first.value.file) or sources.setdefault(first.value.file, open_source(first.value.file))
+            data = memoryview(source.read(first.value.offset, sum(i.nbytes for i in run)))
             pos = 0
             for item in run:
                 digests[item.key] = hashlib.sha256(data[pos:pos + item.nbytes]).hexdigest()
