@@ -164,3 +164,16 @@ def test_core_commands_never_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"
+
+
+def test_json_output_streams_generators_exactly_as_lists(capsys):
+    """``ls --json`` hands its tensors over as a generator (one dict alive at a time): the text must be what
+    the same list gives, empty generators included."""
+    from ckptsurgeon.cli.common import emit_json, json_text
+
+    rows = [{"path": f"a/{i}", "shape": [i, 2], "aliases": []} for i in range(3)]
+    for value in (rows, []):
+        expected = json_text({"format": "x", "tensors": value, "metadata": {"k": {"deep": [1]}}})
+        emit_json({"format": "x", "tensors": (r for r in value), "metadata": {"k": {"deep": [1]}}})
+        assert capsys.readouterr().out == expected + "\n"
+        assert json.loads(expected)["tensors"] == value

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 bad or unsafe input / failed operation, 2 usage error.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -121,25 +122,59 @@ def _member(key: Any, value: str) -> str:
     return f"{_ENCODE(key if isinstance(key, str) else str(key))}: {value}"
 
 
-def _lines(obj: Any, depth: int, pad: str = "") -> str:
-    """``obj`` laid out one member per line for ``depth`` levels, each deeper value on one line."""
+def _write_lines(obj: Any, depth: int, write: Callable[[str], Any], pad: str = "") -> None:
+    """Write ``obj`` laid out one member per line for ``depth`` levels, each deeper value on one line.
+    A generator counts as a list and is consumed as it is written: ``ls --json`` of 100,000 tensors holds
+    one tensor's dict at a time, not a list of them and a string of the whole text."""
     inner = pad + "  "
     if depth and isinstance(obj, dict) and obj and all(isinstance(k, str) for k in obj):
-        rows = [inner + _member(k, _lines(v, depth - 1, inner)) for k, v in obj.items()]
-        return "{\n" + ",\n".join(rows) + "\n" + pad + "}"
-    if depth and isinstance(obj, (list, tuple)) and obj:
-        return "[\n" + ",\n".join(inner + _lines(v, depth - 1, inner) for v in obj) + "\n" + pad + "]"
-    return _ENCODE(obj)
+        write("{\n")
+        for i, (k, v) in enumerate(obj.items()):
+            write(f",\n{inner}" if i else inner)
+            write(_ENCODE(k) + ": ")
+            _write_lines(v, depth - 1, write, inner)
+        write("\n" + pad + "}")
+        return
+    if depth and isinstance(obj, Iterator):
+        first = next(obj, _END)
+        if first is _END:
+            write("[]")
+            return
+        obj = itertools.chain((first,), obj)
+    if depth and isinstance(obj, (list, tuple, Iterator)) and (obj or isinstance(obj, Iterator)):
+        write("[\n")
+        for i, v in enumerate(obj):
+            write(f",\n{inner}" if i else inner)
+            _write_lines(v, depth - 1, write, inner)
+        write("\n" + pad + "]")
+        return
+    write(_ENCODE(obj))
+
+
+_END = object()
 
 
 def json_text(obj: Any) -> str:
     """JSON as ``--json`` prints it: the top two levels one member per line (one tensor, group or
     finding per line), deeper values compact. Encoded by the C encoder: 100,000 tensors in a blink."""
-    return _lines(obj, 2)
+    parts: list[str] = []
+    _write_lines(obj, 2, parts.append)
+    return "".join(parts)
 
 
 def emit_json(obj: Any) -> None:
-    click.echo(json_text(obj))
+    """Print ``json_text(obj)`` as it is made (values that are generators are written as they are consumed)."""
+    out, parts = click.get_text_stream("stdout"), []
+
+    def write(text: str) -> None:
+        parts.append(text)
+        if len(parts) >= 8192:  # a few hundred KB per write: not one call per piece
+            out.write("".join(parts))
+            parts.clear()
+
+    _write_lines(obj, 2, write)
+    out.write("".join(parts) + "\n")
+    out.flush()
 
 
 PROGRESS_DELAY = 1.0  # seconds of work before a progress bar appears

@@ -33,11 +33,11 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
         emit_json({
             "format": index.format,
             "files": list(index.files),
-            "tensors": [
+            "tensors": (  # a generator: written as it is consumed, one tensor's dict at a time
                 {"path": r.path, "key": r.key, "dtype": r.dtype_name, "shape": list(r.shape),
                  "nbytes": r.nbytes, "optimizer": r.optimizer, "aliases": aliases.get(r.path, [])}
                 for r in refs
-            ],
+            ),
             "metadata": index.metadata,
             "notes": index.notes,
         })
