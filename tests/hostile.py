@@ -219,3 +219,9 @@ def segfault(_args: object) -> None:
     import ctypes
 
     ctypes.string_at(0)
+
+
+def allocate_700mb(_args: object) -> tuple[dict, bytes]:
+    """An isolate entry point that takes 700 MB the way a libhdf5 heap object with a forged size did."""
+    block = bytearray(700 << 20)  # zero-filled: every page touched
+    return {"allocated": len(block)}, b""

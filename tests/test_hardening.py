@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import re
 import struct
 import subprocess
 import sys
@@ -98,6 +99,26 @@ def test_a_crash_in_the_dataset_child_is_a_one_line_error(tmp_path, monkeypatch)
     index = ckptsurgeon.open(SEEDS / "generic.h5")
     with pytest.raises(FormatError, match=r"libhdf5 reading dataset /block/inner/chunked .*(crashed|stopped)"):
         index["block/inner/chunked"].numpy()
+
+
+def test_the_metadata_child_may_not_take_700_mb_for_a_small_file():
+    """A mutated 57 KB model.h5 made libhdf5 take 1.1 GB in the metadata child, under the 1024 MiB it was
+    allowed then (found by the fuzzer). The child now gets 512 MiB over its start (plus three times the
+    inflated size of a deflated .keras member): 700 MB is refused in one line, and never resident.
+    In a fresh process, so that its children's peak is this child's alone."""
+    code = (
+        "import resource, sys; sys.path.insert(0, sys.argv[1])\n"
+        "import ckptsurgeon\n"
+        "from ckptsurgeon import isolate\n"
+        "isolate.ENTRY_POINTS['hdf5.describe'] = 'hostile:allocate_700mb'\n"
+        "isolate._fork_ok = lambda: True\n"
+        "try:\n    ckptsurgeon.open(sys.argv[2])\nexcept ckptsurgeon.FormatError as exc:\n    print(exc)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(SEEDS / "generic.h5")],
+                          capture_output=True, text=True, timeout=120)
+    error, peak_mib = proc.stdout.strip().splitlines()
+    assert re.search("needs more than the 512 MiB|ran out of its memory", error), proc.stdout + proc.stderr
+    assert int(peak_mib) < 600
 
 
 def test_hdf5_bad_link_name_and_unknown_string_encoding(tmp_path):

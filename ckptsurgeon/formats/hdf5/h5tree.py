@@ -22,7 +22,7 @@ __all__ = ["H5Source", "Group", "Dataset", "HardLink", "SoftLink", "ExternalLink
            "describe_file", "read_dataset_bytes", "metadata_limits"]
 
 DEFAULT_SECONDS = 30.0
-DEFAULT_MEMORY_MIB = 1024
+DEFAULT_MEMORY_MIB = 512  # over what the child starts with; metadata needs a few MB, a hostile heap object asks for GBs
 READ_BYTES_PER_SECOND = 20 << 20  # time granted to read a chunked dataset in the child, on top of the base
 
 
@@ -223,7 +223,8 @@ def _build(description: dict[str, Any], where: str) -> Group:
 
 def describe_file(source: H5Source) -> Group:
     """The metadata of the HDF5 image at ``source``, parsed by libhdf5 in a child process."""
-    header, _ = run_isolated("hdf5.describe", source.request(), metadata_limits(), where=source.where,
+    inflated = source.usize if source.inflate else 0  # a deflated .keras member is inflated in the child's memory
+    header, _ = run_isolated("hdf5.describe", source.request(), metadata_limits(inflated), where=source.where,
                              what="libhdf5 reading the file's metadata", preload=("h5py",),
                              needs_fork=source.process_local)
     return build(header, source.where)
