@@ -92,7 +92,9 @@ class InertObject:
         return f"{self.name}({', '.join(parts)})"
 
 
-class _StorageType:
+class _TableDtype:
+    """A torch global standing for a dtype: its name, and the numpy dtype it names in ``table``."""
+
     def __init__(self, name: str, table: Mapping[str, np.dtype]) -> None:
         self.name, self._table, self._dtype = name, table, None
 
@@ -101,6 +103,10 @@ class _StorageType:
         if self._dtype is None:  # looked up when first used: bf16/fp8 rows import ml_dtypes
             self._dtype = self._table[self.name]
         return self._dtype
+
+
+class _StorageType(_TableDtype):
+    """``torch.FloatStorage`` ...: a typed storage class."""
 
 
 class _TypeMarker:
@@ -134,15 +140,8 @@ def _rebuild_tensor(storage: Any, offset: Any, size: Any, stride: Any, *_rest: A
     return LazyTensor(storage, offset, shape, strides)
 
 
-class _TorchDtype:
-    def __init__(self, name: str, table: Mapping[str, np.dtype]) -> None:
-        self.name, self._table, self._dtype = name, table, None
-
-    @property
-    def dtype(self) -> np.dtype:
-        if self._dtype is None:
-            self._dtype = self._table[self.name]
-        return self._dtype
+class _TorchDtype(_TableDtype):
+    """``torch.float32`` ...: a dtype global."""
 
     def __repr__(self) -> str:
         return f"torch.{self.name}"
