@@ -58,7 +58,8 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
     if script:
         return _read_script(path, root, pickled, constants, storages, byteorder, allow_globals)
     obj = safe_load(pickled, f"{path}:{root}data.pkl", storage_from_pid, allow_globals)
-    size, pickled = len(pickled), b""  # freed before the index is built beside the unpickled objects
+    size = len(pickled)
+    del pickled  # freed before the index is built beside the unpickled objects (the digest re-reads it)
     return build_torch_index(obj, storages, file=path, format=FORMAT, byteorder=byteorder,
                              header_sha256=header_sha256, pickle_bytes=size)
 
