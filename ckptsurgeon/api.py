@@ -165,11 +165,17 @@ def save(
     force: bool = False,
     inputs: Sequence[str] = (),
     progress: Progress | None = None,
+    to: str | None = None,
+    max_shard_size: int | None = None,
 ) -> str:
     """Write tensors atomically to ``path`` (format from ``format`` or the suffix); returns the path.
 
     ``inputs`` are files this output must never replace; an index's own files are always included.
-    ``progress(n, total)`` is called as tensor bytes are written.
+    ``progress(n, total)`` is called as tensor bytes are written. ``format="tensorflow"`` writes a
+    name-based TensorFlow checkpoint: ``path`` is its prefix (``PREFIX.index``, ``PREFIX.data-*``, and a
+    ``checkpoint`` state file when the folder has none); ``max_shard_size`` (bytes) splits its data
+    into ``data-0000k-of-0000n`` shards. ``to`` (a conversion target) settles an ambiguous suffix:
+    ``tf1`` makes ``.ckpt`` or a bare prefix a TensorFlow checkpoint.
     """
     path = os.fspath(path)
     items = _materialize(tensors)
@@ -181,11 +187,19 @@ def save(
     from .atomic import atomic_output, check_output  # writers only: listing commands never load it
 
     sources = list(inputs) + (list(tensors.files) if isinstance(tensors, CheckpointIndex) else [])
-    check_output(path, sources, force)
-    writer = writer_for(path, format)
+    writer = writer_for(path, format, to)
+    if not writer.files:
+        check_output(path, sources, force)
     for value in items.values():  # refused before a byte is written
         if isinstance(value, TensorRef):
             value.check_expansion()
+    if writer.files:  # a set of files named from ``path`` (a TensorFlow prefix), committed together
+        with no_cycle_collection():
+            writer.write(items, path, dict(metadata or {}), force=force, inputs=sources, progress=step,
+                         max_shard_size=max_shard_size)
+        return path
+    if max_shard_size is not None:
+        raise OutputError(f"{path}: {writer.name} output is one file; --max-shard-size writes a folder of shards")
     with atomic_output(path) as fh, no_cycle_collection():
         if writer.streams:  # copies TensorRefs' bytes itself (kernel copies, batched reads)
             writer.write(items, fh, dict(metadata or {}), progress=step)
@@ -335,7 +349,8 @@ def extract(
     if to:
         metadata["converted_to"] = to
         metadata.update(kept.metadata.get("__metadata__", {}))
-    elif (format or ("safetensors" if max_shard_size is not None else writer_for(os.fspath(out), None).name)) == "npz":
+    writer = WRITERS[format] if format in WRITERS else None if max_shard_size is not None else writer_for(os.fspath(out), format, to)
+    if writer is not None and writer.name == "npz" and not to:
         metadata = None  # npz has no hidden place for metadata: a member is written only when a conversion needs one
     if map:
         from .remap import Remap, parse_map
@@ -346,6 +361,14 @@ def extract(
         tensors, written = plan.lazy(), [r.target for r in plan.mapped]
     else:
         tensors, written = kept, [r.key for r in kept.values()]
+    if max_shard_size is not None and writer is not None and writer.files:
+        from .formats.sharded.hf_shards import parse_size
+
+        path = save(tensors, out, format=writer.name, metadata=metadata, force=force, inputs=index.files,
+                    progress=step and (lambda n, _total: step(n)), max_shard_size=parse_size(max_shard_size))
+        files = _bundle_outputs(path)
+        return ExtractResult(_prefix(path), written, kept.nbytes, skipped, writer.name, converted=reports, checks=checks,
+                             files=files)
     if max_shard_size is not None:
         res = save_sharded(tensors, out, max_shard_size=max_shard_size, format=format, metadata=metadata,
                            force=force, inputs=index.files)
@@ -353,10 +376,27 @@ def extract(
                              converted=reports, checks=checks, files=res.files)
     try:
         path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files,
-                    progress=step and (lambda n, _total: step(n)))
+                    progress=step and (lambda n, _total: step(n)), to=to)
     except OutputError as exc:  # a writer's refusal names the tensor; say which checkpoint it came from
-        if index.files[0] in str(exc):
+        if index.files[0] in str(exc) or str(exc).startswith(os.fspath(out)):
             raise
         raise OutputError(f"{index.files[0]}: {exc}") from None
-    return ExtractResult(path, written, kept.nbytes, skipped, writer_for(path, format).name,
-                         converted=reports, checks=checks, files=[path])
+    assert writer is not None
+    files = _bundle_outputs(path) if writer.files else [path]
+    return ExtractResult(_prefix(path) if writer.files else path, written, kept.nbytes, skipped, writer.name,
+                         converted=reports, checks=checks, files=files)
+
+
+def _prefix(path: str) -> str:
+    from .formats.tensorflow.writer import prefix_of
+
+    return prefix_of(path)
+
+
+def _bundle_outputs(path: str) -> list[str]:
+    """The files of the TensorFlow bundle just written at ``path`` (data shards, then the index)."""
+    from .formats.tensorflow.writer import DATA_NAME
+
+    folder, base = os.path.split(_prefix(path))
+    shards = sorted(n for n in os.listdir(folder or ".") if n.startswith(base) and DATA_NAME.fullmatch(n[len(base):]))
+    return [os.path.join(folder, n) for n in shards] + [_prefix(path) + ".index"]

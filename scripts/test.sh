@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+bash scripts/tfenv.sh   # TensorFlow in its own venv: the tests have TF restore what we write
 export KERAS_BACKEND=torch
 exec .venv/bin/python -m pytest "$@"

@@ -18,7 +18,7 @@ import click
 from ..errors import CheckpointError, one_line
 
 __all__ = ["Group", "LazyChoice", "byte_progress", "allow_global_option", "allow_expanded_option", "scope_options",
-           "human_bytes", "emit_json", "json_text", "parse_pairs", "fail"]
+           "human_bytes", "emit_json", "json_text", "parse_pairs", "fail", "where"]
 
 
 class CommandError(click.ClickException):
@@ -104,6 +104,15 @@ def scope_options(f: Callable) -> Callable:
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``1 tensor``, ``2 tensors``, ``1,000 parameters``."""
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def where(result: Any) -> str:
+    """Where an extract wrote: a file, shards in a folder, or a TensorFlow checkpoint (its prefix and files)."""
+    if result.format == "tensorflow":
+        names = ", ".join(os.path.basename(f) for f in result.files)
+        return f"TensorFlow checkpoint {result.path} ({names})"
+    more = f" and {len(result.files) - 1} more files" if len(result.files) > 1 else ""
+    return f"{result.path} ({result.format}){more}"
 
 
 def human_bytes(n: int) -> str:

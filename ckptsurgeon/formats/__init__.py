@@ -205,6 +205,8 @@ class Writer:
 
     ``streams``: the function also takes ``TensorRef`` values (and a ``progress`` callback) and copies
     their bytes itself; other writers get arrays, read one at a time.
+    ``files``: the output is a set of files named from the output path (a TensorFlow prefix): the function
+    is ``write(tensors, path, metadata, force=, inputs=, max_shard_size=, progress=)`` and commits them itself.
     """
 
     name: str
@@ -212,6 +214,7 @@ class Writer:
     module: str
     function: str = "write"
     streams: bool = False
+    files: bool = False
 
     def write(self, tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], **options: Any) -> None:
         getattr(_module(self.module), self.function)(tensors, fh, metadata, **options)
@@ -222,17 +225,55 @@ WRITERS: Mapping[str, Writer] = {
     "npz": Writer("npz", (".npz",), "npy.numpy_fmt", "write_npz"),
     "pt": Writer("pt", (".pt", ".pth", ".bin", ".ckpt"), "pytorch.torch_writer"),  # imports torch only when called
     "h5": Writer("h5", (".h5", ".hdf5"), "hdf5.h5"),
+    # a name-based bundle: PREFIX.index + PREFIX.data-*; `.ckpt` is PyTorch Lightning's too (see writer_for)
+    "tensorflow": Writer("tensorflow", (".ckpt", ".index"), "tensorflow.writer", "write_bundle", streams=True, files=True),
 }
 
+# Output names that a framework claims but ckptsurgeon cannot lay out for it: (suffix, why and what to do).
+_NOT_WRITTEN = (
+    (".weights.h5", "Keras's load_weights reads a .weights.h5 only in the layer structure its own model saved"),
+    (".keras", "a .keras file is a whole Keras model (its config and its weights in that model's structure)"),
+    (".onnx", "an ONNX model is a graph as well as its weights"),
+)
+_KERAS_FIX = ("save your model's weights once (model.save_weights('template.weights.h5')) and graft into it: "
+              "ckptsurgeon graft SRC --into template.weights.h5 -o out.weights.h5, or load into the live model with "
+              "ckptsurgeon.keras.load_into(model, SRC)")
 
-def writer_for(path: str, format: str | None) -> Writer:
-    """The writer named by ``format``, else the one owning the output's suffix."""
+
+def writer_for(path: str, format: str | None, to: str | None = None) -> Writer:
+    """The writer named by ``format``, else the one owning the output's suffix.
+
+    An output named for a framework that would not load what a plain writer makes (``.weights.h5``,
+    ``.keras``, ``.onnx``) is refused with the way that works; ``.ckpt``, claimed by TensorFlow and by
+    PyTorch Lightning, needs ``format`` unless the conversion target (``to``: tf1) settles it.
+    """
+    low = path.lower()
+    for suffix, why in _NOT_WRITTEN:
+        if low.endswith(suffix):
+            fix = ("graft into that model's own file: ckptsurgeon graft SRC --into model.onnx -o out.onnx"
+                   if suffix == ".onnx" else _KERAS_FIX)
+            raise OutputError(f"{path}: {why}, which ckptsurgeon cannot make without the model; {fix}")
     if format:
         if format not in WRITERS:
             raise OutputError(f"unknown output format {format!r}; choose one of: {', '.join(WRITERS)}")
         return WRITERS[format]
     suffix = os.path.splitext(path)[1].lower()
+    if to == "tf1" and (suffix in ("", ".ckpt", ".index") or _tf_data_name(path)):
+        return WRITERS["tensorflow"]
+    if suffix == ".ckpt":
+        raise OutputError(f"{path}: '.ckpt' names both TensorFlow checkpoints and PyTorch Lightning files; "
+                          "pass --format tensorflow (writes .index + .data-00000-of-00001) or --format pt")
     for writer in WRITERS.values():
         if suffix in writer.suffixes:
             return writer
-    raise OutputError(f"{path}: cannot tell the output format from {suffix or 'no suffix'!r}; pass --format ({', '.join(WRITERS)})")
+    if _tf_data_name(path):
+        return WRITERS["tensorflow"]
+    hint = " (a TensorFlow checkpoint prefix: --format tensorflow)" if not suffix else ""
+    raise OutputError(f"{path}: cannot tell the output format from {suffix or 'no suffix'!r}; pass --format "
+                      f"({', '.join(WRITERS)}){hint}")
+
+
+def _tf_data_name(path: str) -> bool:
+    import re
+
+    return re.search(r"\.data-\d{5}-of-\d{5}$", path) is not None

@@ -13,7 +13,7 @@ import google_crc32c
 from ...errors import FormatError, UnsafeCheckpointError
 from ..protowire import read_varint
 
-__all__ = ["read_table", "masked_crc32c", "unmask"]
+__all__ = ["read_table", "masked_crc32c", "unmask", "mask", "TableWriter", "varint"]
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER = 48
@@ -89,3 +89,113 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
         off, size, _ = _handle(handle, 0)
         out.extend(_entries(_block(data, off, size, where), where))
     return out
+
+
+# ---- writing: what tensorflow/core/lib/io/table_builder.cc writes (LevelDB's table, no compression) ----
+
+BLOCK_SIZE = 256 * 1024  # table::Options().block_size
+RESTART_INTERVAL = 16  # table::Options().block_restart_interval (the index block restarts at every key)
+
+
+def varint(n: int) -> bytes:
+    """A base-128 varint (protobuf's and LevelDB's)."""
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _separator(start: bytes, limit: bytes) -> bytes:
+    """A short key >= start and < limit (LevelDB's bytewise FindShortestSeparator)."""
+    n = 0
+    while n < min(len(start), len(limit)) and start[n] == limit[n]:
+        n += 1
+    if n < min(len(start), len(limit)) and start[n] < 0xFF and start[n] + 1 < limit[n]:
+        return start[:n] + bytes([start[n] + 1])
+    return start
+
+
+def _successor(key: bytes) -> bytes:
+    """A short key >= key (LevelDB's bytewise FindShortSuccessor)."""
+    for i, byte in enumerate(key):
+        if byte != 0xFF:
+            return key[:i] + bytes([byte + 1])
+    return key
+
+
+class _Block:
+    """Prefix-compressed entries with a restart point every ``interval`` keys (block_builder.cc)."""
+
+    def __init__(self, interval: int) -> None:
+        self.interval = interval
+        self.buf = bytearray()
+        self.restarts = [0]
+        self.count = 0
+        self.last = b""
+
+    def add(self, key: bytes, value: bytes) -> None:
+        shared = 0
+        if self.count < self.interval:
+            limit = min(len(key), len(self.last))
+            while shared < limit and key[shared] == self.last[shared]:
+                shared += 1
+        else:
+            self.restarts.append(len(self.buf))
+            self.count = 0
+        self.buf += varint(shared) + varint(len(key) - shared) + varint(len(value)) + key[shared:] + value
+        self.last = key
+        self.count += 1
+
+    def size(self) -> int:
+        return len(self.buf) + 4 * len(self.restarts) + 4
+
+    def finish(self) -> bytes:
+        return bytes(self.buf) + b"".join(struct.pack("<I", r) for r in self.restarts) + struct.pack("<I", len(self.restarts))
+
+    def empty(self) -> bool:
+        return not self.buf
+
+
+class TableWriter:
+    """Builds a table in memory from keys added in strictly increasing order; ``finish`` returns its bytes."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.data = _Block(RESTART_INTERVAL)
+        self.index = _Block(1)
+        self.pending: bytes | None = None  # handle of the last data block, indexed once the next key is known
+        self.last = b""
+        self.entries = 0
+
+    def _emit(self, block: bytes) -> bytes:
+        handle = varint(len(self.out)) + varint(len(block))
+        self.out += block + b"\x00" + struct.pack("<I", masked_crc32c(block + b"\x00"))
+        return handle
+
+    def add(self, key: bytes, value: bytes) -> None:
+        if self.entries and key <= self.last:
+            raise ValueError(f"table keys must increase: {key!r} after {self.last!r}")
+        if self.pending is not None:
+            self.index.add(_separator(self.last, key), self.pending)
+            self.pending = None
+        self.data.add(key, value)
+        self.last, self.entries = key, self.entries + 1
+        if self.data.size() >= BLOCK_SIZE:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.data.empty():
+            self.pending = self._emit(self.data.finish())
+            self.data = _Block(RESTART_INTERVAL)
+
+    def finish(self) -> bytes:
+        self._flush()
+        meta = self._emit(_Block(RESTART_INTERVAL).finish())
+        if self.pending is not None:
+            self.index.add(_successor(self.last), self.pending)
+        index = self._emit(self.index.finish())
+        footer = (meta + index).ljust(FOOTER - 8, b"\x00") + struct.pack("<Q", MAGIC)
+        return bytes(self.out + footer)

@@ -1,0 +1,129 @@
+"""Run by the TensorFlow test venv (.tfvenv), never imported by the suite: TensorFlow's own side of the tests.
+
+    python tests/tf_side.py COMMAND SPEC.json
+
+Each command reads its spec (JSON), does one thing with TensorFlow itself, and writes its results to the
+``out`` npz the spec names. Commands:
+  savev2     write the arrays of ``npz`` with tf.raw_ops.SaveV2 at ``prefix`` (bf16 arrive as uint16 + ``bf16``)
+  load       every tensor of ``prefix`` read by tf.train.load_checkpoint
+  tf1        build TF1 recurrent graphs (``nets``), restore them from ``prefix`` with init_from_checkpoint
+             (``assignment_map``) or a Saver, run them on ``x``; with ``save_template`` save fresh ones instead
+  keras      build a tf.keras 2 model (``layers``), save_weights(``template``) or load_weights(``prefix``) and run it
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+v1 = tf.compat.v1
+
+
+def savev2(spec: dict) -> dict:
+    z = np.load(spec["npz"])
+    names = sorted(k for k in z.files)
+    values = [tf.bitcast(tf.constant(z[k]), tf.bfloat16) if k in spec.get("bf16", ()) else tf.constant(z[k]) for k in names]
+    tf.raw_ops.SaveV2(prefix=spec["prefix"], tensor_names=names, shape_and_slices=[""] * len(names), tensors=values)
+    return {}
+
+
+def load(spec: dict) -> dict:
+    reader = tf.train.load_checkpoint(spec["prefix"])
+    out = {}
+    for name in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(name)
+        out[name] = value.view(np.uint16) if value.dtype.name == "bfloat16" else value
+    return out
+
+
+def _cell(net: dict):
+    rnn = v1.nn.rnn_cell
+    kind, hidden = net["kind"], net["hidden"]
+    if kind == "gru":
+        return rnn.GRUCell(hidden)
+    if kind == "basic_lstm":
+        return rnn.BasicLSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0))
+    return rnn.LSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0), use_peepholes=net.get("peepholes", False),
+                        num_proj=net.get("num_proj"))
+
+
+def _net(net: dict, x):
+    """One network under ``variable_scope(net['scope'])``, named as TF1 names it; returns [B, T, units]."""
+    layers, bi = net.get("layers", 1), net.get("bidirectional", False)
+    with v1.variable_scope(net["scope"]):
+        if not bi:
+            cell = _cell(net) if layers == 1 else v1.nn.rnn_cell.MultiRNNCell([_cell(net) for _ in range(layers)])
+            out, _ = v1.nn.dynamic_rnn(cell, x, dtype=tf.float32)
+            return out
+        if layers == 1:
+            (fw, bw), _ = v1.nn.bidirectional_dynamic_rnn(_cell(net), _cell(net), x, dtype=tf.float32)
+            return tf.concat([fw, bw], -1)
+        out = x  # what tf.contrib.rnn.stack_bidirectional_dynamic_rnn does, layer by layer
+        with v1.variable_scope("stack_bidirectional_rnn"):
+            for k in range(layers):
+                with v1.variable_scope(f"cell_{k}"):
+                    (fw, bw), _ = v1.nn.bidirectional_dynamic_rnn(_cell(net), _cell(net), out, dtype=tf.float32)
+                    out = tf.concat([fw, bw], -1)
+        return out
+
+
+def tf1(spec: dict) -> dict:
+    x_val = np.load(spec["x"])["x"]
+    with tf.Graph().as_default():
+        x = v1.placeholder(tf.float32, x_val.shape)
+        outs = {net["scope"]: _net(net, x) for net in spec["nets"]}
+        names = sorted(v.op.name for v in v1.global_variables())
+        if spec.get("restore") == "init_from_checkpoint":
+            v1.train.init_from_checkpoint(spec["prefix"], spec["assignment_map"])
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            if spec.get("restore") == "saver":
+                v1.train.Saver().restore(sess, spec["prefix"])
+            if spec.get("save_template"):
+                v1.train.Saver().save(sess, spec["save_template"], write_meta_graph=False)
+            values = sess.run(outs, {x: x_val})
+    return {**values, "__variables__": np.array(names)}
+
+
+def _keras_model(spec: dict):
+    import tf_keras as keras
+
+    layers = keras.layers
+    inp = keras.Input((None, spec["input"]))
+    h = inp
+    for row in spec["layers"]:
+        cls = {"lstm": layers.LSTM, "gru": layers.GRU}[row["kind"]]
+        kw = {k: v for k, v in row.items() if k not in ("kind", "bidirectional", "merge_mode")}
+        if row.get("bidirectional"):
+            h = layers.Bidirectional(cls(return_sequences=True, **kw), merge_mode=row.get("merge_mode", "concat"))(h)
+        else:
+            h = cls(return_sequences=True, **kw)(h)
+    return keras.Model(inp, h)
+
+
+def keras(spec: dict) -> dict:
+    tf.keras.utils.set_random_seed(spec.get("seed", 0))
+    model = _keras_model(spec)
+    if spec.get("template"):
+        model.save_weights(spec["template"])
+    if spec.get("prefix"):
+        model.load_weights(spec["prefix"]).assert_existing_objects_matched()
+    x = np.load(spec["x"])["x"]
+    return {"y": model(x).numpy()}
+
+
+COMMANDS = {"savev2": savev2, "load": load, "tf1": tf1, "keras": keras}
+
+if __name__ == "__main__":
+    command, spec_path = sys.argv[1], sys.argv[2]
+    with open(spec_path) as fh:
+        spec = json.load(fh)
+    result = COMMANDS[command](spec)
+    if spec.get("out"):
+        np.savez(spec["out"], **result)
