@@ -146,7 +146,8 @@ class AtomicFiles:
 
     @contextlib.contextmanager
     def open(self, name: str) -> Iterator[BinaryIO]:
-        """A temporary file that becomes ``folder/name`` on commit."""
+        """A temporary file that becomes ``folder/name`` on commit (``name`` may hold subfolders)."""
+        os.makedirs(os.path.dirname(os.path.join(self._work, name)), exist_ok=True)
         fd, tmp = _create_beside(os.path.join(self._work, name))
         umask = os.umask(0)
         os.umask(umask)
@@ -156,6 +157,10 @@ class AtomicFiles:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+
+    def makedir(self, name: str) -> None:
+        """A (possibly empty) subfolder ``folder/name``."""
+        os.makedirs(os.path.join(self._work, name), exist_ok=True)
 
     def commit(self) -> list[str]:
         finals = []

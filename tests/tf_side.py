@@ -8,7 +8,8 @@ Each command reads its spec (JSON), does one thing with TensorFlow itself, and w
   load       every tensor of ``prefix`` read by tf.train.load_checkpoint
   tf1        build TF1 recurrent graphs (``nets``), restore them from ``prefix`` with init_from_checkpoint
              (``assignment_map``) or a Saver, run them on ``x``; with ``save_template`` save fresh ones instead
-  keras      build a tf.keras 2 model (``layers``), save_weights(``template``) or load_weights(``prefix``) and run it
+  keras      build a tf.keras 2 model (``layers``) or load one (``load_saved_model``), save_weights(``template``),
+             save a SavedModel (``saved_model``) or load_weights(``prefix``), and run it
 """
 from __future__ import annotations
 
@@ -109,9 +110,16 @@ def _keras_model(spec: dict):
 
 def keras(spec: dict) -> dict:
     tf.keras.utils.set_random_seed(spec.get("seed", 0))
-    model = _keras_model(spec)
+    if spec.get("load_saved_model"):
+        import tf_keras
+
+        model = tf_keras.models.load_model(spec["load_saved_model"])
+    else:
+        model = _keras_model(spec)
     if spec.get("template"):
         model.save_weights(spec["template"])
+    if spec.get("saved_model"):
+        model.save(spec["saved_model"], save_format="tf")
     if spec.get("prefix"):
         model.load_weights(spec["prefix"]).assert_existing_objects_matched()
     x = np.load(spec["x"])["x"]

@@ -132,8 +132,8 @@ def _aliases(index: CheckpointIndex, patches: list[tuple[TensorRef, Value]], fil
 
 def aliased(index: CheckpointIndex, replacements: Mapping[str, Value]) -> list[Alias]:
     """Template tensors sharing stored bytes with the replaced ones (views, transposes, tied weights)."""
-    if index.format == "onnx":
-        return []  # ONNX tensors never share bytes: each TensorProto holds its own
+    if index.format in ("onnx", "tensorflow"):
+        return []  # ONNX TensorProtos and TensorFlow bundle entries never share bytes: each holds its own
     by_file: dict[str, dict[str, Value]] = {}
     for path, value in replacements.items():
         by_file.setdefault(index[path].file, {})[path] = value
@@ -217,6 +217,10 @@ def patch_copy(index: CheckpointIndex, out: str, replacements: Mapping[str, Valu
     """
     if index.format.startswith("sharded"):
         return _patch_sharded(index, out, replacements, force, allow_aliased)
+    if index.format == "tensorflow":
+        from .tensorflow.patch import patch_bundle
+
+        return patch_bundle(index, out, replacements, force=force, progress=progress)
     if index.format == "onnx":
         from .onnx.patch import patch_onnx
 

@@ -13,7 +13,7 @@ import google_crc32c
 from ...errors import FormatError, UnsafeCheckpointError
 from ..protowire import read_varint
 
-__all__ = ["read_table", "masked_crc32c", "unmask", "mask", "TableWriter", "varint"]
+__all__ = ["read_table", "locate_values", "reseal", "masked_crc32c", "unmask", "mask", "TableWriter", "varint"]
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER = 48
@@ -52,7 +52,8 @@ def _block(data: bytes, offset: int, size: int, where: str) -> bytes:
     return contents
 
 
-def _entries(block: bytes, where: str):
+def _positions(block: bytes, where: str):
+    """(key, value offset in the block, value length) for every entry of a block."""
     if len(block) < 4:
         raise FormatError(f"{where}: index block too short")
     (restarts,) = struct.unpack_from("<I", block, len(block) - 4)
@@ -68,12 +69,34 @@ def _entries(block: bytes, where: str):
             raise FormatError(f"{where}: corrupt index entry at byte {pos}")
         key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
-        yield key, block[pos : pos + vlen]
+        yield key, pos, vlen
         pos += vlen
 
 
-def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
-    """All (key, value) pairs of a table held in ``data``, in key order."""
+def _entries(block: bytes, where: str):
+    for key, at, length in _positions(block, where):
+        yield key, block[at : at + length]
+
+
+def locate_values(data: bytes, where: str) -> dict[bytes, tuple[int, int, int, int]]:
+    """key -> (value offset in ``data``, value length, its data block's offset, that block's size): for
+    rewriting a value of the same length in place, then its block's checksum (``reseal``)."""
+    out: dict[bytes, tuple[int, int, int, int]] = {}
+    index_off, index_size = _footer(data, where)
+    for _last_key, handle in _entries(_block(data, index_off, index_size, where), where):
+        off, size, _ = _handle(handle, 0)
+        for key, at, length in _positions(_block(data, off, size, where), where):
+            out[key] = (off + at, length, off, size)
+    return out
+
+
+def reseal(data: bytearray, block: int, size: int) -> None:
+    """Recompute the masked crc32c of the block at ``block`` (``size`` bytes) after its contents changed."""
+    data[block + size + 1 : block + size + 5] = struct.pack("<I", masked_crc32c(bytes(data[block : block + size + 1])))
+
+
+def _footer(data: bytes, where: str) -> tuple[int, int]:
+    """The index block's handle, after the size and magic checks."""
     if len(data) > MAX_INDEX:
         raise UnsafeCheckpointError(f"{where}: index of {len(data)} bytes is over the 1 GiB limit; refusing")
     if len(data) < FOOTER:
@@ -84,6 +107,12 @@ def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
         raise FormatError(f"{where}: not a TensorFlow checkpoint index (bad magic)")
     _meta_off, _meta_size, pos = _handle(footer, 0)
     index_off, index_size, _ = _handle(footer, pos)
+    return index_off, index_size
+
+
+def read_table(data: bytes, where: str) -> list[tuple[bytes, bytes]]:
+    """All (key, value) pairs of a table held in ``data``, in key order."""
+    index_off, index_size = _footer(data, where)
     out: list[tuple[bytes, bytes]] = []
     for _last_key, handle in _entries(_block(data, index_off, index_size, where), where):
         off, size, _ = _handle(handle, 0)

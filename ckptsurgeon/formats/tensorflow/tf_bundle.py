@@ -312,6 +312,50 @@ def _object_graph(raw: bytes) -> list[dict[str, str]]:
     return out
 
 
+# Children of a TF2 object that list variables again (tf.Module / Keras layers track them in lists, and a
+# SavedModel names every variable by such a list: ``variables/0``); a variable's path is taken from its
+# owning layer instead, the path ``save_weights`` gives it (``layer_with_weights-0/cell/kernel``).
+_LISTS = frozenset({"variables", "trainable_variables", "non_trainable_variables", "keras_api", "_variables",
+                    "_trainable_variables", "_non_trainable_variables", "signatures", "_default_save_signature"})
+MAX_GRAPH_NODES = 1_000_000
+
+
+def object_paths(raw: bytes) -> dict[str, str]:
+    """checkpoint_key -> the variable's path in the object graph (breadth first from the root, not through
+    the variable lists above), for keys whose own path goes through such a list."""
+    nodes = [pw.decode(_bytes(n)) for n in pw.decode(raw).get(1, [])[:MAX_GRAPH_NODES]]
+    paths: dict[int, str] = {0: ""}
+    queue = [0]
+    for node_id in queue:
+        for child in nodes[node_id].get(1, []) if node_id < len(nodes) else []:
+            ref = pw.decode(_bytes(child))
+            target, name = pw.first_int(ref, 1), pw.first_bytes(ref, 2).decode("utf-8", "replace")
+            if target in paths or name in _LISTS or not 0 <= target < len(nodes):
+                continue
+            paths[target] = f"{paths[node_id]}/{name}" if paths[node_id] else name
+            queue.append(target)
+    out: dict[str, str] = {}
+    for node_id, path in paths.items():
+        for attr in nodes[node_id].get(2, []):
+            fields = pw.decode(_bytes(attr))
+            key = pw.first_bytes(fields, 3).decode("utf-8", "replace")
+            if key and path and key.split("/", 1)[0] in _LISTS:
+                out[key] = path
+    return out
+
+
+def _graph_paths(bundle: _Bundle) -> dict[str, str]:
+    """Object-graph paths for variables that a SavedModel keys by list position (``variables/3``)."""
+    e = bundle.entries.get(OBJECT_GRAPH)
+    if e is None or e.dtype != TF_STRING or not any(k.split("/", 1)[0] in _LISTS for k in bundle.entries):
+        return {}
+    values = read_strings(bundle, e)
+    try:
+        return object_paths(values[0]) if values else {}
+    except FormatError as exc:
+        raise FormatError(f"{bundle.where}: malformed object graph: {exc}") from None
+
+
 def read(path: str, **_: Any) -> CheckpointIndex:
     prefix = resolve_prefix(path)
     if prefix is None:
@@ -321,8 +365,9 @@ def read(path: str, **_: Any) -> CheckpointIndex:
     metadata: dict[str, Any] = {}
     names = set(bundle.entries)
     ordered: dict[int, np.dtype] = {}  # TF dtype code -> numpy dtype in the bundle's byte order
+    renamed = _graph_paths(bundle)
     for key, e in bundle.entries.items():
-        path_ = scope_path(key)
+        path_ = renamed.get(key) or scope_path(key)
         if e.dtype == TF_STRING:
             bundle.check(e, None)
             if key != OBJECT_GRAPH and e.size > MAX_STRING_READ:  # listing stays lazy: big vocabularies are not read
