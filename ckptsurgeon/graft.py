@@ -22,12 +22,15 @@ from .errors import CheckpointError, SelectionError
 from .index import CheckpointIndex, TensorRef
 from .remap import PlanError, Remap, Rule, load_rules, parse_map
 from .rnn.convert import ConversionError, ConvertOptions, convert_group
+from .rnn.cell import Stack
 from .rnn.group import RecognizeOptions, RecurrentGroup
+from .rnn.layers import join_layers
+from .rnn.pairing import pair_groups, render_scope, signature
 from .rnn.recognize import recognize
-from .rnn.verify import GroupCheck, check_pair
+from .rnn.verify import GroupCheck, check_pair, check_stacks
 from .scopes import as_patterns
 
-__all__ = ["GraftReport", "GraftRow", "plan_graft", "graft", "render_scope", "template_options"]
+__all__ = ["GraftReport", "GraftRow", "plan_graft", "graft", "render_scope", "template_options"]  # render_scope: rnn.pairing
 
 # template group layout -> the --to target that writes it
 _TARGET_OF = {"torch": "torch", "torch-cell": "torch-cell", "keras": "keras", "tf1": "tf1", "tf1-gru": "tf1", "onnx": "onnx",
@@ -71,52 +74,8 @@ def template_options(options: RecognizeOptions) -> RecognizeOptions:
     return RecognizeOptions(gate_names=options.gate_names, var_names=options.var_names, orientation=options.orientation)
 
 
-def render_scope(scope: str, rules: Sequence[Rule]) -> str | None:
-    """A group scope through the rules: ``LSTMcell/*=cell/*`` maps the scope ``LSTMcell`` to ``cell``."""
-    for rule in rules:
-        m = rule.match(scope)
-        if m is not None:
-            return None if rule.drop else m.target
-        m = rule.match(scope + "/\0")
-        if m is not None:
-            return None if rule.drop else m.target.removesuffix("/\0").removesuffix("\0").rstrip("/")
-    return None
-
-
-def _signature(g: RecurrentGroup) -> tuple:
-    return (g.kind, g.input_size, g.hidden_size, g.num_layers, g.directions, g.proj_size)
-
-
 # Names of the same role across layouts (TF 1.0 weights/biases, TF 0.x Linear/Matrix ...).
 _ROLE = {"weights": "kernel", "matrix": "kernel", "w_0": "kernel", "biases": "bias", "b": "bias"}
-
-
-def _pair_groups(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence[Rule]) -> list[tuple]:
-    pairs = []
-    by_scope = {g.scope: g for g in tg}
-    if rules:
-        for g in sg:
-            target = render_scope(g.scope, rules)
-            if target is None:
-                continue
-            # a scope holding exactly one template group names it: 'lstm' for the node group 'lstm/LSTM' that
-            # torch's ONNX export of the module 'lstm' holds
-            under = [t for t in tg if target == "" or t.scope.startswith(target + "/")]
-            hit = by_scope.get(target) or (under[0] if len(under) == 1 else None)
-            if hit is not None:
-                pairs.append((g, hit))
-        return pairs
-    if len(sg) == 1 and len(tg) == 1:
-        return [(sg[0], tg[0])]
-    for g in sg:  # the same scope, else the only template group with the same kind and sizes
-        same = [t for t in tg if t.scope == g.scope] or [t for t in tg if _signature(t) == _signature(g)]
-        if len(same) == 1:
-            pairs.append((g, same[0]))
-    claims: dict[int, list] = {}
-    for g, t in pairs:
-        claims.setdefault(id(t), []).append(g)
-    # several source groups fitting one template group by kind and sizes: none is chosen (the user says which)
-    return [(g, t) for g, t in pairs if len(claims[id(t)]) == 1 or g.scope == t.scope]
 
 
 def _member_for(tpl: RecurrentGroup, rel: str, template: CheckpointIndex) -> str | None:
@@ -168,7 +127,14 @@ def _verify_group(s: RecurrentGroup, t: RecurrentGroup, conv, template: Checkpoi
     found = [g for g in recognize(after, options) if g.scope == t.scope]
     if len(found) != 1:
         raise SelectionError(f"template group {t.scope!r} does not read back after the graft")
-    return check_pair(s, found[0], atol=atol, seed=seed, a_stack=conv.reference)
+    return check_pair(s, found[0], atol=atol, seed=seed, a_stack=conv.reference), found[0]
+
+
+def _check_stack(s: RecurrentGroup, layers: list[RecurrentGroup], atol: float, seed: int) -> GroupCheck:
+    """A source stack against its template layers chained, as grafted: end to end, not layer by layer."""
+    chain = join_layers(layers, scope=",".join(t.scope or "/" for t in layers))
+    diff = check_stacks(s.cells(), Stack(chain.cells().layers), s.input_size, seed=seed)
+    return GroupCheck(s.scope, chain.scope, s.kind, diff, diff <= atol, atol)
 
 
 def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequence[Rule] = (),
@@ -197,8 +163,12 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
             return True
         return False
 
-    for i, (s, t) in enumerate(_pair_groups(sg, tg, rules)):
-        if _signature(s) != _signature(t):
+    pairing = pair_groups(sg, tg, rules)
+    problems.extend(pairing.problems)
+    notes.extend(pairing.notes)
+    after: dict[str, RecurrentGroup] = {}  # template scope -> the group as grafted (for stacks checked end to end)
+    for i, (s, t) in enumerate(pairing.pairs):
+        if signature(s) != signature(t):
             problems.append(f"group {s.scope!r} ({s.kind}, input {s.input_size}, hidden {s.hidden_size}, "
                             f"{s.num_layers}x{s.directions}) does not fit template group {t.scope!r} ({t.kind}, input "
                             f"{t.input_size}, hidden {t.hidden_size}, {t.num_layers}x{t.directions})")
@@ -229,7 +199,7 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         used.update(s.members)
         if verify_atol is not None:
             try:
-                check = _verify_group(s, t, conv, template, values, tpl_options, verify_atol, i)
+                check, after[t.scope] = _verify_group(s, t, conv, template, values, tpl_options, verify_atol, i)
             except SelectionError as exc:
                 problems.append(str(exc))
                 continue
@@ -238,8 +208,17 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
                 problems.append(f"{s.scope or '/'} -> {t.scope or '/'}: the grafted template group computes outputs "
                                 f"{check.max_abs_diff:.3g} away from the source (> {verify_atol:g})")
 
+    for k, (s, layers) in enumerate(pairing.stacks):
+        if verify_atol is None or not all(t.scope in after for t in layers):
+            continue
+        check = _check_stack(s, [after[t.scope] for t in layers], verify_atol, len(pairing.pairs) + k)
+        checks.append(check)
+        if not check.ok:
+            problems.append(f"{s.scope or '/'} -> {check.converted}: the grafted layers chained compute outputs "
+                            f"{check.max_abs_diff:.3g} away from the source stack (> {verify_atol:g})")
     if rules:
-        remaining = CheckpointIndex([r for p, r in source.items() if p not in used], format=source.format,
+        remaining = CheckpointIndex([r for p, r in source.items() if p not in used and p not in pairing.claimed],
+                                    format=source.format,
                                     files=source.files, key_sep=source.key_sep)
         try:
             plan = Remap(rules, keep_unmatched=False).plan(remaining)

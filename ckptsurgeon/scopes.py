@@ -75,10 +75,13 @@ def _segment_regex(seg: str) -> str:
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:
-    """Compile a scope glob; the result matches a path or any ancestor scope of it."""
+    """Compile a scope glob; the result matches a path or any ancestor scope of it.
+
+    ``/`` (or the empty scope, as ``rnn --json`` prints a group at the file's root) is the root scope:
+    everything under it."""
     pattern = pattern.strip("/")
     if not pattern:
-        raise SelectionError("empty scope pattern; use '**' to select everything")
+        return re.compile(".*\\Z", re.S)
     segs = pattern.split("/")
     body = ""
     for i, seg in enumerate(segs):

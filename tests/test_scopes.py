@@ -54,3 +54,24 @@ def test_rename_prefix_and_collision():
 
 def test_segment_star_does_not_cross_slash():
     assert not matches(compile_glob("LSTMcell*wx"), "LSTMcell/input_gate/wx")
+
+
+def test_root_group_scope_is_selectable(tmp_path):
+    """A TF1 cell made directly under rnn/ is the group '/' (JSON scope ''): both select it, in the API and
+    the CLI, and the conversion then sees the whole group (it fails if the root scope selects nothing)."""
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    rng = np.random.default_rng(0)
+    tensors = {"rnn/lstm_cell/kernel": rng.standard_normal((7, 16)).astype(np.float32),
+               "rnn/lstm_cell/bias": rng.standard_normal(16).astype(np.float32)}
+    src = tmp_path / "m.safetensors"
+    ckptsurgeon.save(tensors, src)
+    groups = ckptsurgeon.open(src)
+    for scope in ("/", ""):
+        assert list(groups.select(scope)) == list(groups)
+    res = ckptsurgeon.extract(src, tmp_path / "a.safetensors", scope=["/"], to="torch")
+    assert [c["scope"] for c in res.converted] == [""] and len(res.written) == 4
+    out = CliRunner().invoke(cli, ["extract", str(src), "--scope", "", "--to", "keras", "-o", str(tmp_path / "b.safetensors")])
+    assert out.exit_code == 0 and "verified /" in out.output, out.output

@@ -82,10 +82,27 @@ def verify(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 1e-5, steps:
     if not ga:
         raise SelectionError(f"{a.files[0]}: no recurrent group found to verify")
     if len(ga) != len(gb):
-        raise SelectionError(f"{a.files[0]} has {len(ga)} recurrent group(s), {b.files[0]} has {len(gb)}; "
-                             "narrow both with --scope")
+        joined = _stack_and_layers(ga, gb) or _stack_and_layers(gb, ga)[::-1]
+        if not joined:
+            raise SelectionError(f"{a.files[0]} has {len(ga)} recurrent group(s), {b.files[0]} has {len(gb)}; "
+                                 "narrow both with --scope (a stack pairs with its layers only when they are all "
+                                 "there is: one N-layer group and N one-layer groups that chain)")
+        ga, gb = [joined[0]], [joined[1]]
     return [check_pair(x, y, atol=atol, steps=steps, batch=batch, seed=seed + i)
             for i, (x, y) in enumerate(_pairs(ga, gb))]
+
+
+def _stack_and_layers(ga: list[RecurrentGroup], gb: list[RecurrentGroup]) -> list[RecurrentGroup]:
+    """[the one stack of ``ga``, the one-layer groups of ``gb`` chained in name order], when that is what they are."""
+    from .layers import chainable, join_layers
+    from .pairing import natural_key
+
+    if len(ga) != 1 or ga[0].num_layers != len(gb) or len(gb) < 2 or any(g.num_layers != 1 for g in gb):
+        return []
+    ordered = sorted(gb, key=lambda g: natural_key(g.scope))
+    if chainable(ordered) is not None:
+        return []
+    return [ga[0], join_layers(ordered)]
 
 
 def read_back(converted, options: RecognizeOptions | None = None) -> RecurrentGroup:

@@ -1,0 +1,160 @@
+"""Which source group goes into which template group (graft, load_into).
+
+By rule (``--map SRC=DST`` on group scopes), else the only group of the same kind and sizes. A stack
+meets its layers here: ``--map 'rnn=bi1,bi2'`` splits the N-layer source group ``rnn`` into its layers,
+one per template group in the order given; ``--map 'bi1,bi2=rnn'`` chains N one-layer source groups into
+the N-layer template group ``rnn``. Without rules, a lone N-layer group and N one-layer groups that chain
+(sizes and facts) pair the same way, in the layers' natural name order (``bi``, ``bi_1``, ``bi_2``).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .group import RecurrentGroup
+from .layers import chainable, join_layers, split_layers
+
+__all__ = ["Pairing", "pair_groups", "render_scope", "signature", "natural_key"]
+
+
+@dataclass
+class Pairing:
+    pairs: list[tuple[RecurrentGroup, RecurrentGroup]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    # (the whole source stack, the template groups its layers went into, in order): checked end to end
+    stacks: list[tuple[RecurrentGroup, list[RecurrentGroup]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    claimed: set[str] = field(default_factory=set)  # members of source groups a group-level rule named (paired or not)
+
+
+def signature(g: RecurrentGroup) -> tuple:
+    return (g.kind, g.input_size, g.hidden_size, g.num_layers, g.directions, g.proj_size)
+
+
+def render_scope(scope: str, rules: Sequence) -> str | None:
+    """A group scope through the rules: ``LSTMcell/*=cell/*`` maps the scope ``LSTMcell`` to ``cell``."""
+    for rule in rules:
+        m = rule.match(scope)
+        if m is not None:
+            return None if rule.drop else m.target
+        m = rule.match(scope + "/\0")
+        if m is not None:
+            return None if rule.drop else m.target.removesuffix("/\0").removesuffix("\0").rstrip("/")
+    return None
+
+
+def natural_key(scope: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", scope))
+
+
+def _find(name: str, groups: list[RecurrentGroup]) -> RecurrentGroup | None:
+    """The group with scope ``name``, else the only group under it ('lstm' for the node group 'lstm/LSTM')."""
+    name = name.strip().strip("/")
+    for g in groups:
+        if g.scope == name:
+            return g
+    under = [g for g in groups if name == "" or g.scope.startswith(name + "/")]
+    return under[0] if len(under) == 1 else None
+
+
+def _split_into(s: RecurrentGroup, targets: list[RecurrentGroup], out: Pairing, how: str) -> None:
+    if s.num_layers != len(targets):
+        out.problems.append(f"group {s.scope or '/'} has {s.num_layers} layer(s) but {len(targets)} template groups "
+                            f"are named ({', '.join(t.scope or '/' for t in targets)})")
+        return
+    try:
+        layers = split_layers(s)
+    except Exception as exc:  # SelectionError: a stack that is not a chain of layers
+        out.problems.append(str(exc))
+        return
+    why = chainable(targets)
+    if why:
+        out.problems.append(f"template groups {', '.join(t.scope or '/' for t in targets)} are not one stack: {why}")
+        return
+    out.pairs.extend(zip(layers, targets))
+    out.stacks.append((s, targets))
+    out.notes.append(f"{s.scope or '/'}: its {s.num_layers} layers go into {', '.join(t.scope or '/' for t in targets)} "
+                     f"in that order ({how})")
+
+
+def _join_from(sources: list[RecurrentGroup], t: RecurrentGroup, out: Pairing, how: str) -> None:
+    why = chainable(sources)
+    if why:
+        out.problems.append(f"source groups {', '.join(g.scope or '/' for g in sources)} are not one stack: {why}")
+        return
+    out.pairs.append((join_layers(sources), t))
+    out.notes.append(f"{', '.join(g.scope or '/' for g in sources)} go into the layers of {t.scope or '/'} in that "
+                     f"order ({how})")
+
+
+def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence, out: Pairing) -> None:
+    joined: set[str] = set()
+    for rule in rules:  # 'bi1,bi2=rnn': several source layers into one template stack
+        if rule.drop or rule.regex or "," not in rule.source:
+            continue
+        names = rule.source.split(",")
+        found = [_find(n, sg) for n in names]
+        target = _find(rule.target or "", tg)
+        if any(g is None for g in found) or target is None:
+            missing = [n for n, g in zip(names, found) if g is None] + ([rule.target] if target is None else [])
+            out.problems.append(f"--map {rule.source}={rule.target}: no recurrent group at {', '.join(map(repr, missing))}")
+            continue
+        _join_from([g for g in found if g is not None], target, out, f"--map {rule.source}={rule.target}")
+        joined.update(g.scope for g in found if g is not None)
+        out.claimed.update(m for g in found if g is not None for m in g.members)
+    for g in sg:
+        if g.scope in joined:
+            continue
+        target = render_scope(g.scope, [r for r in rules if "," not in r.source])
+        if target is None:
+            continue
+        if "," in target:  # 'rnn=bi1,bi2': one source stack into several template layers
+            out.claimed.update(g.members)
+            names = target.split(",")
+            found = [_find(n, tg) for n in names]
+            if any(t is None for t in found):
+                out.problems.append(f"{g.scope or '/'} -> {target}: no template group at "
+                                    + ", ".join(repr(n) for n, t in zip(names, found) if t is None))
+                continue
+            _split_into(g, [t for t in found if t is not None], out, f"--map {g.scope or '/'}={target}")
+            continue
+        hit = _find(target, tg)
+        if hit is not None:
+            out.pairs.append((g, hit))
+
+
+def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing) -> None:
+    if len(sg) == 1 and len(tg) == 1:
+        out.pairs.append((sg[0], tg[0]))
+        return
+    ordered = sorted(tg, key=lambda t: natural_key(t.scope))
+    if len(sg) == 1 and sg[0].num_layers == len(tg) > 1 and all(t.num_layers == 1 for t in tg) and chainable(ordered) is None \
+            and ordered[0].input_size == sg[0].input_size and ordered[0].kind == sg[0].kind:
+        _split_into(sg[0], ordered, out, "the template's only layers that fit, in name order; --map to choose")
+        return
+    ordered_s = sorted(sg, key=lambda s: natural_key(s.scope))
+    if len(tg) == 1 and tg[0].num_layers == len(sg) > 1 and all(s.num_layers == 1 for s in sg) \
+            and chainable(ordered_s) is None and ordered_s[0].input_size == tg[0].input_size:
+        _join_from(ordered_s, tg[0], out, "the source's only layers that fit, in name order; --map to choose")
+        return
+    pairs = []
+    for g in sg:  # the same scope, else the only template group with the same kind and sizes
+        same = [t for t in tg if t.scope == g.scope] or [t for t in tg if signature(t) == signature(g)]
+        if len(same) == 1:
+            pairs.append((g, same[0]))
+    claims: dict[int, list] = {}
+    for g, t in pairs:
+        claims.setdefault(id(t), []).append(g)
+    # several source groups fitting one template group by kind and sizes: none is chosen (the user says which)
+    out.pairs.extend((g, t) for g, t in pairs if len(claims[id(t)]) == 1 or g.scope == t.scope)
+
+
+def pair_groups(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence = ()) -> Pairing:
+    """Source/template group pairs (and the stacks split or chained on the way)."""
+    out = Pairing()
+    if rules:
+        _by_rules(sg, tg, rules, out)
+    else:
+        _automatic(sg, tg, out)
+    return out
