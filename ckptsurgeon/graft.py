@@ -113,7 +113,8 @@ def _place(s: RecurrentGroup, t: RecurrentGroup, tensors: dict[str, np.ndarray],
 
 
 def _verify_group(s: RecurrentGroup, t: RecurrentGroup, conv, template: CheckpointIndex,
-                  values: dict[str, np.ndarray], options: RecognizeOptions, atol: float, seed: int) -> GroupCheck:
+                  values: dict[str, np.ndarray], options: RecognizeOptions, atol: float, seed: int
+                  ) -> tuple[GroupCheck, RecurrentGroup]:
     """The template group with its new values, read with the template's own facts, against the source."""
     refs = []
     for member in t.members:

@@ -14,7 +14,7 @@ for _name in COMMANDS:  # the CLI and the format registry import lazily: load ev
     cli.get_command(None, _name)
 load_all()
 import difflib  # noqa: E402,F401  (click imports it while matching short options)
-import encodings.ascii, encodings.cp437, encodings.latin_1, encodings.raw_unicode_escape, encodings.unicode_escape, encodings.utf_8  # noqa: E402,F401,E501  (stdlib codecs that zipfile and pickle import lazily)
+import encodings.ascii, encodings.cp437, encodings.latin_1, encodings.raw_unicode_escape, encodings.unicode_escape, encodings.utf_8  # noqa: E401,E402,F401,E501  (stdlib codecs that zipfile and pickle import lazily)
 
 WATCH = {"os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
          "pty.spawn", "ctypes.dlopen", "socket.connect", "webbrowser.open", "exec", "import",  # not "compile": ast.literal_eval (numpy headers) only parses

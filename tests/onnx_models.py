@@ -248,11 +248,10 @@ def chain_model(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     """An LSTM fed by chains: W = Unsqueeze(Concat(Slice(Transpose(Wt)))) (a gate reorder from a transposed
     source), R = Reshape(Identity(Cast(R16))) from a float16 Constant, B = Concat of two Gathers and a Split
     output; all constant."""
-    H, I = 3, 2
+    H, I = 3, 2  # noqa: E741  (ONNX names the input size I)
     wt = _values(np.float32, (I, 4 * H))  # transposed source
     r16 = _values(np.float16, (4 * H * H,))
     b_parts = _values(np.float32, (2, 4 * H))
-    perm = np.array([0, 3, 1, 2])  # gates: source i,f,g,o -> onnx i,o,f,c
     nodes = [
         helper.make_node("Transpose", ["src.wt"], ["w_t"], perm=[1, 0]),
         helper.make_node("Constant", [], ["s0"], value_ints=[0]), helper.make_node("Constant", [], ["e0"], value_ints=[H]),

@@ -134,3 +134,35 @@ def test_stacks_that_are_not_chains_of_layers_are_refused(tmp_path: Path) -> Non
     independent = RecurrentGroup("bi", "lstm", "tf1", "TF1", 3, 4, num_layers=2, directions=2, topology="independent")
     with pytest.raises(CheckpointError, match="independent directional stacks"):
         split_layers(independent)
+
+
+def test_automatic_order_only_when_the_files_tell_it(tmp_path: Path) -> None:
+    """Three same-sized layers: Keras's automatic names (lstm, lstm_1, lstm_2) number them in model order; user
+    names (here in an order unlike the model's) do not, so the stack is refused until --map names the order."""
+    torch.manual_seed(1)
+    lstm = torch.nn.LSTM(5, 5, num_layers=3, batch_first=True)
+    torch.save({"rnn": lstm.state_dict()}, tmp_path / "src.pt")
+    x = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
+    with torch.no_grad():
+        want = lstm(torch.from_numpy(x))[0].numpy()
+    for names, auto in ((None, True), (("zeta", "alpha", "mid"), False)):
+        keras.backend.clear_session()  # automatic names start again at lstm
+        inp = keras.Input((None, 5))
+        h = inp
+        for k in range(3):
+            h = keras.layers.LSTM(5, return_sequences=True, **({"name": names[k]} if names else {}))(h)
+        model = keras.Model(inp, h)
+        model.save_weights(tmp_path / "tpl.weights.h5")
+        order = [layer.name for layer in model.layers[1:]]
+        out = tmp_path / "out.weights.h5"
+        if auto:
+            assert "automatic names" in _cli("graft", str(tmp_path / "src.pt"), "--into", str(tmp_path / "tpl.weights.h5"),
+                                             "-o", str(out))
+        else:
+            with pytest.raises(CheckpointError, match="nothing in the files tells their order"):
+                ckptsurgeon.graft(tmp_path / "src.pt", tmp_path / "tpl.weights.h5", out)
+            _cli("graft", str(tmp_path / "src.pt"), "--into", str(tmp_path / "tpl.weights.h5"), "--map",
+                 "rnn=" + ",".join(order), "-o", str(out))
+        model.load_weights(out)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), want, atol=1e-5)
+        out.unlink()

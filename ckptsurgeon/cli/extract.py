@@ -21,11 +21,13 @@ def _targets() -> list[str]:
 @click.option("--rename", multiple=True, metavar="OLD=NEW",
               help="Replace a scope prefix, like TF's assignment_map: --rename LSTMcell/=encoder/lstm/ (repeatable).")
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="Remap rule applied last: --map 'LSTMcell/*=encoder/lstm/*'.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Output file (a folder with --max-shard-size).")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output file (a folder with --max-shard-size; a checkpoint prefix for TensorFlow).")
 @click.option("--max-shard-size", default=None, metavar="SIZE",
-              help="Write Hugging Face shards of at most SIZE (5GB, 500MB: decimal units) into the folder -o.")
+              help="Write Hugging Face shards of at most SIZE (5GB, 500MB: decimal units) into the folder -o; with "
+                   "--format tensorflow, data-0000k-of-0000n shards of the prefix -o.")
 @click.option("--format", "fmt", type=click.Choice(sorted(WRITERS)), default=None,
-              help="Output format (default: from the output suffix).")
+              help="Output format (default: from the output suffix; .ckpt needs tensorflow or pt unless --to tf1).")
 @click.option("--include-optimizer", is_flag=True, help="Keep optimizer state (left out by default).")
 @click.option("--force", is_flag=True, help="Replace an existing output file (never an input).")
 @click.option("--to", "to", type=LazyChoice(_targets), default=None,
@@ -62,6 +64,8 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
       ckptsurgeon extract legacy.pt --scope '**' -o all.npz
       ckptsurgeon extract lightning.ckpt -s 'state_dict/encoder/**' --rename state_dict/= -o enc.pt
       ckptsurgeon extract model.ckpt -s 'LSTMcell/*' --to torch-cell --rename LSTMcell/= -o cell.safetensors
+      ckptsurgeon extract model.ckpt -s 'LSTMcell/*' --to tf1 --rename LSTMcell/= -o out/model.ckpt   # TF1 LSTMCell
+      ckptsurgeon extract model.pt -s 'encoder/*' --format tensorflow -o out/enc.ckpt
       ckptsurgeon extract model.pt -s 'encoder/*' --to gates --gates input,forget -o g.safetensors
       ckptsurgeon extract keras1.h5 --to onnx -o gru.npz        # hard_sigmoid: ONNX HardSigmoid(0.2, 0.5)
       ckptsurgeon extract big.safetensors --max-shard-size 5GB -o out/

@@ -95,7 +95,9 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.argument("source", type=click.Path(dir_okay=True))
 @click.option("--into", "template", required=True, type=click.Path(dir_okay=True),
               help="The downstream model's own checkpoint; the output has exactly its tensors, names and format.")
-@click.option("-o", "--output", type=click.Path(), help="Output file, a folder for a sharded template (not needed with --dry-run).")
+@click.option("-o", "--output", type=click.Path(),
+              help="Output file; a prefix for a TensorFlow template; a folder for a sharded template or a SavedModel "
+                   "(not needed with --dry-run).")
 @scope_options
 @click.option("--map", "maps", multiple=True, metavar="SRC=DST", help="Pair scopes or tensors: --map 'LSTMcell/*=cell/*'.")
 @click.option("--rules", type=click.Path(exists=True, dir_okay=False), help="A TOML rules file (see remap --help).")
@@ -131,6 +133,9 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
       ckptsurgeon graft pretrained.ckpt --into downstream.pt -o grafted.pt --scope LSTMcell
       ckptsurgeon graft lstm.pt --into model.weights.h5 -o out.weights.h5 --map 'rnn=bi'
       ckptsurgeon graft model.ckpt --into init.pt --map 'LSTMcell/*=encoder.cell/*' --dry-run --json
+      ckptsurgeon graft lstm2.pt --into model.weights.h5 -o out.weights.h5 --map 'rnn=bi1,bi2'   # a stack into 2 layers
+      ckptsurgeon graft pretrained.pt --into tf_ckpt/ -o out/model.ckpt     # TF1 Saver / TF2 checkpoint template
+      ckptsurgeon graft pretrained.pt --into saved_model/ -o grafted_model/ # a whole SavedModel
     """
     if not dry_run and not output:
         raise click.UsageError("-o/--output is required unless --dry-run")

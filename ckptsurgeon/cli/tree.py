@@ -70,7 +70,7 @@ def tree_cmd(checkpoint: str, depth: int | None, scope: tuple[str, ...], exclude
     click.echo(f"{index.files[0]} ({index.format}): {count(root.tensors, 'tensor')}, {count(root.params, 'parameter')}, "
                f"{human_bytes(root.nbytes)}")
     rows = list(_lines(root, depth))
-    width = max((len(p) + len(l) for p, l, _ in rows), default=0)
+    width = max((len(p) + len(label) for p, label, _ in rows), default=0)
     for prefix, label, node in rows:
         stats = f"{count(node.tensors, 'tensor')}, {count(node.params, 'param')}, {human_bytes(node.nbytes)}"
         click.echo(f"{prefix}{label}".ljust(width + 2) + stats)

@@ -112,8 +112,11 @@ def write_plan(plan: Plan, out: str, *, format: str | None = None, metadata: Map
 
     if verify_atol is None:
         return api.save(plan.lazy(), out, format=format, metadata=metadata, force=force, inputs=inputs), None
-    check_output(out, list(inputs), force)
     writer = writer_for(out, format)
+    if writer.files:  # a TensorFlow bundle is several files: verified from the plan, then written atomically
+        report = verify_plan(plan, atol=verify_atol, options=options)
+        return api.save(plan.lazy(), out, format=writer.name, metadata=metadata, force=force, inputs=inputs), report
+    check_output(out, list(inputs), force)
     parent = os.path.dirname(os.path.abspath(out))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out) + ".", suffix=".verify" + os.path.splitext(out)[1], dir=parent)
     os.close(fd)
@@ -133,7 +136,6 @@ def write_plan(plan: Plan, out: str, *, format: str | None = None, metadata: Map
 def verify_plan(plan: Plan, *, atol: float = 1e-5, options: RecognizeOptions | None = None) -> RemapVerification:
     """Verify the plan's result before it is written, read lazily from the plan (for outputs that are
     several files, e.g. shards, where a read-back before the rename is not one file); raises on a mismatch."""
-    import numpy as np
 
     from ..index import TensorRef
 

@@ -4,7 +4,9 @@ By rule (``--map SRC=DST`` on group scopes), else the only group of the same kin
 meets its layers here: ``--map 'rnn=bi1,bi2'`` splits the N-layer source group ``rnn`` into its layers,
 one per template group in the order given; ``--map 'bi1,bi2=rnn'`` chains N one-layer source groups into
 the N-layer template group ``rnn``. Without rules, a lone N-layer group and N one-layer groups that chain
-(sizes and facts) pair the same way, in the layers' natural name order (``bi``, ``bi_1``, ``bi_2``).
+(sizes and facts) pair the same way when their order is known: the only order whose sizes chain, or names a
+framework numbers in creation order (Keras's ``bi``, ``bi_1``, ``bi_2``; TF2's ``layer_with_weights-0, -1``).
+Otherwise the user names it.
 """
 from __future__ import annotations
 
@@ -95,12 +97,12 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
             continue
         names = rule.source.split(",")
         found = [_find(n, sg) for n in names]
-        target = _find(rule.target or "", tg)
-        if any(g is None for g in found) or target is None:
-            missing = [n for n, g in zip(names, found) if g is None] + ([rule.target] if target is None else [])
+        stack = _find(rule.target or "", tg)
+        if any(g is None for g in found) or stack is None:
+            missing = [n for n, g in zip(names, found) if g is None] + ([rule.target] if stack is None else [])
             out.problems.append(f"--map {rule.source}={rule.target}: no recurrent group at {', '.join(map(repr, missing))}")
             continue
-        _join_from([g for g in found if g is not None], target, out, f"--map {rule.source}={rule.target}")
+        _join_from([g for g in found if g is not None], stack, out, f"--map {rule.source}={rule.target}")
         joined.update(g.scope for g in found if g is not None)
         out.claimed.update(m for g in found if g is not None for m in g.members)
     for g in sg:
@@ -112,16 +114,37 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
         if "," in target:  # 'rnn=bi1,bi2': one source stack into several template layers
             out.claimed.update(g.members)
             names = target.split(",")
-            found = [_find(n, tg) for n in names]
-            if any(t is None for t in found):
+            layers = [_find(n, tg) for n in names]
+            if any(t is None for t in layers):
                 out.problems.append(f"{g.scope or '/'} -> {target}: no template group at "
-                                    + ", ".join(repr(n) for n, t in zip(names, found) if t is None))
+                                    + ", ".join(repr(n) for n, t in zip(names, layers) if t is None))
                 continue
-            _split_into(g, [t for t in found if t is not None], out, f"--map {g.scope or '/'}={target}")
+            _split_into(g, [t for t in layers if t is not None], out, f"--map {g.scope or '/'}={target}")
             continue
         hit = _find(target, tg)
         if hit is not None:
             out.pairs.append((g, hit))
+
+
+_AUTO_NAME = re.compile(r"^(.*?)(?:[_-](\d+))?$")
+
+
+def _order_evidence(layers: list[RecurrentGroup], input_size: int) -> str | None:
+    """What fixes the order of one-layer groups in a stack (they are sorted by name), or None when nothing does.
+
+    The sizes, when only one order chains; else names a framework numbers in creation order: Keras's automatic
+    layer names (``bidirectional``, ``bidirectional_1`` ...) and TF2 checkpoints' ``layer_with_weights-K``.
+    """
+    width = layers[0].directions * (layers[0].proj_size or layers[0].hidden_size)
+    firsts = [g for g in layers if g.input_size == input_size]
+    if len(layers) == 2 and len(firsts) == 1 and input_size != width:
+        return "the only order whose sizes chain"
+    parts = [_AUTO_NAME.match(g.scope.rsplit("/", 1)[-1]) for g in layers]
+    stems = {m.group(1) for m in parts if m}
+    numbers = [int(m.group(2)) if m and m.group(2) else None for m in parts]
+    if len(stems) == 1 and (numbers == list(range(len(layers))) or numbers == [None, *range(1, len(layers))]):
+        return "the layers' automatic names number them in the order they were made"
+    return None
 
 
 def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing) -> None:
@@ -131,12 +154,24 @@ def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing)
     ordered = sorted(tg, key=lambda t: natural_key(t.scope))
     if len(sg) == 1 and sg[0].num_layers == len(tg) > 1 and all(t.num_layers == 1 for t in tg) and chainable(ordered) is None \
             and ordered[0].input_size == sg[0].input_size and ordered[0].kind == sg[0].kind:
-        _split_into(sg[0], ordered, out, "the template's only layers that fit, in name order; --map to choose")
+        how = _order_evidence(ordered, sg[0].input_size)
+        if how is None:
+            out.problems.append(f"the layers of {sg[0].scope or '/'} fit template groups {', '.join(t.scope for t in ordered)}, "
+                                "but nothing in the files tells their order; name it: --map "
+                                f"'{sg[0].scope or '/'}={','.join(t.scope for t in ordered)}' (in the model's order)")
+            return
+        _split_into(sg[0], ordered, out, how + "; --map to choose")
         return
     ordered_s = sorted(sg, key=lambda s: natural_key(s.scope))
     if len(tg) == 1 and tg[0].num_layers == len(sg) > 1 and all(s.num_layers == 1 for s in sg) \
             and chainable(ordered_s) is None and ordered_s[0].input_size == tg[0].input_size:
-        _join_from(ordered_s, tg[0], out, "the source's only layers that fit, in name order; --map to choose")
+        how = _order_evidence(ordered_s, tg[0].input_size)
+        if how is None:
+            out.problems.append(f"source groups {', '.join(g.scope for g in ordered_s)} fit the layers of {tg[0].scope or '/'}, "
+                                "but nothing in the files tells their order; name it: --map "
+                                f"'{','.join(g.scope for g in ordered_s)}={tg[0].scope or '/'}' (in the model's order)")
+            return
+        _join_from(ordered_s, tg[0], out, how + "; --map to choose")
         return
     pairs = []
     for g in sg:  # the same scope, else the only template group with the same kind and sizes

@@ -11,7 +11,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "torch")

@@ -51,7 +51,7 @@ def sniff(head: bytes, size: int) -> bool:
         got = _small_varint(head, pos)
         if got is None:
             return fields > 0
-        (tag, pos), number, wire = got, got[0] >> 3, got[0] & 7
+        (_tag, pos), number, wire = got, got[0] >> 3, got[0] & 7
         if _MODEL_FIELDS.get(number) != wire:
             return False
         got = _small_varint(head, pos)

@@ -131,9 +131,9 @@ def _chunks(value: Any, read: Callable[[str], np.ndarray] | None, key: str) -> A
             yield src.read(at, min(CHUNK, value.offset + value.nbytes - at))
         return
     arr = value.numpy() if isinstance(value, TensorRef) else read(key) if read is not None else np.asarray(value)
-    if arr.dtype.itemsize > 1 and arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
+    if arr.dtype.itemsize > 1 and (arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian)):
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    flat = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+    flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint8).data
     for at in range(0, len(flat), CHUNK):
         yield flat[at : at + CHUNK]
 
