@@ -172,7 +172,9 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         if signature(s) != signature(t):
             problems.append(f"group {s.scope!r} ({s.kind}, input {s.input_size}, hidden {s.hidden_size}, "
                             f"{s.num_layers}x{s.directions}) does not fit template group {t.scope!r} ({t.kind}, input "
-                            f"{t.input_size}, hidden {t.hidden_size}, {t.num_layers}x{t.directions})")
+                            f"{t.input_size}, hidden {t.hidden_size}, {t.num_layers}x{t.directions})"
+                            + (f"; its {s.num_layers} layers go into {s.num_layers} one-layer groups with --map "
+                               f"'{s.scope or '/'}={t.scope},...'" if s.num_layers > 1 == t.num_layers else ""))
             continue
         target = _TARGET_OF.get(t.layout)
         try:

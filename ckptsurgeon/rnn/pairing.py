@@ -124,6 +124,7 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
         hit = _find(target, tg)
         if hit is not None:
             out.pairs.append((g, hit))
+            out.claimed.update(g.members)  # paired as a group: its tensors are not also mapped one by one
 
 
 _AUTO_NAME = re.compile(r"^(.*?)(?:[_-](\d+))?$")
