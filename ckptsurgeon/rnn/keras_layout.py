@@ -31,43 +31,85 @@ def _layer_of(scope: str) -> str:
     return parent if last in _CELL_SCOPES else scope
 
 
+# Layer classes whose config also describes the recurrent layer whose weights sit under them.
+_WRAPPERS = frozenset({"Bidirectional", "RNN", "TimeDistributed"})
+_RECURRENT = frozenset({"LSTM", "GRU", "CuDNNLSTM", "CuDNNGRU", "LSTMV1", "GRUV1", "RNN"})
+
+
+def _lookup(index: CheckpointIndex, path: str) -> dict[str, Any] | None:
+    """The stored config of the layer at ``path``: by its full path (nested models), else by its own name."""
+    paths = index.metadata.get("layer_paths") or {}
+    if path in paths:
+        return paths[path]
+    hits = [p for p in paths if path.endswith("/" + p)]  # the file's weights sit under a prefix
+    if len(hits) == 1:
+        return paths[hits[0]]
+    return (index.metadata.get("layers") or {}).get(path.rpartition("/")[2])
+
+
 def _direction(index: CheckpointIndex, scope: str) -> str | None:
     """``forward``/``backward`` for a half of a Keras Bidirectional, else None.
 
     Keras names the halves ``forward_<name>``/``backward_<name>`` (``forward_layer``/``backward_layer`` in
     Keras 3 files), except that Keras 3 keeps an explicit ``backward_layer``'s own name in legacy ``.h5``
-    files (``bi/lstm``): the stored config names it."""
+    files (``bi/lstm``): the stored config names it. A layer the stored config states is not inside a
+    Bidirectional is no half, whatever its name (``forward_lstm`` beside ``backward_lstm``)."""
     parent, _, last = scope.rpartition("/")
-    top = (index.metadata.get("layers") or {}).get(scope.split("/")[0]) or {}
-    if parent and top.get("class_name") == "Bidirectional":
+    top = (_lookup(index, parent) or {}) if parent else {}
+    if top.get("class_name") == "Bidirectional":
         for key, word in (("backward_layer", "backward"), ("layer", "forward")):
             sub = top.get(key)
             if isinstance(sub, dict) and sub.get("name") == last:
                 return word
+    if _has_config(index) and top.get("class_name") != "Bidirectional":
+        return None
     m = _DIRECTION.match(last)
     return m.group(1) if m else None
 
 
+def _has_config(index: CheckpointIndex) -> bool:
+    return bool(index.metadata.get("layers"))
+
+
 def _config(index: CheckpointIndex, layer_scope: str) -> dict[str, Any]:
-    layers = index.metadata.get("layers") or {}
-    segs = layer_scope.split("/")
-    top = layers.get(segs[0]) or {}
-    direction = _direction(index, layer_scope) if len(segs) > 1 else None
-    if direction and top.get("class_name") == "Bidirectional":
+    """What the stored config says of the layer at ``layer_scope``: its own entry, found by full path; the
+    Bidirectional (or RNN) wrapping it; ``{}`` when the file stores no config; else an entry naming why the
+    config cannot tell (``_unresolved``), which makes every fact it would state missing."""
+    parent, _, last = layer_scope.rpartition("/")
+    wrapper = (_lookup(index, parent) or {}) if parent else {}
+    direction = _direction(index, layer_scope) if parent else None
+    if direction and wrapper.get("class_name") == "Bidirectional":
         backward = direction == "backward"
-        if backward and top.get("backward_layer"):
-            return top["backward_layer"]
-        inner = dict(top.get("layer") or {})
+        if backward and wrapper.get("backward_layer"):
+            return wrapper["backward_layer"]
+        inner = dict(wrapper.get("layer") or {})
         if backward and isinstance(inner.get("go_backwards"), bool):
             inner["go_backwards"] = not inner["go_backwards"]  # Keras builds the backward copy with it flipped
         return inner
-    return layers.get(segs[-1]) or top
+    own = _lookup(index, layer_scope)
+    if own is not None and own.get("ambiguous"):
+        return {"class_name": own.get("class_name"), "_unresolved": (
+            f"the stored config has {len(own['ambiguous'])} layers named {last!r} ({', '.join(own['ambiguous'])}) "
+            f"and the weights' path {layer_scope!r} does not say which")}
+    if own is not None and (own.get("class_name") in _RECURRENT or not parent):
+        return own
+    if wrapper.get("class_name") in _WRAPPERS:
+        return wrapper
+    if own is not None:
+        return own
+    if not _has_config(index):
+        return {}
+    outer = f" (inside {parent!r}, a {wrapper.get('class_name')} layer whose config does not describe it)" if wrapper else ""
+    return {"class_name": "?", "_unresolved": f"the stored config has no entry for the layer {layer_scope!r}{outer}"}
 
 
 def _activation_facts(cfg: dict[str, Any], era: KerasEra, has_config: bool) -> dict[str, tuple[str | None, str]]:
     """activation / recurrent_activation -> (formula name or None, provenance)."""
     out: dict[str, tuple[str | None, str]] = {}
     for fact, keys in (("activation", ("activation",)), ("recurrent_activation", ("recurrent_activation", "inner_activation"))):
+        if cfg.get("_unresolved"):
+            out[fact] = (None, f"missing: {cfg['_unresolved']}; pass {FACT_FLAGS[fact]}")
+            continue
         stored = next((cfg[k] for k in keys if isinstance(cfg.get(k), str)), None)
         if stored is not None:
             name = resolve_activation(stored, era)
@@ -137,6 +179,8 @@ def _single(index: CheckpointIndex, parent: str, parts: dict[str, str]) -> Recur
     go_backwards = False
     if isinstance(cfg.get("go_backwards"), bool):
         go_backwards, prov["go_backwards"] = cfg["go_backwards"], "file: model config"
+    elif cfg.get("_unresolved"):
+        prov["go_backwards"] = f"missing: {cfg['_unresolved']}; pass {FACT_FLAGS['go_backwards']}"
     elif cls:
         prov["go_backwards"] = "file: model config (go_backwards not set: False)"
     else:
@@ -207,7 +251,7 @@ def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGro
                 half.provenance["bidirectional"] = why
             out.extend((group, back))
             continue
-        top = (index.metadata.get("layers") or {}).get(parent.split("/")[0]) or {}
+        top = _lookup(index, parent) or {}
         prov = dict(group.provenance)
         for fact in ("reset_after", "activation", "recurrent_activation"):
             if getattr(back, fact) != getattr(group, fact):

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from ..index import CheckpointIndex
 from . import gates_layout, keras_layout, onnx_graph, onnx_layout, pergate_layout, tf1_layout, torch_layout
-from .facts import apply_flags, apply_stated
+from .facts import apply_flags, apply_stated, stated
 from .group import RecognizeOptions, RecurrentGroup
 
 __all__ = ["recognize", "ADAPTERS"]
@@ -31,7 +31,7 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -
                 claimed.update(group.members)
                 groups.append(group)
     pos = {p: i for i, p in enumerate(index)}
-    groups = merge_layers(groups)
+    groups = merge_layers(groups, index)
     in_graph = onnx_layout.is_model_file(index)
     for group in groups:
         apply_stated(group, index)
@@ -46,8 +46,11 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -
 _LAYER = re.compile(r"^(?:(.*)/)?layer_(\d+)$")
 
 
-def merge_layers(groups: list[RecurrentGroup]) -> list[RecurrentGroup]:
-    """``<scope>/layer_0``, ``layer_1`` ... (one layer per op in Keras and ONNX) -> one stacked group."""
+def merge_layers(groups: list[RecurrentGroup], index: CheckpointIndex) -> list[RecurrentGroup]:
+    """``<scope>/layer_0``, ``layer_1`` ... -> one stacked group, where the file states that stack: ckptsurgeon's own
+    ``rnn:<scope>`` description of an N-layer group (``extract --to keras|onnx`` writes one layer per op). Names
+    alone never stack layers: two parallel LSTMs named ``layer_0`` and ``layer_1`` are two groups (graft and
+    verify pair a stack with such layers when asked, ``rnn.pairing``)."""
     stacks: dict[str, dict[int, RecurrentGroup]] = {}
     for g in groups:
         m = _LAYER.match(g.scope)
@@ -60,7 +63,8 @@ def merge_layers(groups: list[RecurrentGroup]) -> list[RecurrentGroup]:
         width = first.directions * (first.proj_size or first.hidden_size)
         fits = sorted(layers) == list(range(len(order))) and len(order) > 1 and all(
             _same(g, first) and g.input_size == width for g in order[1:]) and not any(g.go_backwards for g in order)
-        if not fits:
+        desc = stated(index, scope)
+        if not fits or desc is None or desc.get("num_layers") != len(order):
             continue
         group = replace(first, scope=scope, num_layers=len(order), members=[m for g in order for m in g.members],
                         notes=[n for g in order for n in g.notes], variant=f"{first.variant} x{len(order)} layers",

@@ -14,7 +14,7 @@ from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...source import open_source
 from .h5tree import Group, H5Source
 from .hdf5_safe import DTYPE_ATTR, dataset_ref, open_h5, walk
-from .keras_config import layer_summaries, parse_config
+from .keras_config import layer_paths, layer_summaries, parse_config
 from .keras_h5 import is_keras_h5, keras_h5_refs
 from .keras_v3 import is_keras_v3, keras_v3_refs
 from ..tree import is_optimizer_path
@@ -40,8 +40,11 @@ def read_source(source: H5Source, *, file: str, config: dict | None = None, fmt:
     if config is None and "model_config" in f.attrs:
         config = parse_config(_attr_text(f.attrs["model_config"]), where)
     layers = layer_summaries(config) if config else {}
-    if layers:
+    if layers and config:
         metadata["layers"] = layers
+        nested = layer_paths(config)
+        if any("/" in p for p in nested):
+            metadata["layer_paths"] = nested  # nested models: each layer's config by its full path
     if is_keras_h5(f):
         refs, name = keras_h5_refs(f, where=where, file=file, source=source), "keras-h5"
     elif is_keras_v3(f):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["layer_summaries", "parse_config"]
+__all__ = ["layer_summaries", "layer_paths", "parse_config"]
 
 # Arguments later layers (recurrent recognition) need; everything else stays out of the index.
 KEPT = ("units", "activation", "recurrent_activation", "use_bias", "reset_after", "return_sequences",
@@ -64,26 +64,46 @@ def _summary(layer: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def layer_summaries(config: dict[str, Any] | list[Any]) -> dict[str, dict[str, Any]]:
-    """Every layer (nested models included) by name: class and the recurrent-relevant arguments."""
+def layer_paths(config: dict[str, Any] | list[Any]) -> dict[str, dict[str, Any]]:
+    """Every layer by its full path: nested models' names, then the layer's (``enc_a/lstm``); the outermost
+    model's own name is not part of it (Keras does not put it in weight paths either)."""
     out: dict[str, dict[str, Any]] = {}
 
-    def visit(node: Any) -> None:
+    def visit(node: Any, prefix: str, outer: bool) -> None:
         if isinstance(node, list):  # Keras 1 / 2.0-2.2 Sequential: the config is the list of layers
             for layer in node:
-                visit(layer)
+                visit(layer, prefix, False)
             return
         if not isinstance(node, dict):
             return
         node = _normalize(node)
         cfg = node.get("config")
         if isinstance(cfg, list):  # a (nested) Keras 1 / 2.0-2.2 Sequential
-            visit(cfg)
+            name = node.get("name")
+            visit(cfg, prefix if outer or not isinstance(name, str) else f"{prefix}{name}/", False)
         elif isinstance(cfg, dict):
             name = cfg.get("name") or node.get("name")
-            if node.get("class_name") and name and "layers" not in cfg:
-                out[str(name)] = _summary(node)
-            visit(cfg.get("layers") or [])
+            if "layers" in cfg:  # a model: its layers sit under its name (the outermost's under nothing)
+                here = prefix if outer or not name else f"{prefix}{name}/"
+                visit(cfg.get("layers") or [], here, False)
+            elif node.get("class_name") and name:
+                out[f"{prefix}{name}"] = _summary(node)
 
-    visit(config)
+    visit(config, "", True)
+    return out
+
+
+def layer_summaries(config: dict[str, Any] | list[Any]) -> dict[str, dict[str, Any]]:
+    """Every layer (nested models included) by its own name: class and the recurrent-relevant arguments. Two
+    layers of one name in different nested models (``enc_a/lstm``, ``enc_b/lstm``) are not told apart by name:
+    that name holds ``{"class_name", "ambiguous": [their paths]}`` and no arguments (``layer_paths`` has each)."""
+    out: dict[str, dict[str, Any]] = {}
+    paths: dict[str, list[str]] = {}
+    for path, summary in layer_paths(config).items():
+        name = path.rpartition("/")[2]
+        paths.setdefault(name, []).append(path)
+        if name in out and out[name] != summary:
+            out[name] = {"class_name": summary.get("class_name"), "ambiguous": paths[name]}
+        elif name not in out:
+            out[name] = summary
     return out
