@@ -164,7 +164,7 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
             return True
         return False
 
-    pairing = pair_groups(sg, tg, rules)
+    pairing = pair_groups(sg, tg, rules, source=source, template=template)
     problems.extend(pairing.problems)
     notes.extend(pairing.notes)
     after: dict[str, RecurrentGroup] = {}  # template scope -> the group as grafted (for stacks checked end to end)

@@ -112,3 +112,49 @@ def test_names_do_not_make_bidirectionals_or_stacks_when_the_config_says_otherwi
     ckptsurgeon.extract(tmp_path / "names.keras", tmp_path / "t.safetensors", to="torch")
     for name, layer in (("backward_lstm", bw), ("layer_1", l1)):
         np.testing.assert_allclose(_run(_torch_lstm(tmp_path / "t.safetensors", f"{name}.")), _np(layer(X)), atol=1e-5)
+
+
+def test_every_tensor_in_a_groups_scope_is_explained(tmp_path: Path) -> None:
+    """A LayerNorm LSTM cell (nn.LSTMCell's names plus layer norms) and an nn.LSTM state dict with layers 0 and 2
+    are refused, naming what does not fit; torch itself refuses to load the second into nn.LSTM(num_layers=2)."""
+
+    class LayerNormLSTMCell(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight_ih = torch.nn.Parameter(torch.randn(16, 3))
+            self.weight_hh = torch.nn.Parameter(torch.randn(16, 4))
+            self.bias_ih = torch.nn.Parameter(torch.randn(16))
+            self.bias_hh = torch.nn.Parameter(torch.randn(16))
+            self.ln_gates = torch.nn.LayerNorm(16)
+            self.ln_cell = torch.nn.LayerNorm(4)
+
+    torch.save({"cell": LayerNormLSTMCell().state_dict()}, tmp_path / "ln.pt")
+    (group,) = _groups(tmp_path / "ln.pt").values()
+    assert "4 tensor(s) in its scope cell" in group.provenance["tensors"] and "cell/ln_gates/weight" in group.provenance["tensors"]
+    with pytest.raises(CheckpointError, match="layer norm"):
+        ckptsurgeon.extract(tmp_path / "ln.pt", tmp_path / "x.safetensors", to="keras")
+    # leaving them out is the user's explicit statement that they play no part
+    ckptsurgeon.extract(tmp_path / "ln.pt", tmp_path / "x.safetensors", to="keras", exclude=["cell/ln_*"])
+
+    lstm = torch.nn.LSTM(3, 4, num_layers=3)
+    state = {k: v for k, v in lstm.state_dict().items() if "_l1" not in k}  # layers 0 and 2
+    torch.save({"rnn": state}, tmp_path / "gap.pt")
+    with pytest.raises(RuntimeError):
+        torch.nn.LSTM(3, 4, num_layers=2).load_state_dict(state)
+    (group,) = _groups(tmp_path / "gap.pt").values()
+    assert "numbered 0, 2" in group.provenance["layers"]
+    with pytest.raises(CheckpointError, match="numbered 0, 2"):
+        ckptsurgeon.extract(tmp_path / "gap.pt", tmp_path / "y.safetensors", to="keras")
+
+
+def test_optimizer_slots_are_never_layers(tmp_path: Path) -> None:
+    """tf.keras 2 stores Adam's m and v of each LSTM under optimizer_weights/Adam/m/lstm/lstm_cell/kernel ...: the
+    LSTM's own names and shapes. They are marked optimizer state and never recognized as more LSTM layers."""
+    from tfenv import run_tf, save_x
+
+    spec = {"input": 3, "layers": [{"kind": "lstm", "units": 4}, {"kind": "lstm", "units": 4}], "x": save_x(tmp_path, X)}
+    run_tf("keras", tmp_path, **spec, trained_h5=str(tmp_path / "trained.h5"))
+    index = ckptsurgeon.open(tmp_path / "trained.h5")
+    slots = [p for p, ref in index.items() if ref.optimizer and p.endswith("lstm_cell/kernel")]
+    assert len(slots) == 4  # m and v of both layers: they look like two more LSTMs each
+    assert [g.scope for g in recognize(index)] == ["lstm", "lstm_1"]

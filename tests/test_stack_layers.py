@@ -136,33 +136,37 @@ def test_stacks_that_are_not_chains_of_layers_are_refused(tmp_path: Path) -> Non
         split_layers(independent)
 
 
-def test_automatic_order_only_when_the_files_tell_it(tmp_path: Path) -> None:
-    """Three same-sized layers: Keras's automatic names (lstm, lstm_1, lstm_2) number them in model order; user
-    names (here in an order unlike the model's) do not, so the stack is refused until --map names the order."""
+def test_layer_order_comes_from_the_file_never_from_names(tmp_path: Path) -> None:
+    """Keras's automatic names number layers in the order they were made: here the model runs lstm_1 before lstm.
+    A .keras config states the order the model runs them in (graft follows it, and refuses a --map against it);
+    a .weights.h5 states none, so three same-sized layers are refused until --map names the order."""
     torch.manual_seed(1)
-    lstm = torch.nn.LSTM(5, 5, num_layers=3, batch_first=True)
+    lstm = torch.nn.LSTM(5, 5, num_layers=2, batch_first=True)
     torch.save({"rnn": lstm.state_dict()}, tmp_path / "src.pt")
     x = np.random.default_rng(0).standard_normal((2, 4, 5)).astype(np.float32)
     with torch.no_grad():
         want = lstm(torch.from_numpy(x))[0].numpy()
-    for names, auto in ((None, True), (("zeta", "alpha", "mid"), False)):
-        keras.backend.clear_session()  # automatic names start again at lstm
-        inp = keras.Input((None, 5))
-        h = inp
-        for k in range(3):
-            h = keras.layers.LSTM(5, return_sequences=True, **({"name": names[k]} if names else {}))(h)
-        model = keras.Model(inp, h)
-        model.save_weights(tmp_path / "tpl.weights.h5")
-        order = [layer.name for layer in model.layers[1:]]
-        out = tmp_path / "out.weights.h5"
-        if auto:
-            assert "automatic names" in _cli("graft", str(tmp_path / "src.pt"), "--into", str(tmp_path / "tpl.weights.h5"),
-                                             "-o", str(out))
-        else:
-            with pytest.raises(CheckpointError, match="nothing in the files tells their order"):
-                ckptsurgeon.graft(tmp_path / "src.pt", tmp_path / "tpl.weights.h5", out)
-            _cli("graft", str(tmp_path / "src.pt"), "--into", str(tmp_path / "tpl.weights.h5"), "--map",
-                 "rnn=" + ",".join(order), "-o", str(out))
-        model.load_weights(out)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), want, atol=1e-5)
-        out.unlink()
+    keras.backend.clear_session()
+    second = keras.layers.LSTM(5, return_sequences=True)  # made first: named lstm
+    first = keras.layers.LSTM(5, return_sequences=True)  # named lstm_1, runs first
+    inp = keras.Input((None, 5))
+    model = keras.Model(inp, second(first(inp)))
+    assert (first.name, second.name) == ("lstm_1", "lstm")
+    model.save(tmp_path / "tpl.keras")
+    model.save_weights(tmp_path / "tpl.weights.h5")
+    out = _cli("graft", str(tmp_path / "src.pt"), "--into", str(tmp_path / "tpl.keras"), "-o", str(tmp_path / "out.keras"))
+    assert "go into lstm_1, lstm in that order (the order the file states" in out
+    model.load_weights(tmp_path / "out.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), want, atol=1e-5)
+    with pytest.raises(CheckpointError, match="the template runs these layers in the order lstm_1, lstm"):
+        ckptsurgeon.graft(tmp_path / "src.pt", tmp_path / "tpl.keras", tmp_path / "bad.keras", map=["rnn=lstm,lstm_1"])
+    with pytest.raises(CheckpointError, match="nothing in the files tells the order"):
+        ckptsurgeon.graft(tmp_path / "src.pt", tmp_path / "tpl.weights.h5", tmp_path / "bad.weights.h5")
+    _cli("graft", str(tmp_path / "src.pt"), "--into", str(tmp_path / "tpl.weights.h5"), "--map", "rnn=lstm_1,lstm",
+         "-o", str(tmp_path / "out.weights.h5"))
+    model.load_weights(tmp_path / "out.weights.h5")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), want, atol=1e-5)
+    # verify reads the order from the .keras file, and will not guess it for the weights-only one
+    assert "ok   rnn -> lstm_1,lstm" in _cli("verify", str(tmp_path / "src.pt"), str(tmp_path / "out.keras"))
+    bad = CliRunner().invoke(cli, ["verify", str(tmp_path / "src.pt"), str(tmp_path / "out.weights.h5")])
+    assert bad.exit_code == 1 and "nothing in the file tells the order" in bad.output

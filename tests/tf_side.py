@@ -120,6 +120,11 @@ def keras(spec: dict) -> dict:
         model.save_weights(spec["template"])
     if spec.get("saved_model"):
         model.save(spec["saved_model"], save_format="tf")
+    if spec.get("trained_h5"):  # one Adam step, then the full model with its optimizer state (optimizer_weights/)
+        model.compile(optimizer="adam", loss="mse")
+        x = np.load(spec["x"])["x"]
+        model.fit(x, np.zeros(model(x).shape, np.float32), epochs=1, verbose=0)
+        model.save(spec["trained_h5"])
     if spec.get("prefix"):
         model.load_weights(spec["prefix"]).assert_existing_objects_matched()
     x = np.load(spec["x"])["x"]

@@ -4,20 +4,21 @@ By rule (``--map SRC=DST`` on group scopes), else the only group of the same kin
 meets its layers here: ``--map 'rnn=bi1,bi2'`` splits the N-layer source group ``rnn`` into its layers,
 one per template group in the order given; ``--map 'bi1,bi2=rnn'`` chains N one-layer source groups into
 the N-layer template group ``rnn``. Without rules, a lone N-layer group and N one-layer groups that chain
-(sizes and facts) pair the same way when their order is known: the only order whose sizes chain, or names a
-framework numbers in creation order (Keras's ``bi``, ``bi_1``, ``bi_2``; TF2's ``layer_with_weights-0, -1``).
-Otherwise the user names it.
+(sizes and facts) pair the same way when their order is known: the order the file states (a Keras config's
+layer list, TF2's ``layer_with_weights-K``), else the only order whose sizes chain; otherwise the user names it.
+A ``--map`` order that contradicts the file's own is refused.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..index import CheckpointIndex
 from .group import RecurrentGroup
 from .layers import chainable, join_layers, split_layers
 
-__all__ = ["Pairing", "pair_groups", "render_scope", "signature", "natural_key"]
+__all__ = ["Pairing", "pair_groups", "render_scope", "signature", "model_order", "ordered_layers"]
 
 
 @dataclass
@@ -44,10 +45,6 @@ def render_scope(scope: str, rules: Sequence) -> str | None:
         if m is not None:
             return None if rule.drop else m.target.removesuffix("/\0").removesuffix("\0").rstrip("/")
     return None
-
-
-def natural_key(scope: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", scope))
 
 
 def _find(name: str, groups: list[RecurrentGroup]) -> RecurrentGroup | None:
@@ -90,7 +87,8 @@ def _join_from(sources: list[RecurrentGroup], t: RecurrentGroup, out: Pairing, h
                      f"order ({how})")
 
 
-def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence, out: Pairing) -> None:
+def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence, out: Pairing,
+              s_order: Callable[[str], int | None], t_order: Callable[[str], int | None]) -> None:
     joined: set[str] = set()
     for rule in rules:  # 'bi1,bi2=rnn': several source layers into one template stack
         if rule.drop or rule.regex or "," not in rule.source:
@@ -102,7 +100,12 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
             missing = [n for n, g in zip(names, found) if g is None] + ([rule.target] if stack is None else [])
             out.problems.append(f"--map {rule.source}={rule.target}: no recurrent group at {', '.join(map(repr, missing))}")
             continue
-        _join_from([g for g in found if g is not None], stack, out, f"--map {rule.source}={rule.target}")
+        sources = [g for g in found if g is not None]
+        stated = _contradicts(sources, s_order)
+        if stated:
+            out.problems.append(f"--map {rule.source}={rule.target}: the source file runs these layers in the order {stated}")
+            continue
+        _join_from(sources, stack, out, f"--map {rule.source}={rule.target}")
         joined.update(g.scope for g in found if g is not None)
         out.claimed.update(m for g in found if g is not None for m in g.members)
     for g in sg:
@@ -119,7 +122,12 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
                 out.problems.append(f"{g.scope or '/'} -> {target}: no template group at "
                                     + ", ".join(repr(n) for n, t in zip(names, layers) if t is None))
                 continue
-            _split_into(g, [t for t in layers if t is not None], out, f"--map {g.scope or '/'}={target}")
+            named = [t for t in layers if t is not None]
+            stated = _contradicts(named, t_order)
+            if stated:
+                out.problems.append(f"--map {g.scope or '/'}={target}: the template runs these layers in the order {stated}")
+                continue
+            _split_into(g, named, out, f"--map {g.scope or '/'}={target}")
             continue
         hit = _find(target, tg)
         if hit is not None:
@@ -127,52 +135,81 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
             out.claimed.update(g.members)  # paired as a group: its tensors are not also mapped one by one
 
 
-_AUTO_NAME = re.compile(r"^(.*?)(?:[_-](\d+))?$")
+_NUMBERED = re.compile(r"(?:^|/)layer_with_weights-(\d+)$")
 
 
-def _order_evidence(layers: list[RecurrentGroup], input_size: int) -> str | None:
-    """What fixes the order of one-layer groups in a stack (they are sorted by name), or None when nothing does.
+def model_order(index: CheckpointIndex) -> Callable[[str], int | None]:
+    """Where a layer (by group scope) runs in its model, from what the file states, else None.
 
-    The sizes, when only one order chains; else names a framework numbers in creation order: Keras's automatic
-    layer names (``bidirectional``, ``bidirectional_1`` ...) and TF2 checkpoints' ``layer_with_weights-K``.
-    """
-    width = layers[0].directions * (layers[0].proj_size or layers[0].hidden_size)
-    firsts = [g for g in layers if g.input_size == input_size]
-    if len(layers) == 2 and len(firsts) == 1 and input_size != width:
-        return "the only order whose sizes chain"
-    parts = [_AUTO_NAME.match(g.scope.rsplit("/", 1)[-1]) for g in layers]
-    stems = {m.group(1) for m in parts if m}
-    numbers = [int(m.group(2)) if m and m.group(2) else None for m in parts]
-    if len(stems) == 1 and (numbers == list(range(len(layers))) or numbers == [None, *range(1, len(layers))]):
-        return "the layers' automatic names number them in the order they were made"
+    A stored Keras config lists a model's layers in the order it runs them (``layers`` of a Sequential, the
+    topologically sorted ``layers`` of a Functional model); a TF2 object-based checkpoint numbers a model's layers
+    with weights in that same order (``layer_with_weights-K``). Names never order layers: Keras's automatic names
+    (``lstm``, ``lstm_1``) number them in the order they were made, not the order the model runs them."""
+    configs = index.metadata.get("layer_paths") or index.metadata.get("layers") or {}
+    position = {path: i for i, path in enumerate(configs)} if isinstance(configs, dict) else {}
+
+    def order(scope: str) -> int | None:
+        if scope in position:
+            return position[scope]
+        hits = [p for p in position if scope.endswith("/" + p)]
+        if len(hits) == 1:
+            return position[hits[0]]
+        m = _NUMBERED.search(scope)
+        return int(m.group(1)) if m else None
+
+    return order
+
+
+def _no_order(scope: str) -> int | None:
     return None
 
 
-def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing) -> None:
+def _ordered(layers: list[RecurrentGroup], input_size: int, order: Callable[[str], int | None]
+             ) -> tuple[list[RecurrentGroup] | None, str]:
+    """One-layer groups in the order their model runs them, and what says so; None when nothing does."""
+    known = [order(g.scope) for g in layers]
+    ranks = [k for k in known if k is not None]
+    if len(ranks) == len(layers) and len(set(ranks)) == len(ranks):
+        return [g for _, g in sorted(zip(ranks, layers), key=lambda kg: kg[0])], "the order the file states"
+    width = layers[0].directions * (layers[0].proj_size or layers[0].hidden_size)
+    firsts = [g for g in layers if g.input_size == input_size]
+    if len(layers) == 2 and len(firsts) == 1 and input_size != width:
+        return firsts + [g for g in layers if g is not firsts[0]], "the only order whose sizes chain"
+    return None, ""
+
+
+def _contradicts(named: list[RecurrentGroup], order: Callable[[str], int | None]) -> str | None:
+    """The file's own order of ``named`` when it differs from the order given."""
+    ranks = [k for k in (order(g.scope) for g in named) if k is not None]
+    if len(ranks) != len(named) or ranks == sorted(ranks):
+        return None
+    return ", ".join(g.scope for _, g in sorted(zip(ranks, named), key=lambda kg: kg[0]))
+
+
+def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing,
+               s_order: Callable[[str], int | None], t_order: Callable[[str], int | None]) -> None:
     if len(sg) == 1 and len(tg) == 1:
         out.pairs.append((sg[0], tg[0]))
         return
-    ordered = sorted(tg, key=lambda t: natural_key(t.scope))
-    if len(sg) == 1 and sg[0].num_layers == len(tg) > 1 and all(t.num_layers == 1 for t in tg) and chainable(ordered) is None \
-            and ordered[0].input_size == sg[0].input_size and ordered[0].kind == sg[0].kind:
-        how = _order_evidence(ordered, sg[0].input_size)
-        if how is None:
-            out.problems.append(f"the layers of {sg[0].scope or '/'} fit template groups {', '.join(t.scope for t in ordered)}, "
-                                "but nothing in the files tells their order; name it: --map "
-                                f"'{sg[0].scope or '/'}={','.join(t.scope for t in ordered)}' (in the model's order)")
+    if len(sg) == 1 and sg[0].num_layers == len(tg) > 1 and all(t.num_layers == 1 for t in tg) \
+            and chainable(tg) is None and sg[0].kind == tg[0].kind:
+        ordered, how = _ordered(tg, sg[0].input_size, t_order)
+        if ordered is None:
+            out.problems.append(f"the layers of {sg[0].scope or '/'} fit template groups {', '.join(t.scope for t in tg)}, "
+                                "but nothing in the files tells the order the model runs them in; name it: --map "
+                                f"'{sg[0].scope or '/'}=<the groups, first layer first>'")
             return
         _split_into(sg[0], ordered, out, how + "; --map to choose")
         return
-    ordered_s = sorted(sg, key=lambda s: natural_key(s.scope))
     if len(tg) == 1 and tg[0].num_layers == len(sg) > 1 and all(s.num_layers == 1 for s in sg) \
-            and chainable(ordered_s) is None and ordered_s[0].input_size == tg[0].input_size:
-        how = _order_evidence(ordered_s, tg[0].input_size)
-        if how is None:
-            out.problems.append(f"source groups {', '.join(g.scope for g in ordered_s)} fit the layers of {tg[0].scope or '/'}, "
-                                "but nothing in the files tells their order; name it: --map "
-                                f"'{','.join(g.scope for g in ordered_s)}={tg[0].scope or '/'}' (in the model's order)")
+            and chainable(sg) is None and sg[0].kind == tg[0].kind:
+        ordered, how = _ordered(sg, tg[0].input_size, s_order)
+        if ordered is None:
+            out.problems.append(f"source groups {', '.join(g.scope for g in sg)} fit the layers of {tg[0].scope or '/'}, "
+                                "but nothing in the files tells the order the model runs them in; name it: --map "
+                                f"'<the groups, first layer first>={tg[0].scope or '/'}'")
             return
-        _join_from(ordered_s, tg[0], out, how + "; --map to choose")
+        _join_from(ordered, tg[0], out, how + "; --map to choose")
         return
     pairs = []
     for g in sg:  # the same scope, else the only template group with the same kind and sizes
@@ -186,11 +223,20 @@ def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing)
     out.pairs.extend((g, t) for g, t in pairs if len(claims[id(t)]) == 1 or g.scope == t.scope)
 
 
-def pair_groups(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence = ()) -> Pairing:
-    """Source/template group pairs (and the stacks split or chained on the way)."""
+def pair_groups(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequence = (), *,
+                source: CheckpointIndex | None = None, template: CheckpointIndex | None = None) -> Pairing:
+    """Source/template group pairs (and the stacks split or chained on the way); the files' stated layer order
+    (``model_order``) orders and checks stacks of one-layer groups."""
     out = Pairing()
+    s_order = model_order(source) if source is not None else _no_order
+    t_order = model_order(template) if template is not None else _no_order
     if rules:
-        _by_rules(sg, tg, rules, out)
+        _by_rules(sg, tg, rules, out, s_order, t_order)
     else:
-        _automatic(sg, tg, out)
+        _automatic(sg, tg, out, s_order, t_order)
     return out
+
+
+def ordered_layers(layers: list[RecurrentGroup], input_size: int, index: CheckpointIndex) -> list[RecurrentGroup] | None:
+    """``layers`` in the order their model runs them, when the file or the sizes say it (for ``verify``)."""
+    return _ordered(layers, input_size, model_order(index))[0]

@@ -23,6 +23,8 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -
     description), else a documented version default, else ``options`` (the user's flags); see ``facts``.
     """
     options = options or RecognizeOptions()
+    if any(ref.optimizer for ref in index.values()):  # optimizer slots (Adam's m and v of an LSTM) are never layers
+        index = index.select(include_optimizer=False)
     claimed: set[str] = set()
     groups: list[RecurrentGroup] = []
     for adapter in ADAPTERS:
@@ -32,6 +34,8 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -
                 groups.append(group)
     pos = {p: i for i, p in enumerate(index)}
     groups = merge_layers(groups, index)
+    for group in groups:
+        _account(group, index, claimed)
     in_graph = onnx_layout.is_model_file(index)
     for group in groups:
         apply_stated(group, index)
@@ -41,6 +45,39 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -
                                "uses them: the ops computing with them are not checked against that layout")
     groups.sort(key=lambda g: min(pos[m] for m in g.members))
     return groups
+
+
+# Layouts read by tensor names: their group's extent is its members' common scope, and every other tensor there
+# must be explained. (ONNX graph groups are a node's inputs, wherever they are named.)
+_NAMED = frozenset({"torch", "torch-cell", "tf1", "tf1-gru", "keras", "keras-cudnn", "keras1", "per-gate", "gates"})
+_SHOWN = 6
+
+
+def _common_scope(paths: list[str]) -> str:
+    parts = [p.split("/")[:-1] for p in paths]
+    common = parts[0]
+    for segs in parts[1:]:
+        n = 0
+        while n < min(len(common), len(segs)) and common[n] == segs[n]:
+            n += 1
+        common = common[:n]
+    return "/".join(common)
+
+
+def _account(group: RecurrentGroup, index: CheckpointIndex, claimed: set[str]) -> None:
+    """Every tensor inside the group's extent is one of its own (or another group's), else the group is refused:
+    a LayerNorm LSTM cell holds nn.LSTMCell's names and more, and computes something else."""
+    if group.layout not in _NAMED or not group.members:
+        return
+    scope = _common_scope(group.members)
+    under = scope + "/" if scope else ""
+    extra = [p for p in index if p.startswith(under) and p not in claimed]
+    if extra:
+        shown = ", ".join(extra[:_SHOWN]) + (f" and {len(extra) - _SHOWN} more" if len(extra) > _SHOWN else "")
+        group.provenance["tensors"] = (
+            f"missing: {len(extra)} tensor(s) in its scope {scope or '/'} that a {group.variant} does not have ({shown}): "
+            "a variant that computes something else (layer norm, residual, attention ...); convert it only if they play "
+            "no part, by leaving them out (--exclude)")
 
 
 _LAYER = re.compile(r"^(?:(.*)/)?layer_(\d+)$")

@@ -72,11 +72,16 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
             stack.append(row)
         return stack
 
+    provenance = dict(_FACTS[kind])
+    if not is_cell and layers != list(range(len(layers))):
+        provenance["layers"] = (f"missing: its layers are numbered {', '.join(map(str, layers))}; a PyTorch module "
+                                f"numbers them 0 to {len(layers) - 1} (load_state_dict refuses these names), so which "
+                                "layers it had is not known")
     return RecurrentGroup(
         scope=scope, kind=kind, layout="torch-cell" if is_cell else "torch", variant=name,
         input_size=index[w_ih].shape[1], hidden_size=hidden, num_layers=len(layers), directions=dirs, proj_size=proj,
         bias="two" if has_bias else "none", reset_after=True if kind == "gru" else None,
-        members=sorted(parts.values(), key=pos.__getitem__), load=load, provenance=dict(_FACTS[kind]),
+        members=sorted(parts.values(), key=pos.__getitem__), load=load, provenance=provenance,
     )
 
 

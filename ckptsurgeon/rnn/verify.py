@@ -82,7 +82,7 @@ def verify(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 1e-5, steps:
     if not ga:
         raise SelectionError(f"{a.files[0]}: no recurrent group found to verify")
     if len(ga) != len(gb):
-        joined = _stack_and_layers(ga, gb) or _stack_and_layers(gb, ga)[::-1]
+        joined = _stack_and_layers(ga, gb, b) or _stack_and_layers(gb, ga, a)[::-1]
         if not joined:
             raise SelectionError(f"{a.files[0]} has {len(ga)} recurrent group(s), {b.files[0]} has {len(gb)}; "
                                  "narrow both with --scope (a stack pairs with its layers only when they are all "
@@ -92,16 +92,21 @@ def verify(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 1e-5, steps:
             for i, (x, y) in enumerate(_pairs(ga, gb))]
 
 
-def _stack_and_layers(ga: list[RecurrentGroup], gb: list[RecurrentGroup]) -> list[RecurrentGroup]:
-    """[the one stack of ``ga``, the one-layer groups of ``gb`` chained in name order], when that is what they are."""
+def _stack_and_layers(ga: list[RecurrentGroup], gb: list[RecurrentGroup], b: CheckpointIndex) -> list[RecurrentGroup]:
+    """[the one stack of ``ga``, the one-layer groups of ``gb`` chained in the order ``b`` runs them], when that is
+    what they are and the order is known (``pairing.ordered_layers``)."""
     from .layers import chainable, join_layers
-    from .pairing import natural_key
+    from .pairing import ordered_layers
 
     if len(ga) != 1 or ga[0].num_layers != len(gb) or len(gb) < 2 or any(g.num_layers != 1 for g in gb):
         return []
-    ordered = sorted(gb, key=lambda g: natural_key(g.scope))
-    if chainable(ordered) is not None:
+    if chainable(gb) is not None:
         return []
+    ordered = ordered_layers(gb, ga[0].input_size, b)
+    if ordered is None:
+        raise SelectionError(f"{b.files[0]}: its {len(gb)} one-layer groups ({', '.join(g.scope for g in gb)}) could be "
+                             f"the layers of {ga[0].scope or '/'}, but nothing in the file tells the order its model runs "
+                             "them in; compare one layer at a time with --scope")
     return [ga[0], join_layers(ordered)]
 
 
