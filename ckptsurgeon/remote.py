@@ -6,6 +6,11 @@ the head of the file in one request (a safetensors header, a zip's first local h
 tensor-sized reads are fetched as exactly their range. ``identity()`` is the URL with the store's
 ETag or the Hub's LFS sha256, so provenance never needs the whole file.
 
+``http://`` and ``https://`` go through ``HttpStore``, which asks fsspec's aiohttp session itself and
+trusts the server with nothing: connect and read timeouts (``CKPTSURGEON_CONNECT_TIMEOUT``,
+``CKPTSURGEON_READ_TIMEOUT``), a minimum rate, never more bytes than asked and no content coding,
+redirects followed only within the URL's own origin. A server that breaks one is a one-line error.
+
 Credentials come from the environment and the stores' own config files (fsspec, s3fs, gcsfs and
 huggingface_hub read them); no option of ours takes a secret. fsspec is an optional dependency:
 ``pip install 'ckptsurgeon[remote]'`` (plus ``[s3]``, ``[gcs]`` or ``[hf]`` for those stores).
@@ -16,33 +21,23 @@ import io
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from .errors import CheckpointError, FormatError, MissingDependencyError
-from .source import REMOTE_SCHEMES, ByteSource, SourceWindow, register_scheme
+from .remote_http import CONNECT_TIMEOUT, MAX_REDIRECTS, MIN_RATE, READ_TIMEOUT, HttpStore, _one_line, public_url  # noqa: F401
+from .source import REMOTE_SCHEMES, ByteSource, SourceWindow, register_scheme, url_scheme
 
-__all__ = ["RemoteFile", "install", "public_url", "BLOCK", "HEAD_BLOCKS"]
+__all__ = ["RemoteFile", "HttpStore", "install", "public_url", "BLOCK", "HEAD_BLOCKS", "CONNECT_TIMEOUT", "READ_TIMEOUT",
+           "MIN_RATE", "MAX_REDIRECTS"]
 
 BLOCK = 64 * 1024  # cache granule for small reads
 HEAD_BLOCKS = 2  # the first read near the start fetches this many blocks (128 KiB) in one request
 CACHE_BLOCKS = 32
 RETRIES = 2  # a dropped connection is retried this many times, then reported
 
+# HTTP(S): what a server gets before it is reported (a stalled, trickling or lying server is never waited on).
+
 # The store's version tag of a file, by the name each fsspec backend gives it in ``info()``.
 _ETAG_KEYS = ("ETag", "etag", "e_tag", "md5Hash", "Content-MD5")
-
-
-def public_url(url: str) -> str:
-    """The URL without user:password and query (signed URLs carry secrets there)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def _fs_for(url: str) -> tuple[Any, str]:
@@ -51,6 +46,8 @@ def _fs_for(url: str) -> tuple[Any, str]:
     except ImportError:
         raise MissingDependencyError("fsspec", "remote", f"reading {public_url(url)}") from None
     try:
+        if url_scheme(url) in ("http", "https"):
+            return HttpStore(), url
         return fsspec.core.url_to_fs(url)
     except ImportError as exc:  # the store's own backend (s3fs, gcsfs, huggingface_hub, aiohttp) is missing
         extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}.get(url.split("://")[0].lower(), "remote")
@@ -65,6 +62,8 @@ def _info(fs: Any, path: str, url: str) -> dict[str, Any] | None:
         return dict(fs.info(path))
     except FileNotFoundError:
         return None
+    except CheckpointError:
+        raise
     except Exception as exc:
         raise FormatError(f"{public_url(url)}: cannot reach: {_one_line(exc)}") from None
 
@@ -86,7 +85,7 @@ class RemoteFile(ByteSource):
             raise FormatError(f"{public_url(url)}: the server refuses byte ranges (Accept-Ranges: none)")
         self._info = info
         self._size = int(info["size"])
-        self._blocks: OrderedDict[int, bytes] = OrderedDict()
+        self._blocks: OrderedDict[int, bytes | bytearray] = OrderedDict()
         self.requests = 0
         self.bytes_fetched = 0
 
@@ -98,7 +97,7 @@ class RemoteFile(ByteSource):
     def local_path(self) -> str | None:
         return None
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int) -> bytes | bytearray:
         """Bytes ``[start, end)`` in one ranged request, retried on a dropped connection."""
         for attempt in range(RETRIES + 1):
             try:
@@ -139,7 +138,7 @@ class RemoteFile(ByteSource):
             self._blocks.popitem(last=False)
         return out
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes | bytearray:
         if offset < 0 or size < 0:
             raise FormatError(f"{public_url(self.name)}: invalid byte range {offset}+{size}")
         if offset + size > self._size:
