@@ -169,6 +169,11 @@ class AtomicFiles:
             os.replace(tmp, final)
             finals.append(name)
         if self._new:
+            umask = os.umask(0)
+            os.umask(umask)
+            for folder, dirs, _ in os.walk(self._work):  # mkdtemp makes 0700: a folder gets the usual permissions
+                for d in [folder, *(os.path.join(folder, x) for x in dirs)]:
+                    os.chmod(d, 0o777 & ~umask)
             os.rename(self._work, self.folder)
         return [os.path.join(self.folder, n) for n in finals]
 

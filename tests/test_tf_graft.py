@@ -133,3 +133,57 @@ def test_torch_lstm_into_a_tf_keras_savedmodel(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "saved_model.pb").read_bytes() == (tmp_path / "sm" / "saved_model.pb").read_bytes()
     got = run_tf("keras", tmp_path, x=spec["x"], load_saved_model=str(tmp_path / "out"))
     np.testing.assert_allclose(got["y"], want, atol=1e-5)
+
+
+def test_savedmodel_layer_configs_are_read_from_keras_metadata(tmp_path: Path) -> None:
+    """A tf.keras SavedModel states each layer's config in keras_metadata.pb: a relu, go_backwards or hard_sigmoid
+    template layer is never grafted as a default LSTM (an independent tester saw 'verified' and TF off by 0.02-0.47);
+    a source that computes the same (Keras 3, relu) grafts, and TF's load_model reproduces Keras 3's output."""
+    torch = pytest.importorskip("torch")
+    keras = pytest.importorskip("keras")
+    xb = np.random.default_rng(5).standard_normal((2, 6, 3)).astype(np.float32)
+    x = save_x(tmp_path, xb)
+    torch.save(torch.nn.LSTM(3, 4, batch_first=True).state_dict(), tmp_path / "torch.pt")
+    for name, extra, needle in (("relu", {"activation": "relu"}, "activation"),
+                                ("back", {"go_backwards": True}, "go_backwards"),
+                                ("hard", {"recurrent_activation": "hard_sigmoid"}, "recurrent_activation")):
+        run_tf("keras", tmp_path, input=3, layers=[{"kind": "lstm", "units": 4, **extra}], x=x,
+               saved_model=str(tmp_path / name))
+        (group,) = ckptsurgeon_groups(tmp_path / name)
+        assert group.provenance[needle].startswith("file: model config"), group.provenance
+        with pytest.raises(CheckpointError, match=needle):
+            graft(tmp_path / "torch.pt", tmp_path / name, tmp_path / f"out_{name}")
+        assert not (tmp_path / f"out_{name}").exists()
+    inp = keras.Input((None, 3))
+    source = keras.Model(inp, keras.layers.LSTM(4, activation="relu", return_sequences=True)(inp))
+    source.save(tmp_path / "relu.keras")
+    _cli("graft", str(tmp_path / "relu.keras"), "--into", str(tmp_path / "relu"), "-o", str(tmp_path / "out_relu"))
+    got = run_tf("keras", tmp_path, x=x, load_saved_model=str(tmp_path / "out_relu"))
+    np.testing.assert_allclose(got["y"], keras.ops.convert_to_numpy(source(xb)), atol=1e-5)
+
+
+def ckptsurgeon_groups(path: Path) -> list:
+    from ckptsurgeon.rnn import recognize
+
+    return recognize(api.open(path))
+
+
+def test_graft_keeps_a_saver_metagraph_and_writes_usual_permissions(tmp_path: Path) -> None:
+    """A TF1 Saver's model.ckpt.meta (import_meta_graph reads it) is copied beside the grafted bundle; a SavedModel
+    output folder gets the permissions a folder usually gets (not mkdtemp's 0700), and cannot be inside the template."""
+    src = str(FIXTURES / "tensorflow" / "tf1_cells")
+    tpl = _damaged_copy(src, tmp_path / "tpl")  # an intact copy
+    Path(tpl + ".meta").write_bytes(b"\x0a\x03meta-graph bytes")
+    (tmp_path / "out").mkdir()
+    graft(src, tpl, tmp_path / "out" / "model.ckpt", scope=["bigru/**"], map=["bigru=bigru"])
+    assert (tmp_path / "out" / "model.ckpt.meta").read_bytes() == Path(tpl + ".meta").read_bytes()
+    umask = os.umask(0)
+    os.umask(umask)
+    from ckptsurgeon.atomic import atomic_files
+
+    with atomic_files(str(tmp_path / "new")) as files:
+        files.makedir("variables")
+        with files.open("variables/x") as fh:
+            fh.write(b"x")
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "new" / "variables").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -21,7 +21,7 @@ from . import gates_layout, keras_layout, onnx_graph, onnx_layout, tf1_layout, t
 from .activations import ACTIVATIONS, formula
 from .cell import Stack
 from .facts import META_PREFIX, describe_output
-from .group import RecognizeOptions, RecurrentGroup
+from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup, origin
 from .recognize import recognize
 from .reference import run_stack
 
@@ -319,8 +319,23 @@ def convert_group(group: RecurrentGroup, target: str, options: ConvertOptions | 
     if target == "gates" and options.gates:
         complete = gates_layout.write_gates(stack)  # --gates keeps some: verification reads the whole group
         extra["gates_written"] = list(options.gates)
+    assumed = [n for n in (_assumed(group, "its"), _assumed(into, f"the template group {into.scope or '/'}'s")
+                           if into is not None else None) if n]
     return Converted(group, target, tensors, describe_output(sem, target, **extra),
-                     notes + _notes(sem, target) + list(group.notes), reference, sem, complete)
+                     notes + _notes(sem, target) + list(group.notes) + assumed, reference, sem, complete)
+
+
+def _assumed(group: RecurrentGroup, whose: str) -> str | None:
+    """A note naming the facts taken from a version default because the file does not state them."""
+    facts = [f for f, source in group.provenance.items() if f in FACT_FLAGS and origin(source) == "version default"]
+    if not facts:
+        return None
+    values = ", ".join(f"{f}={getattr(group, f)}" for f in facts)
+    flags = " ".join(sorted({FACT_FLAGS[f].split("/")[0] for f in facts}))
+    where = (" or use a file that states its config (.keras, a full-model .h5, a SavedModel)"
+             if group.layout.startswith("keras") else "")
+    return (f"{whose} {values} are version defaults, not stated in the file; if the layer was built otherwise, "
+            f"declare it ({flags}){where}")
 
 
 def convert_stack(group: RecurrentGroup, target: str, options: ConvertOptions) -> Converted:

@@ -149,13 +149,13 @@ def model_order(index: CheckpointIndex) -> Callable[[str], int | None]:
     position = {path: i for i, path in enumerate(configs)} if isinstance(configs, dict) else {}
 
     def order(scope: str) -> int | None:
+        m = _NUMBERED.search(scope)
+        if m:
+            return int(m.group(1))
         if scope in position:
             return position[scope]
         hits = [p for p in position if scope.endswith("/" + p)]
-        if len(hits) == 1:
-            return position[hits[0]]
-        m = _NUMBERED.search(scope)
-        return int(m.group(1)) if m else None
+        return position[hits[0]] if len(hits) == 1 else None
 
     return order
 

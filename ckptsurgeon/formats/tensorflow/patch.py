@@ -116,8 +116,10 @@ def _layout(prefix: str, out: str, shards: int) -> tuple[str, list[str], list[st
 
 def _check_targets(folder: str, names: list[str], inputs: set[str], force: bool, saved_model: bool) -> None:
     if saved_model:
-        if os.path.realpath(folder) in {os.path.dirname(os.path.dirname(i)) for i in inputs}:
-            raise OutputError(f"{folder}: is the template SavedModel; choose another output folder")
+        roots = {os.path.dirname(os.path.dirname(i)) for i in inputs}
+        real = os.path.realpath(folder)
+        if any(real == r or real.startswith(r + os.sep) for r in roots):
+            raise OutputError(f"{folder}: is the template SavedModel or inside it; choose another output folder")
         if os.path.lexists(folder) and not force:
             raise OutputError(f"{folder}: already exists; pass --force to write into it")
         if not os.path.isdir(os.path.dirname(folder)):
@@ -136,7 +138,8 @@ def _check_targets(folder: str, names: list[str], inputs: set[str], force: bool,
 def patch_bundle(index: CheckpointIndex, out: str, replacements: Mapping[str, Value], *, force: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> str:
     """Copy the bundle behind ``index`` to the prefix ``out`` with the tensors at ``replacements``' paths
-    replaced; returns the output prefix. A ``checkpoint`` state file is written when the folder has none.
+    replaced; returns the output prefix. A ``checkpoint`` state file is written when the folder has none, and a
+    TF1 Saver's ``PREFIX.meta`` (its MetaGraph) is copied beside the new bundle.
     A SavedModel's variables are written as a whole SavedModel in the folder ``out`` (its other files as
     they are, so ``tf.saved_model.load`` and ``keras.models.load_model`` read it)."""
     if any("://" in f for f in index.files):
@@ -196,6 +199,14 @@ def patch_bundle(index: CheckpointIndex, out: str, replacements: Mapping[str, Va
             done += size
             if progress is not None:
                 progress(size, total)
+        meta = prefix + ".meta"  # a TF1 Saver's MetaGraph beside its bundle: import_meta_graph users need it
+        if root is None and os.path.isfile(meta) and not os.path.islink(meta):
+            target = names[-1][: -len(".index")] + ".meta"
+            if os.path.lexists(os.path.join(folder, target)) and not force:
+                raise OutputError(f"{os.path.join(folder, target)}: already exists; pass --force to replace it")
+            with files_out.open(target) as fh:
+                src = open_source(meta)
+                copy_to(src, fh, 0, src.size)
         if write_state:
             with files_out.open("checkpoint") as fh:
                 fh.write(state_file(names[-1][: -len(".index")]))

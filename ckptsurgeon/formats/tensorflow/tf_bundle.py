@@ -17,7 +17,7 @@ from ...dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
 from ...scopes import join_path
-from ...source import open_source
+from ...source import is_url, open_source
 from .. import protowire as pw
 from .sstable import MAX_INDEX, mask, read_table
 from .tf_paths import resolve_prefix
@@ -397,6 +397,10 @@ def read(path: str, **_: Any) -> CheckpointIndex:
             shard = bundle.check(e, dtype)
             builder.add(TensorRef(path_, key, dtype, e.shape, shard, e.offset, None, optimizer,
                                   _numeric_loader(bundle, e, dtype), False))
+    if prefix.endswith("/variables/variables") and not is_url(prefix):  # a SavedModel: tf.keras states its layers
+        from .keras_metadata import read_keras_metadata
+
+        metadata.update(read_keras_metadata(prefix[: -len("/variables/variables")]))
     files = [bundle.where] + [f"{prefix}.data-{i:05d}-of-{bundle.num_shards:05d}" for i in range(bundle.num_shards)]
     return CheckpointIndex(builder.refs, format=FORMAT, files=files, metadata=metadata, key_sep="/",
                            header_sha256=bundle.index_sha256)
