@@ -229,6 +229,43 @@ def _bytecode() -> str:
             f"(`scripts/setup.sh` compiles it, as `pip install` does; PYTHONDONTWRITEBYTECODE is {env})")
 
 
+def _row(r: Result, data: Path) -> str:
+    b_name, b_wall, b_peak = "(not measured)", "-", "-"
+    if r.b is not None:
+        b_name, b_wall, b_peak = f"`{_show(r.b.argv, data)}`", \
+            f"{_fmt(r.b.stat('wall'))}, cpu {r.b.stat('cpu')[1]:.2f} s", f"{r.b.stat('peak_mib')[1]:.0f} MiB"
+    ratio = f"{_ratio_med(r.ratios):.2f}" if r.ratios else "-"
+    return (f"| {r.id} | {r.title} | {_fmt(r.a.stat('wall'))} | {r.a.stat('cpu')[1]:.2f} s | {r.a.stat('peak_mib')[1]:.0f} MiB "
+            f"| {b_name} | {b_wall} | {b_peak} | {ratio} | {r.target} | {'yes' if r.met else '**no**'} |")
+
+
+def write_section(results: list[Result], args, load_before, load_after, data: Path) -> str:
+    """The TensorFlow writer's rows (issue 19, P10 of issue 22), between markers so that ``--only P10`` rewrites them."""
+    size = (data / "big.pt").stat().st_size / 1e9
+    lines = ["<!-- P10:start -->", "## Writing TensorFlow checkpoints (P10)", "",
+             f"Run {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by `bash bench/run.sh --gb {args.gb}"
+             f"{' --only P10' if args.only else ''}`; the same big checkpoint ({size:.2f} GB), 3 runs after a warm-up, "
+             f"A and B in turn; load average {' '.join(f'{x:.2f}' for x in load_before)} before, "
+             f"{' '.join(f'{x:.2f}' for x in load_after)} after. The largest tensor is 40 MB: the memory bound is "
+             f"{(2500 * 4000 * 4 + 150e6) / MIB:.0f} MiB.", "",
+             "| # | scenario | ckptsurgeon (A) wall | A cpu | A peak | anchor (B) | B wall, cpu | B peak | A/B | target | met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_row(r, data) for r in results]
+    lines += ["", *[f"- {r.id}: `{_show(r.a.argv, data)}`" + (f" - {r.note}" if r.note else "") for r in results],
+              "<!-- P10:end -->", ""]
+    return "\n".join(lines)
+
+
+def _replace_section(path: Path, name: str, section: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start in text and end in text:
+        text = text[: text.index(start)] + section.rstrip("\n") + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def write_results(results: list[Result], rows, mem, args, load_before, load_after, floor: float, data: Path) -> str:
     size = (data / "big.pt").stat().st_size / 1e9
     lines = [
@@ -314,6 +351,8 @@ def main() -> None:
                     help="size of the big checkpoint in GB (default 4.3)")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("CKPTSURGEON_BENCH_DATA", "/tmp/ckptsurgeon-bench")))
     ap.add_argument("--runs", type=int, default=5, help="runs per command for the quick scenarios (slow ones: 3)")
+    ap.add_argument("--only", choices=["P10"], default=None,
+                    help="run only these rows and rewrite only their section of RESULTS.md")
     args = ap.parse_args()
     data: Path = args.data.resolve()
     if str(data).startswith(str(HERE.parent.resolve()) + os.sep):
@@ -325,6 +364,12 @@ def main() -> None:
     floor = floor_mib()
     big_st, big_pt = str(data / "big.safetensors"), str(data / "big.pt")
     slow = max(3, args.runs - 2)
+    if args.only:
+        section = write_section(p10(data, slow), args, load_before, os.getloadavg(), data)
+        _replace_section(HERE / "RESULTS.md", "P10", section)
+        shutil.rmtree(data / "out", ignore_errors=True)
+        print(section)
+        return
     results = [
         scenario("P1", "`extract --scope 'encoder/lstm/*'` from the big safetensors",
                  [CLI, "extract", big_st, "--scope", "encoder/lstm/*", "-o", _out(data, "p1.safetensors")],
@@ -361,7 +406,9 @@ def main() -> None:
     rows = growth(data, slow)
     mem = memory(data, slow)
     load_after = os.getloadavg()
-    text = write_results(results, rows, mem, args, load_before, load_after, floor, data)
+    text = write_results([r for r in results if not r.id.startswith("P10")], rows, mem, args, load_before, load_after,
+                         floor, data)
+    text += "\n" + write_section([r for r in results if r.id.startswith("P10")], args, load_before, load_after, data)
     (HERE / "RESULTS.md").write_text(text)
     shutil.rmtree(data / "out", ignore_errors=True)
     print(text)

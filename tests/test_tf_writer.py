@@ -175,3 +175,33 @@ def test_format_tensorflow_and_its_refusals(tmp_path: Path) -> None:
     # never over an input
     with pytest.raises(OutputError, match="is an input"):
         api.extract(str(tmp_path / "x.ckpt"), tmp_path / "x.ckpt", format="tensorflow", force=True)
+
+
+def test_seed_scenario_into_a_tf2_keras_lstm_and_an_nn_lstm(tmp_path: Path) -> None:
+    """The same hand-built TF1 cell (b) into a tf.keras 2 LSTM's own checkpoint (save_weights, then load_weights)
+    and (c) into nn.LSTM; both against TF's own forward pass of the hand-built cell."""
+    torch = pytest.importorskip("torch")
+    ref = np.load(FIXTURES / "tensorflow" / "tf1_lstmcell" / "reference.npz")
+    xb = np.swapaxes(ref["out/x"], 0, 1).copy()
+    want = np.swapaxes(ref["out/h"], 0, 1)
+    src = str(FIXTURES / "tensorflow" / "tf1_lstmcell")
+    spec = {"input": 3, "layers": [{"kind": "lstm", "units": 4}], "x": save_x(tmp_path, xb)}
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "out").mkdir()
+    run_tf("keras", tmp_path, **spec, template=str(tmp_path / "tpl" / "ckpt"))
+    out = _extract_like_graft(src, str(tmp_path / "tpl"), str(tmp_path / "out" / "ckpt"))
+    assert "verified LSTMcell -> layer_with_weights-0" in out
+    got = run_tf("keras", tmp_path, **spec, prefix=str(tmp_path / "out" / "ckpt"), seed=9)
+    np.testing.assert_allclose(got["y"], want, atol=1e-6)
+    _extract(src, "-s", "LSTMcell/*", "--to", "torch", "--rename", "LSTMcell/=", "-o", str(tmp_path / "lstm.pt"),
+             "--format", "pt")
+    lstm = torch.nn.LSTM(3, 4, batch_first=True)
+    lstm.load_state_dict(torch.load(tmp_path / "lstm.pt"), strict=True)
+    with torch.no_grad():
+        np.testing.assert_allclose(lstm(torch.from_numpy(xb))[0].numpy(), want, atol=1e-6)
+
+
+def _extract_like_graft(source: str, template: str, out: str) -> str:
+    result = CliRunner().invoke(main, ["graft", source, "--into", template, "-o", out])
+    assert result.exit_code == 0, result.output
+    return result.output
