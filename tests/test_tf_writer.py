@@ -205,3 +205,37 @@ def _extract_like_graft(source: str, template: str, out: str) -> str:
     result = CliRunner().invoke(main, ["graft", source, "--into", template, "-o", out])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def test_tf1_cells_that_differ_and_user_scoped_bidirectionals(tmp_path: Path) -> None:
+    """bidirectional_dynamic_rnn(..., scope='BiLSTM') names its halves BiLSTM/fw, BiLSTM/bw: one bidirectional
+    group whose backward half runs backwards (TF's own outputs); a MultiRNNCell whose second cell has peepholes
+    or a projection, and a bidirectional pair with peepholes on one side only, are refused, never read with the
+    first cell's facts."""
+    torch = pytest.importorskip("torch")
+    xb = np.random.default_rng(3).standard_normal((2, 5, 3)).astype(np.float32)
+    x = save_x(tmp_path, xb)
+    nets = [{"scope": "enc", "kind": "lstm", "hidden": 4, "bidirectional": True, "bidi_scope": "BiLSTM"},
+            {"scope": "peep", "kind": "lstm", "hidden": 4, "layers": 2, "per_layer": [{}, {"peepholes": True}]},
+            {"scope": "proj", "kind": "lstm", "hidden": 4, "layers": 2, "per_layer": [{}, {"num_proj": 2}]},
+            {"scope": "half", "kind": "lstm", "hidden": 4, "bidirectional": True, "bw": {"peepholes": True}}]
+    (tmp_path / "tf").mkdir()
+    got = run_tf("tf1", tmp_path, x=x, nets=nets, save_template=str(tmp_path / "tf" / "model.ckpt"), random_biases=True)
+    src = str(tmp_path / "tf" / "model.ckpt")
+    assert [g.scope for g in _groups(src)] == ["enc/BiLSTM", "half", "peep", "proj"]
+    _extract(src, "-s", "enc/**", "--to", "torch", "-o", str(tmp_path / "bi.safetensors"))
+    from safetensors.numpy import load_file
+
+    lstm = torch.nn.LSTM(3, 4, batch_first=True, bidirectional=True)
+    lstm.load_state_dict({k.split(".")[-1]: torch.from_numpy(v) for k, v in load_file(tmp_path / "bi.safetensors").items()})
+    with torch.no_grad():
+        np.testing.assert_allclose(lstm(torch.from_numpy(xb))[0].numpy(), got["enc"], atol=1e-5)
+    for scope, needle in (("peep", "layer 1: peepholes"), ("proj", "num_proj=2"), ("half", "layer 0 bw: peepholes")):
+        result = CliRunner().invoke(main, ["extract", src, "-s", f"{scope}/**", "--to", "onnx", "-o", str(tmp_path / "x.npz")])
+        assert result.exit_code == 1 and "its cells differ" in result.output and needle in result.output, result.output
+
+
+def _groups(path: str) -> list:
+    from ckptsurgeon.rnn import recognize
+
+    return recognize(api.open(path))

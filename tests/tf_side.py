@@ -55,15 +55,21 @@ def _cell(net: dict):
 
 
 def _net(net: dict, x):
-    """One network under ``variable_scope(net['scope'])``, named as TF1 names it; returns [B, T, units]."""
+    """One network under ``variable_scope(net['scope'])``, named as TF1 names it; returns [B, T, units].
+
+    ``per_layer``: constructor arguments per layer (a MultiRNNCell of different cells); ``bw``: the backward
+    cell's own arguments; ``bidi_scope``: the ``scope=`` given to bidirectional_dynamic_rnn."""
     layers, bi = net.get("layers", 1), net.get("bidirectional", False)
+    per_layer = net.get("per_layer") or [{}] * layers
     with v1.variable_scope(net["scope"]):
         if not bi:
-            cell = _cell(net) if layers == 1 else v1.nn.rnn_cell.MultiRNNCell([_cell(net) for _ in range(layers)])
+            cell = _cell(net) if layers == 1 else v1.nn.rnn_cell.MultiRNNCell([_cell({**net, **per_layer[k]})
+                                                                                for k in range(layers)])
             out, _ = v1.nn.dynamic_rnn(cell, x, dtype=tf.float32)
             return out
         if layers == 1:
-            (fw, bw), _ = v1.nn.bidirectional_dynamic_rnn(_cell(net), _cell(net), x, dtype=tf.float32)
+            (fw, bw), _ = v1.nn.bidirectional_dynamic_rnn(_cell(net), _cell({**net, **net.get("bw", {})}), x,
+                                                          dtype=tf.float32, scope=net.get("bidi_scope"))
             return tf.concat([fw, bw], -1)
         out = x  # what tf.contrib.rnn.stack_bidirectional_dynamic_rnn does, layer by layer
         with v1.variable_scope("stack_bidirectional_rnn"):
@@ -86,6 +92,11 @@ def tf1(spec: dict) -> dict:
             sess.run(v1.global_variables_initializer())
             if spec.get("restore") == "saver":
                 v1.train.Saver().restore(sess, spec["prefix"])
+            if spec.get("random_biases"):  # non-zero biases, so that bias handling is exercised
+                rng = np.random.default_rng(1)
+                for var in v1.global_variables():
+                    if "bias" in var.name:
+                        var.load(rng.uniform(-0.5, 0.5, var.shape.as_list()).astype(np.float32), sess)
             if spec.get("save_template"):
                 v1.train.Saver().save(sess, spec["save_template"], write_meta_graph=False)
             values = sess.run(outs, {x: x_val})

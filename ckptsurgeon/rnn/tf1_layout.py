@@ -7,7 +7,7 @@ LSTM: one kernel ``(in + H_or_P, 4H)`` on ``concat([x, h])``, gate order i, j, f
 
 Structure, and the two ways TF1 stacks bidirectional layers:
 - ``rnn/[multi_rnn_cell/cell_k/]<cell>``: one direction, k layers;
-- ``bidirectional_rnn/{fw,bw}/<cell>``: one bidirectional layer;
+- ``bidirectional_rnn/{fw,bw}/<cell>`` (or ``<scope>/{fw,bw}/<cell>`` with ``scope=``): one bidirectional layer;
 - ``bidirectional_rnn/{fw,bw}/multi_rnn_cell/cell_k/<cell>`` (``bidirectional_dynamic_rnn`` over two
   ``MultiRNNCell``): two **independent** stacks; layer k of fw reads layer k-1 of fw only (input H);
 - ``stack_bidirectional_rnn/cell_k/bidirectional_rnn/{fw,bw}/<cell>`` (``stack_bidirectional_dynamic_rnn``):
@@ -78,7 +78,8 @@ def _position(segs: list[str], cell_at: int) -> tuple[str, int, int, str | None]
     head = segs[:cell_at]
     for i, seg in enumerate(head):
         m = _LAYER.match(seg)
-        if seg in ("fw", "bw") and i > 0 and head[i - 1] in _BIDI:
+        if seg in ("fw", "bw") and i > 0 and (head[i - 1] in _BIDI or i == len(head) - 1 or head[i + 1] in _MULTI):
+            # bidirectional_dynamic_rnn names its halves <scope>/fw, <scope>/bw (scope: bidirectional_rnn by default)
             direction, seen_direction = (1 if seg == "bw" else 0), True
         elif m and i > 0 and head[i - 1] in _MULTI:
             layer = int(m.group(1))
@@ -180,6 +181,17 @@ def _group(index, scope, found) -> RecurrentGroup | None:
                                provenance=prov, members=members)
     widths = sorted({index[v[2]["kernel" if v[0] == "lstm" else "ck"]].shape[1] // (4 if v[0] == "lstm" else 1)
                      for v in found.values()})
+    if kind == "lstm":  # every cell of the group must compute what the first does: peepholes, projection
+        shapes = {key: ("w_i_diag" in v[2], index[v[2]["projection"]].shape[1] if "projection" in v[2] else 0)
+                  for key, v in found.items()}
+        if len(set(shapes.values())) > 1:
+            def name(key: tuple[int, int]) -> str:
+                return f"layer {key[0]}" + (" bw" if key[1] else " fw" if len(dirs) > 1 else "")
+
+            desc = "; ".join(f"{name(k)}: {'peepholes' if peep else 'no peepholes'}, "
+                             f"{f'num_proj={proj}' if proj else 'no projection'}" for k, (peep, proj) in sorted(shapes.items()))
+            group.provenance["cell_differences"] = (f"missing: its cells differ ({desc}), which no target's one set of facts "
+                                         "holds; select the cells that agree (one layer, one direction)")
     if dirs == [1]:
         group.provenance["directions"] = ("missing: only the backward (bw) cells are selected; they run last step "
                                           "first inside a bidirectional layer, which no target holds alone; select both")
