@@ -160,12 +160,16 @@ def test_generic_hdf5_and_h5_writer_round_trip(tmp_path):
     index = ckptsurgeon.open(src)
     assert index.format == "hdf5" and list(index) == ["encoder/deep/b", "encoder/w"]
     out = tmp_path / "out.h5"
-    tensors = {"a/b": np.arange(4, dtype=np.float32).astype(ml_dtypes.bfloat16), "c": np.arange(3)}
+    tensors = {"a/b": np.arange(4, dtype=np.float16), "c": np.arange(3)}
     ckptsurgeon.save(tensors, out, metadata={"source": "x"})
     back = ckptsurgeon.open(out)
-    assert back["a/b"].dtype.name == "bfloat16" and back["a/b"].numpy().tobytes() == tensors["a/b"].tobytes()
+    assert back["a/b"].dtype.name == "float16" and back["a/b"].numpy().tobytes() == tensors["a/b"].tobytes()
     with h5py.File(out) as f:
-        assert f.attrs["source"] == "x"
+        assert f.attrs["source"] == "x" and f["a/b"].dtype == np.float16  # what h5py itself reads
+    # HDF5 has no bfloat16: written as bits, h5py and Keras would read integers; refused, nothing written
+    with pytest.raises(ckptsurgeon.OutputError, match="HDF5 has no bfloat16"):
+        ckptsurgeon.save({"w": np.arange(4, dtype=np.float32).astype(ml_dtypes.bfloat16)}, tmp_path / "bf.h5")
+    assert not (tmp_path / "bf.h5").exists()
 
 
 def test_extract_from_keras_to_safetensors_is_byte_exact(keras3_files, tmp_path):

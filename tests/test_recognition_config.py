@@ -158,3 +158,18 @@ def test_optimizer_slots_are_never_layers(tmp_path: Path) -> None:
     slots = [p for p, ref in index.items() if ref.optimizer and p.endswith("lstm_cell/kernel")]
     assert len(slots) == 4  # m and v of both layers: they look like two more LSTMs each
     assert [g.scope for g in recognize(index)] == ["lstm", "lstm_1"]
+
+
+def test_keras_layers_in_a_tf1_name_based_checkpoint_have_no_default_activation(tmp_path: Path) -> None:
+    """A Saver (name-based) checkpoint of tf.keras layers was written by TF 1.x (hard_sigmoid by default) or by
+    TF 2.x in graph mode (sigmoid): nothing says which, so the fact is missing, not TF2's default."""
+    from ckptsurgeon.formats.tensorflow.writer import write_bundle
+
+    rng = np.random.default_rng(0)
+    write_bundle({"lstm/lstm_cell/kernel": rng.standard_normal((3, 16)).astype(np.float32),
+                  "lstm/lstm_cell/recurrent_kernel": rng.standard_normal((4, 16)).astype(np.float32),
+                  "lstm/lstm_cell/bias": np.zeros(16, np.float32)}, str(tmp_path / "model.ckpt"))
+    (group,) = _groups(tmp_path / "model.ckpt").values()
+    assert group.recurrent_activation is None and "hard_sigmoid" in group.provenance["recurrent_activation"]
+    with pytest.raises(CheckpointError, match="no default can be told"):
+        ckptsurgeon.extract(tmp_path / "model.ckpt", tmp_path / "x.safetensors", to="torch")

@@ -13,7 +13,9 @@ Rules (each is named in the provenance it produces):
 - Keras >= 2.3 (standalone 2.3, tf.keras 2.3.0-tf ... 2.15+): ``sigmoid``/``tanh``; ``hard_sigmoid`` is
   clip(0.2x+0.5) up to Keras 2.x.
 - Keras 3 (keras_version 3.x, ``.keras``/``.weights.h5``): ``sigmoid``/``tanh``; ``hard_sigmoid`` is relu6(x+3)/6.
-- TF2 object-based checkpoints of Keras layers (tf.keras under TF 2.x, or Keras 3): ``sigmoid``/``tanh``.
+- TF2 object-based checkpoints of Keras layers (tf.keras under TF 2.x, or Keras 3): ``sigmoid``/``tanh`` (a
+  ``tf.compat.v1.keras.layers.LSTM``, whose default is hard_sigmoid, cannot be told apart: conversions note it);
+- TF1 name-based (Saver) checkpoints of tf.keras layers: no default (TF 1.x said hard_sigmoid, TF 2.x sigmoid).
 - anything else (a Keras-named file of unknown origin): no default; the flags must say.
 The GRU family is never defaulted: the bias shape or the stored config says it, else a flag.
 """
@@ -60,6 +62,10 @@ def keras_era(index: CheckpointIndex, *, keras1_names: bool = False) -> KerasEra
     if (version and version[0] >= 3) or index.format in ("keras", "keras-v3"):
         name = f"Keras {version_text}" if version else "Keras 3"
         return KerasEra(name, 3, ("tanh", "sigmoid"), f"{name} default recurrent_activation=sigmoid, activation=tanh")
+    if index.format == "tensorflow" and "object_graph" not in index.metadata:
+        return KerasEra("tf.keras layers in a TF1 name-based checkpoint", None, None,
+                        "a name-based (Saver) checkpoint of tf.keras layers was written by TF 1.x (default "
+                        "recurrent_activation=hard_sigmoid) or by TF 2.x in graph mode (sigmoid): no default can be told")
     if index.format == "tensorflow":
         return KerasEra("TF2 object checkpoint", None, ("tanh", "sigmoid"),
                         "TF2 object-based checkpoint (tf.keras under TF 2.x, or Keras 3): default "

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import FormatError
+from ...errors import FormatError, OutputError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...source import open_source
 from .h5tree import Group, H5Source
-from .hdf5_safe import DTYPE_ATTR, dataset_ref, open_h5, walk
+from .hdf5_safe import dataset_ref, open_h5, walk
 from .keras_config import layer_paths, layer_summaries, parse_config
 from .keras_h5 import is_keras_h5, keras_h5_refs
 from .keras_v3 import is_keras_v3, keras_v3_refs
@@ -76,7 +76,9 @@ def read(path: str, **_: Any) -> CheckpointIndex:
 
 
 def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str]) -> None:
-    """One dataset per tensor at its key's path ('/'-separated groups); ml_dtypes kept as bits + a tag."""
+    """One dataset per tensor at its key's path ('/'-separated groups).
+
+    HDF5 has no bfloat16 or float8 type: such a tensor is refused (h5py and Keras would read its bits as integers)."""
     import h5py  # writing our own data: the only use of libhdf5 in this process
 
     with h5py.File(fh, "w", track_order=True) as f:
@@ -84,14 +86,13 @@ def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str
             f.attrs[key] = value
         for key, arr in tensors.items():
             arr = np.ascontiguousarray(arr)
-            stored = arr
             if arr.dtype.kind == "V" or arr.dtype.name in ("bfloat16",) or arr.dtype.name.startswith("float8"):
-                stored = arr.view(f"u{arr.dtype.itemsize}")
+                raise OutputError(f"tensor {key!r}: HDF5 has no {arr.dtype.name} type (h5py and Keras would read its bits "
+                                  "as integers); write safetensors or a TensorFlow checkpoint, or cast it first (a remap rule "
+                                  "with transforms = [{op = \"cast\", dtype = \"float32\"}], exact for bfloat16)")
             name = key.replace(".", "/") if "/" not in key else key
             try:
-                dset = f.create_dataset(name, data=stored, track_order=True)
+                f.create_dataset(name, data=arr, track_order=True)
             except (ValueError, TypeError) as exc:
                 raise FormatError(f"cannot write tensor {key!r} to HDF5: {exc}") from None
-            if stored is not arr:
-                dset.attrs[DTYPE_ATTR] = arr.dtype.name
-            del arr, stored  # before the next tensor is read: one tensor in memory at a time
+            del arr  # before the next tensor is read: one tensor in memory at a time
