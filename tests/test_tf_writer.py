@@ -239,3 +239,26 @@ def _groups(path: str) -> list:
     from ckptsurgeon.rnn import recognize
 
     return recognize(api.open(path))
+
+
+def test_tensors_copied_from_pt_and_safetensors_files_read_back_in_tensorflow(tmp_path: Path) -> None:
+    """Byte-exact tensors of a torch.save file and a safetensors file are copied by the kernel while a thread
+    checksums them: TensorFlow reads every one back equal, crc32c checked, across shards."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    tensors = {"enc.w": torch.randn(300, 200), "enc.b": torch.randn(200), "half": torch.randn(64, 64).half(),
+               "steps": torch.arange(10), "flag": torch.tensor([True, False]), "bf": torch.randn(33).bfloat16()}
+    torch.save(tensors, tmp_path / "m.pt")
+    from safetensors.torch import save_file
+
+    save_file({k.replace(".", "/"): v for k, v in tensors.items()}, tmp_path / "m.safetensors")
+    for name in ("m.pt", "m.safetensors"):
+        prefix = tmp_path / name.replace(".", "_") / "model.ckpt"
+        prefix.parent.mkdir()
+        _extract(str(tmp_path / name), "--format", "tensorflow", "--max-shard-size", "100000", "-o", str(prefix))
+        got = run_tf("load", tmp_path, prefix=str(prefix))
+        assert len([f for f in os.listdir(prefix.parent) if ".data-" in f]) > 1
+        for key, t in tensors.items():
+            have = got[key if name == "m.pt" else key.replace(".", "/")]
+            want = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+            assert have.dtype == want.dtype and np.array_equal(have, want), (name, key)
