@@ -8,6 +8,7 @@ Each command reads its spec (JSON), does one thing with TensorFlow itself, and w
   load       every tensor of ``prefix`` read by tf.train.load_checkpoint
   tf1        build TF1 recurrent graphs (``nets``), restore them from ``prefix`` with init_from_checkpoint
              (``assignment_map``) or a Saver, run them on ``x``; with ``save_template`` save fresh ones instead
+  init       fresh TF1 variables with the initializers named, saved at ``prefix``
   keras      build a tf.keras 2 model (``layers``) or load one (``load_saved_model``), save_weights(``template``),
              save a SavedModel (``saved_model``) or load_weights(``prefix``), and run it
 """
@@ -142,7 +143,19 @@ def keras(spec: dict) -> dict:
     return {"y": model(x).numpy()}
 
 
-COMMANDS = {"savev2": savev2, "load": load, "tf1": tf1, "keras": keras}
+def init(spec: dict) -> dict:
+    """Fresh TF1 variables (``variables``: name, shape, initializer class in tf.compat.v1, its kwargs), saved."""
+    with tf.Graph().as_default():
+        v1.set_random_seed(spec.get("seed", 0))
+        for row in spec["variables"]:
+            v1.get_variable(row["name"], row["shape"], initializer=getattr(v1, row["initializer"])(**row.get("kwargs", {})))
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            v1.train.Saver().save(sess, spec["prefix"], write_meta_graph=False)
+    return {}
+
+
+COMMANDS = {"savev2": savev2, "load": load, "tf1": tf1, "keras": keras, "init": init}
 
 if __name__ == "__main__":
     command, spec_path = sys.argv[1], sys.argv[2]

@@ -144,25 +144,34 @@ def _all_fixed(fans: Sequence[tuple[int, int]], hidden: int | None):
     return out
 
 
-def _fitted_candidates(n: int, mu: float, sd: float, amax: float, lo: float, hi: float):
-    """Uniform / truncated normal / normal whose parameter is a round number consistent with the data.
+def _rounds(value: float, rel: float) -> list[float]:
+    """Round numbers within ``value * (1 -+ rel)`` (a parameter's 3-sigma sampling window), nearest first."""
+    inside = [r for r in ROUND if value * (1 - rel) <= r <= value * (1 + rel)]
+    return sorted(inside, key=lambda r: abs(r - value))
 
-    The size, extremes and moments are exact (of every value, not of the sample).
+
+def _fitted_candidates(n: int, mu: float, sd: float, amax: float, lo: float, hi: float):
+    """Uniform / truncated normal / normal whose parameters are round numbers consistent with the data.
+
+    Hand-set initializers take round parameters (``truncated_normal_initializer(mean=-0.1, stddev=0.01)``): every
+    round mean (of either sign) and stddev within its 3-sigma sampling window is a candidate, so a small tensor is
+    not called trained because its sample stddev strayed from the round one. The size, extremes and moments are
+    exact (of every value, not of the sample).
     """
     out = []
     a = _round_near(amax, amax * (1 - 1e-6), amax * (1 + 4.0 / n))
-    if a is not None and abs(mu) < 3 * sd / math.sqrt(n):
+    se_mu = 3 * sd / math.sqrt(n)
+    if a is not None and abs(mu) < se_mu:
         out.append((f"uniform(+-{a:g})", f"uniform within a round bound +-{a:g} (max |x| {amax:.3g})", _uniform(a), 1))
-    m = _round_near(mu, mu - 3 * sd / math.sqrt(n), mu + 3 * sd / math.sqrt(n)) if abs(mu) >= 3 * sd / math.sqrt(n) else 0.0
-    if m is not None:
+    means = [0.0] if abs(mu) < se_mu else [math.copysign(r, mu) for r in ROUND if abs(abs(mu) - r) <= se_mu]
+    rel = min(0.9, 3 / math.sqrt(2 * max(n - 1, 1)))  # sampling error of a stddev estimate, 3 sigma
+    for m in means:
         dev = max(hi - m, m - lo)
-        st = max(sd / TRUNC, dev / 2)
-        r = _round_near(st, st / 1.15, st * 1.15)
-        if r is not None and dev <= 2 * r * (1 + 1e-6):
-            out.append((f"truncated normal (mean {m:g}, stddev {r:g})",
-                        f"normal truncated at +-2 sigma, round stddev {r:g} (fitted {st:.3g})", _truncated(m, r), 2))
-        r = _round_near(sd, sd / 1.15, sd * 1.15)
-        if r is not None:
+        for r in _rounds(sd / TRUNC, rel):
+            if dev <= 2 * r * (1 + 1e-6):
+                out.append((f"truncated normal (mean {m:g}, stddev {r:g})",
+                            f"normal truncated at +-2 sigma, round stddev {r:g} (fitted {sd / TRUNC:.3g})", _truncated(m, r), 2))
+        for r in _rounds(sd, rel):
             out.append((f"normal (mean {m:g}, stddev {r:g})", f"normal, round stddev {r:g} (fitted {sd:.3g})", _normal(m, r), 2))
     return out
 

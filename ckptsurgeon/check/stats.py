@@ -65,6 +65,8 @@ def _group_context(g: RecurrentGroup) -> tuple[list[tuple[int, int]], int | None
     G, H = (4 if g.kind == "lstm" else 3), g.hidden_size
     fans = list(dict.fromkeys([(g.input_size, G * H), ((g.proj_size or H), G * H), (g.input_size + (g.proj_size or H), G * H),
                                (g.input_size, H), (H, H)]))
+    if g.layout == "tf1-gru":  # TF1 GRUCell initializes gates/kernel (in+H, 2H) and candidate/kernel (in+H, H) apart
+        fans += [(g.input_size + H, 2 * H), (g.input_size + H, H)]
     hidden = H if g.layout.startswith("torch") else None  # PyTorch's RNN default U(+-1/sqrt(H))
     family = "torch" if g.layout.startswith("torch") else "keras" if g.layout.startswith("keras") else \
         "tf1" if g.layout.startswith("tf1") else None
@@ -95,10 +97,16 @@ def _group_gates(g: RecurrentGroup) -> list[dict[str, Any]]:
                         pooled = guess(parts[name])
                         if not pooled.name.startswith(("constant", "not an", "too few")):
                             whole[name] = pooled
+            pooled_kernels = {}
+            if g.layout == "tf1-gru":  # two variables, initialized apart: gates/kernel [r, z] and candidate/kernel [n]
+                ih, hh = np.split(cell.w_ih, G), np.split(cell.w_hh, G)
+                rz = guess(np.concatenate([ih[0].ravel(), ih[1].ravel(), hh[0].ravel(), hh[1].ravel()]))
+                n = guess(np.concatenate([ih[2].ravel(), hh[2].ravel()]))
+                pooled_kernels = {"r": rz, "z": rz, "n": n}
             for part, arr in parts.items():
                 for j, letter in enumerate(letters):
                     block = np.split(arr, G)[j]
-                    init = whole.get(part)
+                    init = pooled_kernels.get(letter) if pooled_kernels and "kernel" in part else whole.get(part)
                     s = tensor_stats(block, fans=fans, hidden=hidden, gate=letter, init=init, family=family,
                                      matrix=block if block.ndim == 2 and block.shape[0] == block.shape[1] else None)
                     rows.append({"layer": k, "direction": "backward" if d else "forward", "gate": GATE_LABELS[letter],
@@ -137,7 +145,8 @@ def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = 
         arr = ref.numpy()
         if progress is not None:
             progress(ref.nbytes, total)
-        fans, hidden, family = context.get(ref.path, (_fans(ref.shape), None, _FORMAT_FAMILY.get(index.format)))
+        fans, hidden, family = context.get(ref.path, ([], None, _FORMAT_FAMILY.get(index.format)))
+        fans = list(dict.fromkeys(_fans(ref.shape) + list(fans)))  # the stored tensor's own fans, then its group's
         s = tensor_stats(arr, fans=fans, hidden=hidden, family=family)
         tensors.append({"path": ref.path, "shape": list(ref.shape), "dtype": ref.dtype_name, "optimizer": ref.optimizer,
                         **asdict(s)})
