@@ -173,3 +173,28 @@ def test_keras_layers_in_a_tf1_name_based_checkpoint_have_no_default_activation(
     assert group.recurrent_activation is None and "hard_sigmoid" in group.provenance["recurrent_activation"]
     with pytest.raises(CheckpointError, match="no default can be told"):
         ckptsurgeon.extract(tmp_path / "model.ckpt", tmp_path / "x.safetensors", to="torch")
+
+
+def test_verify_and_diff_compare_what_bidirectionals_compute(tmp_path: Path) -> None:
+    """The same weights in a Bidirectional that concatenates and in one that sums compute different functions:
+    verify fails them and diff names merge_mode (both were 'identical'); two concats verify ok."""
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    def model(merge: str):
+        inp = keras.Input((None, 3))
+        return keras.Model(inp, keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True), merge_mode=merge,
+                                                           name="bi")(inp))
+
+    a, b, c = model("concat"), model("sum"), model("concat")
+    b.set_weights(a.get_weights())
+    c.set_weights(a.get_weights())
+    for m, name in ((a, "concat"), (b, "sum"), (c, "concat2")):
+        m.save(tmp_path / f"{name}.keras")
+    ok = CliRunner().invoke(cli, ["verify", str(tmp_path / "concat.keras"), str(tmp_path / "concat2.keras")])
+    assert ok.exit_code == 0 and "ok   bi -> bi" in ok.output, ok.output
+    bad = CliRunner().invoke(cli, ["verify", str(tmp_path / "concat.keras"), str(tmp_path / "sum.keras")])
+    assert bad.exit_code == 1 and "FAIL" in bad.output, bad.output
+    diff = CliRunner().invoke(cli, ["diff", str(tmp_path / "concat.keras"), str(tmp_path / "sum.keras")])
+    assert diff.exit_code == 1 and "merge_mode" in diff.output, diff.output

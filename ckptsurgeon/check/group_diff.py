@@ -24,7 +24,7 @@ from ..rnn.reference import run_stack
 __all__ = ["compare_groups", "fold_biases", "describe_group", "differs"]
 
 # Group properties that change what the cells compute without being weights.
-SEMANTICS = ("family", "activation", "recurrent_activation", "go_backwards")
+SEMANTICS = ("family", "activation", "recurrent_activation", "go_backwards", "merge_mode")
 
 
 def describe_group(g: RecurrentGroup) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from .group import RecognizeOptions, RecurrentGroup
 from .recognize import recognize
 from .reference import run_stack
 
-__all__ = ["GroupCheck", "check_pair", "check_stacks", "verify", "read_back", "verify_converted"]
+__all__ = ["GroupCheck", "check_pair", "check_stacks", "merged", "verify", "read_back", "verify_converted"]
 
 
 @dataclass
@@ -40,10 +40,20 @@ def _signature(g: RecurrentGroup) -> tuple:
     return (g.kind, g.input_size, g.hidden_size, g.num_layers, g.directions, g.proj_size)
 
 
-def check_stacks(a: Stack, b: Stack, input_size: int, *, steps: int = 7, batch: int = 3, seed: int = 0) -> float:
-    """Largest output difference of two stacks on the same random input (float64 reference cells)."""
+def merged(y: np.ndarray, mode: str | None) -> np.ndarray:
+    """A Keras Bidirectional's output from both directions' outputs (concatenated): sum, mul, ave; else as is."""
+    if mode not in ("sum", "mul", "ave"):
+        return y
+    fw, bw = np.split(y, 2, axis=-1)
+    return fw + bw if mode == "sum" else fw * bw if mode == "mul" else (fw + bw) / 2
+
+
+def check_stacks(a: Stack, b: Stack, input_size: int, *, steps: int = 7, batch: int = 3, seed: int = 0,
+                 merges: tuple[str | None, str | None] = (None, None)) -> float:
+    """Largest output difference of two stacks on the same random input (float64 reference cells); ``merges``: each
+    side's Keras Bidirectional merge_mode, applied to its output (a concat and a sum of the same weights differ)."""
     x = np.random.default_rng(seed).standard_normal((steps, batch, input_size))
-    ya, yb = run_stack(a, x), run_stack(b, x)
+    ya, yb = merged(run_stack(a, x), merges[0]), merged(run_stack(b, x), merges[1])
     if ya.shape != yb.shape:
         return float("inf")
     return float(np.max(np.abs(ya - yb)))
@@ -60,8 +70,11 @@ def check_pair(a: RecurrentGroup, b: RecurrentGroup, *, atol: float = 1e-5, step
             fact, source = next(iter(unsettled.items()))
             raise SelectionError(f"group {g.scope or '/'}: its {fact} is not known ({source}); it cannot be run")
     try:
+        # two Keras Bidirectionals (verify A B): each computes its own merge of the directions; a conversion's check
+        # (a_stack) compares directions as its refusals and --allow-concat-merge settled them
+        both = a_stack is None and a.merge_mode is not None and b.merge_mode is not None
         diff = check_stacks(a.cells() if a_stack is None else a_stack, b.cells(), a.input_size,
-                            steps=steps, batch=batch, seed=seed)
+                            steps=steps, batch=batch, seed=seed, merges=(a.merge_mode, b.merge_mode) if both else (None, None))
     except CheckpointError as exc:
         raise SelectionError(f"groups {a.scope or '/'} / {b.scope or '/'}: {exc}") from None
     return GroupCheck(a.scope, b.scope, a.kind, diff, diff <= atol, atol)
