@@ -8,7 +8,7 @@ Files (each made once and reused while the parameters in ``manifest.json`` stay 
   small20.safetensors       20 small tensors (cold start-up)
   many{N}.safetensors/.pt   N small tensors, N in 10k and 100k (growth)
   tf1_10k/model.ckpt        a TF1 name-based bundle of 10,000 variables (TensorFlow when /work/tfvenv or
-                            $CKPTSURGEON_TF_PYTHON has it, else written by hand: bench/tf_write.py)
+                            $CKPTSURGEON_TF_PYTHON has it, else by ckptsurgeon's writer: bench/tf_write.py)
   rlimit2g.safetensors      (tests make their own)
 
 The big safetensors file is written by streaming one tensor at a time; the .pt is ``torch.save`` of
@@ -123,7 +123,7 @@ def make_tf(data: Path) -> str:
                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         return "TensorFlow"
     subprocess.run([sys.executable, str(writer), str(folder / "model.ckpt"), str(TF_VARS)], check=True)
-    return "bench/tf_write.py (by hand)"
+    return "bench/tf_write.py (ckptsurgeon's bundle writer)"
 
 
 def main() -> None:

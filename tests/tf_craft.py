@@ -7,18 +7,7 @@ from pathlib import Path
 import google_crc32c
 import numpy as np
 
-from ckptsurgeon.formats.tensorflow.sstable import MAGIC, mask
-
-
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+from ckptsurgeon.formats.tensorflow.sstable import MAGIC, mask, varint
 
 
 def field(number: int, value) -> bytes:

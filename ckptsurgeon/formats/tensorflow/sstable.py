@@ -127,7 +127,8 @@ RESTART_INTERVAL = 16  # table::Options().block_restart_interval (the index bloc
 
 
 def varint(n: int) -> bytes:
-    """A base-128 varint (protobuf's and LevelDB's)."""
+    """A base-128 varint (protobuf's and LevelDB's); a negative number as its 64-bit two's complement."""
+    n &= (1 << 64) - 1
     out = bytearray()
     while True:
         byte = n & 0x7F
