@@ -388,3 +388,26 @@ def test_nodes_with_run_time_weights_are_listed_not_grouped(tmp_path):
     res = CliRunner().invoke(cli, ["rnn", str(path)])
     assert res.exit_code == 0 and "enc/rnn: LSTM [ONNX LSTM node] (rnn/W, rnn/R): not converted: its weights are not in " \
                                    "the file: B 'rnn.B' is fed at run time" in res.output, res.output
+
+
+def test_dynamic_quantized_lstm_is_named_not_blamed_on_naming(tmp_path):
+    """onnxruntime's quantize_dynamic turns an LSTM node into com.microsoft DynamicQuantizeLSTM (int8 W and R with
+    scales and zero points): rnn names it and why it is not converted; ls/extract take its tensors exactly."""
+    import onnx
+    import torch
+    from click.testing import CliRunner
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from ckptsurgeon.cli import cli
+
+    torch.onnx.export(torch.nn.LSTM(8, 16), (torch.randn(5, 2, 8),), tmp_path / "lstm.onnx", dynamo=False, opset_version=14)
+    quantize_dynamic(str(tmp_path / "lstm.onnx"), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8)
+    assert "DynamicQuantizeLSTM" in [n.op_type for n in onnx.load(tmp_path / "q.onnx").graph.node]
+    out = CliRunner().invoke(cli, ["rnn", str(tmp_path / "q.onnx")])
+    assert out.exit_code == 0 and "DynamicQuantizeLSTM" in out.output and "quantized LSTM (int8" in out.output
+    assert "renamed into one" not in out.output  # not blamed on naming
+    model = onnx.load(tmp_path / "q.onnx")
+    quantized = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_quantized")}
+    index = ckptsurgeon.open(tmp_path / "q.onnx")
+    by_key = {ref.key: ref for ref in index.values()}
+    assert quantized and all(np.array_equal(by_key[k].numpy(), v) and by_key[k].dtype == np.int8 for k, v in quantized.items())

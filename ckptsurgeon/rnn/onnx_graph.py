@@ -281,6 +281,14 @@ def not_converted(index: CheckpointIndex) -> list[tuple[str, str, list[str], str
                                                     f"{acts}); ckptsurgeon converts gated layers (LSTM, GRU) only"))
         elif node.op_type in _GATED and runtime:
             out.append((node.scope, node.op_type, members, "its weights are not in the file: " + "; ".join(runtime)))
+    from ..formats.onnx.graph import quantized_recurrent
+
+    quantized = quantized_recurrent(index.files[0])
+    by_key = {ref.key: path for path, ref in index.items()} if quantized else {}
+    for scope, op, inputs, what in quantized:
+        held = [by_key[name] for name in inputs if name in by_key]
+        out.append((scope, op, held, f"a quantized LSTM ({what}): its tensors are listed and extracted exactly; "
+                                     "converting quantized weights is not supported"))
     return out
 
 

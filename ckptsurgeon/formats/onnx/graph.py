@@ -28,7 +28,7 @@ from .fold import DATA_INPUTS, FOLDABLE, Chain, fold, topo_order, write_back
 from .model import Graph, Model, Node, SparseInfo, TensorInfo
 from .onnx_fmt import _refs, load_model, tensor_entries
 
-__all__ = ["RECURRENT_OPS", "INPUT_ROLES", "ATTRIBUTE_DEFAULTS", "SourceTensor", "NodeInput", "RecurrentNode",
+__all__ = ["QUANTIZED_RECURRENT", "quantized_recurrent", "RECURRENT_OPS", "INPUT_ROLES", "ATTRIBUTE_DEFAULTS", "SourceTensor", "NodeInput", "RecurrentNode",
            "describe_recurrent"]
 
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")
@@ -324,4 +324,20 @@ def describe_recurrent(model: str | Model) -> list[RecurrentNode]:
         for node in graph.nodes:
             if node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx"):
                 out.append(_describe_node(scopes, graph, node, opset))
+    return out
+
+
+# Recurrent operators of other domains that hold quantized weights: listed and extracted, never converted.
+QUANTIZED_RECURRENT = {("com.microsoft", "DynamicQuantizeLSTM"): "int8 W and R with per-direction scales and zero points"}
+
+
+def quantized_recurrent(model: str | Model) -> list[tuple[str, str, list[str], str]]:
+    """(node path, op type, the initializers it reads, what they hold) for quantized recurrent nodes."""
+    m = load_model(model) if isinstance(model, str) else model
+    out = []
+    for graph in m.graphs():
+        for node in graph.nodes:
+            what = QUANTIZED_RECURRENT.get((node.domain, node.op_type))
+            if what is not None:
+                out.append((node.path, node.op_type, [name for name in node.inputs if name], what))
     return out
