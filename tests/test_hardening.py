@@ -501,3 +501,29 @@ def test_save_refuses_expanded_views_before_writing(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="--allow-expanded"):
         ckptsurgeon.save(index, tmp_path / "o.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.pt"]
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (("weight_ih_l1", (16, 5)), "weight_ih_l1 is [16, 5], expected [16, 4]"),
+    (("bias_hh_l0", (15,)), "bias_hh_l0 is [15], expected [16]"),
+])
+def test_weights_that_do_not_fit_their_layout_are_one_line_refusals(tmp_path, edit, needle):
+    """An LSTM whose weight or bias has the wrong length: rnn names it; stats, extract --to, verify and diff refuse in
+    one line naming the tensor and the shape expected (they were internal errors: broadcasting, IndexError)."""
+    import torch
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    state = torch.nn.LSTM(3, 4, num_layers=2).state_dict()
+    state[edit[0]] = torch.randn(*edit[1])
+    torch.save(state, tmp_path / "bad.pt")
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["rnn", str(tmp_path / "bad.pt")])
+    assert shown.exit_code == 0 and needle in shown.output
+    for args in (["stats", str(tmp_path / "bad.pt")], ["extract", str(tmp_path / "bad.pt"), "--to", "keras", "-o",
+                 str(tmp_path / "x.safetensors")], ["verify", str(tmp_path / "bad.pt"), str(tmp_path / "bad.pt")]):
+        out = runner.invoke(cli, args)
+        assert out.exit_code == 1 and out.output.startswith("error: ") and "internal error" not in out.output, out.output
+        assert out.output.count("\n") == 1, out.output
+    assert not (tmp_path / "x.safetensors").exists()

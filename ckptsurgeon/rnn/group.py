@@ -98,6 +98,7 @@ class RecurrentGroup:
             raise FormatError(f"group {self.scope!r} cannot be loaded")
         raw = self.load()
         stack = raw if isinstance(raw, Stack) else Stack(list(raw))
+        self._check_shapes(stack)
         gru = self.kind == "gru"
         stack = stack.map(lambda c: c.with_(activation=self.activation, recurrent_activation=self.recurrent_activation,
                                             reset_after=self.reset_after if gru else True, clip=self.clip,
@@ -106,6 +107,30 @@ class RecurrentGroup:
                                             proj_clip=None if gru or c.w_hr is None else self.proj_clip))
         stack.topology, stack.go_backwards = self.topology, self.go_backwards
         return stack
+
+    def _check_shapes(self, stack: Stack) -> None:
+        """Every cell's arrays have the shapes the group's sizes imply, else one ``FormatError`` naming them (a
+        damaged or hand-edited file must not reach the arithmetic)."""
+        G = 4 if self.kind == "lstm" else 3
+        H, P = self.hidden_size, self.proj_size or self.hidden_size
+        if len(stack) != self.num_layers or any(len(layer) != self.directions for layer in stack):
+            raise FormatError(f"group {self.scope or '/'}: holds {len(stack)} layer(s) of "
+                              f"{sorted({len(layer) for layer in stack})} direction(s), its names say "
+                              f"{self.num_layers} x {self.directions}")
+        for k, layer in enumerate(stack):
+            n_in = self.input_size if k == 0 else (P if self.topology == "independent" else self.directions * P)
+            for d, cell in enumerate(layer):
+                want = {"input kernel": (G * H, n_in), "recurrent kernel": (G * H, P), "input bias": (G * H,),
+                        "recurrent bias": (G * H,), "peepholes": (3, H), "projection": (self.proj_size, H)}
+                have = {"input kernel": cell.w_ih, "recurrent kernel": cell.w_hh, "input bias": cell.b_ih,
+                        "recurrent bias": cell.b_hh, "peepholes": cell.peepholes, "projection": cell.w_hr}
+                bad = [f"{role} has shape {list(arr.shape)}, expected {list(want[role])}"
+                       for role, arr in have.items() if arr is not None and tuple(arr.shape) != want[role]]
+                if bad:
+                    where = f"layer {k}" + (" backward" if d else " forward" if self.directions > 1 else "")
+                    raise FormatError(f"group {self.scope or '/'} ({self.variant}), {where}: " + "; ".join(bad)
+                                      + f" (a {self.kind.upper()} of input {self.input_size}, hidden {H}"
+                                      + (f", projection {self.proj_size}" if self.proj_size else "") + "); refusing")
 
     @property
     def family(self) -> str | None:

@@ -73,6 +73,16 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
         return stack
 
     provenance = dict(_FACTS[kind])
+    P = proj or hidden
+    bad = []
+    for (role, layer, d), path in sorted(parts.items(), key=lambda kv: pos[kv[1]]):
+        n_in = index[w_ih].shape[1] if layer in (None, layers[0]) else dirs * P
+        want = {"weight_ih": (gates * hidden, n_in), "weight_hh": (gates * hidden, P), "bias_ih": (gates * hidden,),
+                "bias_hh": (gates * hidden,), "weight_hr": (proj, hidden)}[role]
+        if index[path].shape != want:
+            bad.append(f"{path} is {list(index[path].shape)}, expected {list(want)}")
+    if bad:
+        provenance["shapes"] = f"missing: its tensors do not fit one {name}: " + "; ".join(bad[:4])
     if not is_cell and layers != list(range(len(layers))):
         provenance["layers"] = (f"missing: its layers are numbered {', '.join(map(str, layers))}; a PyTorch module "
                                 f"numbers them 0 to {len(layers) - 1} (load_state_dict refuses these names), so which "
