@@ -527,3 +527,20 @@ def test_weights_that_do_not_fit_their_layout_are_one_line_refusals(tmp_path, ed
         assert out.exit_code == 1 and out.output.startswith("error: ") and "internal error" not in out.output, out.output
         assert out.output.count("\n") == 1, out.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_inf_and_huge_weights_make_no_warnings_on_stderr(tmp_path):
+    """inf and 1e38 weights: diff and verify report (FAIL, different) without numpy RuntimeWarnings on stderr."""
+    import torch
+
+    from conftest import run_cli
+
+    state = torch.nn.LSTM(3, 4).state_dict()
+    state["weight_ih_l0"][0, 0] = float("inf")
+    state["weight_hh_l0"][1, 1] = 1e38
+    torch.save(state, tmp_path / "inf.pt")
+    torch.save(torch.nn.LSTM(3, 4).state_dict(), tmp_path / "ok.pt")
+    for command in ("verify", "diff"):
+        res = run_cli(command, str(tmp_path / "inf.pt"), str(tmp_path / "ok.pt"))
+        assert res.returncode == 1 and res.stderr == "", (command, res.stderr)
+        assert ("FAIL" if command == "verify" else "different") in res.stdout

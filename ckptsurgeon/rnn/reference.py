@@ -92,6 +92,11 @@ def run_stack(stack: Stack | list[list[Cell]], x: np.ndarray) -> np.ndarray:
     direction runs its own stack and the tops are concatenated. go_backwards: the one direction runs
     from the last step and its outputs come back in that order (Keras).
     """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # weights of 1e38 or inf: the limits, no warnings
+        return _run_stack(stack, x)
+
+
+def _run_stack(stack: Stack | list[list[Cell]], x: np.ndarray) -> np.ndarray:
     if not isinstance(stack, Stack):
         stack = Stack(list(stack))
     if stack.go_backwards:
