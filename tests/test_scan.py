@@ -1,9 +1,13 @@
 """``scan``: globals and opcode classes of every pickle, findings, report formats; never passes what ls refuses."""
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import subprocess
 import sys
+import time
+import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -177,3 +181,290 @@ def test_dcp_and_hf_shards(tmp_path):
     ckptsurgeon.save_sharded(tensors, tmp_path / "shards", max_shard_size=100, format="pt")
     result = scan_file(str(tmp_path / "shards"))
     assert result.ok and result.format == "hf-sharded" and len(result.pickles) == 3
+
+
+# --- verdicts: what is found by content, and how bad it is -------------------------------------------------------
+
+EVIL = b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R."  # os.system("true"), were it ever unpickled
+
+
+def _torch_file(path: Path, **kwargs) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    torch.save({"w": torch.randn(4, 3), "b": torch.zeros(3)}, path, **kwargs)
+    return path
+
+
+def _root(path: Path) -> str:
+    return zipfile.ZipFile(path).namelist()[0].split("/")[0]
+
+
+def _evil_zip() -> bytes:
+    """A torch-like archive whose data.pkl calls posix.system."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.pkl", EVIL)
+        zf.writestr("archive/version", "3\n")
+    return buf.getvalue()
+
+
+def _verdict(path: Path, *flags: str) -> tuple[int, dict]:
+    code, report = _scan_json(str(path), *flags)
+    (one,) = report["files"]
+    assert report["level"] == one["level"]
+    return code, one
+
+
+def _globals_found(report: dict) -> list[tuple[str, str]]:
+    return [(f["path"], f["actual"]) for f in report["findings"] if f["kind"] == "global"]
+
+
+@pytest.mark.parametrize("member", ["DATA.PKL", "extra.PKL", "Notes.Pickle", "extras/readme.txt"])
+def test_a_pickle_member_is_found_by_its_bytes_whatever_its_name(tmp_path, member):
+    path = _torch_file(tmp_path / "model.pt")
+    root = _root(path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(f"{root}/{member}", EVIL)
+    assert set(ckptsurgeon.open(path).keys()) == {"w", "b"}  # ls reads data.pkl and nothing else
+    code, report = _verdict(path)
+    assert code == 1 and report["level"] == "unsafe"
+    assert _globals_found(report) == [(f"{path}:{root}/{member}", "posix.system")]
+    assert [p["where"] for p in report["pickles"]][0] == f"{path}:{root}/data.pkl"
+
+
+def test_a_member_whose_name_differs_only_in_case_is_what_torch_load_reads(tmp_path):
+    """torch.load looks members up through miniz, which compares names regardless of case in a binary search:
+    which of archive/data.pkl and archive/DATA.PKL it unpickles depends on how many members there are (here, with
+    one tensor, the upper-case one). So two such names are a finding even when both pickles are harmless."""
+    import torch
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.randn(4, 3)}, path)
+    root = _root(path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(f"{root}/DATA.PKL", pickle.dumps("the upper-case member", protocol=2))
+    assert torch.load(path, weights_only=True) == "the upper-case member"
+    assert set(ckptsurgeon.open(path).keys()) == {"w"}
+    code, report = _verdict(path)
+    assert code == 1 and report["level"] == "unsafe"
+    assert [f["kind"] for f in report["findings"]] == ["archive"] and "differ only in case" in report["findings"][0]["message"]
+    assert len(report["pickles"]) == 2
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_an_evil_zip_inside_a_benign_zip(tmp_path, compression):
+    path = _torch_file(tmp_path / "model.pt")
+    root = _root(path)
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(f"{root}/extra/inner.pt", _evil_zip(), compress_type=compression)
+    assert set(ckptsurgeon.open(path).keys()) == {"w", "b"}
+    code, report = _verdict(path)
+    assert code == 1 and report["level"] == "unsafe"
+    assert _globals_found(report) == [(f"{path}:{root}/extra/inner.pt:archive/data.pkl", "posix.system")]
+
+
+def test_an_evil_zip_followed_by_a_benign_one(tmp_path):
+    """zipfile and ls read the archive whose end record ends the file (the benign one); a reader that starts
+    at the front (local headers one by one) reads the evil one."""
+    evil = _evil_zip()
+    path = tmp_path / "cat.pt"
+    path.write_bytes(evil + _torch_file(tmp_path / "benign.pt").read_bytes())
+    assert zipfile.ZipFile(path).namelist()[0].endswith("data.pkl") and set(ckptsurgeon.open(path).keys()) == {"w", "b"}
+    code, report = _verdict(path)
+    assert code == 1 and report["level"] == "unsafe"
+    assert _globals_found(report) == [(f"{path}:archive/data.pkl", "posix.system")]
+    assert [p["where"] for p in report["pickles"]] == [f"{path}@{len(evil)}:benign/data.pkl", f"{path}:archive/data.pkl"]
+
+
+def test_benign_legacy_pickles_followed_by_an_evil_zip(tmp_path):
+    """torch.load reads the legacy file from the front; zipfile finds the zip from the end."""
+    import torch
+
+    path = _torch_file(tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    legacy = path.stat().st_size
+    path.write_bytes(path.read_bytes() + _evil_zip())
+    assert set(torch.load(path, weights_only=True)) == {"w", "b"}
+    assert zipfile.ZipFile(path).read("archive/data.pkl") == EVIL
+    code, report = _verdict(path)
+    assert code == 1 and report["level"] == "unsafe"
+    assert _globals_found(report) == [(f"{path}@{legacy}:archive/data.pkl", "posix.system")]
+    assert len(report["pickles"]) == 6  # the legacy file's five, and the zip's
+
+
+def test_every_file_of_a_folder_is_scanned_whether_or_not_an_index_names_it(tmp_path):
+    folder = tmp_path / "hf"
+    ckptsurgeon.save_sharded({f"layer_{i}.weight": np.full((4, 4), i, np.float32) for i in range(3)}, folder,
+                             max_shard_size=100, format="pt")
+    (folder / "README.md").write_text("# a model\n")
+    code, report = _verdict(folder)
+    assert code == 0 and report["level"] == "clean" and report["format"] == "hf-sharded"
+    assert len(report["pickles"]) == 3 and len(report["files"]) == 5  # three shards, the index, the README
+    (folder / "extra.bin").write_bytes(_evil_zip())  # no index names it
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    (folder / "sub" / "deeper" / "optimizer.pkl").write_bytes(EVIL)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(_evil_zip())
+    (folder / "link.bin").symlink_to(outside)
+    code, report = _verdict(folder)
+    assert code == 1 and report["level"] == "unsafe"
+    levels = {Path(v["file"]).relative_to(folder).as_posix(): v["level"] for v in report["files"]}
+    assert {k: v for k, v in levels.items() if v != "clean"} == {"extra.bin": "unsafe", "link.bin": "unsafe",
+                                                                 "sub/deeper/optimizer.pkl": "unsafe"}
+    assert len(levels) == 8
+    assert sorted(_globals_found(report)) == [(f"{folder}/extra.bin:archive/data.pkl", "posix.system"),
+                                              (f"{folder}/sub/deeper/optimizer.pkl@0", "posix.system")]
+    assert not any(str(outside) in p["where"] for p in report["pickles"])  # the link was not followed
+    text = run_cli("scan", str(folder))
+    assert text.returncode == 1 and "8 file(s): 5 clean, 3 unsafe" in text.stdout
+
+
+def _keras_model(with_lambda: bool):
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((3,))
+    out = keras.layers.Dense(2)(inp)
+    if with_lambda:
+        out = keras.layers.Lambda(lambda x: x * 2.0)(out)
+    return keras, keras.Model(inp, out)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_keras_lambda_layer_is_code(tmp_path, suffix):
+    keras, model = _keras_model(with_lambda=True)
+    path = tmp_path / f"lambda{suffix}"
+    model.save(path)
+    with pytest.raises(ValueError, match="safe_mode"):  # what Keras' safe mode exists to refuse
+        keras.saving.load_model(path)
+    code, report = _verdict(path)
+    assert code == 0 and report["level"] == "code"
+    (finding,) = report["findings"]
+    assert finding["kind"] == "code" and "Lambda" in finding["message"] and "marshalled Python bytecode" in finding["message"]
+    assert _verdict(path, "--fail-on", "code")[0] == 1
+    _keras, plain = _keras_model(with_lambda=False)
+    plain.save(tmp_path / f"plain{suffix}")
+    assert _verdict(tmp_path / f"plain{suffix}", "--fail-on", "code")[:1] == (0,)
+
+
+def test_keras_custom_objects_are_code_and_standard_library_names_unsafe(tmp_path):
+    keras = pytest.importorskip("keras")
+
+    @keras.saving.register_keras_serializable(package="ScanTest")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras.Input((3,))
+    model = keras.Model(inp, Doubler()(keras.layers.Dense(2)(inp)))
+    path = tmp_path / "custom.keras"
+    model.save(path)
+    code, report = _verdict(path)
+    assert code == 0 and report["level"] == "code"
+    assert [f["actual"] for f in report["findings"]] == [f"{Doubler.__module__}.Doubler"]
+    # the same file whose Dense layer names os.system for its activation (the CVE-2025-1550 class)
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    config = json.loads(members["config.json"])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["activation"] = {"module": "os", "class_name": "function", "config": "system",
+                                     "registered_name": "function"}
+    members["config.json"] = json.dumps(config).encode()
+    hostile_path = tmp_path / "hostile.keras"
+    with zipfile.ZipFile(hostile_path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    code, report = _verdict(hostile_path)
+    assert code == 1 and report["level"] == "unsafe"
+    assert sorted(f["kind"] for f in report["findings"]) == ["code", "config"]
+    assert any(f["actual"] == "os.system" for f in report["findings"])
+
+
+def test_torchscript_is_code_not_unsafe(tmp_path):
+    """Every TorchScript archive used to make scan exit 1 (its __torch__ classes are no allowlisted globals),
+    though ls reads it: it is code that torch.jit.load compiles, not a pickle that runs arbitrary code."""
+    import torch
+
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(3, 2)).save(str(path))
+    assert set(ckptsurgeon.open(path).keys()) == {"weight", "bias"}
+    code, report = _verdict(path)
+    assert code == 0 and report["level"] == "code"
+    assert [f["kind"] for f in report["findings"]] == ["code"] and "TorchScript" in report["findings"][0]["message"]
+    assert len(report["pickles"]) == 3  # data.pkl, constants.pkl and the debug pickle of its code
+    assert _verdict(path, "--fail-on", "code")[0] == 1
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(f"{_root(path)}/extra.pkl", EVIL)
+    code, report = _verdict(path)
+    assert code == 1 and report["level"] == "unsafe" and _globals_found(report) == [
+        (f"{path}:{_root(path)}/extra.pkl", "posix.system")]
+
+
+def test_zip_bombs_and_deep_nesting_are_findings_not_hangs(tmp_path):
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data/0", bytes(64 << 20))  # 64 MiB of zeros in 64 KiB
+    path = _torch_file(tmp_path / "bomb.pt")
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr(f"{_root(path)}/extra/bomb.zip", bomb.getvalue())
+    nested = pickle.dumps({"a": 1}, protocol=2)
+    for level in range(8):  # a pickle in a zip in a zip ... eight deep
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("inner.zip" if level else "data.pkl", nested)
+        nested = buf.getvalue()
+    deep = tmp_path / "deep.zip"
+    deep.write_bytes(nested)
+    start = time.monotonic()
+    code, report = _scan_json(str(path), str(deep))
+    assert time.monotonic() - start < 60
+    bomb_report, deep_report = report["files"]
+    assert code == 1 and bomb_report["level"] == deep_report["level"] == "unsafe"
+    assert any("zip bomb" in f["message"] and f["path"] == f"{path}:{_root(path)}/extra/bomb.zip"
+               for f in bomb_report["findings"])
+    assert any(f["kind"] == "archive" and "nested 5 deep" in f["message"] for f in deep_report["findings"])
+    assert deep_report["pickles"] == []
+
+
+def test_levels_per_file_exit_codes_and_fail_on(tmp_path):
+    import torch
+
+    clean = _torch_file(tmp_path / "clean.pt")
+    code_file = tmp_path / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(3, 2)).save(str(code_file))
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(EVIL)
+    code, report = _scan_json(str(clean), str(code_file), str(evil))
+    assert code == 1 and report["level"] == "unsafe" and report["fail_on"] == "unsafe"
+    assert [r["level"] for r in report["files"]] == ["clean", "code", "unsafe"]
+    assert {f["level"] for f in report["files"][2]["findings"]} == {"unsafe"}
+    assert _scan_json(str(clean), str(code_file))[0] == 0
+    assert _scan_json(str(clean), str(code_file), "--fail-on", "code")[0] == 1
+    assert _scan_json(str(clean), "--fail-on", "code")[0] == 0
+    gh = run_cli("scan", str(clean), str(code_file), "--format", "github")
+    assert gh.returncode == 0 and gh.stdout.startswith("::warning file=") and "1 code" in gh.stdout
+    xml = run_cli("scan", str(code_file), "--format", "junit")
+    suite = ET.fromstring(xml.stdout).find("testsuite")
+    assert xml.returncode == 0 and suite.get("failures") == "0" and "TorchScript" in suite.find("testcase[@name='code']/system-out").text
+    assert suite.find("properties/property").get("value") == "code"
+    xml = run_cli("scan", str(code_file), "--format", "junit", "--fail-on", "code")
+    assert xml.returncode == 1 and ET.fromstring(xml.stdout).find("testsuite").get("failures") == "1"
+    text = run_cli("scan", str(clean), str(code_file), str(evil))
+    verdicts = [line.strip() for line in text.stdout.splitlines() if line.startswith("  ") and not line.startswith("   ")
+                and line.strip().split(":")[0] in ("clean", "code", "unsafe")]
+    assert verdicts == ["clean", "code: 1 finding(s)", "unsafe: 2 finding(s)"]
+
+
+def test_storages_and_arrays_of_any_bytes_are_not_taken_for_pickles(tmp_path):
+    """Members are read by content: the bytes of thousands of random tensors must not look like pickles."""
+    import torch
+
+    torch.manual_seed(0)
+    tensors = {f"t{i}": (torch.randn(64) if i % 2 else torch.randint(-128, 128, (256,), dtype=torch.int8))
+               for i in range(4000)}
+    path = tmp_path / "many.pt"
+    torch.save(tensors, path)
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "many.npz"
+    np.savez_compressed(npz, **{f"a{i}": rng.integers(0, 256, 4096, dtype=np.uint8) for i in range(500)})
+    code, report = _scan_json(str(path), str(npz))
+    assert code == 0 and [r["level"] for r in report["files"]] == ["clean", "clean"]
+    assert [len(r["pickles"]) for r in report["files"]] == [1, 0]
