@@ -70,6 +70,14 @@ class SafeZip:
                 raise UnsafeCheckpointError(f"{path}: zip member {info.name!r} appears twice; refusing an ambiguous archive")
             self.members[info.name] = self._check(info)
         self._block = b""
+        if len({name.lower() for name in self.members}) != len(self.members):
+            # torch.load finds members through miniz, regardless of case: archive/DATA.PKL may be read for data.pkl
+            seen: dict[str, str] = {}
+            for name in self.members:
+                other = seen.setdefault(name.lower(), name)
+                if other != name:
+                    raise UnsafeCheckpointError(f"{path}: zip members {other!r} and {name!r} differ only in case; torch.load "
+                                                "may read either; refusing an ambiguous archive")
         spans = sorted((m.data_offset, m.data_offset + m.compressed_size, m.name) for m in self.members.values())
         for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
             if start < end:
