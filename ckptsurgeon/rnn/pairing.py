@@ -186,30 +186,30 @@ def _contradicts(named: list[RecurrentGroup], order: Callable[[str], int | None]
     return ", ".join(g.scope for _, g in sorted(zip(ranks, named), key=lambda kg: kg[0]))
 
 
+def _layers_of(stack: list[RecurrentGroup], layers: list[RecurrentGroup]) -> bool:
+    """Whether ``layers`` (one-layer groups) could be the layers of the lone N-layer group in ``stack``."""
+    return (len(stack) == 1 and stack[0].num_layers == len(layers) > 1 and all(g.num_layers == 1 for g in layers)
+            and chainable(layers) is None and stack[0].kind == layers[0].kind)
+
+
 def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing,
                s_order: Callable[[str], int | None], t_order: Callable[[str], int | None]) -> None:
     if len(sg) == 1 and len(tg) == 1:
         out.pairs.append((sg[0], tg[0]))
         return
-    if len(sg) == 1 and sg[0].num_layers == len(tg) > 1 and all(t.num_layers == 1 for t in tg) \
-            and chainable(tg) is None and sg[0].kind == tg[0].kind:
-        ordered, how = _ordered(tg, sg[0].input_size, t_order)
+    split = _layers_of(sg, tg)
+    if split or _layers_of(tg, sg):
+        stack, layers, order = (sg[0], tg, t_order) if split else (tg[0], sg, s_order)
+        ordered, how = _ordered(layers, stack.input_size, order)
         if ordered is None:
-            out.problems.append(f"the layers of {sg[0].scope or '/'} fit template groups {', '.join(t.scope for t in tg)}, "
-                                "but nothing in the files tells the order the model runs them in; name it: --map "
-                                f"'{sg[0].scope or '/'}=<the groups, first layer first>'")
-            return
-        _split_into(sg[0], ordered, out, how + "; --map to choose")
-        return
-    if len(tg) == 1 and tg[0].num_layers == len(sg) > 1 and all(s.num_layers == 1 for s in sg) \
-            and chainable(sg) is None and sg[0].kind == tg[0].kind:
-        ordered, how = _ordered(sg, tg[0].input_size, s_order)
-        if ordered is None:
-            out.problems.append(f"source groups {', '.join(g.scope for g in sg)} fit the layers of {tg[0].scope or '/'}, "
-                                "but nothing in the files tells the order the model runs them in; name it: --map "
-                                f"'<the groups, first layer first>={tg[0].scope or '/'}'")
-            return
-        _join_from(ordered, tg[0], out, how + "; --map to choose")
+            named = f"'{stack.scope or '/'}=<the groups, first layer first>'" if split else \
+                f"'<the groups, first layer first>={stack.scope or '/'}'"
+            out.problems.append(f"groups {', '.join(g.scope for g in layers)} fit the layers of {stack.scope or '/'}, but "
+                                f"nothing in the files tells the order the model runs them in; name it: --map {named}")
+        elif split:
+            _split_into(stack, ordered, out, how + "; --map to choose")
+        else:
+            _join_from(ordered, stack, out, how + "; --map to choose")
         return
     pairs = []
     for g in sg:  # the same scope, else the only template group with the same kind and sizes
