@@ -16,3 +16,7 @@ $cs extract fixtures/torch/model.pt --scope 'encoder/*' -o demo-out/encoder.safe
 $cs ls demo-out/encoder.safetensors
 $cs rnn fixtures/torch/model.pt
 $cs extract fixtures/torch/model.pt --scope 'encoder/*' --to keras -o demo-out/encoder_keras.safetensors --force
+# the question this tool exists for: a TF1 user's hand-built LSTM cell, ready for tf.compat.v1 LSTMCell graphs
+mkdir -p demo-out/tf1
+$cs extract fixtures/tensorflow/tf1_lstmcell -s 'LSTMcell/*' --to tf1 --rename LSTMcell/= -o demo-out/tf1/model.ckpt --force
+$cs ls demo-out/tf1/model.ckpt
