@@ -76,6 +76,20 @@ def test_libhdf5_hang_is_bounded(tmp_path, name, mode):
     refused("ls", str(keras), match="did not finish within 2 s", env=env)
 
 
+@pytest.mark.parametrize("name", ["hdf5-hang.weights.h5", "hdf5-attr-hang.h5"])
+def test_libhdf5_hang_on_a_small_file_is_refused_in_seconds(name):
+    """With no CKPTSURGEON_HDF5_TIMEOUT set, the limit grows with the file: 5 s for these 18 and 57 KB files,
+    not 30 s (a service scanning many files is not held up)."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "CKPTSURGEON_HDF5_TIMEOUT"}
+    start = time.monotonic()
+    exe = Path(sys.executable).parent / "ckptsurgeon"
+    proc = subprocess.run([str(exe), "ls", str(REPRO / name)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1 and "did not finish within 5 s" in proc.stderr, proc.stderr
+    assert time.monotonic() - start < 15
+
+
 def test_hdf5_values_equal_h5py_for_every_storage_layout():
     """Contiguous datasets are read by byte range, chunked/compressed/compact ones in the child: all exact."""
     import h5py

@@ -21,7 +21,10 @@ from ...source import url_scheme
 __all__ = ["H5Source", "Group", "Dataset", "HardLink", "SoftLink", "ExternalLink", "OtherLink", "Attrs",
            "describe_file", "read_dataset_bytes", "metadata_limits"]
 
-DEFAULT_SECONDS = 30.0
+DEFAULT_SECONDS = 30.0  # the most a file's metadata gets (from 30 MB on)
+FLOOR_SECONDS = 5.0  # the least: a spawned child importing h5py on a loaded machine needs a second or two
+# (a small file's metadata then parses in milliseconds; a damaged one may loop forever)
+METADATA_BYTES_PER_SECOND = 1 << 20  # between the two, the limit grows with the file
 DEFAULT_MEMORY_MIB = 512  # over what the child starts with; metadata needs a few MB, a hostile heap object asks for GBs
 READ_BYTES_PER_SECOND = 20 << 20  # time granted to read a chunked dataset in the child, on top of the base
 
@@ -60,9 +63,12 @@ def _env_number(name: str, default: float) -> float:
     return value if value > 0 else default
 
 
-def metadata_limits(extra_bytes: int = 0) -> Limits:
-    """Wall time and memory for one child: ``CKPTSURGEON_HDF5_TIMEOUT`` s, ``CKPTSURGEON_HDF5_MEMORY`` MiB."""
-    seconds = _env_number("CKPTSURGEON_HDF5_TIMEOUT", DEFAULT_SECONDS)
+def metadata_limits(extra_bytes: int = 0, file_bytes: int | None = None) -> Limits:
+    """Wall time and memory for one child: ``CKPTSURGEON_HDF5_TIMEOUT`` s (else one second per MiB of the file,
+    from 5 s up to 30 s, so that a damaged small file is refused in seconds), ``CKPTSURGEON_HDF5_MEMORY`` MiB."""
+    scaled = DEFAULT_SECONDS if file_bytes is None else \
+        min(DEFAULT_SECONDS, max(FLOOR_SECONDS, file_bytes / METADATA_BYTES_PER_SECOND))
+    seconds = _env_number("CKPTSURGEON_HDF5_TIMEOUT", scaled)
     memory = int(_env_number("CKPTSURGEON_HDF5_MEMORY", DEFAULT_MEMORY_MIB)) << 20
     return Limits(seconds + extra_bytes / READ_BYTES_PER_SECOND, memory + 3 * extra_bytes)
 
@@ -224,7 +230,8 @@ def _build(description: dict[str, Any], where: str) -> Group:
 def describe_file(source: H5Source) -> Group:
     """The metadata of the HDF5 image at ``source``, parsed by libhdf5 in a child process."""
     inflated = source.usize if source.inflate else 0  # a deflated .keras member is inflated in the child's memory
-    header, _ = run_isolated("hdf5.describe", source.request(), metadata_limits(inflated), where=source.where,
+    header, _ = run_isolated("hdf5.describe", source.request(), metadata_limits(inflated, max(source.size, inflated)),
+                             where=source.where,
                              what="libhdf5 reading the file's metadata", preload=("h5py",),
                              needs_fork=source.process_local)
     return build(header, source.where)
