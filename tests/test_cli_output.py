@@ -76,3 +76,18 @@ def test_counts_are_singular_for_one(tmp_path):
     assert "1 metadata entry (see --json)" in res.output
     res = CliRunner().invoke(cli, ["tree", str(tmp_path / "one.safetensors")])
     assert "1 tensor, 1 parameter, 4 B" in res.output
+
+
+def test_a_closed_pipe_is_not_a_failure(tmp_path):
+    """`ckptsurgeon ls big | head -1`: the reader stops reading; the command exits 0, quietly (it exited 1)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    save_file({f"layer_{i}/w": np.zeros(2, np.float32) for i in range(20000)}, tmp_path / "big.safetensors")
+    exe = Path(sys.executable).parent / "ckptsurgeon"
+    proc = subprocess.run(["bash", "-c", f"'{exe}' ls '{tmp_path / 'big.safetensors'}' | head -1; echo ${{PIPESTATUS[0]}}"],
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("layer_") and lines[-1] == "0", proc.stdout[-300:]
+    assert proc.stderr == "", proc.stderr

@@ -44,9 +44,10 @@ class Group(click.Group):
             raise CommandError(str(exc)) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
-        except BrokenPipeError:
-            sys.stderr.close()
-            raise SystemExit(1) from None
+        except BrokenPipeError:  # the reader stopped reading (`ls big.pt | head`): not a failure of the command
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the exit's own flush must not raise again
+            raise SystemExit(0) from None
         except Exception as exc:  # a bug of ours: still one line unless debugging
             if os.environ.get("CKPTSURGEON_DEBUG"):
                 raise
