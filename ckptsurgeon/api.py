@@ -12,7 +12,7 @@ import numpy as np
 from .errors import CheckpointError, OutputError, SelectionError
 from .formats import WRITERS, no_cycle_collection, open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
-from .scopes import as_patterns
+from .scopes import as_patterns, as_renames
 from .source import CHUNK, open_source
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ def extract(
     scope: Sequence[str] = (),
     exclude: Sequence[str] = (),
     regex: bool = False,
-    rename: Sequence[tuple[str, str]] = (),
+    rename: str | Sequence[str | tuple[str, str]] = (),
     format: str | None = None,
     include_optimizer: bool = False,
     force: bool = False,
@@ -312,6 +312,7 @@ def extract(
     into the folder ``out`` instead of one file.
     """
     scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_patterns(map, "map")  # noqa: A001
+    rename = as_renames(rename)
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
     if index.format == "onnx" and scope:
         from .rnn.onnx_graph import expand_scopes

@@ -31,6 +31,25 @@ def as_patterns(value: str | Iterable[str] | None, what: str = "patterns") -> tu
     return out
 
 
+def as_renames(value: str | Sequence[str | tuple[str, str]] | None) -> list[tuple[str, str]]:
+    """``rename=`` as (old, new) prefix pairs: ``"OLD=NEW"`` strings (as the CLI takes them) or pairs, one or several."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            old, sep, new = item.partition("=")
+            if not sep:
+                raise SelectionError(f"rename {item!r}: expected OLD=NEW (a scope prefix and its replacement)")
+            out.append((old, new))
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            out.append((item[0], item[1]))
+        else:
+            raise SelectionError(f"rename {item!r}: expected 'OLD=NEW' or an (old, new) pair of strings")
+    return out
+
+
 def split_key(key: str, sep: str) -> list[str]:
     """Split an original key into path segments; TF-style ``:0`` suffixes are dropped."""
     if key.endswith(":0"):

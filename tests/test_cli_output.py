@@ -91,3 +91,17 @@ def test_a_closed_pipe_is_not_a_failure(tmp_path):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("layer_") and lines[-1] == "0", proc.stdout[-300:]
     assert proc.stderr == "", proc.stderr
+
+
+def test_an_existing_folder_as_output_and_rename_strings_in_the_api(tmp_path):
+    import pytest
+
+    import ckptsurgeon
+
+    src = str(FIXTURES / "torch" / "model.pt")
+    out = CliRunner().invoke(cli, ["extract", src, "-o", str(tmp_path)])
+    assert out.exit_code == 1 and "is a directory; give a file name inside it" in out.output
+    res = ckptsurgeon.extract(src, tmp_path / "x.safetensors", rename=["encoder/=enc/"])  # as the CLI takes it
+    assert "enc.rnn.weight_ih_l0" in res.written
+    with pytest.raises(ckptsurgeon.SelectionError, match="expected OLD=NEW"):
+        ckptsurgeon.extract(src, tmp_path / "y.safetensors", rename=["encoder"])

@@ -257,6 +257,9 @@ def writer_for(path: str, format: str | None, to: str | None = None) -> Writer:
         if format not in WRITERS:
             raise OutputError(f"unknown output format {format!r}; choose one of: {', '.join(WRITERS)}")
         return WRITERS[format]
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory; give a file name inside it ({os.path.join(path, 'out.safetensors')}, "
+                          f"or a TensorFlow prefix {os.path.join(path, 'model.ckpt')} with --format tensorflow)")
     suffix = os.path.splitext(path)[1].lower()
     if to == "tf1" and (suffix in ("", ".ckpt", ".index") or _tf_data_name(path)):
         return WRITERS["tensorflow"]
