@@ -29,8 +29,8 @@ if TYPE_CHECKING:  # the names below are imported on first use (PEP 562): ``ckpt
 # public name -> the module defining it
 _LAZY = {
     **dict.fromkeys(("open", "save", "save_sharded", "extract", "ExtractResult"), ".api"),
-    **dict.fromkeys(("CheckpointError", "FormatError", "UnsafeCheckpointError", "SelectionError", "OutputError",
-                     "MissingDependencyError"), ".errors"),
+    **dict.fromkeys(("CheckpointError", "FormatError", "CheckpointNotFoundError", "UnsafeCheckpointError", "SelectionError",
+                     "OutputError", "MissingDependencyError"), ".errors"),
     **dict.fromkeys(("graft", "GraftReport"), ".graft"),
     **dict.fromkeys(("CheckpointIndex", "TensorRef"), ".index"),
     **dict.fromkeys(("Remap", "Plan", "PlanError", "Rule", "load_rules", "parse_map"), ".remap"),
@@ -56,6 +56,7 @@ __all__ = [
     "TensorRef",
     "CheckpointError",
     "FormatError",
+    "CheckpointNotFoundError",
     "UnsafeCheckpointError",
     "SelectionError",
     "OutputError",

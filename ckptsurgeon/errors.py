@@ -7,6 +7,7 @@ __all__ = [
     "one_line",
     "CheckpointError",
     "FormatError",
+    "CheckpointNotFoundError",
     "UnsafeCheckpointError",
     "SelectionError",
     "OutputError",
@@ -36,6 +37,13 @@ def one_line(text: str, limit: int | None = None) -> str:
 
 class FormatError(CheckpointError):
     """The file is not what it claims to be, is truncated, or is internally inconsistent."""
+
+
+class CheckpointNotFoundError(FormatError, FileNotFoundError):
+    """No file, folder or URL at that name: a ``FormatError`` for the CLI, a ``FileNotFoundError`` for Python code."""
+
+    def __init__(self, message: str) -> None:
+        FormatError.__init__(self, message)
 
 
 class UnsafeCheckpointError(CheckpointError):

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from .errors import CheckpointError, FormatError, MissingDependencyError
+from .errors import CheckpointNotFoundError, CheckpointError, FormatError, MissingDependencyError
 from .remote_http import CONNECT_TIMEOUT, MAX_REDIRECTS, MIN_RATE, READ_TIMEOUT, HttpStore, _one_line, public_url  # noqa: F401
 from .source import REMOTE_SCHEMES, ByteSource, SourceWindow, register_scheme, url_scheme
 
@@ -76,7 +76,7 @@ class RemoteFile(ByteSource):
         self._fs, self._path = _fs_for(url)
         info = _info(self._fs, self._path, url)
         if info is None:
-            raise FormatError(f"{public_url(url)}: no such file or directory")
+            raise CheckpointNotFoundError(f"{public_url(url)}: no such file or directory")
         if info.get("type") == "directory":
             raise FormatError(f"{public_url(url)}: is a directory; pass a checkpoint file")
         if info.get("size") is None:

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Callable
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
-from .errors import FormatError, UnsafeCheckpointError
+from .errors import CheckpointNotFoundError, FormatError, UnsafeCheckpointError
 
 __all__ = ["ByteSource", "LocalFile", "SourceWindow", "open_source", "register_scheme", "is_url", "url_scheme",
            "ensure_scheme", "read_exact", "read_small_file", "REMOTE_SCHEMES", "copy_to", "copy_range", "CHUNK"]
@@ -137,7 +137,7 @@ def _open_regular(path: str) -> tuple[int, os.stat_result]:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        raise FormatError(f"{path}: no such file or directory") from None
+        raise CheckpointNotFoundError(f"{path}: no such file or directory") from None
     except OSError as exc:
         raise FormatError(f"{path}: cannot open: {exc.strerror or exc}") from None
     st = os.fstat(fd)

@@ -105,3 +105,15 @@ def test_an_existing_folder_as_output_and_rename_strings_in_the_api(tmp_path):
     assert "enc.rnn.weight_ih_l0" in res.written
     with pytest.raises(ckptsurgeon.SelectionError, match="expected OLD=NEW"):
         ckptsurgeon.extract(src, tmp_path / "y.safetensors", rename=["encoder"])
+
+
+def test_a_missing_checkpoint_is_a_file_not_found_error_in_python(tmp_path):
+    import pytest
+
+    import ckptsurgeon
+
+    with pytest.raises(FileNotFoundError, match="no such file or directory") as caught:
+        ckptsurgeon.open(tmp_path / "nope.pt")
+    assert isinstance(caught.value, ckptsurgeon.FormatError)  # and still a CheckpointError, as the CLI expects
+    out = CliRunner().invoke(cli, ["ls", str(tmp_path / "nope.pt")])
+    assert out.exit_code == 1 and out.output.startswith("error: ") and "no such file" in out.output

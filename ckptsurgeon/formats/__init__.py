@@ -16,7 +16,7 @@ from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import FormatError, OutputError, UnsafeCheckpointError
+from ..errors import CheckpointNotFoundError, FormatError, OutputError, UnsafeCheckpointError
 from .. import location
 from ..location import islink
 from ..source import ByteSource, open_source
@@ -54,7 +54,7 @@ def detect(path: str) -> str:
     if resolve_prefix(path) is not None:
         return "tensorflow"  # the reader verifies the index's magic and every checksum
     if kind is None:
-        raise FormatError(f"{path}: no such file or directory")
+        raise CheckpointNotFoundError(f"{path}: no such file or directory")
     if kind == "directory":
         raise FormatError(f"{path}: is a directory, but holds no .metadata (DCP), {_module('sharded.hf_index').INDEX_NAMES[0]}, "
                           "TensorFlow checkpoint state file or SavedModel")
