@@ -68,7 +68,8 @@ def check_pair(a: RecurrentGroup, b: RecurrentGroup, *, atol: float = 1e-5, step
         unsettled = g.unsettled()
         if unsettled:
             fact, source = next(iter(unsettled.items()))
-            raise SelectionError(f"group {g.scope or '/'}: its {fact} is not known ({source}); it cannot be run")
+            detail = source.split(":", 1)[-1].strip() if source.startswith("missing:") else f"its {fact} is not known ({source})"
+            raise SelectionError(f"group {g.scope or '/'}: {detail}; it cannot be run")
     try:
         # two Keras Bidirectionals (verify A B): each computes its own merge of the directions; a conversion's check
         # (a_stack) compares directions as its refusals and --allow-concat-merge settled them
@@ -76,7 +77,7 @@ def check_pair(a: RecurrentGroup, b: RecurrentGroup, *, atol: float = 1e-5, step
         diff = check_stacks(a.cells() if a_stack is None else a_stack, b.cells(), a.input_size,
                             steps=steps, batch=batch, seed=seed, merges=(a.merge_mode, b.merge_mode) if both else (None, None))
     except CheckpointError as exc:
-        raise SelectionError(f"groups {a.scope or '/'} / {b.scope or '/'}: {exc}") from None
+        raise SelectionError(f"{a.scope or '/'} -> {b.scope or '/'}: {exc}") from None
     return GroupCheck(a.scope, b.scope, a.kind, diff, diff <= atol, atol)
 
 
