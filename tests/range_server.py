@@ -16,7 +16,37 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 __all__ = ["RangeServer", "LyingServer", "gzip_bomb"]
 
 
-class RangeServer:
+class _Loopback:
+    """A threaded HTTP server on 127.0.0.1 serving one handler class; a context manager."""
+
+    sent: int
+    requests: list
+    _lock: threading.Lock
+
+    def _serve(self, handler: type) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    def url(self, rel: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{rel}"
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sent = 0
+            self.requests.clear()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class RangeServer(_Loopback):
     def __init__(self, root: str) -> None:
         self.root = root
         self.sent = 0
@@ -88,29 +118,11 @@ class RangeServer:
                     self.wfile.flush()
                     self.connection.shutdown(2)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def url(self, rel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{rel}"
-
-    def reset(self) -> None:
-        with self._lock:
-            self.sent = 0
-            self.requests.clear()
-
-    def __enter__(self) -> RangeServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._serve(Handler)
 
 
-class LyingServer:
+
+class LyingServer(_Loopback):
     """A loopback server that lies, one way per first path segment, for the remote-limits tests.
 
     HEAD answers ``body``'s size honestly everywhere but ``/nohead``, ``/slowhead`` and ``/getonly``; GET:
@@ -269,27 +281,11 @@ class LyingServer:
                     self._head(206, end - start, content_range)
                     self._send(server.body[start:end])
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def url(self, rel: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{rel}"
-
-    def reset(self) -> None:
-        with self._lock:
-            self.sent = 0
-            self.requests.clear()
-
-    def __enter__(self) -> LyingServer:
-        self._thread.start()
-        return self
+        self._serve(Handler)
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__exit__(*exc)
 
 
 @functools.lru_cache(maxsize=None)
