@@ -122,8 +122,10 @@ def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, 
     Groups pair by scope, then normalized scope, then kind and sizes when only one group on each
     side fits (never file order); each pair says how it was made. A group on one side only is a
     difference. Paired groups compare the GRU family and activations, then per gate the kernels and
-    the biases as the cell uses them, then the outputs of both on the same random inputs.
-    Exit 1 if they differ beyond --atol/--rtol.
+    the biases as the cell uses them (an LSTM only adds b_ih + b_hh, so a bias moved between them is
+    the same function), then the outputs of both on the same random inputs. The last line is the
+    verdict: identical, identical within tolerance, same function (stored differently), or different.
+    Exit 1 only if they are different beyond --atol/--rtol.
 
     \b
     Examples:
@@ -138,7 +140,7 @@ def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, 
         emit_json(result)
     else:
         _print_diff(result)
-    if not result["identical"]:
+    if not result["equivalent"]:
         raise SystemExit(1)
 
 
@@ -160,7 +162,8 @@ def _print_diff(result: dict) -> None:
     for c in result["changed"]:
         click.echo(f"changed    {c['path']}: {c['a'][0]} {c['a'][1]} -> {c['b'][0]} {c['b'][1]}")
     for v in result["values"]:
-        tol = " (within tolerance)" if v["within_tolerance"] else ""
+        tol = (" (within tolerance)" if v["within_tolerance"] else
+               f" (judged by what group {v['group']} computes)" if "group" in v else "")
         click.echo(f"values     {v['path']}: max abs {v['max_abs']:.3g}, max rel {v['max_rel']:.3g}{tol}")
     for g in result["groups"]:
         name = f"{g['a'] or '/'} vs {g['b'] or '/'}"
@@ -174,10 +177,12 @@ def _print_diff(result: dict) -> None:
         for row in g["gates"]:
             click.echo(f"gate       {name}: layer {row['layer']} {row['direction']} "
                        f"{row['gate']} {row['part']}: max abs {row['max_abs']:.3g}")
+        if g.get("bias_rounding"):
+            click.echo(f"biases     {name}: split differently between input and recurrent bias; "
+                       f"their sums agree to rounding ({g['bias_rounding']:.3g})")
         if g.get("output_max_abs") is not None:
             click.echo(f"outputs    {name}: max abs {g['output_max_abs']:.3g} on the same random inputs")
-    within = any(v["within_tolerance"] for v in result["values"])
-    click.echo("different" if not result["identical"] else "identical within tolerance" if within else "identical")
+    click.echo(result["verdict"] + (": stored differently, computes the same" if result["verdict"] == "same function" else ""))
 
 
 @click.command("stats")
