@@ -217,3 +217,32 @@ def test_a_real_change_next_to_a_moved_bias_is_still_different(tmp_path):
     data = json.loads(run("diff", tmp_path / "a.pt", tmp_path / "b.pt", "--json").output)
     assert data["verdict"] == "different"
     assert [(g["part"], g["gate"]) for g in data["groups"][0]["gates"]] == [("recurrent kernel", "input")]
+
+
+def test_verify_says_what_it_proves_and_names_the_fact_that_differs(tmp_path):
+    """Issue 20: verify's output states the facts it ran on (and where each came from); a fail names the cause."""
+    keras = pytest.importorskip("keras")
+
+    def build(mode):
+        inp = keras.Input((5, 3))
+        out = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True, activation="relu"),
+                                         merge_mode=mode)(inp)
+        return keras.Model(inp, out)
+
+    a, b = build("concat"), build("sum")
+    b.set_weights(a.get_weights())
+    a.save(tmp_path / "concat.keras")
+    b.save(tmp_path / "sum.keras")
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype("float32")
+    ya, yb = keras.ops.convert_to_numpy(a(x)), keras.ops.convert_to_numpy(b(x))
+    assert ya.shape != yb.shape  # Keras itself: two different functions
+    res = run("verify", tmp_path / "concat.keras", tmp_path / "sum.keras")
+    assert res.exit_code == 1 and "(merge_mode concat vs sum)" in res.output, res.output
+    assert "what this proves" not in res.output
+    same = run("verify", tmp_path / "concat.keras", tmp_path / "concat.keras")
+    assert same.exit_code == 0, same.output
+    assert "activation: relu (file: model config 'relu')" in same.output
+    assert "merge_mode: concat (file: model config)" in same.output
+    assert "what this proves: both sides, as ckptsurgeon reads them" in same.output
+    row = json.loads(run("verify", tmp_path / "concat.keras", tmp_path / "concat.keras", "--json").output)[0]
+    assert row["ok"] and row["facts"]["activation"] == "relu (file: model config 'relu')"

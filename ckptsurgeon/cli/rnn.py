@@ -7,7 +7,7 @@ from .. import api
 from ..rnn.group import RecurrentGroup
 from ..rnn.onnx_graph import not_converted
 from ..rnn.recognize import recognize
-from ..rnn.verify import verify
+from ..rnn.verify import PROVES, verify
 from .common import allow_expanded_option, allow_global_option, emit_json, scope_options
 from .rnn_options import build_options, fact_options, rnn_options
 
@@ -100,6 +100,9 @@ def verify_cmd(source, converted, scope, exclude, regex, atol, forget_bias, orie
 
     Each side runs its own semantics (activations, GRU family, forget_bias, topology, go_backwards);
     the fact flags apply to SOURCE only (CONVERTED states its own facts when ckptsurgeon wrote it).
+    A pass proves the conversion reproduces SOURCE as ckptsurgeon reads it; each fact that reading
+    rests on is printed with where it came from (the file's model config, its layout, a documented
+    version default, a flag). Only the framework that wrote SOURCE can confirm the reading itself.
 
     \b
     Examples:
@@ -114,7 +117,12 @@ def verify_cmd(source, converted, scope, exclude, regex, atol, forget_bias, orie
         emit_json([r.as_dict() for r in rows])
     else:
         for r in rows:
+            why = f" ({r.reason})" if r.reason else ""
             click.echo(f"{'ok  ' if r.ok else 'FAIL'} {r.source or '/'} -> {r.converted or '/'} ({r.kind}): "
-                       f"max abs diff {r.max_abs_diff:.3g}")
+                       f"max abs diff {r.max_abs_diff:.3g}{why}")
+            for fact, value in r.facts.items():
+                click.echo(f"       {fact}: {value}")
+        if rows and all(r.ok for r in rows):
+            click.echo(f"what this proves: {PROVES}.")
     if not all(r.ok for r in rows):
         raise SystemExit(1)

@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -20,7 +20,13 @@ from .group import RecognizeOptions, RecurrentGroup
 from .recognize import recognize
 from .reference import run_stack
 
-__all__ = ["GroupCheck", "check_pair", "check_stacks", "merged", "verify", "read_back", "verify_converted"]
+__all__ = ["PROVES", "GroupCheck", "source_facts", "check_pair", "check_stacks", "merged", "verify", "read_back", "verify_converted"]
+
+
+# What a passing check proves, in the words the CLI and the README use.
+PROVES = ("both sides, as ckptsurgeon reads them, compute the same outputs on the same random inputs: the "
+          "conversion reproduces the source as read; whether the source was read as its framework runs it rests "
+          "on the facts listed and where each came from")
 
 
 @dataclass
@@ -31,9 +37,26 @@ class GroupCheck:
     max_abs_diff: float
     ok: bool
     atol: float = 1e-5
+    facts: dict[str, str] = field(default_factory=dict)  # fact -> "value (where it came from)", the source's
+    reason: str = ""  # why the outputs differ, when a stated fact explains it
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def source_facts(g: RecurrentGroup) -> dict[str, str]:
+    """The facts that decide what ``g`` computes, each with where it came from (``rnn`` prints the same)."""
+    described = g.describe()
+    return {fact: f"{described.get(fact, getattr(g, fact, None))} ({where})" for fact, where in g.provenance.items()}
+
+
+def _why(a: RecurrentGroup, b: RecurrentGroup) -> str:
+    """The stated facts that make ``a`` and ``b`` compute different things, if any."""
+    da, db = a.describe(), b.describe()
+    diffs = [f"{k} {da.get(k)} vs {db.get(k)}" for k in
+             ("activation", "recurrent_activation", "family", "go_backwards", "merge_mode", "forget_bias")
+             if da.get(k) != db.get(k) and not (k == "family" and a.kind != "gru")]
+    return "; ".join(diffs)
 
 
 def _signature(g: RecurrentGroup) -> tuple:
@@ -78,7 +101,8 @@ def check_pair(a: RecurrentGroup, b: RecurrentGroup, *, atol: float = 1e-5, step
                             steps=steps, batch=batch, seed=seed, merges=(a.merge_mode, b.merge_mode) if both else (None, None))
     except CheckpointError as exc:
         raise SelectionError(f"{a.scope or '/'} -> {b.scope or '/'}: {exc}") from None
-    return GroupCheck(a.scope, b.scope, a.kind, diff, diff <= atol, atol)
+    ok = diff <= atol
+    return GroupCheck(a.scope, b.scope, a.kind, diff, ok, atol, source_facts(a), "" if ok else _why(a, b))
 
 
 def _pairs(ga: list[RecurrentGroup], gb: list[RecurrentGroup]) -> list[tuple[RecurrentGroup, RecurrentGroup]]:
