@@ -246,7 +246,8 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
           scope: Sequence[str] = (), map: Sequence[str] = (), rules: str | None = None,  # noqa: A002
           strict: bool = False, dry_run: bool = False, force: bool = False,
           options: ConvertOptions | None = None, verify_atol: float | None = 1e-5,
-          allow_aliased: bool = False, progress: Callable[[int, int], None] | None = None) -> GraftReport:
+          allow_aliased: bool = False, progress: Callable[[int, int], None] | None = None,
+          template_facts: Callable[[CheckpointIndex], dict[str, dict]] | None = None) -> GraftReport:
     """Write SOURCE's chosen tensors into a copy of TEMPLATE (``into``); see the module docstring.
 
     ``strict``: template tensors left untouched or source tensors left unused are errors.
@@ -255,6 +256,8 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     A replacement that would change another template tensor through shared storage (a view, a
     transpose, tied weights) is refused unless ``allow_aliased``; then each such tensor is in ``aliased``.
     Replacements are computed one at a time while the copy is written; ``progress(n, total)`` follows it.
+    ``template_facts(template_index)``: facts the template's groups run with that its file may not state
+    (``keras.load_into`` reads them from the live model), as ``{scope: self-description}``.
     """
     from .api import open as open_
     from .formats.patch import aliased, patch_copy
@@ -265,6 +268,9 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     src = source if isinstance(source, CheckpointIndex) else open_(source)
     src = src.select(*expand_scopes(src, scope), include_optimizer=False)  # an ONNX node's scope: what it reads
     tpl = open_(into)
+    if template_facts is not None:
+        from .keras_live import state_facts
+        state_facts(tpl, template_facts(tpl))
     rule_list = parse_map(map) + (load_rules(rules) if rules else [])
     options = options or ConvertOptions()
     report = plan_graft(src, tpl, rule_list, options, verify_atol=verify_atol)

@@ -5,7 +5,8 @@
 
 The model itself, saved as a ``.keras`` (weights + its configuration), is the graft template, so names,
 layouts, dtypes *and the layers' own facts* (activations, ``reset_after``, ``go_backwards``) follow the
-model; a model Keras cannot serialize falls back to its ``.weights.h5`` (Keras 3 defaults then apply).
+model; a model Keras cannot serialize falls back to its ``.weights.h5``. Either way the live layers' own
+facts are read too (``keras_live``): a subclassed model's template states no layer config, its layers do.
 Recurrent groups are converted (PyTorch -> Keras ...) and verified with the same checks and refusals as
 ``graft``; nothing loads on any misfit.
 """
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .graft import GraftReport, graft
+from .keras_live import template_facts
 from .scopes import as_patterns
 
 __all__ = ["load_into"]
@@ -45,7 +47,7 @@ def load_into(model: Any, source: Any, *, scope: Sequence[str] = (), map: Sequen
         template = _save_template(model, tmp)
         out = os.path.join(tmp, "grafted" + (".keras" if template.endswith(".keras") else ".weights.h5"))
         report = graft(source, template, out, scope=scope, map=map, rules=rules, strict=strict, options=options,
-                       verify_atol=verify_atol)
+                       verify_atol=verify_atol, template_facts=lambda index: template_facts(model, index))
         model.load_weights(out)
     report.out = None
     return report

@@ -52,7 +52,7 @@ def apply_stated(group: RecurrentGroup, index: CheckpointIndex) -> None:
     desc = stated(index, group.scope)
     if desc is None:
         return
-    where = f"file: ckptsurgeon metadata {META_PREFIX}{group.scope}"
+    where = str(desc.get("stated_by") or f"file: ckptsurgeon metadata {META_PREFIX}{group.scope}")
     if group.kind == "gru" and desc.get("family") in ("reset-after", "reset-before"):
         group.set_fact("reset_after", desc["family"] == "reset-after", where)
     for name in _FROM_DESC:
@@ -79,7 +79,7 @@ def apply_flags(group: RecurrentGroup, options: RecognizeOptions) -> None:
         if name == "reset_after" and group.kind != "gru":
             continue
         source = group.provenance[name]
-        if origin(source) == "file" or source.startswith(_BINDING_DEFAULTS):
+        if origin(source) in ("file", "live model") or source.startswith(_BINDING_DEFAULTS):
             if getattr(group, name) != value:
                 group.notes.append(f"{_flag_text(name, value)} ignored for {group.scope or '/'}: the file states "
                                    f"{name}={getattr(group, name)} ({source})")

@@ -14,7 +14,7 @@ __all__ = ["RecurrentGroup", "RecognizeOptions", "ORIGINS", "origin", "FACT_FLAG
 
 # Where a fact came from, as the first word(s) of its provenance string ("file: model config").
 # "assumed" and "missing" never feed a conversion: it is refused, naming the flag that settles it.
-ORIGINS = ("file", "version default", "flag", "assumed", "missing")
+ORIGINS = ("file", "live model", "version default", "flag", "assumed", "missing")  # live model: keras.load_into
 
 # fact -> the flag that declares it
 FACT_FLAGS = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["layer_summaries", "layer_paths", "parse_config"]
+__all__ = ["layer_summaries", "layer_paths", "parse_config", "summarize"]
 
 # Arguments later layers (recurrent recognition) need; everything else stays out of the index.
 KEPT = ("units", "activation", "recurrent_activation", "use_bias", "reset_after", "return_sequences",
@@ -62,6 +62,11 @@ def _summary(layer: dict[str, Any]) -> dict[str, Any]:
         if isinstance(inner, dict):
             out[wrapped] = _summary(inner) | {"name": (_normalize(inner).get("config") or {}).get("name")}
     return out
+
+
+def summarize(layer: dict[str, Any]) -> dict[str, Any]:
+    """One serialized layer (``{"class_name", "config"}``) as ``layer_paths`` holds it."""
+    return _summary(layer)
 
 
 def layer_paths(config: dict[str, Any] | list[Any]) -> dict[str, dict[str, Any]]:
