@@ -18,6 +18,7 @@ import numpy as np
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import GATE_LABELS
+from .facts import META_PREFIX, stored_metadata
 from .group import RecognizeOptions, RecurrentGroup
 
 __all__ = ["recognize", "write_gates", "LABELS"]
@@ -58,26 +59,38 @@ def write_gates(stack: Stack, gates: tuple[str, ...] | str | None = None) -> dic
     return out
 
 
-def _split(path: str) -> tuple[str, int, int, str, str] | None:
-    """``scope/[layer_k/][forward|backward/]<gate>/<name>`` -> (scope, k, d, gate, name)."""
+def _split(path: str, stated: tuple[str, ...] = ()) -> tuple[str, int, int, str, str] | None:
+    """``scope/[layer_k/][forward|backward/]<gate>/<name>`` -> (scope, k, d, gate, name).
+
+    A scope the file's ``rnn:<scope>`` metadata states is taken whole (longest first), so a group a user
+    named ``layer_0`` or ``backward`` is not read as layer 0 or a backward direction of its parent."""
     segs = path.split("/")
     if len(segs) < 2 or segs[-1] not in _NAMES + ("weight_hr",):
         return None
     gate, name = segs[-2], segs[-1]
     if (gate == "projection") != (name == "weight_hr"):
         return None
-    head, d, k = segs[:-2], 0, 0
+    scope = next((s for s in stated if path.startswith(s + "/")), None)
+    head, d, k = (segs[len(scope.split("/")):-2] if scope else segs[:-2]), 0, 0
     if head and head[-1] in ("forward", "backward"):
         d = 1 if head.pop() == "backward" else 0
     if head and _LAYER.match(head[-1]):
         k = int(_LAYER.match(head.pop()).group(1))
+    if scope is not None:
+        return (scope, k, d, gate, name) if not head else None
     return "/".join(head), k, d, gate, name
+
+
+def _stated_scopes(index: CheckpointIndex) -> tuple[str, ...]:
+    scopes = [key[len(META_PREFIX):] for key in stored_metadata(index) if key.startswith(META_PREFIX)]
+    return tuple(sorted((s for s in scopes if s), key=len, reverse=True))
 
 
 def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
     found: dict[str, dict[tuple[int, int], dict[str, dict[str, str]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    stated = _stated_scopes(index)
     for path in index:
-        parsed = _split(path)
+        parsed = _split(path, stated)
         if parsed:
             scope, k, d, gate, name = parsed
             found[scope][(k, d)][gate][name] = path

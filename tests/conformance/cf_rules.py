@@ -37,6 +37,7 @@ class Truth:
     missing: tuple[str, ...] = ()  # facts nothing settles (flags not passed)
     widths_differ: bool = False  # TF1 MultiRNNCell of layers of different widths
     allow_concat_merge: bool = False  # the user passed --allow-concat-merge
+    unexplained: bool = False  # tensors its layout does not explain (a LayerNorm cell), or layers missing (0, 2)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ def _activations_fit(t: Truth, target: str) -> bool:
 RULES: tuple[Rule, ...] = (
     Rule("missing", "a fact the file does not state and no flag declares", 0, r"pass --",
          lambda t, target: bool(t.missing)),
+    Rule("unexplained", "tensors the layout does not explain, or missing layers", 0,
+         r"(that a \S+ does not have|its layers are numbered)", lambda t, target: t.unexplained),
     Rule("halves", "Keras Bidirectional halves that differ", 0, r"(forward and backward layers differ|layers differ)",
          lambda t, target: t.halves_differ),
     Rule("widths", "TF1 layers of different widths", 0, r"different widths",

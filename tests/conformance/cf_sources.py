@@ -16,7 +16,7 @@ import numpy as np
 
 from cf_frameworks import (keras_layer, keras_weights, load_torch_state, run_keras_layer, run_torch, torch_module)
 from cf_rules import Truth
-from cf_space import KERAS_FORMULA, Config
+from cf_space import KERAS_FORMULA, Config, layer_name
 
 __all__ = ["Layer", "Source", "build", "tf1_grid_source", "tfkeras_source", "ROOT", "TF1_GRID", "KERAS_GRID",
            "tf1_grid_cases", "tfkeras_grid_cases"]
@@ -82,6 +82,12 @@ def _torch(cfg: Config, tmp: Path) -> Source:
             p.copy_(torch.from_numpy(rng.uniform(-0.6, 0.6, tuple(p.shape)).astype(np.float32)))
     scope = "cell" if cell else "rnn"
     state = {f"{scope}.{k}": v.contiguous() for k, v in module.state_dict().items()}
+    if cfg.extra == "layernorm":  # what a LayerNorm LSTM/GRU cell adds to nn.LSTMCell's names: another function
+        gates = (4 if cfg.kind == "lstm" else 3) * cfg.hidden
+        state.update({f"{scope}.ln_ih.weight": torch.ones(gates), f"{scope}.ln_ih.bias": torch.zeros(gates),
+                      f"{scope}.ln_hh.weight": torch.ones(gates), f"{scope}.ln_hh.bias": torch.zeros(gates)})
+    elif cfg.extra == "gap":  # layers 0 and 2 of three: torch itself refuses to load these names
+        state = {k: v for k, v in state.items() if not k.split(".")[-1].split("_l1")[-1] in ("", "_reverse")}
     path = tmp / f"source.{cfg.file}"
     if cfg.file == "safetensors":
         from safetensors.torch import save_file
@@ -98,7 +104,9 @@ def _torch(cfg: Config, tmp: Path) -> Source:
         return run_torch(again, x)
 
     truth = Truth(cfg.kind, layers=1 if cell else cfg.layers, directions=2 if cfg.bidirectional and not cell else 1,
-                  proj=cfg.proj)
+                  proj=cfg.proj, unexplained=cfg.extra != "none")
+    if truth.unexplained:  # what it computes is not nn.LSTM's: every target must refuse
+        return Source(str(cfg), path, None, {}, [Layer(truth, None, None, cfg.proj or cfg.hidden, scope)], cfg)
     layer = Layer(truth, x, want, cfg.proj or cfg.hidden, scope, load_back, cfg.bias)
     return Source(str(cfg), path, "torch-cell" if cell else "torch", {}, [layer], cfg)
 
@@ -153,11 +161,16 @@ def _keras(cfg: Config, tmp: Path) -> Source:
     inp = keras.Input((STEPS, cfg.input_size))
     y, outs = inp, []
     for k in range(cfg.layers):
-        layer = keras_layer(cfg.kind, cfg.hidden, name=f"bi{k}" if cfg.bidirectional else f"rnn{k}", **args)
+        layer = keras_layer(cfg.kind, cfg.hidden, name=layer_name(cfg, k), **args)
         y = layer(y)
         layers.append(layer)
         outs.extend(y if isinstance(y, (list, tuple)) else [y])
     model = keras.Model(inp, outs)
+    if cfg.nest != "none":  # the layers inside a model used as a layer of the saved one
+        inner = keras.Sequential([keras.Input((STEPS, cfg.input_size)), *layers], name="enc") \
+            if cfg.nest == "sequential" else keras.Model(inp, outs, name="enc")
+        outer_in = keras.Input((STEPS, cfg.input_size))
+        model = keras.Model(outer_in, inner(outer_in))
     for w in model.weights:
         w.assign(rng.uniform(-0.5, 0.5, tuple(w.shape)).astype("float32"))
     path = tmp / f"source.{cfg.file}"
@@ -177,8 +190,8 @@ def _keras(cfg: Config, tmp: Path) -> Source:
             # (named forward_layer/backward_layer in .keras files, by the layers' own names in .h5 files)
             found += [Layer(truth, None, None, cfg.hidden, None, None, cfg.bias, select="..") for _ in range(2)]
         else:
-            found.append(Layer(truth, x, want, cfg.hidden, f"bi{k}" if cfg.bidirectional else f"rnn{k}", load_back,
-                               cfg.bias))
+            scope = ("enc/" if cfg.nest != "none" else "") + layer_name(cfg, k)
+            found.append(Layer(truth, x, want, cfg.hidden, scope, load_back, cfg.bias))
         x = want
     return Source(str(cfg), path, "keras", _keras_options(cfg), found, cfg)
 

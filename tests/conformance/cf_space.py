@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-__all__ = ["Config", "SOURCES", "TARGETS", "torch_configs", "cell_configs", "keras_configs", "any_config",
+__all__ = ["Config", "NAMES", "layer_name", "SOURCES", "TARGETS", "torch_configs", "cell_configs", "keras_configs", "any_config",
            "EXAMPLES", "suite_settings", "KERAS_ACTIVATIONS", "KERAS_FORMULA"]
 
 SOURCES = ("torch", "torch-cell", "keras")  # hypothesis-drawn; the TF-made fixtures are fixed cases
@@ -46,6 +46,9 @@ class Config:
     out_format: str = "safetensors"  # safetensors | npz | h5 | pt
     via: str = "api"  # api | cli
     allow_concat_merge: bool = False
+    extra: str = "none"  # PyTorch: none | layernorm (a LayerNorm cell's extra tensors) | gap (layer 1 missing)
+    nest: str = "none"  # Keras: none | sequential | functional (the layers inside a model "enc" used as a layer)
+    names: str = "default"  # Keras layer names, adversarial ones included (NAMES)
     seed: int = 0
 
     def __str__(self) -> str:
@@ -81,10 +84,12 @@ def torch_configs(draw) -> Config:
     kind = draw(st.sampled_from(("lstm", "gru")))
     hidden = draw(_sizes)
     proj = draw(st.integers(0, hidden - 1)) if kind == "lstm" and hidden > 1 and draw(st.booleans()) else 0
-    return Config("torch", kind, layers=draw(st.integers(1, 3)), bidirectional=draw(st.booleans()),
+    layers = draw(st.integers(1, 3))
+    extras = ("none",) * 6 + ("layernorm",) + (("gap",) if layers == 3 else ())
+    return Config("torch", kind, layers=layers, bidirectional=draw(st.booleans()),
                   bias=draw(st.booleans()), proj=proj, input_size=draw(_input_size(hidden)), hidden=hidden,
                   file=draw(st.sampled_from(("pt", "safetensors"))), out_format=draw(_out), via=draw(_via),
-                  seed=draw(_seed))
+                  extra=draw(st.sampled_from(extras)), seed=draw(_seed))
 
 
 @st.composite
@@ -92,7 +97,22 @@ def cell_configs(draw) -> Config:
     hidden = draw(_sizes)
     return Config("torch-cell", draw(st.sampled_from(("lstm", "gru"))), bias=draw(st.booleans()),
                   input_size=draw(_input_size(hidden)), hidden=hidden, file=draw(st.sampled_from(("pt", "safetensors"))),
-                  out_format=draw(_out), via=draw(_via), seed=draw(_seed))
+                  out_format=draw(_out), via=draw(_via), extra=draw(st.sampled_from(("none",) * 5 + ("layernorm",))),
+                  seed=draw(_seed))
+
+
+# Layer names users choose, including ones that look like what ckptsurgeon once read from names alone: a forward
+# half, a backward half, a stacked layer, a cell. ``{k}``: the layer's position; without it, ``_k`` after the first.
+NAMES = {"default": "", "forward_lstm": "forward_lstm", "backward_lstm": "backward_lstm", "layer_k": "layer_{k}",
+         "rnn": "rnn", "cell_k": "cell_{k}", "fw": "fw", "bw": "bw", "lstm": "lstm"}
+
+
+def layer_name(cfg: Config, k: int) -> str:
+    """The name of the ``k``-th recurrent layer a Keras source builds."""
+    pattern = NAMES[cfg.names]
+    if not pattern:
+        return f"bi{k}" if cfg.bidirectional else f"rnn{k}"
+    return pattern.format(k=k) if "{k}" in pattern else (pattern if k == 0 else f"{pattern}_{k}")
 
 
 _ACT = st.sampled_from(("tanh",) * 4 + ("relu", "linear", "softsign", "softplus", "sigmoid", "hard_sigmoid", "elu"))
@@ -125,7 +145,8 @@ def keras_configs(draw) -> Config:
                   recurrent_activation=recurrent, go_backwards=False if bidirectional else draw(st.booleans()),
                   merge_mode=merge, backward=backward, file=file, declare_family=draw(st.booleans()) or draw(st.booleans()),
                   out_format=draw(_out), via=draw(_via), allow_concat_merge=merge in ("sum", "mul", "ave") and draw(st.booleans()),
-                  seed=draw(_seed))
+                  nest=draw(st.sampled_from(("none", "none", "sequential", "functional"))) if merge != "none" else "none",
+                  names=draw(st.sampled_from(tuple(NAMES))), seed=draw(_seed))
 
 
 def any_config() -> st.SearchStrategy[Config]:

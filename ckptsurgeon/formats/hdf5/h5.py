@@ -46,7 +46,8 @@ def read_source(source: H5Source, *, file: str, config: dict | None = None, fmt:
         if any("/" in p for p in nested):
             metadata["layer_paths"] = nested  # nested models: each layer's config by its full path
     if is_keras_h5(f):
-        refs, name = keras_h5_refs(f, where=where, file=file, source=source), "keras-h5"
+        models = frozenset(p.split("/", 1)[0] for p in (layer_paths(config) if config else {}) if "/" in p)
+        refs, name = keras_h5_refs(f, where=where, file=file, source=source, models=models), "keras-h5"
     elif is_keras_v3(f):
         refs, notes = keras_v3_refs(f, where=where, file=file, source=source, layers=layers)
         name = "keras-v3"

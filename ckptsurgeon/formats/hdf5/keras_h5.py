@@ -50,13 +50,20 @@ def is_keras_h5(f: Group) -> bool:
     return weights_root(f) is not None
 
 
-def _path(layer: str, weight: str) -> str:
+def _path(layer: str, weight: str, models: frozenset[str] = frozenset()) -> str:
+    """A weight's scope path: its name carries its layer's (``lstm/lstm_cell/kernel``), except Keras 1 names
+    (no scope) and the weights of a nested model (``layer_0/lstm_cell/kernel`` under the model ``enc``),
+    which go under the layer's group as they sit in the file: ``enc/layer_0/lstm_cell/kernel``."""
     weight = weight[:-2] if weight.endswith(":0") else weight
-    return weight if "/" in weight else f"{layer}/{weight}"  # Keras 1 names carry no scope
+    if "/" not in weight or (layer in models and weight.split("/", 1)[0] != layer):
+        return f"{layer}/{weight}"
+    return weight
 
 
-def keras_h5_refs(f: Group, *, where: str, file: str, source: H5Source) -> list[TensorRef]:
-    """Tensors in Keras's own order (``layer_names``, then each layer's ``weight_names``)."""
+def keras_h5_refs(f: Group, *, where: str, file: str, source: H5Source,
+                  models: frozenset[str] = frozenset()) -> list[TensorRef]:
+    """Tensors in Keras's own order (``layer_names``, then each layer's ``weight_names``); ``models``: the
+    top-level layers the stored config says are models themselves (their weights' names omit them)."""
     root = weights_root(f)
     if root is None:
         raise FormatError(f"{where}: not a Keras HDF5 weights file")
@@ -67,7 +74,7 @@ def keras_h5_refs(f: Group, *, where: str, file: str, source: H5Source) -> list[
             dset = child(group, weight, where)
             if not isinstance(dset, Dataset):
                 raise FormatError(f"{where}: weight {weight!r} of layer {layer!r} is not a dataset")
-            refs.append(dataset_ref(dset, path=_path(layer, weight), key=weight, file=file, where=where, source=source))
+            refs.append(dataset_ref(dset, path=_path(layer, weight, models), key=weight, file=file, where=where, source=source))
     if isinstance(f.get("optimizer_weights", getlink=True), HardLink) and isinstance(f["optimizer_weights"], Group):
         for rel, dset in walk(f["optimizer_weights"], where):
             rel = rel[:-2] if rel.endswith(":0") else rel
