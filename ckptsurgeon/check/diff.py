@@ -20,8 +20,8 @@ __all__ = ["diff"]
 
 
 def _delta(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # the casts too: a signaling NaN raises "invalid" when widened
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
         d = np.abs(a64 - b64)
         return float(d.max()) if d.size else 0.0, float((d / np.maximum(np.abs(b64), 1e-12)).max()) if d.size else 0.0
 

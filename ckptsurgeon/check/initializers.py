@@ -77,6 +77,7 @@ def _truncated(mu: float, sigma: float):
     return cdf, logpdf
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # inf/nan/1e38 weights: no warnings on stderr
 def orthogonality(m: np.ndarray) -> tuple[float, float]:
     """(max |M^T M / g^2 - I|, gain g) with M the tall orientation of a matrix.
 
@@ -91,7 +92,7 @@ def orthogonality(m: np.ndarray) -> tuple[float, float]:
         c = widen(tall[r:r + step])
         diag += np.einsum("ij,ij->j", c, c)
     gain2 = float(np.mean(diag))
-    if gain2 <= 0:
+    if gain2 <= 0 or not math.isfinite(gain2):  # all zeros, or values so large that their squares overflow
         return float("inf"), 0.0
     worst = 0.0
     for j in range(0, k, step):
@@ -176,6 +177,7 @@ def _fitted_candidates(n: int, mu: float, sd: float, amax: float, lo: float, hi:
     return out
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # huge values overflow the likelihoods: no warnings
 def guess_initializer(values: np.ndarray, *, fans: Sequence[tuple[int, int]] = (), hidden: int | None = None,
                       gate: str | None = None, matrix: np.ndarray | None = None, family: str | None = None,
                       summary: Summary | None = None) -> Guess:

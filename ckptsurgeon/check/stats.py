@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import FormatError
 from ..index import CheckpointIndex
 from ..rnn.gates import GATE_LABELS
 from ..rnn.group import RecognizeOptions, RecurrentGroup
@@ -152,7 +153,11 @@ def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = 
                         **asdict(s)})
     out_groups, digests = [], {}
     for g in groups:
-        out_groups.append({"scope": g.scope, "kind": g.kind, "variant": g.variant, "gates": _group_gates(g)})
+        try:
+            gates = _group_gates(g)
+        except FormatError as exc:  # a group that cannot be read: say in which file
+            raise FormatError(f"{index.files[0]}: {exc}") from None
+        out_groups.append({"scope": g.scope, "kind": g.kind, "variant": g.variant, "gates": gates})
         digests.setdefault(_digest(g), []).append(g.scope)
     return {"format": index.format, "tensors": tensors, "groups": out_groups, "left_out_optimizer": skipped,
             "identical_groups": [scopes for scopes in digests.values() if len(scopes) > 1]}

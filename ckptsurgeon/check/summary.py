@@ -35,9 +35,10 @@ class Summary:
 
 def widen(values: np.ndarray) -> np.ndarray:
     """float64 values of a chunk (float16, bfloat16 and float8 through float32)."""
-    if values.dtype.kind == "V" or values.dtype.name.startswith(("bfloat16", "float8")):
-        values = values.astype(np.float32)
-    return values.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # a signaling NaN raises "invalid" when cast; it stays a NaN, counted as one
+        if values.dtype.kind == "V" or values.dtype.name.startswith(("bfloat16", "float8")):
+            values = values.astype(np.float32)
+        return values.astype(np.float64)
 
 
 def _chunks(flat: np.ndarray):
@@ -73,11 +74,12 @@ def summarize(values: np.ndarray) -> Summary:
     mean = total / finite if finite else math.nan
     squares = centred = 0.0
     if finite:
-        for x in _chunks(flat):
-            x = x[np.isfinite(x)] if nonfinite else x
-            squares += float(np.dot(x, x))
-            d = x - mean
-            centred += float(np.dot(d, d))
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e38 squared is inf: the statistic says so
+            for x in _chunks(flat):
+                x = x[np.isfinite(x)] if nonfinite else x
+                squares += float(np.dot(x, x))
+                d = x - mean
+                centred += float(np.dot(d, d))
     std = math.sqrt(centred / finite) if finite else math.nan
     return Summary(n, nonfinite, zeros, mean, std, lo if finite else math.nan, hi if finite else math.nan,
                    max(abs(lo), abs(hi)) if finite else math.nan, math.sqrt(squares),

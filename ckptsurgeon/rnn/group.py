@@ -96,7 +96,11 @@ class RecurrentGroup:
         """The weights in canonical layout, with this group's semantics (activations, family, topology)."""
         if self.load is None:
             raise FormatError(f"group {self.scope!r} cannot be loaded")
-        raw = self.load()
+        try:
+            raw = self.load()
+        except (ValueError, IndexError) as exc:  # a layout's slicing/concatenation met tensors of the wrong shapes
+            raise FormatError(f"group {self.scope or '/'} ({self.variant}): its tensors ({', '.join(self.members)}) do "
+                              f"not fit its layout ({exc}); refusing") from None
         stack = raw if isinstance(raw, Stack) else Stack(list(raw))
         self._check_shapes(stack)
         gru = self.kind == "gru"

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import FormatError
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import ORDERS, reorder
@@ -204,6 +205,12 @@ def _to_cell(index, parts, kind, hidden, cudnn) -> Cell:
     rec = index[parts["recurrent_kernel"]].numpy()
     bias = index[parts["bias"]].numpy() if "bias" in parts else None
     n_in, G = kernel.shape[0], kernel.shape[1] // hidden
+    if bias is not None:  # before any slicing: a (3, 3H) GRU bias must not pass as reset-after's (2, 3H)
+        want = [(2 * G * hidden,)] if cudnn else [(G * hidden,)] + ([(2, G * hidden)] if kind == "gru" else [])
+        if tuple(bias.shape) not in want:
+            raise FormatError(f"{parts['bias']}: shape {list(bias.shape)}, expected "
+                              f"{' or '.join(str(list(s)) for s in want)} (a Keras {kind.upper()} of input {n_in}, "
+                              f"hidden {hidden}); refusing")
     if cudnn:
         kernel = np.concatenate([kernel[:, g * hidden:(g + 1) * hidden].reshape(hidden, n_in).T for g in range(G)], 1)
         rec = np.concatenate([rec[:, g * hidden:(g + 1) * hidden].T for g in range(G)], 1)

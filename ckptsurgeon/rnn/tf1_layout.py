@@ -20,6 +20,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..errors import FormatError
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import ORDERS, reorder
@@ -207,9 +208,29 @@ def _variant(cell_name: str, parts: dict[str, str]) -> str:
     return f"TF1 {cell_name}" + (f" ({', '.join(extras)})" if extras else "")
 
 
+def _expect(index, parts: dict[str, str], want: dict[str, tuple[int, ...]]) -> None:
+    """Each present tensor has the shape the cell's layout implies, before any slicing or concatenation."""
+    bad = [f"{parts[k]} is {list(index[parts[k]].shape)}, expected {list(s)}" for k, s in want.items()
+           if k in parts and tuple(index[parts[k]].shape) != s]
+    if bad:
+        raise FormatError("; ".join(bad) + "; refusing")
+
+
 def _load(index, entry, group: RecurrentGroup) -> Cell:
     kind, _, parts, _ = entry
     get = lambda key: index[parts[key]].numpy()  # noqa: E731
+    first = index[parts["kernel" if kind == "lstm" else "gk"]].shape
+    if len(first) != 2 or first[1] % (4 if kind == "lstm" else 2):
+        raise FormatError(f"{parts['kernel' if kind == 'lstm' else 'gk']} is {list(first)}, expected "
+                          f"[inputs + units, {'4' if kind == 'lstm' else '2'} x units]; refusing")
+    if kind == "lstm":
+        H = first[1] // 4
+        P = index[parts["projection"]].shape[-1] if group.proj_size and "projection" in parts else H
+        _expect(index, parts, {"bias": (4 * H,), "w_i_diag": (H,), "w_f_diag": (H,), "w_o_diag": (H,),
+                               "projection": (H, P)})
+    else:
+        H = first[1] // 2
+        _expect(index, parts, {"gb": (2 * H,), "ck": (first[0], H), "cb": (H,)})
     if kind == "lstm":
         kernel = get("kernel")
         proj = get("projection").shape[1] if group.proj_size else 0

@@ -126,8 +126,11 @@ def verify(a: CheckpointIndex, b: CheckpointIndex, *, atol: float = 1e-5, steps:
                                  "narrow both with --scope (a stack pairs with its layers only when they are all "
                                  "there is: one N-layer group and N one-layer groups that chain)")
         ga, gb = [joined[0]], [joined[1]]
-    return [check_pair(x, y, atol=atol, steps=steps, batch=batch, seed=seed + i)
-            for i, (x, y) in enumerate(_pairs(ga, gb))]
+    try:
+        return [check_pair(x, y, atol=atol, steps=steps, batch=batch, seed=seed + i)
+                for i, (x, y) in enumerate(_pairs(ga, gb))]
+    except SelectionError as exc:  # name the files: a group's scope alone does not say which side it is
+        raise SelectionError(f"{a.files[0]} vs {b.files[0]}: {exc}") from None
 
 
 def _stack_and_layers(ga: list[RecurrentGroup], gb: list[RecurrentGroup], b: CheckpointIndex) -> list[RecurrentGroup]:
