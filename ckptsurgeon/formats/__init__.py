@@ -66,6 +66,8 @@ def detect(path: str) -> str:
     # safetensors first: the commonest format, and its sniffer cannot match the magic bytes below
     if _module("safetensors.safetensors_fmt").sniff(head, size):
         return "safetensors"
+    if _module("gguf.reader").sniff(head):  # before the pickle sniffers: a GGUF listing imports no pickle code
+        return "gguf"
     if head.startswith(ZIP_MAGICS):
         names = _module("zipsafe").SafeZip(path, hand_off=True).names()
         if _module("pytorch.torch_zip").sniff_names(names):
@@ -83,6 +85,10 @@ def detect(path: str) -> str:
         return "npy"
     if _is_tar(src):
         return "pytorch-tar"
+    if _module("flax.reader").sniff(head):
+        return "flax"
+    if _module("paddle.pdparams").sniff(head, src):
+        return "paddle"
     if _module("pytorch.torch_legacy").sniff(head):
         return "pytorch-legacy"
     if _module("onnx.onnx_fmt").sniff(head, size):
@@ -96,7 +102,6 @@ def detect(path: str) -> str:
 # Model formats recognized only to say what they are (magic bytes, offset, name).
 _NOT_READ = (
     (b"TFL3", 4, "a TensorFlow Lite flatbuffer (.tflite)"),
-    (b"GGUF", 0, "a GGUF file (llama.cpp)"),
 )
 
 
@@ -138,6 +143,9 @@ READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
     "onnx": _Reader("onnx.onnx_fmt", "read"),
     "hf-sharded": _Reader("sharded.hf_index", "read"),
     "dcp": _Reader("dcp.dcp_reader", "read"),
+    "gguf": _Reader("gguf.reader", "read", options=False),
+    "flax": _Reader("flax.reader", "read", options=False),
+    "paddle": _Reader("paddle.pdparams", "read"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Flax msgpack checkpoints (``flax.serialization.to_bytes``), read lazily without the msgpack library."""
