@@ -48,11 +48,18 @@ def _cell(net: dict):
     rnn = v1.nn.rnn_cell
     kind, hidden = net["kind"], net["hidden"]
     if kind == "gru":
-        return rnn.GRUCell(hidden)
-    if kind == "basic_lstm":
-        return rnn.BasicLSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0))
-    return rnn.LSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0), use_peepholes=net.get("peepholes", False),
-                        num_proj=net.get("num_proj"))
+        cell = rnn.GRUCell(hidden)
+    elif kind == "basic_lstm":
+        cell = rnn.BasicLSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0))
+    else:
+        cell = rnn.LSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0), use_peepholes=net.get("peepholes", False),
+                            num_proj=net.get("num_proj"))
+    wrapper = net.get("wrapper")  # a wrapper adds no variable: only the MetaGraph shows it
+    if wrapper == "residual":
+        return rnn.ResidualWrapper(cell)
+    if wrapper == "dropout":
+        return rnn.DropoutWrapper(cell, output_keep_prob=1.0)
+    return cell
 
 
 def _net(net: dict, x):
@@ -100,6 +107,8 @@ def tf1(spec: dict) -> dict:
                         var.load(rng.uniform(-0.5, 0.5, var.shape.as_list()).astype(np.float32), sess)
             if spec.get("save_template"):
                 v1.train.Saver().save(sess, spec["save_template"], write_meta_graph=False)
+            if spec.get("save_with_meta"):  # as users save: the bundle and its MetaGraph (PREFIX.meta)
+                v1.train.Saver().save(sess, spec["save_with_meta"])
             values = sess.run(outs, {x: x_val})
     return {**values, "__variables__": np.array(names)}
 

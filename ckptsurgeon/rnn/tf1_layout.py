@@ -15,6 +15,8 @@ Structure, and the two ways TF1 stacks bidirectional layers:
 """
 from __future__ import annotations
 
+import os
+
 import re
 from collections import defaultdict
 
@@ -124,8 +126,24 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
     for scope, found in cells.items():
         group = _group(index, scope, found)
         if group is not None:
+            _wrappers(group, index)
             groups.append(group)
     return groups
+
+
+def _wrappers(group: RecurrentGroup, index: CheckpointIndex) -> None:
+    """A cell wrapper the checkpoint's MetaGraph shows (its variables cannot) makes the group unusable."""
+    first = index.files[0] if index.files else ""
+    if index.format != "tensorflow" or not first.endswith(".index"):
+        return
+    from ..formats.tensorflow.meta_graph import wrappers_near
+
+    meta = first[: -len(".index")] + ".meta"
+    found = wrappers_near(meta, group.members)
+    if found:
+        what = "; ".join(f"a {name} ({does})" for name, does in found)
+        group.provenance["wrapper"] = (f"missing: the MetaGraph {os.path.basename(meta)} shows {what} around its cells, "
+                                       "which the checkpoint's variables cannot show and no target's cells compute")
 
 
 def _group(index, scope, found) -> RecurrentGroup | None:
