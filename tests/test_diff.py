@@ -246,3 +246,13 @@ def test_verify_says_what_it_proves_and_names_the_fact_that_differs(tmp_path):
     assert "what this proves: both sides, as ckptsurgeon reads them" in same.output
     row = json.loads(run("verify", tmp_path / "concat.keras", tmp_path / "concat.keras", "--json").output)[0]
     assert row["ok"] and row["facts"]["activation"] == "relu (file: model config 'relu')"
+
+
+def test_a_bidirectional_torch_lstm_and_its_keras_conversion_compute_the_same(tmp_path):
+    """PyTorch states no merge mode (it concatenates); a Keras Bidirectional states concat: the same function."""
+    torch.manual_seed(5)
+    _save(tmp_path / "bi.pt", {"enc": torch.nn.LSTM(3, 4, bidirectional=True)})
+    assert run("extract", tmp_path / "bi.pt", "--to", "keras", "-o", tmp_path / "bi.h5").exit_code == 0
+    res = run("diff", tmp_path / "bi.pt", tmp_path / "bi.h5", "--json")
+    data = json.loads(res.output)
+    assert res.exit_code == 0 and data["groups"][0]["semantics"] == [], res.output

@@ -113,6 +113,8 @@ def _semantics(x: RecurrentGroup, y: RecurrentGroup) -> list[dict[str, Any]]:
     rows = []
     for prop in SEMANTICS:
         va, vb = dx.get(prop, getattr(x, prop, None)), dy.get(prop, getattr(y, prop, None))
+        if prop == "merge_mode" and x.directions == 2:  # no merge mode (PyTorch, TF1, ONNX): both directions, concatenated
+            va, vb = va or "concat", vb or "concat"
         if prop == "family" and x.kind != "gru":
             continue
         if va != vb:
