@@ -24,6 +24,15 @@ class Subclassed(keras.Model):
         return self.head(self.rnn(x))
 
 
+class Plain(keras.Model):  # what users write most: layers built in __init__, no get_config
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.rnn = L.LSTM(4, activation="relu", return_sequences=True, name="enc_lstm")
+
+    def call(self, x):
+        return self.rnn(x)
+
+
 class Wrapper(L.Layer):  # a custom layer whose own config says relu; the LSTM inside it runs tanh
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -102,3 +111,28 @@ def test_live_layer_with_an_activation_ckptsurgeon_cannot_compute_is_refused_by_
     model(x)
     with pytest.raises(CheckpointError, match=r"live layer .*activation 'gelu'"):
         load_into(model, tmp_path / "tanh.pt")
+
+
+def test_a_subclassed_models_keras_file_states_no_layer_facts_so_they_are_refused_until_declared(tmp_path, x):
+    """Issue 20 (breaker W1): a subclassed model's config.json says nothing of its layers; defaults would be wrong."""
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    model = Plain()
+    model(x)
+    model.save(tmp_path / "sub.keras")
+    out = tmp_path / "out.h5"
+    res = CliRunner().invoke(cli, ["extract", str(tmp_path / "sub.keras"), "-s", "enc_lstm", "--to", "torch", "-o", str(out)])
+    assert res.exit_code == 1 and "does not describe its layers" in res.output and not out.exists(), res.output
+    res = CliRunner().invoke(cli, ["extract", str(tmp_path / "sub.keras"), "-s", "enc_lstm", "--to", "keras", "-o", str(out),
+                                   "--activation", "relu", "--recurrent-activation", "sigmoid", "--no-go-backwards"])
+    assert res.exit_code == 0, res.output
+    import h5py
+
+    with h5py.File(out) as f:
+        weights = [f["enc_lstm/cell/kernel"][()], f["enc_lstm/cell/recurrent_kernel"][()], f["enc_lstm/cell/bias"][()]]
+    again = L.LSTM(4, activation="relu", return_sequences=True)
+    again(x)
+    again.set_weights(weights)
+    np.testing.assert_allclose(_out(again, x), _out(model.rnn, x), atol=1e-6)

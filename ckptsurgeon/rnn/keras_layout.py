@@ -99,6 +99,11 @@ def _config(index: CheckpointIndex, layer_scope: str) -> dict[str, Any]:
     if own is not None:
         return own
     if not _has_config(index):
+        model = index.metadata.get("model_class")
+        if model:  # the file states a model config, but one that says nothing of its layers (a subclassed model)
+            return {"class_name": "?", "_unresolved": (
+                f"the stored config is the {model} model's own and does not describe its layers (a subclassed "
+                "model); what the layer computes is not in the file")}
         return {}
     outer = f" (inside {parent!r}, a {wrapper.get('class_name')} layer whose config does not describe it)" if wrapper else ""
     return {"class_name": "?", "_unresolved": f"the stored config has no entry for the layer {layer_scope!r}{outer}"}
@@ -270,6 +275,10 @@ def _merge_bidirectional(index: CheckpointIndex, singles: dict[str, RecurrentGro
         if top.get("class_name") == "Bidirectional":
             mode = top.get("merge_mode", "concat")
             merged.merge_mode, merged.provenance["merge_mode"] = ("none" if mode is None else str(mode)), "file: model config"
+        elif index.metadata.get("model_class") and not _has_config(index):
+            merged.merge_mode = "concat"
+            merged.provenance["merge_mode"] = (f"missing: the stored config is the {index.metadata['model_class']} "
+                                               "model's own and does not describe its layers; pass --merge-mode")
         else:
             merged.merge_mode = "concat"
             merged.provenance["merge_mode"] = ("version default: Keras Bidirectional merge_mode='concat' (weights-only "

@@ -40,6 +40,8 @@ def read_source(source: H5Source, *, file: str, config: dict | None = None, fmt:
     if config is None and "model_config" in f.attrs:
         config = parse_config(_attr_text(f.attrs["model_config"]), where)
     layers = layer_summaries(config) if config else {}
+    if config and not layers and isinstance(config, dict):  # a subclassed model: its config does not describe its layers
+        metadata["model_class"] = str(config.get("class_name") or "?")
     if layers and config:
         metadata["layers"] = layers
         nested = layer_paths(config)
