@@ -85,7 +85,7 @@ def test_keras1_configs():
     assert got["lstm_1"]["inner_activation"] == "hard_sigmoid" and got["gru_1"]["recurrent_activation"] == "sigmoid"
     legacy = {"class_name": "Sequential", "config": [{"name": "LSTM", "custom_name": "lstm_1", "output_dim": 4,
                                                       "inner_activation": "sigmoid"}]}
-    assert layer_summaries(legacy) == {"lstm_1": {"class_name": "LSTM", "output_dim": 4, "units": 4,
+    assert layer_summaries(legacy) == {"lstm_1": {"class_name": "LSTM", "output_dim": 4, "units": 4, "after": [],
                                                   "inner_activation": "sigmoid", "recurrent_activation": "sigmoid"}}
     functional = {"class_name": "Model", "config": {"name": "model_1", "layers": [
         {"name": "lstm_1", "class_name": "LSTM", "config": {"name": "lstm_1", "output_dim": 4, "inner_activation": "sigmoid"},

@@ -164,7 +164,29 @@ def init(spec: dict) -> dict:
     return {}
 
 
-COMMANDS = {"savev2": savev2, "load": load, "tf1": tf1, "keras": keras, "init": init}
+def subclassed_savedmodel(spec: dict) -> dict:
+    """A tf.keras 2 subclassed model holding a list of two LSTMs that its call() runs in reverse list order."""
+    layers = tf.keras.layers
+
+    class RevStack(tf.keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.rnns = [layers.LSTM(4, return_sequences=True), layers.LSTM(4, return_sequences=True)]
+
+        def call(self, x):
+            for rnn in reversed(self.rnns):
+                x = rnn(x)
+            return x
+
+    x = np.random.default_rng(1).standard_normal((2, 5, 4)).astype("float32")
+    model = RevStack()
+    model(x)
+    model.save(spec["path"], save_format="tf")
+    return {"x": x, "y": model(x).numpy()}
+
+
+COMMANDS = {"savev2": savev2, "load": load, "tf1": tf1, "keras": keras, "init": init,
+            "subclassed_savedmodel": subclassed_savedmodel}
 
 if __name__ == "__main__":
     command, spec_path = sys.argv[1], sys.argv[2]

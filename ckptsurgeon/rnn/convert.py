@@ -182,7 +182,13 @@ _MERGES = {"sum": "fw + bw", "mul": "fw * bw", "ave": "(fw + bw) / 2"}
 
 
 def _merge_refusal(group: RecurrentGroup, target: str, into: RecurrentGroup | None, allowed: bool) -> str | None:
-    """Keras Bidirectional merges (sum, mul, ave) that the target cannot compute: it keeps the directions apart."""
+    """Keras Bidirectional merges (sum, mul, ave) that the target cannot compute: it keeps the directions apart;
+    and the other way, directions kept apart going into a template group that merges them."""
+    if group.directions == 2 and not allowed and into is not None and into.merge_mode in _MERGES \
+            and group.merge_mode in (None, "concat"):
+        return (f"its directions come out concatenated and the template group {into.scope!r} merges them with "
+                f"merge_mode={into.merge_mode!r} ({_MERGES[into.merge_mode]}): the model would compute something else; "
+                "pass --allow-concat-merge if that is what you want")
     if group.directions != 2 or group.merge_mode not in _MERGES or allowed:
         return None
     if into is not None:

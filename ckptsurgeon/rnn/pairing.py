@@ -105,6 +105,10 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
         if stated:
             out.problems.append(f"--map {rule.source}={rule.target}: the source file runs these layers in the order {stated}")
             continue
+        broken = unchained(sources, s_order)
+        if broken:
+            out.problems.append(f"--map {rule.source}={rule.target}: {', '.join(g.scope for g in sources)} are {broken}")
+            continue
         _join_from(sources, stack, out, f"--map {rule.source}={rule.target}")
         joined.update(g.scope for g in found if g is not None)
         out.claimed.update(m for g in found if g is not None for m in g.members)
@@ -127,6 +131,10 @@ def _by_rules(sg: list[RecurrentGroup], tg: list[RecurrentGroup], rules: Sequenc
             if stated:
                 out.problems.append(f"--map {g.scope or '/'}={target}: the template runs these layers in the order {stated}")
                 continue
+            broken = unchained(named, t_order)
+            if broken:
+                out.problems.append(f"--map {g.scope or '/'}={target}: {', '.join(t.scope for t in named)} are {broken}")
+                continue
             _split_into(g, named, out, f"--map {g.scope or '/'}={target}")
             continue
         hit = _find(target, tg)
@@ -142,22 +150,55 @@ def model_order(index: CheckpointIndex) -> Callable[[str], int | None]:
     """Where a layer (by group scope) runs in its model, from what the file states, else None.
 
     A stored Keras config lists a model's layers in the order it runs them (``layers`` of a Sequential, the
-    topologically sorted ``layers`` of a Functional model); a TF2 object-based checkpoint numbers a model's layers
+    topologically sorted ``layers`` of a Functional model; not a subclassed model's, listed as they were made, whose
+    ``call`` runs them in any order); a TF2 object-based checkpoint numbers a model's layers
     with weights in that same order (``layer_with_weights-K``). Names never order layers: Keras's automatic names
     (``lstm``, ``lstm_1``) number them in the order they were made, not the order the model runs them."""
     configs = index.metadata.get("layer_paths") or index.metadata.get("layers") or {}
-    position = {path: i for i, path in enumerate(configs)} if isinstance(configs, dict) else {}
+    configs = configs if isinstance(configs, dict) else {}
+    model = index.metadata.get("model_class")
+    # a subclassed model's layers are listed in the order they were made; its call() runs them in any order
+    listed = model in (None, "Sequential", "Functional", "Model") or any("after" in c for c in configs.values())
+    position = {path: i for i, path in enumerate(configs)} if listed else {}
+
+    def key(scope: str) -> str | None:
+        if scope in position:
+            return scope
+        hits = [p for p in position if scope.endswith("/" + p)]
+        return hits[0] if len(hits) == 1 else None
 
     def order(scope: str) -> int | None:
         m = _NUMBERED.search(scope)
         if m:
             return int(m.group(1))
-        if scope in position:
-            return position[scope]
-        hits = [p for p in position if scope.endswith("/" + p)]
-        return position[hits[0]] if len(hits) == 1 else None
+        k = key(scope)
+        return None if k is None else position[k]
 
+    def chained(first: str, then: str) -> bool | None:
+        """Whether the layer at ``then`` takes its input from the one at ``first`` (through layers that pass it on
+        unchanged at inference); None when the file states no inputs (weights only, numbered checkpoints)."""
+        a, b = key(first), key(then)
+        if a is None or b is None or "after" not in configs[b]:
+            return None
+        seen, at = 0, b
+        while seen < 64:
+            after = configs[at].get("after")
+            if not isinstance(after, list) or len(after) != 1:
+                return False
+            at, seen = after[0], seen + 1
+            if at == a:
+                return True
+            if at not in configs or configs[at].get("class_name") not in _PASS_ON:
+                return False
+        return False
+
+    order.chained = chained  # type: ignore[attr-defined]
     return order
+
+
+# Layers that pass their input on unchanged at inference: a stack may run through them.
+_PASS_ON = frozenset({"Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+                      "ActivityRegularization"})
 
 
 def _no_order(scope: str) -> int | None:
@@ -170,12 +211,29 @@ def _ordered(layers: list[RecurrentGroup], input_size: int, order: Callable[[str
     known = [order(g.scope) for g in layers]
     ranks = [k for k in known if k is not None]
     if len(ranks) == len(layers) and len(set(ranks)) == len(ranks):
-        return [g for _, g in sorted(zip(ranks, layers), key=lambda kg: kg[0])], "the order the file states"
+        ordered = [g for _, g in sorted(zip(ranks, layers), key=lambda kg: kg[0])]
+        broken = unchained(ordered, order)
+        if broken:  # the config says they are not one chain: side by side, or more between
+            return None, broken
+        return ordered, "the order the file states"
     width = layers[0].directions * (layers[0].proj_size or layers[0].hidden_size)
     firsts = [g for g in layers if g.input_size == input_size]
     if len(layers) == 2 and len(firsts) == 1 and input_size != width:
         return firsts + [g for g in layers if g is not firsts[0]], "the only order whose sizes chain"
     return None, ""
+
+
+def unchained(ordered: list[RecurrentGroup], order: Callable[[str], int | None]) -> str | None:
+    """Why ``ordered`` is not one chain of layers by the file's config (a layer whose input is not the previous
+    layer's output, e.g. side-by-side branches, a residual Add, a Dense between), else None."""
+    chained = getattr(order, "chained", None)
+    if chained is None:
+        return None
+    for a, b in zip(ordered, ordered[1:]):
+        if chained(a.scope, b.scope) is False:
+            return (f"not one stack: the file's model config shows that {b.scope} does not take its input from "
+                    f"{a.scope}'s output")
+    return None
 
 
 def _contradicts(named: list[RecurrentGroup], order: Callable[[str], int | None]) -> str | None:
@@ -201,7 +259,10 @@ def _automatic(sg: list[RecurrentGroup], tg: list[RecurrentGroup], out: Pairing,
     if split or _layers_of(tg, sg):
         stack, layers, order = (sg[0], tg, t_order) if split else (tg[0], sg, s_order)
         ordered, how = _ordered(layers, stack.input_size, order)
-        if ordered is None:
+        if ordered is None and how:
+            out.problems.append(f"groups {', '.join(g.scope for g in layers)} fit the layers of {stack.scope or '/'} by "
+                                f"size but are {how}; pair them one at a time (--map SRC=DST)")
+        elif ordered is None:
             named = f"'{stack.scope or '/'}=<the groups, first layer first>'" if split else \
                 f"'<the groups, first layer first>={stack.scope or '/'}'"
             out.problems.append(f"groups {', '.join(g.scope for g in layers)} fit the layers of {stack.scope or '/'}, but "

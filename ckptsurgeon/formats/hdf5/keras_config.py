@@ -69,18 +69,53 @@ def summarize(layer: dict[str, Any]) -> dict[str, Any]:
     return _summary(layer)
 
 
+def _inbound(node: dict[str, Any]) -> list[str] | None:
+    """The names of the layers a Functional model's layer takes its inputs from (its ``inbound_nodes``: Keras 3's
+    ``keras_history``, Keras 2's ``[name, node, tensor, kwargs]``); None when the config does not say."""
+    nodes = node.get("inbound_nodes")
+    if not isinstance(nodes, list):
+        return None
+    names: list[str] = []
+
+    def walk(x: Any, depth: int = 0) -> None:
+        if depth > 32:
+            return
+        if isinstance(x, dict):
+            hist = (x.get("config") or {}).get("keras_history") if x.get("class_name") == "__keras_tensor__" else None
+            if isinstance(hist, list) and hist and isinstance(hist[0], str):
+                names.append(hist[0])
+                return
+            for v in x.values():
+                walk(v, depth + 1)
+        elif isinstance(x, list):
+            if len(x) >= 3 and isinstance(x[0], str) and isinstance(x[1], int) and isinstance(x[2], int):
+                names.append(x[0])
+                return
+            for v in x:
+                walk(v, depth + 1)
+
+    walk(nodes)
+    return names
+
+
 def layer_paths(config: dict[str, Any] | list[Any]) -> dict[str, dict[str, Any]]:
     """Every layer by its full path: nested models' names, then the layer's (``enc_a/lstm``); the outermost
-    model's own name is not part of it (Keras does not put it in weight paths either)."""
+    model's own name is not part of it (Keras does not put it in weight paths either).
+
+    Each summary also holds ``after``: the full paths of the layers it takes its inputs from (the previous layer of
+    a Sequential, the ``inbound_nodes`` of a Functional model's layer; ``[]`` for a model's first layer), when the
+    config says; it is what tells a stack of layers from layers side by side."""
     out: dict[str, dict[str, Any]] = {}
 
-    def visit(node: Any, prefix: str, outer: bool) -> None:
+    def visit(node: Any, prefix: str, outer: bool, previous: list[str] | None = None) -> str | None:
         if isinstance(node, list):  # Keras 1 / 2.0-2.2 Sequential: the config is the list of layers
+            last: list[str] = []
             for layer in node:
-                visit(layer, prefix, False)
-            return
+                path = visit(layer, prefix, False, last)
+                last = [path] if path else last
+            return None
         if not isinstance(node, dict):
-            return
+            return None
         node = _normalize(node)
         cfg = node.get("config")
         if isinstance(cfg, list):  # a (nested) Keras 1 / 2.0-2.2 Sequential
@@ -89,10 +124,25 @@ def layer_paths(config: dict[str, Any] | list[Any]) -> dict[str, dict[str, Any]]
         elif isinstance(cfg, dict):
             name = cfg.get("name") or node.get("name")
             if "layers" in cfg:  # a model: its layers sit under its name (the outermost's under nothing)
-                here = prefix if outer or not name else f"{prefix}{name}/"
-                visit(cfg.get("layers") or [], here, False)
+                here = prefix if outer or not isinstance(name, str) or not name else f"{prefix}{name}/"
+                layers = cfg.get("layers") or []
+                if node.get("class_name") == "Sequential" and isinstance(layers, list):
+                    last = []
+                    for layer in layers:
+                        path = visit(layer, here, False, last)
+                        last = [path] if path else last
+                else:
+                    visit(layers, here, False, None) if not isinstance(layers, list) else [
+                        visit(layer, here, False, None) for layer in layers]
             elif node.get("class_name") and name:
-                out[f"{prefix}{name}"] = _summary(node)
+                summary = _summary(node)
+                inbound = _inbound(node)
+                after = [f"{prefix}{n}" for n in inbound] if inbound is not None else previous
+                if after is not None:
+                    summary["after"] = after
+                out[f"{prefix}{name}"] = summary
+                return f"{prefix}{name}"
+        return None
 
     visit(config, "", True)
     return out

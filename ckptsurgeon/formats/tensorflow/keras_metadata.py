@@ -55,6 +55,8 @@ def read_keras_metadata(root: str) -> dict[str, Any]:
                 for key in ("keras_version", "backend"):
                     if isinstance(meta.get(key), str):
                         out[key] = meta[key]
+                if isinstance(meta.get("class_name"), str):  # Sequential, Functional, or a subclassed model's class
+                    out["model_class"] = meta["class_name"]
                 continue
             if isinstance(meta.get("class_name"), str) and isinstance(meta.get("config"), dict):
                 layers[node_path[len("root."):].replace(".", "/")] = _summary({"class_name": meta["class_name"],
