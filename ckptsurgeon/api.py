@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from .errors import CheckpointError, OutputError, SelectionError
+from .errors import CheckpointError, CheckpointIsADirectoryError, FormatError, OutputError, SelectionError
 from .formats import WRITERS, no_cycle_collection, open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
 from .scopes import as_patterns, as_renames
@@ -18,7 +18,7 @@ from .source import CHUNK, open_source
 if TYPE_CHECKING:
     from .formats.sharded.hf_shards import ShardedOutput
 
-__all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance", "Progress"]
+__all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance", "Progress", "as_maps"]
 
 Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
 Progress = Callable[[int, int], None]  # progress(bytes just done, total bytes of the operation)
@@ -28,9 +28,47 @@ def open(path: str | os.PathLike[str], *, allow_globals: Sequence[str] = ()) -> 
     """Open a checkpoint lazily: returns its scope-path index, no tensor bytes are read.
 
     ``allow_globals`` admits extra plain data classes (``module.ClassName``) found in a pickle; they
-    are recorded by name, never imported or called.
+    are recorded by name, never imported or called. A missing path raises ``CheckpointNotFoundError`` (a
+    ``FileNotFoundError``), a folder that holds no checkpoint ``CheckpointIsADirectoryError`` (an ``IsADirectoryError``).
+
+    >>> import ckptsurgeon
+    >>> index = ckptsurgeon.open("model.pt")
+    >>> index.format, len(index), index["encoder/rnn/weight_ih_l0"].shape
+    ('pytorch', 23, (64, 8))
+    >>> ckptsurgeon.open("no-such.pt")
+    Traceback (most recent call last):
+    ckptsurgeon.errors.CheckpointNotFoundError: no-such.pt: no such file or directory
     """
-    return open_checkpoint(os.fspath(path), allow_globals=as_patterns(allow_globals, "allow_globals"))
+    name = os.fspath(path)
+    try:
+        return open_checkpoint(name, allow_globals=as_patterns(allow_globals, "allow_globals"))
+    except FormatError as exc:
+        # the readers say "is a directory" for a folder that is no checkpoint folder: raise it as one for Python code
+        if type(exc) is FormatError and str(exc).startswith(f"{name}: is a directory") and os.path.isdir(name):
+            raise CheckpointIsADirectoryError(str(exc)) from None
+        raise
+
+
+def as_maps(value: str | Sequence[str | tuple[str, str]] | None) -> tuple[str, ...]:
+    """``map=`` as ``SRC=DST`` strings (what ``parse_map`` reads): strings as the CLI takes them, or
+    (src, dst) pairs, one or several, the forms ``rename=`` takes.
+
+    >>> as_maps([("encoder/rnn", "lstm"), "head=out"])
+    ('encoder/rnn=lstm', 'head=out')
+    """
+    if value is None:
+        return ()
+    out = []
+    for item in [value] if isinstance(value, str) else list(value):
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
+            if "=" in item[0]:
+                raise SelectionError(f"map {tuple(item)!r}: a source pattern cannot hold '='")
+            out.append(f"{item[0]}={item[1]}")
+        else:
+            raise SelectionError(f"map {item!r}: expected 'SRC=DST' or a (src, dst) pair of strings")
+    return tuple(out)
 
 
 def file_sha256(path: str, progress: Callable[[int], None] | None = None) -> str:
@@ -293,7 +331,7 @@ def extract(
     to: str | None = None,
     options: object | None = None,
     verify_atol: float | None = 1e-5,
-    map: Sequence[str] = (),  # noqa: A002
+    map: str | Sequence[str | tuple[str, str]] = (),  # noqa: A002
     max_shard_size: int | str | None = None,
     source_sha256: bool = False,
     progress: Progress | None = None,
@@ -309,9 +347,15 @@ def extract(
     whole source's sha256 only with ``source_sha256``) goes into the output's metadata, and safetensors
     outputs record the sha256 of each tensor whose bytes passed through memory. ``progress(n, total)``
     is called as bytes are hashed and written. ``max_shard_size`` ("5GB") writes Hugging Face shards
-    into the folder ``out`` instead of one file.
+    into the folder ``out`` instead of one file. ``rename`` and ``map`` take ``"OLD=NEW"`` strings or a
+    list of them or of (old, new) pairs.
+
+    >>> import ckptsurgeon
+    >>> result = ckptsurgeon.extract("model.pt", "enc.npz", scope="encoder", rename=[("encoder/", "")])
+    >>> result.format, len(result.written), result.written[0]
+    ('npz', 16, 'rnn.weight_ih_l0')
     """
-    scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_patterns(map, "map")  # noqa: A001
+    scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_maps(map)  # noqa: A001
     rename = as_renames(rename)
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
     if index.format == "onnx" and scope:

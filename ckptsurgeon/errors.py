@@ -8,6 +8,8 @@ __all__ = [
     "CheckpointError",
     "FormatError",
     "CheckpointNotFoundError",
+    "CheckpointIsADirectoryError",
+    "TensorNotFoundError",
     "UnsafeCheckpointError",
     "SelectionError",
     "OutputError",
@@ -46,12 +48,28 @@ class CheckpointNotFoundError(FormatError, FileNotFoundError):
         FormatError.__init__(self, message)
 
 
+class CheckpointIsADirectoryError(FormatError, IsADirectoryError):
+    """A folder where a checkpoint file (or a checkpoint folder: DCP, shards, TensorFlow) was needed:
+    a ``FormatError`` for the CLI, an ``IsADirectoryError`` for Python code."""
+
+    def __init__(self, message: str) -> None:
+        FormatError.__init__(self, message)
+
+
 class UnsafeCheckpointError(CheckpointError):
     """The file asks for something we refuse to do (run code, follow a link, allocate absurdly)."""
 
 
 class SelectionError(CheckpointError):
     """A scope pattern, key or rename that does not fit the checkpoint."""
+
+
+class TensorNotFoundError(SelectionError, KeyError):
+    """``index[path]`` of a path the checkpoint does not hold: a ``KeyError`` (mapping semantics) whose
+    message names the closest paths; ``index.get(path)`` returns None instead."""
+
+    def __str__(self) -> str:  # KeyError's own would print the message quoted, as a repr
+        return str(self.args[0]) if self.args else ""
 
 
 class OutputError(CheckpointError):

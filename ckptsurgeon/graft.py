@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,11 +243,12 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
 
 
 def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathLike[str], out: str | None = None, *,
-          scope: Sequence[str] = (), map: Sequence[str] = (), rules: str | None = None,  # noqa: A002
+          scope: Sequence[str] = (), map: str | Sequence[str | tuple[str, str]] = (), rules: str | None = None,  # noqa: A002
           strict: bool = False, dry_run: bool = False, force: bool = False,
           options: ConvertOptions | None = None, verify_atol: float | None = 1e-5,
           allow_aliased: bool = False, progress: Callable[[int, int], None] | None = None,
-          template_facts: Callable[[CheckpointIndex], dict[str, dict]] | None = None) -> GraftReport:
+          template_facts: Callable[[CheckpointIndex], dict[str, dict]] | Mapping[str, Any] | Sequence[str] | None = None
+          ) -> GraftReport:
     """Write SOURCE's chosen tensors into a copy of TEMPLATE (``into``); see the module docstring.
 
     ``strict``: template tensors left untouched or source tensors left unused are errors.
@@ -256,18 +257,24 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
     A replacement that would change another template tensor through shared storage (a view, a
     transpose, tied weights) is refused unless ``allow_aliased``; then each such tensor is in ``aliased``.
     Replacements are computed one at a time while the copy is written; ``progress(n, total)`` follows it.
-    ``template_facts(template_index)``: facts the template's groups run with that its file may not state
-    (``keras.load_into`` reads them from the live model), as ``{scope: self-description}``.
+    ``template_facts``: facts the template's groups run with that its file does not state: declared by the
+    user (``{"forget_bias": 0.0}`` or ``["activation=relu"]``, what ``--template-fact`` takes; never over a fact
+    the file states), or a function ``template_index -> {scope: self-description}`` (``keras.load_into`` reads
+    the live model's layers).
     """
-    from .api import open as open_
+    from .api import as_maps, open as open_
     from .formats.patch import aliased, patch_copy
 
-    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
+    scope, map = as_patterns(scope, "scope"), as_maps(map)  # noqa: A001
     from .rnn.onnx_graph import expand_scopes
 
     src = source if isinstance(source, CheckpointIndex) else open_(source)
     src = src.select(*expand_scopes(src, scope), include_optimizer=False)  # an ONNX node's scope: what it reads
     tpl = open_(into)
+    options = options or ConvertOptions()
+    if template_facts is not None and not callable(template_facts):
+        from .rnn.template_facts import declared, parse_template_facts
+        template_facts = declared(parse_template_facts(template_facts), template_options(options))
     if template_facts is not None:
         from .keras_live import state_facts
         state_facts(tpl, template_facts(tpl))

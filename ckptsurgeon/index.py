@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError, SelectionError, UnsafeCheckpointError
+from .errors import FormatError, SelectionError, TensorNotFoundError, UnsafeCheckpointError
 from .scopes import as_patterns, closest_scopes, compile_glob, compile_regex, matches
 from .source import read_exact
 
@@ -166,14 +166,27 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         self._header_sha256 = header_sha256
 
     def __getitem__(self, path: str) -> TensorRef:
+        """The tensor at scope ``path``; a path it does not hold raises ``TensorNotFoundError`` (a ``KeyError``
+        and a ``SelectionError``) naming the closest paths. ``get(path)`` returns None instead."""
         try:
             return self._refs[path]
         except KeyError:
-            close = closest_scopes(path, list(self._refs), n=3)
-            hint = f"; closest: {', '.join(close)}" if close else ""
-            raise SelectionError(f"{self.files[0]}: no tensor {path!r}{hint}") from None
+            raise TensorNotFoundError(self._missing(path)) from None
 
-    def __contains__(self, path: object) -> bool:  # Mapping's default would raise our SelectionError
+    def _missing(self, path: str) -> str:
+        """Why ``path`` is not here: the tensor it is the original key of, else the closest paths."""
+        if not isinstance(path, str):
+            return f"{self.files[0]}: no tensor {path!r}; tensors are indexed by scope path strings"
+        by_key = next((r.path for r in self._refs.values() if r.key == path), None)
+        if by_key is not None:
+            return f"{self.files[0]}: no tensor {path!r}: that is the key of the tensor at scope path {by_key!r}; index by path"
+        import difflib  # only for error messages
+
+        close = difflib.get_close_matches(path, list(self._refs), n=3, cutoff=0.6) or closest_scopes(path, list(self._refs), n=3)
+        hint = f"; closest: {', '.join(close)}" if close else " (the checkpoint holds no tensor)" if not self._refs else ""
+        return f"{self.files[0]}: no tensor {path!r}{hint}"
+
+    def __contains__(self, path: object) -> bool:  # Mapping's default would build a miss's message each time
         return path in self._refs
 
     def get(self, path: str, default: TensorRef | None = None) -> TensorRef | None:

@@ -32,7 +32,7 @@ class LoadReport:
 
 
 def load_into(module: Any, source: str | os.PathLike[str] | CheckpointIndex, *, scope: Sequence[str] = (),
-              map: Sequence[str] = (), rules: str | None = None, strict: bool = False,  # noqa: A002
+              map: str | Sequence[str | tuple[str, str]] = (), rules: str | None = None, strict: bool = False,  # noqa: A002
               options: Any = None, verify_atol: float | None = 1e-5) -> LoadReport:
     """Convert ``source``'s tensors to ``module``'s layout and names, then load them.
 
@@ -45,12 +45,12 @@ def load_into(module: Any, source: str | os.PathLike[str] | CheckpointIndex, *, 
         import torch
     except ImportError:
         raise MissingDependencyError("torch", "torch", "load_into") from None
-    from .api import open as open_
+    from .api import as_maps, open as open_
     from .formats.pytorch.torch_writer import to_torch
     from .graft import plan_graft
     from .remap import PlanError, load_rules, parse_map
 
-    scope, map = as_patterns(scope, "scope"), as_patterns(map, "map")  # noqa: A001
+    scope, map = as_patterns(scope, "scope"), as_maps(map)  # noqa: A001
     state = module.state_dict()
     template = memory_index(((k.replace(".", "/"), k, v.detach().cpu().numpy() if v.dtype != torch.bfloat16
                               else v.detach().cpu().view(torch.int16).numpy()) for k, v in state.items()),

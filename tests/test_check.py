@@ -149,7 +149,7 @@ def drifted(tmp_path):
 def test_done_when_three_findings_in_every_format(drifted, tmp_path, fmt):
     ref, bad = drifted
     out = tmp_path / f"report.{fmt}"
-    res = run("validate", bad, "--like", ref, "--check-finite", "--format", fmt, "-o", out)
+    res = run("validate", bad, "--like", ref, "--check-finite", "--report", f"{fmt}={out}")
     assert res.exit_code == 1
     text = out.read_text()
     if fmt == "json":
@@ -158,7 +158,9 @@ def test_done_when_three_findings_in_every_format(drifted, tmp_path, fmt):
     elif fmt == "junit":
         root = ET.fromstring(text)
         failed = {case.get("name") for case in root.iter("testcase") if case.find("failure") is not None}
-        assert failed == {"missing", "unexpected", "dtype", "nonfinite"} and root.get("failures") == "4"
+        # one test case per tensor and check: the rename fails "present" twice (missing + unexpected)
+        assert failed == {"head/weight present", "head/weight_renamed present", "head/bias dtype",
+                          "decoder/weight_ih_l0 nonfinite"} and root.get("failures") == "4"
     elif fmt == "github":
         errors = [line for line in text.splitlines() if line.startswith("::error")]
         assert len(errors) == 4 and any("head.weight" in e or "head/weight" in e for e in errors)
@@ -177,16 +179,17 @@ def test_layout_lock_every_finding_kind(tmp_path):
     layout["groups"][0]["hidden_size"] = 99
     layout["groups"][1]["family"] = "reset-before"
     lock.write_text(json.dumps(layout))
-    res = run("validate", src, "--layout", lock, "--hash", "--format", "json")
+    res = run("validate", src, "--layout", lock, "--hash", "--json")
     kinds = sorted(f["kind"] for f in json.loads(res.output)["findings"])
     assert res.exit_code == 1 and kinds == ["hash", "recurrent", "recurrent", "shape"]
     assert run("validate", src, "--layout", lock, "--like", src).exit_code == 2
-    assert run("validate", src).exit_code == 2
+    res = run("validate", src)  # no lock given and none beside it (model.layout.json): an error naming the fix
+    assert res.exit_code == 1 and "no layout lock beside it" in res.output and "ckptsurgeon layout" in res.output
 
 
 def test_allow_extra_and_missing(drifted):
     ref, bad = drifted
-    res = run("validate", bad, "--like", ref, "--allow-extra", "--allow-missing", "head/weight", "--format", "json")
+    res = run("validate", bad, "--like", ref, "--allow-extra", "--allow-missing", "head/weight", "--json")
     kinds = sorted(f["kind"] for f in json.loads(res.output)["findings"])
     assert kinds == ["dtype"]
 
@@ -202,7 +205,7 @@ def test_like_across_formats_compares_groups_by_meaning(tmp_path):
     wrong = keras.Sequential([keras.Input((6, 5)), keras.layers.Bidirectional(keras.layers.GRU(4), name="bi")])
     wrong.save(tmp_path / "wrong.keras")
     assert run("validate", tmp_path / "ok.keras", "--like", ref).exit_code == 0
-    res = run("validate", tmp_path / "wrong.keras", "--like", ref, "--format", "json")
+    res = run("validate", tmp_path / "wrong.keras", "--like", ref, "--json")
     findings = json.loads(res.output)["findings"]
     assert res.exit_code == 1 and [f["kind"] for f in findings] == ["recurrent"] and "kind 'gru'" in findings[0]["message"]
 

@@ -295,14 +295,16 @@ def test_fifo_as_checkpoint_for_every_command(fifo_world, tmp_path):
                  ["validate", str(fifo), "--like", str(good)], ["ls", "/dev/zero"]):
         proc = subprocess.run([str(Path(sys.executable).parent / "ckptsurgeon"), *args], capture_output=True, text=True,
                               timeout=30)
-        said = proc.stdout if args[0] == "scan" else proc.stderr  # scan reports on stdout
+        said = proc.stdout if args[0] in ("scan", "validate") else proc.stderr  # an unreadable input is in their report
         assert proc.returncode == 1 and "not a regular file" in said, (args, proc.stdout, proc.stderr)
 
 
 def test_fifo_side_files(fifo_world, tmp_path):
     fifo, good, tf = fifo_world
     out = str(tmp_path / "o.safetensors")
-    _blocking_guard(["validate", str(good), "--layout", str(fifo)])
+    proc = subprocess.run([str(Path(sys.executable).parent / "ckptsurgeon"), "validate", str(good), "--layout", str(fifo)],
+                          capture_output=True, text=True, timeout=30)  # a lock that cannot be read is in the report
+    assert proc.returncode == 1 and "not a regular file" in proc.stdout and not proc.stderr, (proc.stdout, proc.stderr)
     _blocking_guard(["remap", str(good), "--rules", str(fifo), "-o", out])
     _blocking_guard(["graft", str(good), "--into", str(good), "--rules", str(fifo), "-o", out])
     os.mkfifo(tf / "checkpoint")  # a TF folder whose state file is a FIFO

@@ -26,12 +26,13 @@ AUDITED = HERE / "audited_cli.py"
 BENIGN = {"benign0_v0.pkl", "benign0_v3.pkl", "benign0_v4.pkl", "pytorch_model.bin", "new_pytorch_model.bin",
           "int_array.npy", "int_arrays.npz", "int_arrays_compressed.npz"}  # as in test_security
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*/*") if p.name != "LICENSE") if CORPUS.exists() else []
-REPRODUCERS = sorted(p for p in (HERE / "fuzz" / "reproducers").glob("*/*") if p.name != "case.json") + sorted(
+# (``ref``: the good second input of a diff/verify reproducer)
+REPRODUCERS = sorted(p for p in (HERE / "fuzz" / "reproducers").glob("*/*") if p.name not in ("case.json", "ref")) + sorted(
     (HERE / "reproducers").glob("*.h5"))
 
 
 def _scan_json(*paths: str) -> tuple[int, dict]:
-    proc = subprocess.run([str(Path(sys.executable).parent / "ckptsurgeon"), "scan", *paths, "--format", "json"],
+    proc = subprocess.run([str(Path(sys.executable).parent / "ckptsurgeon"), "scan", *paths, "--json"],
                           capture_output=True, text=True, timeout=300)
     assert proc.stderr == "" or proc.stderr.count("\n") <= 1, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
@@ -61,7 +62,7 @@ def _ls_refuses(path: Path) -> bool:
 
 @pytest.mark.skipif(not CORPUS_FILES, reason="../shared/corpus not present")
 def test_scan_never_passes_what_ls_refuses_in_the_public_corpus(tmp_path):
-    scan = subprocess.run([sys.executable, str(AUDITED), str(tmp_path / "audit.log"), "scan", "--format", "json",
+    scan = subprocess.run([sys.executable, str(AUDITED), str(tmp_path / "audit.log"), "scan", "--jobs", "1", "--json",
                            *map(str, CORPUS_FILES)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert not (tmp_path / "audit.log").exists()  # nothing ran: no spawn, exec, import or write
     assert scan.returncode == 1 and scan.stderr == ""
@@ -132,13 +133,13 @@ def test_report_formats(tmp_path):
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(b"\x80\x02cposix\nsystem\nX\x04\x00\x00\x00trueq\x00\x85R.")
     good = FIXTURES / "torch" / "model.pt"
-    gh = run_cli("scan", str(good), str(evil), "--format", "github")
+    gh = run_cli("scan", str(good), str(evil), "--report", "github")
     assert gh.returncode == 1
     lines = gh.stdout.strip().splitlines()
     assert all(line.startswith(("::error file=", "::notice ")) for line in lines)
     assert any("title=ckptsurgeon scan global::" in line and "posix.system" in line for line in lines)
     out = tmp_path / "scan.xml"
-    assert run_cli("scan", str(good), str(evil), "--format", "junit", "-o", str(out)).returncode == 1
+    assert run_cli("scan", str(good), str(evil), "--report", f"junit={out}").returncode == 1
     root = ET.parse(out).getroot()
     suites = root.findall("testsuite")
     assert root.tag == "testsuites" and len(suites) == 2
@@ -446,13 +447,13 @@ def test_levels_per_file_exit_codes_and_fail_on(tmp_path):
     assert _scan_json(str(clean), str(code_file))[0] == 0
     assert _scan_json(str(clean), str(code_file), "--fail-on", "code")[0] == 1
     assert _scan_json(str(clean), "--fail-on", "code")[0] == 0
-    gh = run_cli("scan", str(clean), str(code_file), "--format", "github")
+    gh = run_cli("scan", str(clean), str(code_file), "--report", "github")
     assert gh.returncode == 0 and gh.stdout.startswith("::warning file=") and "1 code" in gh.stdout
-    xml = run_cli("scan", str(code_file), "--format", "junit")
+    xml = run_cli("scan", str(code_file), "--report", "junit")
     suite = ET.fromstring(xml.stdout).find("testsuite")
     assert xml.returncode == 0 and suite.get("failures") == "0" and "TorchScript" in suite.find("testcase[@name='code']/system-out").text
     assert suite.find("properties/property").get("value") == "code"
-    xml = run_cli("scan", str(code_file), "--format", "junit", "--fail-on", "code")
+    xml = run_cli("scan", str(code_file), "--report", "junit", "--fail-on", "code")
     assert xml.returncode == 1 and ET.fromstring(xml.stdout).find("testsuite").get("failures") == "1"
     text = run_cli("scan", str(clean), str(code_file), str(evil))
     verdicts = [line.strip() for line in text.stdout.splitlines() if line.startswith("  ") and not line.startswith("   ")

@@ -27,7 +27,7 @@ def files(tmp_path):
 
 def test_without_allow_missing_the_group_and_its_tensors_are_reported(files):
     tmp, _ = files
-    res = run("validate", tmp / "no_dec.pt", "--like", tmp / "full.pt", "--format", "json")
+    res = run("validate", tmp / "no_dec.pt", "--like", tmp / "full.pt", "--json")
     findings = json.loads(res.output)["findings"]
     assert res.exit_code == 1
     assert sorted(f["kind"] for f in findings) == ["missing"] * 4 + ["recurrent"]
@@ -52,7 +52,7 @@ def test_allow_missing_covers_the_recurrent_group(files, pattern):
 
 def test_allow_missing_of_part_of_a_group_still_reports_the_group(files):
     tmp, _ = files
-    res = run("validate", tmp / "no_dec.pt", "--like", tmp / "full.pt", "--allow-missing", "dec/weight_*", "--format", "json")
+    res = run("validate", tmp / "no_dec.pt", "--like", tmp / "full.pt", "--allow-missing", "dec/weight_*", "--json")
     findings = json.loads(res.output)["findings"]
     assert res.exit_code == 1 and sorted(f["kind"] for f in findings) == ["missing", "missing", "recurrent"]
 
@@ -62,7 +62,7 @@ def test_across_formats_groups_pair_by_meaning_and_allow_missing(files):
     tmp, enc = files
     model = keras.Sequential([keras.Input((3, 5)), keras.layers.LSTM(4, name="encoder")])
     model.save(tmp / "enc.keras")
-    res = run("validate", tmp / "enc.keras", "--like", tmp / "full.pt", "--format", "json")
+    res = run("validate", tmp / "enc.keras", "--like", tmp / "full.pt", "--json")
     findings = json.loads(res.output)["findings"]
     assert res.exit_code == 1 and [f["message"] for f in findings] == ["recurrent group 'dec' (gru) not found"]
     assert run("validate", tmp / "enc.keras", "--like", tmp / "full.pt", "--allow-missing", "dec/**").exit_code == 0
@@ -84,7 +84,7 @@ def test_a_training_checkpoint_validates_against_weights_and_optimizer_state_on_
     torch.save({"state_dict": lstm.state_dict()}, tmp_path / "weights.pt")
     assert run("validate", tmp_path / "weights.pt", "--like", tmp_path / "train.ckpt").exit_code == 0
     res = run("validate", tmp_path / "weights.pt", "--like", tmp_path / "train.ckpt", "--include-optimizer",
-              "--format", "json")
+              "--json")
     assert res.exit_code == 1
     missing = [f["path"] for f in json.loads(res.output)["findings"] if f["kind"] == "missing"]
     assert missing and all(p.startswith("optimizer_states/") for p in missing)

@@ -13,7 +13,9 @@ import click  # noqa: E402
 from .. import __version__  # noqa: E402
 from .common import Group  # noqa: E402
 
-__all__ = ["cli", "main", "COMMANDS"]
+__all__ = ["cli", "main", "COMMANDS", "DOCS_URL"]
+
+DOCS_URL = "https://ckptsurgeon.readthedocs.io"
 
 # Subcommands are imported when invoked, so `ckptsurgeon ls` never loads h5py, torch, the recurrent
 # or remap machinery. name -> (module under ckptsurgeon.cli, attribute, short help for `--help`;
@@ -54,8 +56,30 @@ class LazyGroup(Group):
             formatter.write_dl([(n, click.Command(n, help=COMMANDS[n][2]).get_short_help_str(limit)) for n in names])
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _completion(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None or ctx.resilient_parsing:
+        return
+    from .completion import install_completion, show_completion
+
+    if value not in ("", "bash", "zsh", "fish"):
+        raise click.BadParameter(f"{value!r}: completion is for bash, zsh or fish", ctx, param)
+    shell = value or None
+    if param.name == "show_completion":
+        click.echo(show_completion(ctx.find_root().command, shell))
+    else:
+        click.echo(install_completion(ctx.find_root().command, shell))
+    ctx.exit(0)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=f"Documentation: {DOCS_URL}")
 @click.version_option(__version__, prog_name="ckptsurgeon")
+@click.option("--install-completion", type=str, is_flag=False, flag_value="", default=None, expose_value=False,
+              is_eager=True, callback=_completion, metavar="[SHELL]",
+              help="Install tab completion for your shell (bash, zsh, fish; default: from $SHELL).")
+@click.option("--show-completion", type=str, is_flag=False, flag_value="", default=None, expose_value=False,
+              is_eager=True, callback=_completion, metavar="[SHELL]",
+              help="Print the tab completion script for your shell, to install it yourself.")
 def cli() -> None:
     """Safe, lazy checkpoint surgery.
 
@@ -66,6 +90,9 @@ def cli() -> None:
     a downstream model's checkpoint.
 
     \b
+    Conventions: --json on every command that reports; validate and scan write
+    reports with --report text|json|github|junit[=PATH] (repeatable, the checkpoint
+    read once); --format is the output checkpoint format (extract, remap, consolidate).
     Exit codes: 0 ok, 1 bad or unsafe input or failed operation, 2 usage error.
     """
 

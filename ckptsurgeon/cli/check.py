@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
-from .. import api
 from ..atomic import atomic_output, check_output
 from ..check.diff import diff
 from ..check.layout import load_layout, make_layout
-from ..check.report import FORMATS, render
+from ..check.lfs import is_lfs_pointer, lfs_message
+from ..check.report import FileReport, render_reports
 from ..check.stats import checkpoint_stats
-from ..check.validate import validate
+from ..check.validate import Case, validate
+from ..errors import CheckpointError, SelectionError, one_line
 from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, scope_options
+from .hints import open_index
+from .reports import check_report_paths, expand_inputs, report_options, stdout_formats, write_reports
 from .rnn_options import build_options, rnn_options
 
 
@@ -38,7 +42,7 @@ def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, or
       ckptsurgeon layout model.pt -o model.layout.json
       ckptsurgeon layout model.pt --hash --scope 'encoder/*' -o encoder.layout.json
     """
-    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    index = open_index(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
     with byte_progress("hash", quiet=not hash_) as progress:
         layout = make_layout(index, hash=hash_, options=build_options(forget_bias, orientation, gate_names, var_names),
                              progress=progress)
@@ -51,59 +55,124 @@ def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, or
 
 
 @click.command("validate")
-@click.argument("checkpoint", type=click.Path(dir_okay=True))
+@click.argument("checkpoints", nargs=-1, required=True, metavar="CHECKPOINT...", type=click.Path(dir_okay=True))
 @click.option("--layout", "layout_file", type=click.Path(exists=True, dir_okay=False), help="A lock file from 'ckptsurgeon layout'.")
 @click.option("--like", "reference", type=click.Path(dir_okay=True), help="A reference checkpoint (any format).")
 @scope_options
 @click.option("--allow-extra", is_flag=True, help="Tensors and groups the reference lacks are fine.")
 @click.option("--allow-missing", multiple=True, metavar="GLOB", help="Reference tensors that may be absent.")
 @click.option("--check-finite", is_flag=True, help="Report NaN/inf values (reads every float tensor).")
-@click.option("--hash", "hash_", is_flag=True, help="Compare values with the sha256 in the lock (or the reference).")
+@click.option("--hash/--no-hash", "hash_", default=None,
+              help="Compare values by sha256: with --like, hash both sides; a lock's recorded hashes are compared "
+                   "whenever it has them (--no-hash skips them).")
 @click.option("--include-optimizer", is_flag=True,
               help="With --like: compare optimizer state too (left out of both sides by default, as in extract).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True, help="Report format.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (default: stdout).")
+@report_options
 @rnn_options
 @allow_global_option
 @allow_expanded_option
-def validate_cmd(checkpoint, layout_file, reference, scope, exclude, regex, allow_extra, allow_missing, check_finite,
-                 hash_, include_optimizer, fmt, output, forget_bias, orientation, gate_names, var_names, allow_globals):
+def validate_cmd(checkpoints, layout_file, reference, scope, exclude, regex, allow_extra, allow_missing, check_finite,
+                 hash_, include_optimizer, reports, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Check a checkpoint against a layout lock or a reference; exit 1 on any finding.
+
+    Every CHECKPOINT (several files, or glob patterns such as 'ckpt/**/*.pt', as pre-commit passes them) is
+    checked against the same --layout lock or --like reference, and reported per file. Without either,
+    each file is checked against the lock beside it: model.pt against model.layout.json (what
+    'ckptsurgeon layout model.pt -o model.layout.json' writes), or model.pt.layout.json. A file that cannot
+    be read (a Git LFS pointer, a truncated file) or has no lock is a failure of every report, never only
+    a message. A lock that records sha256 hashes (layout --hash) has them checked.
 
     Findings: missing, unexpected, shape, dtype, recurrent (kind, sizes, layout, GRU family),
     nonfinite, hash. Across formats (--like a PyTorch file for a Keras checkpoint) recurrent
     groups are compared by meaning, not names. With --like, optimizer state is left out of both
     sides unless --include-optimizer (a training checkpoint validates against its weights).
 
+    Reports: --report FORMAT[=PATH], repeatable (text, json, github annotations, junit with one test
+    case per tensor and check, <skipped/> for checks that did not run); the checkpoint is read once.
+
     \b
     Examples:
       ckptsurgeon validate model.pt --layout model.layout.json
-      ckptsurgeon validate model.keras --like reference.pt --check-finite --format github
-      ckptsurgeon validate model.pt --layout model.layout.json --format junit -o report.xml
+      ckptsurgeon validate model.keras --like reference.pt --check-finite --report github
+      ckptsurgeon validate model.pt --layout model.layout.json --report github --report junit=report.xml
+      ckptsurgeon validate 'checkpoints/*.pt' --json        # each against its own NAME.layout.json
     """
-    if bool(layout_file) == bool(reference):
-        raise click.UsageError("give exactly one of --layout FILE or --like REFERENCE")
+    if layout_file and reference:
+        raise click.UsageError("give one of --layout FILE or --like REFERENCE, not both")
+    files = expand_inputs(checkpoints)
+    check_report_paths(reports, files)
     options = build_options(forget_bias, orientation, gate_names, var_names)
     # a lock lists what it lists; against a reference, optimizer state is compared only when asked for
-    optimizer = include_optimizer or bool(layout_file)
-    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex,
-                                                                    include_optimizer=optimizer)
-    with byte_progress("validate", quiet=not (hash_ or check_finite) or fmt != "text") as progress:
-        if layout_file:
-            layout, ref_name = load_layout(layout_file), layout_file
+    optimizer = include_optimizer or not reference
+    quiet = not (hash_ or check_finite) or stdout_formats(reports) not in ([], ["text"])
+    locks: dict[str, tuple[dict | None, str | None]] = {}
+
+    def lock_for(file: str) -> tuple[dict | None, str, str | None]:
+        """(layout, its name in reports, why there is none)."""
+        if reference:
+            name = reference
         else:
-            ref = api.open(reference, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex,
-                                                                         include_optimizer=optimizer)
-            layout, ref_name = make_layout(ref, hash=hash_, options=options, progress=progress), reference
-        findings = validate(index, layout, allow_extra=allow_extra, allow_missing=allow_missing,
-                            check_finite=check_finite, check_hash=hash_, options=options, progress=progress)
-    text = render(findings, fmt, checkpoint=checkpoint, reference=ref_name)
-    if output:
-        _write_text(output, text + "\n", [checkpoint])
-    else:
-        click.echo(text)
-    if findings:
+            name = layout_file or _lock_beside(file) or ""
+            if not name:
+                stem = os.path.splitext(file.rstrip("/"))[0]
+                return None, f"{stem}.layout.json", (
+                    f"{file}: no layout lock beside it; make one with 'ckptsurgeon layout {file} -o {stem}.layout.json', "
+                    "or pass --layout LOCK or --like REFERENCE")
+        if name not in locks:
+            try:
+                if reference:
+                    ref = open_index(reference, allow_globals=allow_globals).select(
+                        *scope, exclude=exclude, regex=regex, include_optimizer=optimizer)
+                    with byte_progress("hash reference", quiet=quiet or not hash_) as progress:
+                        locks[name] = make_layout(ref, hash=bool(hash_), options=options, progress=progress), None
+                else:
+                    locks[name] = _load_lock(name), None
+            except CheckpointError as exc:
+                locks[name] = None, f"the reference could not be read: {one_line(str(exc))}"
+        layout, error = locks[name]
+        return layout, name, error
+
+    results = []
+    for file in files:
+        layout, ref_name, error = lock_for(file)
+        if layout is None:
+            results.append(FileReport(file, ref_name, error=error))
+            continue
+        cases: list = []
+        try:
+            index = open_index(file, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex,
+                                                                        include_optimizer=optimizer)
+            with byte_progress("validate", quiet=quiet) as progress:
+                findings = validate(index, layout, allow_extra=allow_extra, allow_missing=allow_missing,
+                                    check_finite=check_finite, check_hash=hash_, options=options, progress=progress,
+                                    cases=cases)
+            results.append(FileReport(file, ref_name, findings, cases))
+        except CheckpointError as exc:  # every check of the lock did not run: each a skipped test case
+            why = "not run: the file could not be read"
+            results.append(FileReport(file, ref_name, error=one_line(str(exc)), cases=[
+                Case(t["path"], check, "skipped", why) for t in layout["tensors"] for check in ("present", "shape", "dtype")]))
+    if stdout_formats(reports) != ["text"]:  # the text report on stdout already says it
+        for r in results:
+            if r.error:
+                click.echo(f"error: {r.error}", err=True)
+    write_reports(reports, lambda fmt: render_reports(results, fmt), files)
+    if not all(r.ok for r in results):
         raise SystemExit(1)
+
+
+def _lock_beside(file: str) -> str | None:
+    """``model.layout.json`` (or ``model.pt.layout.json``) beside ``model.pt``; None when there is neither."""
+    bare = file.rstrip("/" + os.sep)
+    for name in (os.path.splitext(bare)[0] + ".layout.json", bare + ".layout.json"):
+        if os.path.isfile(name):
+            return name
+    return None
+
+
+def _load_lock(path: str) -> dict:
+    if is_lfs_pointer(path):
+        raise SelectionError(lfs_message(path))
+    return load_layout(path)
 
 
 @click.command("diff")
@@ -133,8 +202,8 @@ def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, 
       ckptsurgeon diff model.ckpt converted.safetensors --scope LSTMcell --json
     """
     options = build_options(forget_bias, orientation, gate_names, var_names)
-    x = api.open(a, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    y = api.open(b, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    x = open_index(a, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    y = open_index(b, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
     result = diff(x, y, atol=atol, rtol=rtol, options=options)
     if as_json:
         emit_json(result)
@@ -212,7 +281,7 @@ def stats_cmd(checkpoint, scope, exclude, regex, plot, include_optimizer, forget
       ckptsurgeon stats model.ckpt --plot gates.png
     """
     options = build_options(forget_bias, orientation, gate_names, var_names)
-    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    index = open_index(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
     with byte_progress("stats", quiet=as_json) as progress:
         result = checkpoint_stats(index, options, include_optimizer=include_optimizer, progress=progress)
     if plot:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .. import api
 from .common import allow_global_option, count, emit_json, human_bytes, scope_options
+from .hints import open_index
 
 
 @click.command("ls")
@@ -25,7 +25,7 @@ def ls_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], re
       ckptsurgeon ls model.pt --scope 'encoder/*' --json
       ckptsurgeon ls lightning.ckpt --exclude 'optimizer_states'
     """
-    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    index = open_index(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
     aliases = index.aliases()
     hidden = {p for paths in aliases.values() for p in paths}
     refs = [r for r in index.values() if r.path not in hidden]  # a shared tensor is listed once

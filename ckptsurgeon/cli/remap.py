@@ -9,6 +9,7 @@ from ..graft import graft
 from ..remap import Remap, load_rules, parse_map
 from ..remap.verify import uses_gates, verify_plan, write_plan
 from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, fail, scope_options
+from .hints import open_index
 from .rnn_options import build_options, fact_options, rnn_options
 
 
@@ -60,7 +61,7 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
     rule_list = parse_map(maps) + (load_rules(rules) if rules else [])
     if not rule_list:
         raise click.UsageError("give --rules FILE or at least one --map SRC=DST")
-    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    index = open_index(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
     plan = Remap(rule_list, keep_unmatched=not drop_unmatched).plan(index)
     if dry_run or as_json:
         click.echo(plan.to_json() if as_json else plan.table())
@@ -116,17 +117,22 @@ def remap_cmd(checkpoint, scope, exclude, regex, rules, maps, drop_unmatched, ou
 @click.option("--atol", type=float, default=1e-5, show_default=True, help="Tolerance for --verify.")
 @rnn_options
 @fact_options
+@click.option("--template-fact", "template_facts", multiple=True, metavar="NAME=VALUE",
+              help="A fact of TEMPLATE's recurrent layers that its file does not state (weights only, a TF1 Saver "
+                   "bundle): activation, recurrent_activation, forget_bias, go_backwards, merge_mode, reset_after, "
+                   "cell_clip, proj_clip. Never overrides what the file states. Repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 @allow_expanded_option
 def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, strict, dry_run, force, allow_approx,
               allow_concat_merge, allow_aliased, verify_, atol, forget_bias, orientation, gate_names, var_names, facts,
-              as_json):
+              template_facts, as_json):
     """Write SOURCE's tensors into a copy of the downstream model's checkpoint TEMPLATE.
 
     Recurrent groups are converted to the template's layout (TF1 -> PyTorch, PyTorch -> Keras ...) with
     the template group's own constants and activations, and verified (--no-verify skips it);
     everything not replaced stays byte-identical to TEMPLATE. Exit 1 when nothing would be replaced.
-    The fact flags (--forget-bias, --recurrent-activation ...) describe SOURCE.
+    The fact flags (--forget-bias, --recurrent-activation ...) describe SOURCE; --template-fact describes
+    TEMPLATE where its file does not (a TF1 LSTMCell built with forget_bias=0 stores no forget_bias).
 
     \b
     Examples:
@@ -136,6 +142,7 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
       ckptsurgeon graft lstm2.pt --into model.weights.h5 -o out.weights.h5 --map 'rnn=bi1,bi2'   # a stack into 2 layers
       ckptsurgeon graft pretrained.pt --into tf_ckpt/ -o out/model.ckpt     # TF1 Saver / TF2 checkpoint template
       ckptsurgeon graft pretrained.pt --into saved_model/ -o grafted_model/ # a whole SavedModel
+      ckptsurgeon graft lstm.pt --into tf1/model.ckpt -o out/model.ckpt --template-fact forget_bias=0
     """
     if not dry_run and not output:
         raise click.UsageError("-o/--output is required unless --dry-run")
@@ -146,7 +153,7 @@ def graft_cmd(source, template, output, scope, exclude, regex, maps, rules, stri
     with byte_progress("graft", quiet=as_json or dry_run) as progress:
         report = graft(source, template, output, scope=scope, map=maps, rules=rules, strict=strict, dry_run=dry_run,
                        force=force, options=options, verify_atol=atol if verify_ else None, allow_aliased=allow_aliased,
-                       progress=progress)
+                       progress=progress, template_facts=list(template_facts) or None)
     if as_json:
         emit_json(report.as_dict())
         return

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import click
 
-from .. import api
 from ..rnn.group import RecurrentGroup
 from ..rnn.onnx_graph import not_converted
 from ..rnn.recognize import recognize
 from ..rnn.verify import PROVES, verify
 from .common import allow_expanded_option, allow_global_option, emit_json, scope_options
+from .hints import open_index
 from .rnn_options import build_options, fact_options, rnn_options
 
 # facts shown per group, in this order, when the group has a provenance for them
@@ -60,7 +60,7 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
       ckptsurgeon rnn model.ckpt --forget-bias 0.0
       ckptsurgeon rnn old_keras.h5 --recurrent-activation hard_sigmoid_keras2
     """
-    index = api.open(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    index = open_index(checkpoint, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
     options = build_options(forget_bias, orientation, gate_names, var_names, **facts)
     groups = recognize(index, options)
     if as_json:
@@ -110,8 +110,8 @@ def verify_cmd(source, converted, scope, exclude, regex, atol, forget_bias, orie
       ckptsurgeon verify model.pt converted.h5 --atol 1e-6 --json
     """
     opts = build_options(forget_bias, orientation, gate_names, var_names, **facts)
-    a = api.open(source, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
-    b = api.open(converted, allow_globals=allow_globals)
+    a = open_index(source, allow_globals=allow_globals).select(*scope, exclude=exclude, regex=regex)
+    b = open_index(converted, allow_globals=allow_globals)
     rows = verify(a, b, atol=atol, options_a=opts, options_b=build_options(None, orientation, gate_names, var_names))
     if as_json:
         emit_json([r.as_dict() for r in rows])

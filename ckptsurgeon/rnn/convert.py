@@ -9,6 +9,7 @@ activations are the target's, never a global default.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -109,7 +110,9 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
         why.append(f"{fact}: {source.split(':', 1)[-1].strip()}")
     if into is not None:
         for fact, source in into.unsettled().items():
-            why.append(f"the template group {into.scope!r}'s {fact}: {source.split(':', 1)[-1].strip()}")
+            text = re.sub(r"; pass --[\w/-]+(?: or --[\w-]+)?$", "", source.split(":", 1)[-1].strip())
+            declare = f"; declare it: --template-fact {fact}=VALUE" if fact in FACT_FLAGS else ""
+            why.append(f"the template group {into.scope!r}'s {fact}: {text}{declare}")
     if why:
         return why
     if group.kind == "gru" and group.reset_after not in t.families:
@@ -337,6 +340,9 @@ def _assumed(group: RecurrentGroup, whose: str) -> str | None:
     if not facts:
         return None
     values = ", ".join(f"{f}={getattr(group, f)}" for f in facts)
+    if whose.startswith("the template"):  # the fact flags describe the source; a template's are declared apart
+        return (f"{whose} {values} are version defaults, not stated in the file; if the layer was built otherwise, "
+                f"declare it: --template-fact NAME=VALUE (API: graft(..., template_facts={{...}}))")
     flags = " ".join(sorted({FACT_FLAGS[f].split("/")[0] for f in facts}))
     where = (" or use a file that states its config (.keras, a full-model .h5, a SavedModel)"
              if group.layout.startswith("keras") else "")

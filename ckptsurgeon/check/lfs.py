@@ -1,0 +1,26 @@
+"""Git LFS pointers: the small text file a checkout without LFS leaves where a checkpoint should be."""
+from __future__ import annotations
+
+import os
+
+__all__ = ["LFS_MAGIC", "is_lfs_pointer", "lfs_message"]
+
+LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
+_MAX_POINTER = 1024  # pointer files are about 130 bytes
+
+
+def is_lfs_pointer(path: str) -> bool:
+    """Whether ``path`` is a local file holding a Git LFS pointer instead of the object it points to."""
+    try:
+        if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) > _MAX_POINTER:
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(len(LFS_MAGIC)) == LFS_MAGIC
+    except OSError:
+        return False
+
+
+def lfs_message(path: str) -> str:
+    """One line naming the file and the fix."""
+    return (f"{path}: is a Git LFS pointer, not the checkpoint (the repository was checked out without LFS): "
+            "run 'git lfs pull', or in GitHub Actions give actions/checkout 'lfs: true'")
