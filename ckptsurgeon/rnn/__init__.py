@@ -9,13 +9,13 @@ Driving it (what the conformance suite and the commands do)::
     refusals(group, "torch")                       # [] or every reason the target cannot be exact
     run_stack(group.cells(), x)                    # the numpy reference: (T, B, D*H) outputs
 
-The conformance suite (tests/conformance/, README "The conformance suite") drives exactly this API: for
+The conformance suite (tests/conformance/, docs/conversions.md) drives exactly this API: for
 configurations drawn by hypothesis (kind, layers, directions, bias, proj, input == hidden, hidden 1, GRU
 family, activations incl. both hard_sigmoid formulas, go_backwards, Keras merge modes and backward layers)
 and every TF-made fixture, each target either refuses with the reasons its explicit rule table expects, or
 its output, loaded into the real target framework, computes the source framework's outputs (1e-5), and
 the round trip back holds the same values (1e-6). The tf1 target is proven in TensorFlow by recorded
-fixtures (fixtures/tensorflow/tf1_targets); the README's conversion matrix is generated from the suite.
+fixtures (fixtures/tensorflow/tf1_targets); the conversion matrix in docs/conversions.md is generated from the suite.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The README's conversion matrix, generated from the suite: source layout x target, exact or refused and why.
+"""The conversion matrix (docs/conversions.md), generated from the suite: source layout x target, exact or refused and why.
 
 Each row is a source the suite builds (a ``Config`` that ``test_conformance`` pins as an ``@example`` and
 runs through the real frameworks, or a TF-made fixture that the grid tests run); each cell is what
@@ -6,7 +6,7 @@ ckptsurgeon does with it, checked against the suite's rule table while the table
 disagrees with the table is an error, not a cell).
 
     python tests/conformance/matrix.py            # print the table
-    python tests/conformance/matrix.py --write    # replace it in README.md (between the markers)
+    python tests/conformance/matrix.py --write    # replace it in docs/conversions.md (between the markers)
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from cf_space import TARGETS, Config  # noqa: E402
 
 __all__ = ["ROWS", "table", "README", "START", "END"]
 
-README = ROOT / "README.md"
+README = ROOT / "docs" / "conversions.md"  # the docs page the matrix lives in (the name stays for its users)
 START, END = "<!-- conformance-matrix:start -->", "<!-- conformance-matrix:end -->"
 
 K = dict(source="keras", file="keras", input_size=3, hidden=4)
