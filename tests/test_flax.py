@@ -16,7 +16,7 @@ from ckptsurgeon.errors import FormatError, UnsafeCheckpointError
 from ckptsurgeon.formats import detect
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "flax"
-CASES = ("lstm", "trainstate", "misc")
+CASES = ("lstm", "trainstate", "misc", "rnn_linen", "rnn_nnx")
 
 
 def _expected(name: str) -> tuple[dict[str, np.ndarray], dict]:

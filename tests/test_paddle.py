@@ -166,3 +166,60 @@ def test_paddle_lstm_and_gru_weights_run_as_pytorch_layouts():
         gru_out, _ = gru(torch.from_numpy(fwd["lstm"]))
     np.testing.assert_allclose(lstm_out.numpy(), fwd["lstm"], atol=1e-5)
     np.testing.assert_allclose(gru_out.numpy(), fwd["gru"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lstm.pdparams", "lstm_p2.pdparams", "lstm_p3.pdparams"])
+def test_rnn_lists_paddle_lstm_once_its_cell_names_as_aliases(name):
+    """paddle's nn.LSTM/GRU state dict names each parameter twice (``lstm.weight_ih_l0``, ``lstm.0.cell_fw.weight_ih``:
+    one parameter in the file's name table); `rnn` reports the layer once and counts the cell names as its own."""
+    from ckptsurgeon.rnn.recognize import recognize
+
+    index = ckptsurgeon.open(FIXTURES / name)
+    table = index.metadata[NAME_TABLE]
+    aliases = index.aliases()
+    assert aliases["lstm/weight_ih_l0"] == ["lstm/0/cell_fw/weight_ih"]
+    assert aliases["gru/bias_hh_l0"] == ["gru/0/cell/bias_hh"]
+    for first, others in aliases.items():  # exactly what paddle's own table says is one parameter
+        assert {table[index[p].key] for p in [first, *others]} == {table[index[first].key]}
+    groups = {g.scope: g for g in recognize(index)}
+    assert sorted(groups) == ["gru", "lstm"]
+    assert sorted(groups["lstm"].members) == sorted(p for p in index if p.startswith("lstm/"))
+    assert sorted(groups["gru"].members) == sorted(p for p in index if p.startswith("gru/"))
+
+
+def test_paddle_lstm_to_torch_computes_paddle_recorded_forward(tmp_path):
+    torch = pytest.importorskip("torch")
+    out = tmp_path / "rnn.safetensors"
+    res = CliRunner().invoke(cli, ["extract", str(FIXTURES / "lstm.pdparams"), "-s", "lstm/**", "-s", "gru/**",
+                                   "--to", "torch", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    converted = ckptsurgeon.open(out)
+    assert not [p for p in converted if "/cell" in p]  # the cell aliases are the layer's tensors, written once
+    fwd = np.load(FIXTURES / "lstm.forward.npz")
+    lstm = torch.nn.LSTM(3, 2, num_layers=2, bidirectional=True, batch_first=True)
+    gru = torch.nn.GRU(4, 2, batch_first=True)
+    for module, scope in ((lstm, "lstm"), (gru, "gru")):
+        state = {p[len(scope) + 1:]: torch.from_numpy(converted[p].numpy()) for p in converted if p.startswith(scope + "/")}
+        module.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        np.testing.assert_allclose(lstm(torch.from_numpy(fwd["x"]))[0].numpy(), fwd["lstm"], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(gru(torch.from_numpy(fwd["lstm"]))[0].numpy(), fwd["gru"], atol=1e-5, rtol=0)
+
+
+def test_copies_of_one_parameter_that_differ_are_refused(tmp_path):
+    from ckptsurgeon.errors import FormatError
+
+    arrays, _ = _expected("lstm")
+    data = bytearray((FIXTURES / "lstm.pdparams").read_bytes())
+    value = arrays["lstm.0.cell_fw.weight_ih"].tobytes()
+    first = data.find(value)
+    second = data.find(value, first + 1)
+    assert first >= 0 and second > first  # both copies sit in the pickle
+    data[second] ^= 0x40
+    path = tmp_path / "edited.pdparams"
+    path.write_bytes(bytes(data))
+    index = ckptsurgeon.open(path)
+    assert index["lstm/weight_hh_l0"].numpy().tobytes() == arrays["lstm.weight_hh_l0"].tobytes()
+    for p in ("lstm/weight_ih_l0", "lstm/0/cell_fw/weight_ih"):
+        with pytest.raises(FormatError, match="hold different values"):
+            index[p].numpy()

@@ -85,6 +85,8 @@ def detect(path: str) -> str:
         return "npy"
     if _is_tar(src):
         return "pytorch-tar"
+    if _module("tflite.reader").sniff(head):
+        return "tflite"
     if _module("flax.reader").sniff(head):
         return "flax"
     if _module("paddle.pdparams").sniff(head, src):
@@ -100,9 +102,7 @@ def detect(path: str) -> str:
 
 
 # Model formats recognized only to say what they are (magic bytes, offset, name).
-_NOT_READ = (
-    (b"TFL3", 4, "a TensorFlow Lite flatbuffer (.tflite)"),
-)
+_NOT_READ: tuple[tuple[bytes, int, str], ...] = ()
 
 
 def _refuse_tar(path: str, **_: Any) -> CheckpointIndex:
@@ -146,6 +146,7 @@ READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
     "gguf": _Reader("gguf.reader", "read", options=False),
     "flax": _Reader("flax.reader", "read", options=False),
     "paddle": _Reader("paddle.pdparams", "read"),
+    "tflite": _Reader("tflite.reader", "read", options=False),
 }
 
 

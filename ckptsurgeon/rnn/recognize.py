@@ -5,7 +5,8 @@ import re
 from dataclasses import replace
 
 from ..index import CheckpointIndex
-from . import gates_layout, keras_layout, onnx_graph, onnx_layout, pergate_layout, tf1_layout, torch_layout
+from ..formats.tflite import recurrent as tflite_graph
+from . import flax_layout, gates_layout, keras_layout, onnx_graph, onnx_layout, pergate_layout, tf1_layout, torch_layout
 from .facts import apply_flags, apply_stated, stated
 from .group import RecognizeOptions, RecurrentGroup
 
@@ -13,7 +14,7 @@ __all__ = ["recognize", "ADAPTERS"]
 
 # An ONNX model's graph first (its nodes state everything; their tensors are claimed before any name-based
 # adapter sees them), then the most specific naming first.
-ADAPTERS = (onnx_graph, gates_layout, torch_layout, tf1_layout, keras_layout, pergate_layout, onnx_layout)
+ADAPTERS = (onnx_graph, tflite_graph, gates_layout, torch_layout, flax_layout, tf1_layout, keras_layout, pergate_layout, onnx_layout)
 
 
 def recognize(index: CheckpointIndex, options: RecognizeOptions | None = None) -> list[RecurrentGroup]:

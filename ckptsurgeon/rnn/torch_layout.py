@@ -32,7 +32,31 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
         group = _group(index, scope, parts, pos)
         if group is not None:
             groups.append(group)
-    return groups
+    return _fold_aliases(index, groups) if len(groups) > 1 else groups
+
+
+def _fold_aliases(index: CheckpointIndex, groups: list[RecurrentGroup]) -> list[RecurrentGroup]:
+    """A cell group whose tensors are all aliases of a module group's (paddle's nn.LSTM holds each parameter
+    under ``weight_ih_l0`` and ``0.cell_fw.weight_ih``) is that module's: its names join the module's members."""
+    same: dict[str, str] = {}  # path -> the first path of its tensor
+    for first, others in index.aliases().items():
+        same.update(dict.fromkeys(others, first))
+    if not same:
+        return groups
+    modules = [g for g in groups if g.layout == "torch"]
+    canon = [{same.get(m, m) for m in g.members} for g in modules]
+    out, folded = [], defaultdict(list)
+    for group in groups:
+        mine = {same.get(m, m) for m in group.members}
+        host = next((i for i, c in enumerate(canon) if group.layout == "torch-cell" and mine <= c), None)
+        if host is None:
+            out.append(group)
+            continue
+        modules[host].members.extend(group.members)
+        folded[host].append(group.scope)
+    for i, scopes in folded.items():
+        modules[i].notes.append(f"also named as its cells {', '.join(scopes)}: the same tensors (aliases)")
+    return out
 
 
 def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int]) -> RecurrentGroup | None:

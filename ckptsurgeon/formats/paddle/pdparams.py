@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -223,7 +224,48 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
         metadata[NAME_TABLE] = to_jsonable(names)
     if params:
         metadata.setdefault(NAME_TABLE, {}).update(params)
-    return CheckpointIndex(builder.refs, format=FORMAT, files=[path], metadata=metadata, key_sep=".")
+    refs = _share_copies(path, builder.refs, metadata.get(NAME_TABLE))
+    return CheckpointIndex(refs, format=FORMAT, files=[path], metadata=metadata, key_sep=".")
+
+
+def _share_copies(path: str, refs: list[TensorRef], names: Any) -> list[TensorRef]:
+    """Keys the name table maps to one parameter are one tensor under several names (aliases).
+
+    ``paddle.nn.LSTM``/``GRU`` hold each parameter twice in their state dict (``lstm.weight_ih_l0`` and
+    ``lstm.0.cell_fw.weight_ih``), and ``paddle.save`` pickles one copy per key. Here the copies share one
+    loader, so the index lists them as aliases (``ls``: "also: ..."), and recognition sees one tensor. The
+    loader reads every copy and refuses copies that differ: ``set_state_dict`` would assign both to the one
+    parameter, the later key winning, so such a file (edited by hand) does not say what the model holds.
+    """
+    if not isinstance(names, dict):
+        return refs
+    by_param: dict[tuple[str, str, tuple[int, ...]], list[TensorRef]] = {}
+    for ref in refs:
+        name = names.get(ref.key)
+        if isinstance(name, str) and not ref.optimizer and ref.numel:
+            by_param.setdefault((name, ref.dtype.str, ref.shape), []).append(ref)
+    shared: dict[str, TensorRef] = {}
+    for (name, _, _), copies in by_param.items():
+        if len(copies) < 2:
+            continue
+        load = _copies_loader(path, name, copies)
+        for ref in copies:
+            shared[ref.path] = replace(ref, loader=load, raw=False)
+    return [shared.get(ref.path, ref) for ref in refs]
+
+
+def _copies_loader(path: str, name: str, copies: list[TensorRef]) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        first = copies[0].numpy()
+        for ref in copies[1:]:
+            if ref.numpy().tobytes() != first.tobytes():
+                raise FormatError(
+                    f"{path}: keys {copies[0].key!r} and {ref.key!r} are both paddle parameter {name!r} (the file's "
+                    f"{NAME_TABLE} table) but hold different values; paddle's set_state_dict would assign both, the "
+                    "later key winning, so the file does not say what the model holds: save it again from paddle")
+        return first
+
+    return load
 
 
 def _metadata_value(path: str, leaf: Any, payloads: list[Payload]) -> Any:
