@@ -89,7 +89,11 @@ def test_custom_layer_wrapping_a_bidirectional_takes_the_inner_layers_facts(tmp_
     torch.save(bi.state_dict(), tmp_path / "bi.pt")
     inp = keras.Input((6, 3))
     model = keras.Model(inp, Wrapper(name="wrap")(inp))
-    load_into(model, tmp_path / "bi.pt")
+    with pytest.raises(CheckpointError, match="merges them with merge_mode='sum'"):  # torch concatenates
+        load_into(model, tmp_path / "bi.pt")
+    from ckptsurgeon.rnn import ConvertOptions
+
+    load_into(model, tmp_path / "bi.pt", options=ConvertOptions(allow_concat_merge=True))
     fw, bw = np.split(_torch_seq(bi, x), 2, axis=-1)
     np.testing.assert_allclose(_out(model, x), fw + bw, atol=1e-5)  # merge_mode sum, tanh: not the wrapper's relu
 
@@ -136,3 +140,25 @@ def test_a_subclassed_models_keras_file_states_no_layer_facts_so_they_are_refuse
     again(x)
     again.set_weights(weights)
     np.testing.assert_allclose(_out(again, x), _out(model.rnn, x), atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_an_rnn_layer_around_a_cell_states_its_facts_in_the_cells_config(tmp_path, x, suffix):
+    """keras.layers.RNN(LSTMCell(activation='relu')): the facts sit in the cell's config (was refused as unstated)."""
+    import h5py
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    inp = keras.Input((6, 3))
+    rnn = L.RNN(L.LSTMCell(4, activation="relu"), return_sequences=True, name="r")
+    model = keras.Model(inp, rnn(inp))
+    model.save(tmp_path / f"m{suffix}")
+    res = CliRunner().invoke(cli, ["extract", str(tmp_path / f"m{suffix}"), "--to", "keras", "-o", str(tmp_path / "o.h5")])
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "o.h5") as f:
+        weights = [f[f"r/cell/{n}"][()] for n in ("kernel", "recurrent_kernel", "bias")]
+    again = L.LSTM(4, activation="relu", return_sequences=True)
+    again(x)
+    again.set_weights(weights)
+    np.testing.assert_allclose(_out(again, x), _out(model, x), atol=1e-6)

@@ -23,13 +23,15 @@ from .keras_facts import KerasEra, keras_era, resolve_activation
 
 __all__ = ["recognize", "write", "cell_to_keras"]
 
-_CELL_SCOPES = {"cell", "lstm_cell", "gru_cell"}
+# A layer's cell scope: Keras 3 ``cell``; tf.keras 2 and Keras 3 legacy .h5 name the cell after its class,
+# uniquified per session (``lstm_cell``, ``lstm_cell_1``).
+_CELL_SCOPE = re.compile(r"^(?:cell|lstm_cell(?:_\d+)?|gru_cell(?:_\d+)?)$")
 _DIRECTION = re.compile(r"^(forward|backward)(_layer|_.+)$")
 
 
 def _layer_of(scope: str) -> str:
     parent, _, last = scope.rpartition("/")
-    return parent if last in _CELL_SCOPES else scope
+    return parent if _CELL_SCOPE.match(last) else scope
 
 
 # Layer classes whose config also describes the recurrent layer whose weights sit under them.

@@ -87,7 +87,7 @@ def _torch(cfg: Config, tmp: Path) -> Source:
         state.update({f"{scope}.ln_ih.weight": torch.ones(gates), f"{scope}.ln_ih.bias": torch.zeros(gates),
                       f"{scope}.ln_hh.weight": torch.ones(gates), f"{scope}.ln_hh.bias": torch.zeros(gates)})
     elif cfg.extra == "gap":  # layers 0 and 2 of three: torch itself refuses to load these names
-        state = {k: v for k, v in state.items() if not k.split(".")[-1].split("_l1")[-1] in ("", "_reverse")}
+        state = {k: v for k, v in state.items() if k.split(".")[-1].split("_l1")[-1] not in ("", "_reverse")}
     path = tmp / f"source.{cfg.file}"
     if cfg.file == "safetensors":
         from safetensors.torch import save_file

@@ -61,6 +61,13 @@ def _summary(layer: dict[str, Any]) -> dict[str, Any]:
         inner = cfg.get(wrapped)
         if isinstance(inner, dict):
             out[wrapped] = _summary(inner) | {"name": (_normalize(inner).get("config") or {}).get("name")}
+    cell = cfg.get("cell")
+    if layer.get("class_name") == "RNN" and isinstance(cell, dict) and isinstance(cell.get("config"), dict):
+        # keras.layers.RNN(LSTMCell(...)): the cell's config states what the layer computes (one cell; a list or
+        # StackedRNNCells states several, which no single group holds)
+        out["cell_class"] = cell.get("class_name")
+        if cell.get("class_name") in ("LSTMCell", "GRUCell", "SimpleRNNCell"):
+            out.update({k: v for k, v in cell["config"].items() if k in KEPT and isinstance(v, _SCALAR) and k not in out})
     return out
 
 
