@@ -26,6 +26,7 @@ from ..errors import FormatError
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import ORDERS, reorder
+from .facts import META_PREFIX, stored_metadata
 from .group import RecognizeOptions, RecurrentGroup
 
 __all__ = ["recognize", "write", "DEFAULT_FORGET_BIAS"]
@@ -99,9 +100,24 @@ def _position(segs: list[str], cell_at: int) -> tuple[str, int, int, str | None]
     return "/".join(keep), layer, direction, topology
 
 
+def _placed(segs: list[str], cell_at: int, stated: tuple[str, ...]) -> tuple[str, int, int, str | None]:
+    """``_position``, except that a scope the file's ``rnn:<scope>`` metadata states is taken whole: a group a user
+    named ``cell_0`` (what stack_bidirectional_dynamic_rnn calls its layers) is not read as layer 0 of its parent."""
+    path = "/".join(segs)
+    scope = next((s for s in stated if path.startswith(s + "/") and len(s.split("/")) <= cell_at), None)
+    if scope is None:
+        return _position(segs, cell_at)
+    n = len(scope.split("/"))
+    inner, layer, direction, topology = _position(segs[n:], cell_at - n)
+    return "/".join(p for p in (scope, inner) if p), layer, direction, topology
+
+
 def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
     cells: dict[str, dict[tuple[int, int], tuple[str, str, dict[str, str], str | None]]] = defaultdict(dict)
     paths = set(index)
+    meta = stored_metadata(index)
+    stated = tuple(sorted((k[len(META_PREFIX):] for k in meta if k.startswith(META_PREFIX) and k != META_PREFIX),
+                          key=len, reverse=True))
     for path in index:
         segs = path.split("/")
         for at, seg in enumerate(segs):
@@ -114,12 +130,12 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
                                            ("w_f_diag", "w_f_diag"), ("w_o_diag", "w_o_diag")):
                             if f"{base}/{name}" in paths:
                                 found[role] = f"{base}/{name}"
-                        scope, layer, d, topo = _position(segs, at)
+                        scope, layer, d, topo = _placed(segs, at, stated)
                         cells[scope][(layer, d)] = ("lstm", seg, found, topo)
             elif seg in GRU_CELLS:
                 for names in GRU_VARS:
                     if path == f"{base}/{names[0]}" and all(f"{base}/{n}" in paths for n in names[1:]):
-                        scope, layer, d, topo = _position(segs, at)
+                        scope, layer, d, topo = _placed(segs, at, stated)
                         parts = dict(zip(("gk", "gb", "ck", "cb"), (f"{base}/{n}" for n in names)))
                         cells[scope][(layer, d)] = ("gru", seg, parts, topo)
     groups = []

@@ -44,6 +44,13 @@ REGRESSIONS: dict[str, list[Config]] = {
                file="h5"),
         Config(source="keras", kind="gru", bidirectional=True, reset_after=False, input_size=3, hidden=2,
                backward="explicit_relu", merge_mode="sum", file="h5"),
+        # user layer names that look like structure: a gates output of a group named layer_0 was read as layer 0 of
+        # the root, a tf1 output of a Bidirectional named cell_0 as stack_bidirectional_dynamic_rnn's layer 0
+        Config(source="keras", kind="lstm", bias=False, input_size=1, hidden=1, file="keras", names="layer_k"),
+        Config(source="keras", kind="lstm", bidirectional=True, bias=False, input_size=1, hidden=1, file="keras",
+               declare_family=False, via="cli", names="cell_k"),
+        Config(source="keras", kind="gru", layers=2, input_size=3, hidden=2, file="h5", nest="functional",
+               names="forward_lstm"),
     ],
 }
 
