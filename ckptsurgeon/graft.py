@@ -75,6 +75,7 @@ def template_options(options: RecognizeOptions) -> RecognizeOptions:
 
 
 # Names of the same role across layouts (TF 1.0 weights/biases, TF 0.x Linear/Matrix ...).
+_BIAS = re.compile(r"(^|_)bias|^biases$|^[bB]$")  # a template member that is a bias, by its last name
 _ROLE = {"weights": "kernel", "matrix": "kernel", "w_0": "kernel", "biases": "bias", "b": "bias"}
 
 
@@ -197,6 +198,16 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
                 values[member] = np.asarray(arr)
         if len(values) != len(placed):
             continue
+        if s.bias == "none" and t.bias != "none":  # the source adds nothing: the template's own biases would
+            zeroed = [m for m in t.members if m not in values and _BIAS.search(m.rsplit("/", 1)[-1])]
+            for member in zeroed:
+                ref = template[member]
+                zero = np.zeros(ref.shape, ref.dtype)
+                if add(member, f"{s.scope or '/'} (no bias: zeros)", lambda z=zero: z, ref.shape, ref.dtype):
+                    values[member] = zero
+            if zeroed:
+                notes.append(f"{s.scope or '/'} has no bias; the bias of {t.scope or '/'} is written as zeros "
+                             f"({', '.join(zeroed)})")
         groups_done.append(f"{s.scope or '/'} ({s.variant}) -> {t.scope or '/'} ({t.variant})")
         notes.extend(conv.notes)
         used.update(s.members)

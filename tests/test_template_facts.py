@@ -70,3 +70,24 @@ def test_the_cli_declares_template_facts_and_refusals_say_how(case):
     res = CliRunner().invoke(cli, args + ["--force", "--template-fact", "forget_bias=0"])
     assert res.exit_code == 0, res.output
     assert float(np.max(np.abs(_tf_output(tmp_path, out) - want))) < 1e-5
+
+
+def test_a_source_without_bias_zeroes_the_template_groups_bias(tmp_path):
+    """nn.LSTM(bias=False) into a Keras template that has one (was refused as 0.113 away): the bias becomes zeros,
+    and Keras computes what torch computes."""
+    keras = pytest.importorskip("keras")
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 4, bias=False, batch_first=True)
+    torch.save(lstm.state_dict(), tmp_path / "nb.pt")
+    inp = keras.Input((5, 3))
+    model = keras.Model(inp, keras.layers.LSTM(4, return_sequences=True)(inp))
+    for w in model.weights:
+        w.assign(np.random.default_rng(0).uniform(-0.5, 0.5, w.shape).astype("float32"))
+    model.save(tmp_path / "tpl.keras")
+    report = ckptsurgeon.graft(tmp_path / "nb.pt", tmp_path / "tpl.keras", str(tmp_path / "out.keras"))
+    assert any("written as zeros" in n for n in report.notes)
+    model.load_weights(tmp_path / "out.keras")
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype("float32")
+    with torch.no_grad():
+        want = lstm(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)), want, atol=1e-5)
