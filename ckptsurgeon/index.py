@@ -283,9 +283,18 @@ class CheckpointIndex(Mapping[str, TensorRef]):
         Renamed tensors get keys in the source's key style (its separator); collisions raise.
         """
         builder = IndexBuilder(self.files[0])
+        used: set[int] = set()
         for ref in self._refs.values():
             path = rename_path(ref.path, renames)
+            if path is not None:
+                used.add(next(i for i, rule in enumerate(renames) if rename_path(ref.path, [rule]) is not None))
             builder.add(ref if path is None else ref.with_path(path, path.replace("/", self.key_sep)))
+        idle = [f"{old or '/'}={new}" for i, (old, new) in enumerate(renames) if i not in used]
+        if idle:
+            from .errors import SelectionError
+
+            raise SelectionError(f"{self.files[0]}: rename {', '.join(idle)} matches no path of the selection "
+                                 "(OLD is a scope prefix: 'encoder/' or 'encoder', '/' for every path)")
         return self._derive(builder.refs)
 
 

@@ -42,9 +42,9 @@ def as_renames(value: str | Sequence[str | tuple[str, str]] | None) -> list[tupl
             old, sep, new = item.partition("=")
             if not sep:
                 raise SelectionError(f"rename {item!r}: expected OLD=NEW (a scope prefix and its replacement)")
-            out.append((old, new))
+            out.append(("" if old == "/" else old, new))  # '/': the root, every path (as --map '/=DST' names it)
         elif isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item):
-            out.append((item[0], item[1]))
+            out.append(("" if item[0] == "/" else item[0], item[1]))
         else:
             raise SelectionError(f"rename {item!r}: expected 'OLD=NEW' or an (old, new) pair of strings")
     return out

@@ -75,3 +75,17 @@ def test_root_group_scope_is_selectable(tmp_path):
     assert [c["scope"] for c in res.converted] == [""] and len(res.written) == 4
     out = CliRunner().invoke(cli, ["extract", str(src), "--scope", "", "--to", "keras", "-o", str(tmp_path / "b.safetensors")])
     assert out.exit_code == 0 and "verified /" in out.output, out.output
+
+
+def test_a_rename_that_matches_nothing_is_refused_and_slash_is_the_root(tmp_path):
+    """Found by an independent review: --rename '/=x/' and renames with a typo were silently ignored."""
+    from ckptsurgeon.errors import SelectionError
+
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parent.parent / "fixtures" / "torch" / "model.pt"
+    with pytest.raises(SelectionError, match="rename nope/=x/ matches no path"):
+        ckptsurgeon.extract(model, tmp_path / "a.npz", scope="encoder", rename="nope/=x/")
+    assert not (tmp_path / "a.npz").exists()
+    result = ckptsurgeon.extract(model, tmp_path / "b.npz", scope="encoder", rename=[("/", "x/")])
+    assert result.written and all(p.startswith("x/encoder/") for p in ckptsurgeon.open(tmp_path / "b.npz"))
