@@ -9,6 +9,10 @@ Files (each made once and reused while the parameters in ``manifest.json`` stay 
   many{N}.safetensors/.pt   N small tensors, N in 10k and 100k (growth)
   tf1_10k/model.ckpt        a TF1 name-based bundle of 10,000 variables (TensorFlow when /work/tfvenv or
                             $CKPTSURGEON_TF_PYTHON has it, else by ckptsurgeon's writer: bench/tf_write.py)
+  lstm4bi.pt                torch.save of nn.LSTM(1024, 1024, num_layers=4, bidirectional=True) under rnn. (370 MB;
+                            P6, P11)
+  lstm4bi_tf1/model.ckpt    the same weights as a TF1 checkpoint (stack_bidirectional_rnn LSTMCells): written by
+                            ckptsurgeon --to tf1, then re-saved by TensorFlow's SaveV2 when TensorFlow is here
   rlimit2g.safetensors      (tests make their own)
 
 The big safetensors file is written by streaming one tensor at a time; the .pt is ``torch.save`` of
@@ -126,6 +130,40 @@ def make_tf(data: Path) -> str:
     return "bench/tf_write.py (ckptsurgeon's bundle writer)"
 
 
+def make_rnn(data: Path) -> str:
+    """P6: a 4-layer bidirectional nn.LSTM(1024, 1024) .pt, and the same weights as a TF1 checkpoint."""
+    import shutil
+
+    import torch
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(1024, 1024, num_layers=4, bidirectional=True)
+    tmp = data / "lstm4bi.tmp"
+    torch.save({f"rnn.{k}": v.detach() for k, v in lstm.state_dict().items()}, tmp)
+    os.replace(tmp, data / "lstm4bi.pt")
+    del lstm
+    folder = data / "lstm4bi_tf1"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    cli = str(Path(sys.executable).parent / "ckptsurgeon")
+    ours = data / "lstm4bi_tf1_ours"
+    shutil.rmtree(ours, ignore_errors=True)
+    ours.mkdir()
+    subprocess.run([cli, "extract", str(data / "lstm4bi.pt"), "--scope", "rnn", "--rename", "rnn/=",
+                    "--to", "tf1", "--format", "tensorflow", "-o", str(ours / "model.ckpt")], check=True,
+                   stdout=subprocess.DEVNULL)
+    tf_python = tf_interpreter()
+    if tf_python:
+        subprocess.run([tf_python, str(HERE / "anchors" / "tf_resave.py"), str(ours / "model.ckpt"),
+                        str(folder / "model.ckpt")], check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        (folder / "checkpoint").write_text('model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n')
+        shutil.rmtree(ours)
+        return "TensorFlow SaveV2"
+    shutil.rmtree(folder)
+    os.replace(ours, folder)
+    return "ckptsurgeon"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("data", type=Path)
@@ -147,6 +185,9 @@ def main() -> None:
             print(f"writing many{n} ...", flush=True)
             make_many(data, n)
             manifest[f"many{n}"] = 1
+    if manifest.get("rnn") is None or not (data / "lstm4bi_tf1" / "model.ckpt.index").exists():
+        print("writing lstm4bi.pt and lstm4bi_tf1 ...", flush=True)
+        manifest["rnn"] = {"version": 1, "tf1_writer": make_rnn(data)}
     if not (data / "tf1_10k" / "model.ckpt.index").exists() or manifest.get("tf_writer") is None:
         print("writing tf1_10k ...", flush=True)
         manifest["tf_writer"] = make_tf(data)

@@ -279,21 +279,15 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
     Each converted group is read back from its own tensors and self-description and run against the
     source before anything is written; the output's metadata gets every group's ``rnn:<scope>``.
     """
-    from .rnn.convert import TARGETS, convert_index
-    from .rnn.verify import verify_converted
+    from .rnn.convert import TARGETS
+    from .rnn.stream import Lazy, stream_index
 
-    rows, done = convert_index(kept, to, options)
+    # groups stream cell by cell where they can: a converted tensor is computed (and its cell verified) when the
+    # writer reads it, and a cell that differs aborts the write (the temporary output is removed: nothing written)
+    rows, done, checks = stream_index(kept, to, options, verify_atol, stream=not rules)
     if not done:
         raise SelectionError(f"{kept.files[0]}: no recurrent group in the selection to convert to {to} "
                              "(see `ckptsurgeon rnn`); drop --to to extract the tensors as they are")
-    checks = []
-    if verify_atol is not None:
-        found = [verify_converted(c, atol=verify_atol, seed=i) for i, c in enumerate(done)]
-        checks = [r.as_dict() for r in found]
-        bad = [r for r in found if not r.ok]
-        if bad:
-            raise SelectionError("; ".join(f"{r.source or '/'}: converted outputs differ by {r.max_abs_diff:.3g} "
-                                           f"(> {verify_atol:g})" for r in bad) + "; nothing written")
     sep = TARGETS[to].sep
     builder = IndexBuilder(kept.files[0])
     for path, key, value in rows:
@@ -303,6 +297,8 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
             path, key = new, new.replace("/", kept.key_sep if passthrough else sep)
         if passthrough:
             builder.add(value.with_path(path, key))
+        elif isinstance(value, Lazy):
+            builder.add(TensorRef(path, key, value.dtype, value.shape, kept.files[0], loader=value.load))
         else:
             arr = np.asarray(value)
             builder.add(TensorRef(path, key, arr.dtype, tuple(arr.shape), kept.files[0], loader=lambda a=arr: a))

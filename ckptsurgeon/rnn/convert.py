@@ -27,7 +27,7 @@ from .recognize import recognize
 from .reference import run_stack
 
 __all__ = ["ConversionError", "TARGETS", "ConvertOptions", "Converted", "refusals", "check_target",
-           "convert_group", "convert_stack", "convert_index"]
+           "convert_group", "convert_stack", "convert_index", "target_semantics", "describe_converted"]
 
 
 class ConversionError(CheckpointError):
@@ -89,6 +89,7 @@ class Converted:
     reference: Stack | None = field(default=None, repr=False)  # what the output must compute (source semantics)
     semantics: RecurrentGroup | None = field(default=None, repr=False)  # the group as the target states it
     complete: dict[str, np.ndarray] | None = field(default=None, repr=False)  # all tensors, when ``tensors`` is a subset
+    stream: Any = field(default=None, repr=False)  # a stream.StreamedGroup: ``tensors`` are computed as they are read
 
     def stated(self, scope: str | None = None) -> dict[str, str]:
         """``{"rnn:<scope>": JSON}`` for the output file's metadata (scope: after any rename)."""
@@ -306,15 +307,31 @@ def convert_group(group: RecurrentGroup, target: str, options: ConvertOptions | 
     if want is not None:
         stack, note = _approx(group, stack, want)
         reference, notes = stack, [note]
-    sem = replace(group, layout=target, recurrent_activation=stack[0][0].recurrent_activation,
-                  activation=stack[0][0].activation, notes=[], provenance={},
-                  forget_bias=(into.forget_bias if into is not None else tf1_layout.DEFAULT_FORGET_BIAS)
-                  if target == "tf1" and group.kind == "lstm" else 0.0,
-                  merge_mode=group.merge_mode if TARGETS[target].merges else None)
+    sem = target_semantics(group, target, into, stack[0][0].recurrent_activation, stack[0][0].activation)
+    tensors = TARGETS[target].write(stack, sem, options)
+    complete = None
+    if target == "gates" and options.gates:
+        complete = gates_layout.write_gates(stack)  # --gates keeps some: verification reads the whole group
+    metadata, notes = describe_converted(group, sem, target, options, into, notes)
+    return Converted(group, target, tensors, metadata, notes, reference, sem, complete)
+
+
+def target_semantics(group: RecurrentGroup, target: str, into: RecurrentGroup | None, recurrent_activation: str | None,
+                     activation: str | None) -> RecurrentGroup:
+    """The group as the target will state it (its layout, activations, forget_bias, merge_mode)."""
+    return replace(group, layout=target, recurrent_activation=recurrent_activation, activation=activation, notes=[],
+                   provenance={}, forget_bias=(into.forget_bias if into is not None else tf1_layout.DEFAULT_FORGET_BIAS)
+                   if target == "tf1" and group.kind == "lstm" else 0.0,
+                   merge_mode=group.merge_mode if TARGETS[target].merges else None)
+
+
+def describe_converted(group: RecurrentGroup, sem: RecurrentGroup, target: str, options: ConvertOptions,
+                       into: RecurrentGroup | None, notes: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """A conversion's self-description (``rnn:<scope>``) and its notes, from the facts alone (no tensor)."""
+    notes = list(notes)
     merge_note = _merge_note(group, target)
     if merge_note:
         notes.append(merge_note)
-    tensors = TARGETS[target].write(stack, sem, options)
     extra: dict[str, Any] = {}
     if target == "tf1" and group.kind == "lstm":
         extra["forget_bias"] = sem.forget_bias
@@ -324,14 +341,11 @@ def convert_group(group: RecurrentGroup, target: str, options: ConvertOptions | 
         extra["orientation"] = "weight_ih (H, in), weight_hh (H, H or P): y = x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh"
     if target == "keras" and group.kind == "gru":
         extra["reset_after"] = bool(group.reset_after)
-    complete = None
     if target == "gates" and options.gates:
-        complete = gates_layout.write_gates(stack)  # --gates keeps some: verification reads the whole group
         extra["gates_written"] = list(options.gates)
     assumed = [n for n in (_assumed(group, "its"), _assumed(into, f"the template group {into.scope or '/'}'s")
                            if into is not None else None) if n]
-    return Converted(group, target, tensors, describe_output(sem, target, **extra),
-                     notes + _notes(sem, target) + list(group.notes) + assumed, reference, sem, complete)
+    return describe_output(sem, target, **extra), notes + _notes(sem, target) + list(group.notes) + assumed
 
 
 def _assumed(group: RecurrentGroup, whose: str) -> str | None:
@@ -355,9 +369,12 @@ def convert_stack(group: RecurrentGroup, target: str, options: ConvertOptions) -
     return convert_group(group, target, options)
 
 
-def convert_index(index: CheckpointIndex, target: str, options: ConvertOptions | None = None
+def convert_index(index: CheckpointIndex, target: str, options: ConvertOptions | None = None, *,
+                  convert: Callable[[RecurrentGroup, int], Converted] | None = None
                   ) -> tuple[list[tuple[str, str, object]], list[Converted]]:
-    """Every group converted, every other tensor passed through: [(path, key, array or TensorRef)]."""
+    """Every group converted, every other tensor passed through: [(path, key, array or TensorRef)].
+
+    ``convert(group, i)`` replaces ``convert_group`` (``stream.stream_index`` converts cell by cell)."""
     options = options or ConvertOptions()
     if target not in TARGETS:
         raise ConversionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -370,7 +387,7 @@ def convert_index(index: CheckpointIndex, target: str, options: ConvertOptions |
                         f"(--exclude for {', '.join(members)})")
     for g in groups:
         try:
-            done.append(convert_group(g, target, options))
+            done.append(convert_group(g, target, options) if convert is None else convert(g, len(done)))
         except ConversionError as exc:
             problems.append(str(exc))
     if problems:

@@ -49,6 +49,11 @@ def join_gates(parts: list[np.ndarray], axis: int = 0) -> np.ndarray:
 
 
 def reorder(a: np.ndarray, src: str, dst: str, axis: int = 0) -> np.ndarray:
-    """Re-stack gate blocks from order ``src`` to order ``dst`` (same letters)."""
+    """Re-stack gate blocks from order ``src`` to order ``dst`` (same letters). The same order returns ``a`` itself
+    (checked like any other), not a copy: callers treat the result as read-only."""
+    if src == dst:
+        if a.shape[axis] % len(src):
+            raise ValueError(f"axis {axis} of shape {a.shape} does not split into {len(src)} gates")
+        return a
     parts = dict(zip(src, split_gates(a, len(src), axis)))
     return join_gates([parts[g] for g in dst], axis)

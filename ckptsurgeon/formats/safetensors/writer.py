@@ -19,7 +19,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ __all__ = ["write", "HASHED_COPY_MAX", "SHA256_KEY"]
 
 HASHED_COPY_MAX = 16 << 20  # byte-exact tensors up to this size are copied through memory and hashed
 SHA256_KEY = "tensor_sha256"
-_PLACEHOLDER = "0" * 64
+_PLACEHOLDER = bytes(32)  # a digest before it is known: its hex is 64 zeros, the length of any other
 
 
 @dataclass(slots=True)
@@ -105,11 +105,11 @@ def _tensors_json(items: list[_Item]) -> bytearray:
     return out
 
 
-def _metadata_json(metadata: Mapping[str, str], digests: Mapping[str, str]) -> bytearray:
+def _metadata_json(metadata: Mapping[str, str], digests: Mapping[str, bytes] | Mapping[str, str]) -> bytearray:
     """``__metadata__`` as JSON: the string entries, then ``tensor_sha256``, itself a JSON object held as a
     string. Written out piece by piece (the inner keys escaped once more by hand: ``"`` and ``\\`` are all
     an ASCII JSON text holds to escape) rather than json.dumps of json.dumps, which held three copies of
-    100,000 digests (40 MB). The bytes are the same."""
+    100,000 digests (40 MB). The bytes are the same. A digest is raw (32 bytes, the writer's) or hex."""
     meta = {str(k): str(v) for k, v in metadata.items() if not (digests and str(k) == SHA256_KEY)}
     out = bytearray(_encode(meta).encode("utf-8"))
     if not digests:
@@ -120,13 +120,14 @@ def _metadata_json(metadata: Mapping[str, str], digests: Mapping[str, str]) -> b
     for key, digest in digests.items():
         out += sep
         out += _key_json(key).replace("\\", "\\\\").replace('"', '\\"').encode("ascii")
-        out += b':\\"' + digest.encode("ascii") + b'\\"'
+        out += b':\\"' + (digest if isinstance(digest, str) else digest.hex()).encode("ascii") + b'\\"'
         sep = b","
     out += b'}"}'
     return out
 
 
-def _header(tensors_json: bytearray, metadata: Mapping[str, str], digests: Mapping[str, str]) -> list[bytes | memoryview]:
+def _header(tensors_json: bytearray, metadata: Mapping[str, str], digests: Mapping[str, bytes] | Mapping[str, str]
+            ) -> list[bytes | memoryview]:
     """The header as pieces to write in order (no copy of the tensors' part): the 8-byte length, then
     ``__metadata__`` (with the digests), the tensors, and spaces up to a multiple of 8 bytes."""
     parts: list[bytes | bytearray | memoryview] = [tensors_json]
@@ -138,19 +139,22 @@ def _header(tensors_json: bytearray, metadata: Mapping[str, str], digests: Mappi
     return [struct.pack("<Q", size + len(parts[-1]))] + parts
 
 
-def _runs(items: list[_Item]) -> list[list[_Item]]:
-    """Consecutive hashed byte-exact tensors adjacent in one source, at most CHUNK bytes a run."""
-    runs: list[list[_Item]] = []
+def _runs(items: list[_Item]) -> Iterator[list[_Item]]:
+    """Consecutive hashed byte-exact tensors adjacent in one source, at most CHUNK bytes a run; yielded one at a
+    time (a list of 100,000 one-tensor runs held 8 MB)."""
+    last: list[_Item] | None = None
     for item in items:
-        last = runs[-1] if runs else None
         if (last and item.plain and item.hashed and last[0].plain and last[0].hashed
                 and last[-1].value.file == item.value.file
                 and last[-1].value.offset + last[-1].nbytes == item.value.offset
                 and item.value.offset + item.nbytes - last[0].value.offset <= CHUNK):
             last.append(item)
         else:
-            runs.append([item])
-    return runs
+            if last:
+                yield last
+            last = [item]
+    if last:
+        yield last
 
 
 def _array_bytes(item: _Item) -> memoryview:
@@ -168,10 +172,13 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
           progress: Callable[[int], None] | None = None) -> None:
     """Write ``tensors`` (arrays or TensorRefs, in the given order) to the open binary file ``fh``."""
     items = _items(tensors)
-    digests = {i.key: _PLACEHOLDER for i in items if i.hashed}
-    tensors_json = _tensors_json(items)
-    head = sum(map(fh.write, _header(tensors_json, metadata, digests)))
+    digests = {i.key: _PLACEHOLDER for i in items if i.hashed}  # raw 32-byte digests: half a hex string's memory
+    parts = _header(_tensors_json(items), metadata, digests)
+    head = sum(map(fh.write, parts))
     start = fh.tell() - head
+    # with digests the pieces are: length, '{"__metadata__":', the metadata, ... : only the metadata is patched
+    meta_at, meta_len = len(parts[0]) + len(parts[1]), len(parts[2]) if digests else 0
+    del parts  # the tensors' part of the header (10 MB for 100,000 tensors) is not needed again
     sources: dict[str, Any] = {}  # file -> its source, opened once (not once per tensor: a stat each)
     for run in _runs(items):
         first = run[0]
@@ -180,7 +187,7 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
             data = memoryview(source.read(first.value.offset, sum(i.nbytes for i in run)))
             pos = 0
             for item in run:
-                digests[item.key] = hashlib.sha256(data[pos:pos + item.nbytes]).hexdigest()
+                digests[item.key] = hashlib.sha256(data[pos:pos + item.nbytes]).digest()
                 pos += item.nbytes
             fh.write(data)
             if progress is not None:
@@ -189,22 +196,22 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
             digest = hashlib.sha256() if first.hashed else None
             copy_to(open_source(first.value.file), fh, first.value.offset, first.nbytes, digest=digest, progress=progress)
             if digest is not None:
-                digests[first.key] = digest.hexdigest()
+                digests[first.key] = digest.digest()
         else:
             data = _array_bytes(first)
             if len(data) != first.nbytes:
                 raise OutputError(f"tensor {first.key!r}: read {len(data)} bytes, expected {first.nbytes}")
-            digests[first.key] = hashlib.sha256(data).hexdigest()
+            digests[first.key] = hashlib.sha256(data).digest()
             fh.write(data)
             del data  # before the next tensor is read: never two converted tensors in memory at once
             if progress is not None:
                 progress(first.nbytes)
+    del items  # the header patch needs only the digests: 100,000 items are 10 MB
     if digests:
-        final = _header(tensors_json, metadata, digests)
-        if sum(len(p) for p in final) != head:  # digests are fixed-length hex: cannot happen
+        meta = _metadata_json(metadata, digests)
+        if len(meta) != meta_len:  # digests are fixed-length hex: cannot happen
             raise OutputError("internal error: safetensors header changed length while patching digests")
         end = fh.tell()
-        fh.seek(start)
-        for part in final:
-            fh.write(part)
+        fh.seek(start + meta_at)
+        fh.write(meta)
         fh.seek(end)
