@@ -37,7 +37,7 @@ def check_output(path: str, inputs: Sequence[str], force: bool) -> None:
     if os.path.isdir(path):
         raise OutputError(f"{path}: is a directory; give a file name")
     if os.path.lexists(path) and not force:
-        raise OutputError(f"{path}: already exists; pass --force to replace it")
+        raise OutputError(f"{path}: already exists; pass --force (API: force=True) to replace it")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise OutputError(f"{path}: folder {parent} does not exist")

@@ -66,7 +66,7 @@ def test_no_progress_bar_when_piped(tmp_path, monkeypatch):
     src = tmp_path / "w.safetensors"
     save_file({"w": np.zeros((512, 512), np.float32)}, str(src))
     res = CliRunner().invoke(cli, ["extract", str(src), "-s", "**", "-o", str(tmp_path / "o.safetensors")])
-    assert res.exit_code == 0 and res.output.startswith("wrote 1 tensors") and res.stderr == ""
+    assert res.exit_code == 0 and res.output.startswith("wrote 1 tensor (") and res.stderr == ""
 
 
 def test_counts_are_singular_for_one(tmp_path):

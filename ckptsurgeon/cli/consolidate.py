@@ -5,7 +5,7 @@ import click
 
 from .. import api
 from ..formats import WRITERS
-from .common import where, allow_expanded_option, allow_global_option, emit_json, human_bytes
+from .common import count, where, allow_expanded_option, allow_global_option, emit_json, human_bytes
 
 
 @click.command("consolidate")
@@ -41,6 +41,6 @@ def consolidate_cmd(checkpoint: str, output: str, max_shard_size: str | None, fm
         emit_json({"output": result.path, "files": result.files, "format": result.format, "tensors": len(result.written),
                    "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer})
         return
-    click.echo(f"wrote {len(result.written)} tensors ({human_bytes(result.nbytes)}) to {where(result)}")
+    click.echo(f"wrote {count(len(result.written), 'tensor')} ({human_bytes(result.nbytes)}) to {where(result)}")
     if result.skipped_optimizer:
         click.echo(f"left out {result.skipped_optimizer} optimizer tensors (pass --include-optimizer to keep them)")

@@ -5,7 +5,7 @@ import click
 
 from .. import api
 from ..formats import WRITERS
-from .common import LazyChoice, where, allow_expanded_option, allow_global_option, byte_progress, emit_json, human_bytes, parse_pairs, scope_options
+from .common import LazyChoice, count, where, allow_expanded_option, allow_global_option, byte_progress, emit_json, human_bytes, parse_pairs, scope_options
 from .rnn_options import build_options, fact_options, rnn_options
 
 
@@ -98,6 +98,6 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
     for check in result.checks:
         click.echo(f"verified {check['source'] or '/'}: max abs diff {check['max_abs_diff']:.3g} "
                    f"(atol {check['atol']:g})")
-    click.echo(f"wrote {len(result.written)} tensors ({human_bytes(result.nbytes)}) to {where(result)}")
+    click.echo(f"wrote {count(len(result.written), 'tensor')} ({human_bytes(result.nbytes)}) to {where(result)}")
     if result.skipped_optimizer:
         click.echo(f"left out {result.skipped_optimizer} optimizer tensors (pass --include-optimizer to keep them)")

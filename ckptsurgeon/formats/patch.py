@@ -252,7 +252,7 @@ def _patch_sharded(index: CheckpointIndex, out: str, replacements: Mapping[str, 
         if os.path.realpath(target) in inputs:
             raise OutputError(f"{target}: is an input of this operation; choose another output folder")
         if os.path.lexists(target) and not force:
-            raise OutputError(f"{target}: already exists; pass --force to replace it")
+            raise OutputError(f"{target}: already exists; pass --force (API: force=True) to replace it")
     by_file: dict[str, dict[str, Value]] = {}
     for path, value in replacements.items():
         by_file.setdefault(index[path].file, {})[path] = value

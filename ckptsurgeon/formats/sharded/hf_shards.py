@@ -144,7 +144,7 @@ def write_sharded(
         if os.path.realpath(path) in real_inputs:
             raise OutputError(f"{path}: is an input of this operation; choose another output folder")
         if os.path.lexists(path) and not force:
-            raise OutputError(f"{path}: already exists; pass --force to replace it")
+            raise OutputError(f"{path}: already exists; pass --force (API: force=True) to replace it")
     stale = _stale(folder, pattern, index_name, set(targets))
     if stale and not force:
         raise OutputError(f"{os.path.join(folder, stale[0])}: a shard of an earlier save is in the way; "

@@ -121,7 +121,7 @@ def _check_targets(folder: str, names: list[str], inputs: set[str], force: bool,
         if any(real == r or real.startswith(r + os.sep) for r in roots):
             raise OutputError(f"{folder}: is the template SavedModel or inside it; choose another output folder")
         if os.path.lexists(folder) and not force:
-            raise OutputError(f"{folder}: already exists; pass --force to write into it")
+            raise OutputError(f"{folder}: already exists; pass --force (API: force=True) to write into it")
         if not os.path.isdir(os.path.dirname(folder)):
             raise OutputError(f"{folder}: folder {os.path.dirname(folder)} does not exist")
         return
@@ -132,7 +132,7 @@ def _check_targets(folder: str, names: list[str], inputs: set[str], force: bool,
         if os.path.realpath(f) in inputs:
             raise OutputError(f"{f}: is a file of the template; choose another output prefix")
         if os.path.lexists(f) and not force:
-            raise OutputError(f"{f}: already exists; pass --force to replace it")
+            raise OutputError(f"{f}: already exists; pass --force (API: force=True) to replace it")
 
 
 def patch_bundle(index: CheckpointIndex, out: str, replacements: Mapping[str, Value], *, force: bool = False,
@@ -203,7 +203,7 @@ def patch_bundle(index: CheckpointIndex, out: str, replacements: Mapping[str, Va
         if root is None and os.path.isfile(meta) and not os.path.islink(meta):
             target = names[-1][: -len(".index")] + ".meta"
             if os.path.lexists(os.path.join(folder, target)) and not force:
-                raise OutputError(f"{os.path.join(folder, target)}: already exists; pass --force to replace it")
+                raise OutputError(f"{os.path.join(folder, target)}: already exists; pass --force (API: force=True) to replace it")
             with files_out.open(target) as fh:
                 src = open_source(meta)
                 copy_to(src, fh, 0, src.size)

@@ -176,7 +176,7 @@ def _check_targets(paths: Sequence[str], inputs: Sequence[str], force: bool) -> 
         if os.path.isdir(path):
             raise OutputError(f"{path}: is a directory; give a checkpoint prefix such as {os.path.join(path, 'model.ckpt')}")
         if os.path.lexists(path) and not force:
-            raise OutputError(f"{path}: already exists; pass --force to replace it")
+            raise OutputError(f"{path}: already exists; pass --force (API: force=True) to replace it")
 
 
 def _stale(prefix: str, keep: set[str]) -> list[str]:
