@@ -39,6 +39,8 @@ _TARGET_OF = {"torch": "torch", "torch-cell": "torch-cell", "keras": "keras", "t
 
 @dataclass
 class GraftRow:
+    """One template tensor graft replaces: its path, the source it came from (a tensor, or a group's converted part), shape and dtype."""
+
     target: str  # template path
     source: str  # source path or "<group scope> (converted)"
     shape: tuple[int, ...]
@@ -53,6 +55,9 @@ class GraftRow:
 
 @dataclass
 class GraftReport:
+    """What ``graft`` did: tensors replaced, template tensors left untouched, source tensors unused, groups
+    paired, each group's verification (``checks``) and notes; ``as_dict()`` is ``graft --json``."""
+
     replaced: list[GraftRow]
     untouched: list[str]
     unused: list[str]

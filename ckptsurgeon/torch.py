@@ -22,6 +22,8 @@ __all__ = ["LoadReport", "load_into"]
 
 @dataclass
 class LoadReport:
+    """What ``torch.load_into`` loaded: module keys replaced, left as they were, source tensors unused, checks."""
+
     loaded: list[str] = field(default_factory=list)  # module keys replaced
     missing: list[str] = field(default_factory=list)  # module keys the source did not provide
     unexpected: list[str] = field(default_factory=list)  # source tensors not used

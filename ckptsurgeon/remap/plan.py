@@ -28,6 +28,8 @@ class PlanError(SelectionError):
 
 @dataclass
 class PlanRow:
+    """One output tensor of a remap plan: its source path(s), the transforms applied, its new path, shape and dtype."""
+
     source: str
     target: str | None  # None = dropped
     src_shape: tuple[int, ...]
@@ -61,6 +63,9 @@ class PlanRow:
 
 @dataclass
 class Plan:
+    """A remap plan: every output row, the source tensors dropped or unmatched, and problems (a plan with
+    problems writes nothing); ``as_dict()`` is ``remap --json``."""
+
     rows: list[PlanRow]
     index: CheckpointIndex
 

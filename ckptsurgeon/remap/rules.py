@@ -31,6 +31,8 @@ class Match:
 
 @dataclass
 class Rule:
+    """One remap rule: a source pattern (glob or regex), its target (``{1}`` captures), transforms, or ``drop``."""
+
     source: str
     target: str | None = None
     regex: bool = False

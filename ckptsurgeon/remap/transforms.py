@@ -23,6 +23,8 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Transform:
+    """One transform of a rule (``transpose``, ``reshape``, ``cast``, ``split``, ``gates`` ...) with its arguments."""
+
     op: str
     args: dict[str, Any]
     shape: Callable[[Shape, np.dtype], tuple[Shape, np.dtype]]

@@ -22,6 +22,9 @@ __all__ = ["Cell", "Stack", "TOPOLOGIES"]
 
 @dataclass(frozen=True)
 class Cell:
+    """One recurrent cell (a layer's direction) in PyTorch orientation: ``w_ih`` (G*H, in), ``w_hh`` (G*H, H or P),
+    biases, gates i,f,g,o (LSTM) or r,z,n (GRU), optional peepholes and projection, and the facts it runs with."""
+
     kind: str  # "lstm" | "gru"
     w_ih: np.ndarray
     w_hh: np.ndarray

@@ -36,6 +36,9 @@ class ConversionError(CheckpointError):
 
 @dataclass
 class ConvertOptions(RecognizeOptions):
+    """``RecognizeOptions`` (the user's fact declarations) plus what a conversion may do: gates to keep,
+    ``allow_approx`` (other activations, measured), ``allow_concat_merge`` (a Keras merge the target cannot hold)."""
+
     gates: tuple[str, ...] = ()
     allow_approx: bool = False
     allow_concat_merge: bool = False  # Keras merge_mode sum/mul/ave into targets that keep the directions apart

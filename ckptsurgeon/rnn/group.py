@@ -60,6 +60,9 @@ class RecognizeOptions:
 
 @dataclass
 class RecurrentGroup:
+    """A recognized LSTM/GRU parameter group: its scope, layout, sizes, layers and directions, its members (tensor
+    paths), the facts that decide what it computes and where each came from (``provenance``), and ``cells()``."""
+
     scope: str
     kind: str  # "lstm" | "gru"
     layout: str  # torch, torch-cell, keras, keras-cudnn, keras1, tf1, tf1-gru, per-gate, gates, onnx

@@ -31,6 +31,9 @@ PROVES = ("both sides, as ckptsurgeon reads them, compute the same outputs on th
 
 @dataclass
 class GroupCheck:
+    """One verified pair: source and converted scope, kind, the largest output difference, whether it is within
+    ``atol``, the source facts it ran on (each with where it came from) and, on a failure, the stated fact that differs."""
+
     source: str
     converted: str
     kind: str
