@@ -270,7 +270,7 @@ def stats_cmd(checkpoint, scope, exclude, regex, plot, include_optimizer, forget
     Guesses: zeros, constant (e.g. Keras unit_forget_bias), PyTorch default U(+-1/sqrt(H)),
     Glorot/He/LeCun uniform and normal, orthogonal, truncated normal (mean, stddev),
     or "not an initializer (trained)"; each with its evidence. Tensors of recurrent groups are
-    judged in their group's context. Small tensors (under 50 values) list every initializer that
+    judged in their group's context. Small tensors (under 32 values) list every initializer that
     fits ("one of: ..."). Optimizer state is left out unless --include-optimizer. Also lists
     recurrent groups holding identical values.
 
