@@ -34,8 +34,8 @@ def describe_group(g: RecurrentGroup) -> dict[str, Any]:
 
 def _delta(a: np.ndarray, b: np.ndarray, slack: np.ndarray | float = 0.0) -> tuple[float, float, bool]:
     """(max abs, max rel, whether every element is within ``slack``) of ``a - b``."""
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # the casts too: widening a signaling NaN raises "invalid"
+        a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
         d = np.abs(a64 - b64)
         if not d.size:
             return 0.0, 0.0, True
@@ -48,6 +48,7 @@ def _eps(*arrays: np.ndarray) -> float:
     return max(eps, default=0.0)
 
 
+@np.errstate(over="ignore", invalid="ignore")  # inf/nan/signaling-NaN biases: the comparison reports them
 def _sum_slack(ca: Cell, cb: Cell, atol: float) -> np.ndarray:
     """Per element, how far two summed biases may differ and still be one function: ``atol`` plus the
     rounding of ``b_ih + b_hh`` on each side (two ulps of the larger addend pair, in the stored dtype).

@@ -74,6 +74,7 @@ def _group_context(g: RecurrentGroup) -> tuple[list[tuple[int, int]], int | None
     return fans, hidden, family
 
 
+@np.errstate(invalid="ignore")  # b_hh.any() on a signaling NaN raises "invalid": stats reports values, not warnings
 def _group_gates(g: RecurrentGroup) -> list[dict[str, Any]]:
     rows = []
     letters = "ifgo" if g.kind == "lstm" else "rzn"
@@ -115,6 +116,7 @@ def _group_gates(g: RecurrentGroup) -> list[dict[str, Any]]:
     return rows
 
 
+@np.errstate(invalid="ignore")  # widening a signaling NaN raises "invalid": the digest needs no warning
 def _digest(g: RecurrentGroup) -> str:
     h = hashlib.sha256()
     for layer in g.cells():
