@@ -35,6 +35,7 @@ __all__ = ["run_isolated", "ENTRY_POINTS", "Limits"]
 ENTRY_POINTS = {
     "hdf5.describe": "ckptsurgeon.formats.hdf5.h5probe:describe",
     "hdf5.read": "ckptsurgeon.formats.hdf5.h5probe:read_dataset",
+    "hdf5.describe_many": "ckptsurgeon.formats.hdf5.h5probe:describe_many",
 }
 _HEADER = struct.Struct("<Q")
 _ERRORS = {"FormatError": FormatError, "UnsafeCheckpointError": UnsafeCheckpointError}

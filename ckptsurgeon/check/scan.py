@@ -18,7 +18,7 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -383,7 +383,11 @@ def scan_files(paths: Sequence[str], *, allow_globals: Sequence[str] = (), jobs:
         else:
             plans.append((None, None, []))
             tasks.append((True, path, False, allow))
-    done = iter(_in_pool(tasks, jobs) if jobs > 1 and len(tasks) >= least else map(_run, tasks))
+    forget = _prefetch_hdf5([t[1] for t in tasks if not t[0]])  # (forked pool workers inherit what it describes)
+    try:
+        done = iter(list(_in_pool(tasks, jobs)) if jobs > 1 and len(tasks) >= least else [_run(t) for t in tasks])
+    finally:
+        forget()
     results = []
     for found, scan, entries in plans:
         if found is None or scan is None:
@@ -399,6 +403,28 @@ def scan_files(paths: Sequence[str], *, allow_globals: Sequence[str] = (), jobs:
         scan.folder_end(files)
         results.append(found)
     return results
+
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _prefetch_hdf5(files: list[str]) -> Callable[[], None]:
+    """The metadata of the plain HDF5 files among ``files``, described in one child process instead of one each;
+    returns what drops those descriptions again."""
+    found = []
+    for path in files:
+        try:
+            with open(path, "rb") as fh:
+                if fh.read(8) == _HDF5_MAGIC:
+                    found.append(path)
+        except OSError:
+            continue
+    if len(found) < 2:
+        return lambda: None
+    from ..formats.hdf5.h5tree import forget_prefetched, prefetch
+
+    prefetch(found)
+    return forget_prefetched
 
 
 def _in_pool(tasks: list[_Task], jobs: int) -> list[tuple[str | None, ScanResult]]:

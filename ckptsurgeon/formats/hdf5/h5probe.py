@@ -213,6 +213,20 @@ def describe(args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     return {"objects": objects}, b""
 
 
+def describe_many(args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    """``describe`` of several files in one child (``scan`` of a folder tree): each file's description or its error.
+    A file that crashes or hangs libhdf5 ends the whole child; the parent then describes each file on its own."""
+    results: list[dict[str, Any]] = []
+    for request in args["requests"]:
+        try:
+            results.append(describe(dict(request, memory_mib=args.get("memory_mib")))[0])
+        except (FormatError, UnsafeCheckpointError) as exc:
+            results.append({"error": str(exc), "class": type(exc).__name__})
+        except Exception as exc:  # noqa: BLE001 - a damaged file: its own error, the others still described
+            results.append({"error": f"{request.get('where')}: {type(exc).__name__}: {exc}"[:400], "class": "FormatError"})
+    return {"results": results}, b""
+
+
 def read_dataset(args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """One dataset's bytes (C order, its stored dtype), reached through hard links only."""
     import h5py
