@@ -3,6 +3,12 @@ new one to a small reproducer and save it (``reproducers/<format>-<kind>-<hash>/
 
     .venv/bin/python -m tests.fuzz.campaign --seconds 3600 --seed 7     # or FUZZ_SECONDS=3600
     .venv/bin/python -m tests.fuzz.campaign --cases 40 --seed 1         # fixed work (what CI runs)
+
+Formats are the readers' formats plus three classes of seeds (issue 23), each file mutated as its own format:
+``rnn`` (recurrent groups whose tensors do not fit their layout), ``nonfinite`` (inf/nan/1e38 weights) and
+``remote`` (a file served over loopback HTTP by an honest or a lying server, ``remote.py``; only ``ls``, ``extract``
+and ``scan`` read URLs). A class's first cases are its seeds as made (a remote seed once per server mode), then
+mutants. ``--commands all`` runs every command of ``harness.COMMANDS``, rnn/stats/verify/diff/validate included.
 """
 from __future__ import annotations
 
@@ -21,20 +27,23 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(HERE.parent.parent))
     __package__ = "tests.fuzz"
 
-from .harness import Limits, Outcome, run_case  # noqa: E402
+from .harness import ALL_COMMANDS, Limits, Outcome, run_case  # noqa: E402
 from .mutators import mutate  # noqa: E402
-from .seeds import FORMATS, Seed, load_seeds  # noqa: E402
+from .remote import MODES, RemoteRig, set_timeouts  # noqa: E402
+from .seeds import CLASSES, FORMATS, Seed, load_seeds  # noqa: E402
 
 REPRODUCERS = HERE / "reproducers"
 MAX_SHRINK_RUNS = 120
+REMOTE_COMMANDS = ("ls", "extract", "scan")  # the commands that read a URL
 
 
-def _fails_the_same(seed: Seed, files: dict[str, bytes], command: str, signature: str, limits: Limits) -> bool:
-    (outcome,) = run_case(seed, files, [command], limits)
+def _fails_the_same(seed: Seed, files: dict[str, bytes], command: str, signature: str, limits: Limits,
+                    serve=None) -> bool:
+    (outcome,) = run_case(seed, files, [command], limits, serve=serve)
     return outcome.failed and outcome.signature == signature
 
 
-def shrink(seed: Seed, files: dict[str, bytes], outcome: Outcome, limits: Limits) -> dict[str, bytes]:
+def shrink(seed: Seed, files: dict[str, bytes], outcome: Outcome, limits: Limits, serve=None) -> dict[str, bytes]:
     """Smaller files that fail the same way: bytes put back as in the seed, tails cut, chunks dropped."""
     budget = [MAX_SHRINK_RUNS if outcome.kind != "timeout" else 6]
 
@@ -42,7 +51,7 @@ def shrink(seed: Seed, files: dict[str, bytes], outcome: Outcome, limits: Limits
         if budget[0] <= 0:
             return False
         budget[0] -= 1
-        return _fails_the_same(seed, candidate, outcome.command, outcome.signature, limits)
+        return _fails_the_same(seed, candidate, outcome.command, outcome.signature, limits, serve)
 
     files = dict(files)
     for name in list(files):
@@ -77,15 +86,23 @@ def shrink(seed: Seed, files: dict[str, bytes], outcome: Outcome, limits: Limits
     return files
 
 
-def save(seed: Seed, files: dict[str, bytes], outcome: Outcome, note: str, folder: Path = REPRODUCERS) -> Path:
+def save(seed: Seed, files: dict[str, bytes], outcome: Outcome, note: str, folder: Path = REPRODUCERS,
+         mode: str = "") -> Path:
+    """The shrunk files, ``case.json`` (command, signature, remote ``mode``) and, in ``ref/``, the unmutated seed
+    that verify/diff/validate compare with."""
     digest = hashlib.sha256(b"".join(files[n] for n in sorted(files))).hexdigest()[:10]
     out = folder / f"{seed.fmt}-{outcome.command}-{outcome.kind}-{digest}"
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         (out / name).write_bytes(data)
+    if outcome.command in ("verify", "diff", "validate"):
+        (out / "ref").mkdir(exist_ok=True)
+        for name, data in seed.files.items():
+            (out / "ref" / name).write_bytes(data)
     (out / "case.json").write_text(json.dumps({
-        "format": seed.fmt, "seed": seed.name, "target": seed.target, "command": outcome.command,
-        "signature": outcome.signature, "mutation": note, "stderr": outcome.stderr[-500:]}, indent=1) + "\n")
+        "format": seed.fmt, "seed": seed.name, "target": seed.target, "mutator": seed.mutator, "mode": mode,
+        "command": outcome.command, "signature": outcome.signature, "mutation": note,
+        "stderr": outcome.stderr[-500:]}, indent=1) + "\n")
     return out
 
 
@@ -98,23 +115,36 @@ def known_signatures(folder: Path = REPRODUCERS) -> set[str]:
 
 
 def replay(folder: Path, commands: list[str], limits: Limits) -> dict:
-    """Run every saved reproducer again; each must now give a clean outcome."""
+    """Run every saved reproducer again (``commands`` if its own is one of them, else its own command only; a remote
+    one behind its server mode); each must now give a clean outcome."""
     failures, count = [], 0
-    for case in sorted(folder.glob("*/case.json")):
-        info = json.loads(case.read_text())
-        files = {p.name: p.read_bytes() for p in case.parent.iterdir() if p.name != "case.json"}
-        seed = Seed(info["format"], info["seed"], files, info["target"])
-        for outcome in run_case(seed, files, commands, limits):
-            count += 1
-            if outcome.failed:
-                failures.append({"reproducer": case.parent.name, **outcome.as_dict()})
+    with RemoteRig() as rig:
+        for case in sorted(folder.glob("*/case.json")):
+            info = json.loads(case.read_text())
+            files = {p.name: p.read_bytes() for p in case.parent.iterdir() if p.is_file() and p.name != "case.json"}
+            ref = case.parent / "ref"
+            ref_files = {p.name: p.read_bytes() for p in ref.iterdir()} if ref.is_dir() else files
+            seed = Seed(info["format"], info["seed"], ref_files, info["target"], info.get("mutator", ""))
+            mode = info.get("mode", "")
+            serve = rig.serving(mode, seed.target) if mode else None
+            # a reader's reproducer goes through every reader command; one of rnn/stats/verify/diff/validate only
+            # through its own (its file is an ordinary mutant for the readers, fuzzed all the time)
+            todo = [c for c in commands if not mode or c in REMOTE_COMMANDS] if info["command"] in commands else []
+            todo += [info["command"]] if info["command"] not in todo else []
+            for outcome in run_case(seed, files, todo, limits, serve=serve):
+                count += 1
+                if outcome.failed:
+                    failures.append({"reproducer": case.parent.name, **outcome.as_dict()})
     return {"reproducers": len(list(folder.glob("*/case.json"))), "total_executions": count, "failures": failures,
             "unique_failures": sorted({f"{f['reproducer']}|{f['command']}:{f['kind']}" for f in failures})}
 
 
 def run(*, seed: int, seconds: float | None, cases: int | None, formats: tuple[str, ...], commands: list[str],
-        limits: Limits, save_new: bool, log=print, max_seconds: float | None = None) -> dict:
-    """Fuzz until ``seconds`` pass or ``cases`` mutants per format ran (at most ``max_seconds``)."""
+        limits: Limits, save_new: bool, log=print, max_seconds: float | None = None,
+        remote_commands: tuple[str, ...] = REMOTE_COMMANDS, cases_for: dict[str, int] | None = None) -> dict:
+    """Fuzz until ``seconds`` pass or ``cases`` cases per format (``cases_for[format]`` for some) ran (at most
+    ``max_seconds``)."""
+    cases_for = cases_for or {}
     rng = random.Random(seed)
     seeds = [s for s in load_seeds() if s.fmt in formats]
     by_format = defaultdict(list)
@@ -122,46 +152,74 @@ def run(*, seed: int, seconds: float | None, cases: int | None, formats: tuple[s
         by_format[s.fmt].append(s)
     counts: Counter = Counter()
     executions: Counter = Counter()
+    by_command: Counter = Counter()
     kinds: Counter = Counter()
+    kinds_by_command: dict[str, Counter] = defaultdict(Counter)
+    modes: Counter = Counter()
     failures: list[dict] = []
     seen = known_signatures() if save_new else set()
     start = time.monotonic()
     order = [f for f in formats if f in by_format]
+    rig = RemoteRig().__enter__() if "remote" in order else None
+    numeric = 0.15 if set(commands) & {"rnn", "stats", "verify", "diff", "validate"} else 0.0  # inf/nan mutants
     i = 0
-    while True:
-        if seconds is not None and time.monotonic() - start > seconds:
-            break
-        if max_seconds is not None and time.monotonic() - start > max_seconds:
-            log(f"stopping at the {max_seconds:g} s cap")
-            break
-        if cases is not None and all(counts[f] >= cases for f in order):
-            break
-        fmt = order[i % len(order)]
-        i += 1
-        if cases is not None and counts[fmt] >= cases:
-            continue
-        base = rng.choice(by_format[fmt])
-        files, note = mutate(fmt, dict(base.files), rng)
-        counts[fmt] += 1
-        outcomes = run_case(base, files, commands, limits)
-        executions[fmt] += len(outcomes)
-        for outcome in outcomes:
-            kinds[outcome.kind] += 1
-            if not outcome.failed:
+    try:
+        while True:
+            if seconds is not None and time.monotonic() - start > seconds:
+                break
+            if max_seconds is not None and time.monotonic() - start > max_seconds:
+                log(f"stopping at the {max_seconds:g} s cap")
+                break
+            if cases is not None and all(counts[f] >= cases_for.get(f, cases) for f in order):
+                break
+            fmt = order[i % len(order)]
+            i += 1
+            if cases is not None and counts[fmt] >= cases_for.get(fmt, cases):
                 continue
-            key = f"{fmt}|{outcome.signature}"
-            record = {"format": fmt, "seed": base.name, "mutation": note, **outcome.as_dict()}
-            if key not in seen:
-                seen.add(key)
-                log(f"NEW {key}  ({base.name}: {note})  {outcome.stderr[-300:]!r}")
-                if save_new:
-                    small = shrink(base, files, outcome, limits)
-                    record["reproducer"] = str(save(base, small, outcome, note))
-                    record["reproducer_bytes"] = sum(len(d) for d in small.values())
-            failures.append(record)
+            n, pool = counts[fmt], by_format[fmt]
+            serve, mode, todo = None, "", commands
+            if fmt == "remote":
+                mode = list(MODES)[n % len(MODES)] if n < len(MODES) else RemoteRig.pick(rng)
+                base = pool[n % len(pool)] if n < len(MODES) else rng.choice(pool)
+                todo = [c for c in remote_commands if c in REMOTE_COMMANDS]
+                serve = rig.serving(mode, base.target)
+            else:
+                base = pool[n] if fmt in CLASSES and n < len(pool) else rng.choice(pool)
+            as_made = fmt in CLASSES and (n < len(MODES) if fmt == "remote" else n < len(pool))
+            if as_made or (fmt == "remote" and rng.random() < 0.3):
+                files, note = dict(base.files), "as made"
+            else:
+                files, note = mutate(base.kind, dict(base.files), rng, values=0.5 if fmt in CLASSES else numeric)
+            if mode:
+                note = f"[{mode}] {note}"
+                modes[mode] += 1
+            counts[fmt] += 1
+            outcomes = run_case(base, files, todo, limits, serve=serve)
+            executions[fmt] += len(outcomes)
+            for outcome in outcomes:
+                kinds[outcome.kind] += 1
+                by_command[outcome.command] += 1
+                kinds_by_command[outcome.command][outcome.kind] += 1
+                if not outcome.failed:
+                    continue
+                key = f"{fmt}|{outcome.signature}"
+                record = {"format": fmt, "seed": base.name, "mutation": note, **outcome.as_dict()}
+                if key not in seen:
+                    seen.add(key)
+                    log(f"NEW {key}  ({base.name}: {note})  {outcome.stderr[-300:]!r}")
+                    if save_new:
+                        small = shrink(base, files, outcome, limits, serve)
+                        record["reproducer"] = str(save(base, small, outcome, note, mode=mode))
+                        record["reproducer_bytes"] = sum(len(d) for d in small.values())
+                failures.append(record)
+    finally:
+        if rig is not None:
+            rig.__exit__(None, None, None)
     elapsed = time.monotonic() - start
     return {"seed": seed, "seconds": round(elapsed, 1), "mutants": dict(counts), "executions": dict(executions),
-            "total_executions": sum(executions.values()), "outcomes": dict(kinds), "failures": failures,
+            "total_executions": sum(executions.values()), "executions_by_command": dict(by_command),
+            "outcomes": dict(kinds), "outcomes_by_command": {c: dict(k) for c, k in sorted(kinds_by_command.items())},
+            "remote_modes": dict(modes), "failures": failures,
             "unique_failures": sorted({f"{f['format']}|{f['command']}:{f['kind']}:{f['detail']}" for f in failures})}
 
 
@@ -229,8 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=int(os.environ.get("FUZZ_SEED", "1")))
     ap.add_argument("--seconds", type=float, default=float(os.environ["FUZZ_SECONDS"]) if os.environ.get("FUZZ_SECONDS") else None)
     ap.add_argument("--cases", type=int, default=None, help="mutants per format (instead of --seconds)")
+    ap.add_argument("--cases-for", default="", help="other counts for some formats: remote=4,rnn=7")
     ap.add_argument("--formats", default=",".join(FORMATS))
-    ap.add_argument("--commands", default="ls,extract,scan")
+    ap.add_argument("--commands", default="ls,extract,scan", help="comma-separated, or 'all' (harness.COMMANDS)")
+    ap.add_argument("--remote-commands", default=",".join(REMOTE_COMMANDS),
+                    help="what remote cases run (of ls,extract,scan: the commands that read URLs)")
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--memory-mib", type=int, default=2048)
     ap.add_argument("--no-save", action="store_true", help="do not shrink and save new failures")
@@ -258,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     import ckptsurgeon.formats.pickles  # noqa: F401
     import ckptsurgeon.formats.hdf5.h5probe  # noqa: F401
 
+    if args.commands == "all":
+        args.commands = ",".join(ALL_COMMANDS)
+    set_timeouts()  # remote cases: a stalling server costs a second, not the harness's time limit
+    import ckptsurgeon.remote  # noqa: F401
+    import ckptsurgeon.remote_http  # noqa: F401
+    import fsspec.implementations.http  # noqa: F401
+
     limits = Limits(args.timeout, args.memory_mib)
     if args.replay:
         report = replay(args.replay, args.commands.split(","), limits)
@@ -267,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         share = args.atheris_share if args.seconds and atheris_available() else 0.0
         mutation_seconds = args.seconds * (1 - share) if args.seconds else None
         report = run(seed=args.seed, seconds=mutation_seconds, cases=args.cases, formats=formats, commands=commands,
-                     limits=limits, save_new=not args.no_save, log=log, max_seconds=args.max_seconds)
+                     limits=limits, save_new=not args.no_save, log=log, max_seconds=args.max_seconds,
+                     remote_commands=tuple(args.remote_commands.split(",")),
+                     cases_for={f: int(n) for f, _, n in (x.partition("=") for x in args.cases_for.split(",") if x)})
         if share:
             extra = run_atheris(seconds=args.seconds * share, formats=formats, commands=commands, limits=limits,
                                 save_new=not args.no_save, log=log)

@@ -1,6 +1,11 @@
 """Run the CLI on one (mutated) input in a child process with a memory limit and a timeout, and judge
 the outcome: exit 0, or exit 1 with exactly one ``error: ...`` line that is not an internal error;
-never a signal, a hang, a traceback, a second stderr line, a file left behind or a changed input.
+never a signal, a hang, a traceback, a warning on stderr, a second stderr line, a file left behind or a
+changed input. Commands whose exit 1 means "found something" (scan, verify, diff, validate) may also exit 1 with
+their report on stdout and nothing on stderr: that is the outcome ``findings``.
+
+``verify``, ``diff`` and ``validate --like`` compare the mutant (``{target}``) with its unmutated seed (``{ref}``),
+so a mutant always meets a well-formed counterpart. A remote case's ``{target}`` is a URL (``remote.py``).
 
 The children are forks of a worker that imported ``ckptsurgeon.cli`` once (fast, and nothing but
 ckptsurgeon runs in it). Each child leads its own process group, so a timeout also kills whatever it
@@ -19,17 +24,26 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from .seeds import Seed
 
-__all__ = ["Outcome", "run_case", "COMMANDS", "Limits"]
+__all__ = ["Outcome", "run_case", "COMMANDS", "ALL_COMMANDS", "FINDING_COMMANDS", "Limits"]
 
-# The commands every input goes through; OUT is the case's output folder.
+# The commands an input can go through; OUT is the case's output folder, REF the unmutated seed's target.
 COMMANDS: dict[str, list[str]] = {
     "ls": ["ls", "--json", "{target}"],
     "extract": ["extract", "{target}", "-s", "**", "--include-optimizer", "-o", "{out}/x.safetensors"],
-    "scan": ["scan", "{target}", "--format", "json"],
+    "scan": ["scan", "{target}", "--json"],
+    "rnn": ["rnn", "--json", "{target}"],
+    "stats": ["stats", "--json", "--include-optimizer", "{target}"],
+    "verify": ["verify", "{target}", "{ref}"],
+    "diff": ["diff", "--json", "{target}", "{ref}"],
+    "validate": ["validate", "{target}", "--like", "{ref}", "--check-finite", "--include-optimizer"],
 }
+ALL_COMMANDS = tuple(COMMANDS)
+# Exit 1 with a report on stdout and an empty stderr is an answer, not a refusal.
+FINDING_COMMANDS = frozenset({"scan", "verify", "diff", "validate"})
 
 
 @dataclass
@@ -41,7 +55,7 @@ class Limits:
 @dataclass
 class Outcome:
     command: str
-    kind: str  # "ok", "refused" or a failure: timeout, signal, internal, multiline, traceback, leftover ...
+    kind: str  # "ok", "refused", "findings" or a failure: timeout, signal, internal, warning, multiline, traceback ...
     rc: int | None
     stderr: str
     seconds: float
@@ -49,7 +63,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return self.kind not in ("ok", "refused")
+        return self.kind not in ("ok", "refused", "findings")
 
     @property
     def signature(self) -> str:
@@ -137,6 +151,7 @@ def _digest(folder: Path) -> str:
 
 
 _NUMBERS = re.compile(r"\d+")
+_WARNING = re.compile(r"^(?:.*?([\w.]+\.py):\d+: )?(\w*Warning): ", re.M)
 peak_rss = [0]  # bytes, of the last command run
 MAX_RSS = 1 << 30  # a command on a small input that needs more than this has a memory blow-up
 
@@ -144,7 +159,8 @@ MAX_RSS = 1 << 30  # a command on a small input that needs more than this has a 
 def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers: list[str],
           input_changed: bool, seconds: float, names: str = "") -> Outcome:
     """The outcome of one command; ``names`` must appear in an error line (the input's folder)."""
-    lines = stderr.strip().splitlines()
+    # "note: ..." lines are the CLI's own remarks (a deprecated option, quantized tensors listed): not failures
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
 
     def out(kind: str, detail: str = "") -> Outcome:
         return Outcome(command, kind, rc, stderr.strip()[-2000:], round(seconds, 3), detail)
@@ -162,14 +178,17 @@ def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers:
     if "Traceback (most recent call last)" in stderr:
         last = lines[-1] if lines else ""
         return out("traceback", last.split(":")[0][:60])
+    warning = _WARNING.search(stderr)
+    if warning:  # numpy's RuntimeWarning on inf/nan, a DeprecationWarning ...: never the user's business
+        return out("warning", f"{warning.group(2)}@{warning.group(1) or '?'}")
     if input_changed:
         return out("input-modified")
     if leftovers:
         return out("leftover", ",".join(sorted(_NUMBERS.sub("N", x) for x in leftovers))[:80])
     if rc == 0:
         return out("ok") if not lines else out("stderr-on-success", lines[0][:60])
-    if rc == 1 and command == "scan" and not lines:  # findings: the report is on stdout, stderr stays empty
-        return out("refused")
+    if rc == 1 and command in FINDING_COMMANDS and not lines:  # the report is on stdout, stderr stays empty
+        return out("findings")
     if rc == 1:
         if len(lines) != 1:
             return out("multiline", str(len(lines)))
@@ -186,29 +205,41 @@ def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers:
 
 
 def run_case(seed: Seed, files: dict[str, bytes], commands: list[str], limits: Limits,
-             keep: Path | None = None) -> list[Outcome]:
-    """Write ``files`` to a fresh folder and run each command on them; the judged outcomes."""
+             keep: Path | None = None, serve: Callable[[Path], str] | None = None) -> list[Outcome]:
+    """Write ``files`` to a fresh folder (and the unmutated seed beside it) and run each command on them; the judged
+    outcomes. ``serve(input folder)``, for remote cases, puts the input behind a server and returns the URL to read."""
     root = Path(tempfile.mkdtemp(prefix="ckfuzz-", dir=keep))
     try:
-        inp, out, scratch = root / "in", root / "out", root / "scratch"
-        for d in (inp, out, scratch):
+        inp, ref, out, scratch = root / "in", root / "ref", root / "out", root / "scratch"
+        for d in (inp, ref, out, scratch):
             d.mkdir()
         for name, data in files.items():
             (inp / name).write_bytes(data)
+        for name, data in seed.files.items():
+            (ref / name).write_bytes(data)
         target = str(inp / seed.target) if seed.target else str(inp)
-        before = _digest(inp)
+        reference = str(ref / seed.target) if seed.target else str(ref)
+        names = str(inp)
+        if serve is not None:
+            target = serve(inp)
+            names = target.split("/", 3)[2]  # 127.0.0.1:PORT: an error names the URL it was reading
+        before = _digest(root / "in"), _digest(ref)
         results = []
         for command in commands:
-            argv = [a.format(target=target, out=str(out)) for a in COMMANDS[command]]
+            argv = [a.format(target=target, out=str(out), ref=reference) for a in COMMANDS[command]]
             rc, err, seconds, timed_out = _run(argv, str(out), str(scratch), limits)
             left = [p.name for p in out.iterdir() if not (command == "extract" and rc == 0 and p.name == "x.safetensors")]
-            changed = _digest(inp) != before
-            outcome = judge(command, rc, err, timed_out, left, changed, seconds, names=str(inp))
+            changed = (_digest(inp), _digest(ref)) != before
+            outcome = judge(command, rc, err, timed_out, left, changed, seconds, names=names)
             if command == "scan" and outcome.kind == "ok" and any(r.command == "ls" and r.kind == "refused" for r in results):
-                outcome = Outcome(command, "scan-passed-refused", rc, results[0].stderr, outcome.seconds)
+                ls = next(r for r in results if r.command == "ls")
+                outcome = Outcome(command, "scan-passed-refused", rc, ls.stderr, outcome.seconds)
             results.append(outcome)
             for p in out.iterdir():
-                p.unlink()
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
             if changed:
                 break
         return results

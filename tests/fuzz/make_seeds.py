@@ -135,10 +135,40 @@ def sharded_seeds() -> None:
         ckptsurgeon.save_sharded(tensors, SEEDS / folder, max_shard_size=100, format=fmt)
 
 
+def gguf_seeds() -> None:
+    """A llama.cpp GGUF file (written by the ``gguf`` package): metadata of several types, f32/f16 tensors and a
+    q8_0-quantized one."""
+    import gguf
+
+    w = gguf.GGUFWriter(str(SEEDS / "tiny.gguf"), "llama")
+    w.add_block_count(1)
+    w.add_context_length(8)
+    w.add_string("general.name", "seed")
+    w.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
+    w.add_float32("seed.scale", 0.5)
+    rng = np.random.default_rng(0)
+    w.add_tensor("token_embd.weight", rng.standard_normal((4, 8)).astype(np.float32))
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(8, np.float16))
+    w.add_tensor("blk.0.ffn_up.weight", gguf.quants.quantize(rng.standard_normal((2, 32)).astype(np.float32),
+                                                              gguf.GGMLQuantizationType.Q8_0),
+                 raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+MAKERS = {"torch": torch_seeds, "torchscript": torchscript_seeds, "numpy": numpy_seeds, "safetensors": safetensors_seeds,
+          "hdf5": hdf5_seeds, "keras": keras_seeds, "onnx": onnx_seeds, "sharded": sharded_seeds, "gguf": gguf_seeds}
+
+
 def main() -> None:
+    """All seeds, or only those named: ``make_seeds.py gguf`` (the others are not made again)."""
+    import sys
+
     SEEDS.mkdir(exist_ok=True)
-    for make in (torch_seeds, torchscript_seeds, numpy_seeds, safetensors_seeds, hdf5_seeds, keras_seeds, onnx_seeds, sharded_seeds):
-        make()
+    for name in sys.argv[1:] or MAKERS:
+        MAKERS[name]()
     for path in sorted(SEEDS.iterdir()):
         print(f"{path.name}: {path.stat().st_size} bytes")
 

@@ -26,7 +26,7 @@ import tf_craft  # noqa: E402
 
 warnings.filterwarnings("ignore", module="zipfile")  # mutants with duplicate members are the point
 
-__all__ = ["MUTATORS", "Files", "mutate"]
+__all__ = ["MUTATORS", "Files", "mutate", "mutate_values"]
 
 Files = dict[str, bytes]  # relative file name -> content
 
@@ -538,6 +538,95 @@ def mutate_hf_sharded(files: Files, rng: random.Random) -> tuple[Files, str]:
     return files, f"{name} {note}"
 
 
+# ---- GGUF ----------------------------------------------------------------------------------------
+
+def _gguf_fields(data: bytes) -> list[st.IntField]:
+    """Counts, string lengths, dims, types and offsets of a GGUF header, found by value: every u64 in 1..2**20 and
+    every u32 in 0..40 before the first tensor's bytes (the seed's header is a few hundred bytes)."""
+    end = min(len(data), 1024)
+    out = [st.IntField("version", 4, 4), st.IntField("n_tensors", 8, 8), st.IntField("n_kv", 16, 8)]
+    for k in range(24, end - 8):
+        (v64,) = struct.unpack_from("<Q", data, k)
+        if 1 <= v64 <= 1 << 20:
+            out.append(st.IntField(f"u64@{k}", k, 8))
+        (v32,) = struct.unpack_from("<I", data, k)
+        if v32 <= 40:
+            out.append(st.IntField(f"u32@{k}", k, 4))
+    return out
+
+
+def mutate_gguf(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    r = rng.random()
+    if r < 0.6:
+        return mutate_field(data, _gguf_fields(data), rng)
+    if r < 0.75:
+        return truncate(data, rng, [f.offset for f in _gguf_fields(data)])
+    return generic(data, rng)
+
+
+# ---- values: inf / nan / 1e38 where the weights are (issue 23) ------------------------------------------------
+
+SPECIALS = tuple(struct.pack("<f", v) for v in (float("inf"), float("-inf"), float("nan"), 1e38, -1e38, 3.4e38, 6.0e4,
+                                                1e-45)) + (b"\x01\x00\x80\x7f", b"\x00\x00\xa0\xff")  # signaling NaNs
+_SPECIAL_NAMES = ("inf", "-inf", "nan", "1e38", "-1e38", "3.4e38", "6e4", "1e-45", "snan", "-snan")
+
+
+def _weight_offsets(data: bytes) -> list[int]:
+    """Offsets of float32 (little-endian) values that look like weights: 1e-3 <= |x| <= 10."""
+    import numpy as np
+
+    out: list[int] = []
+    for shift in range(4):
+        n = (len(data) - shift) // 4
+        if n <= 0:
+            continue
+        with np.errstate(all="ignore"):  # the bytes are anything: nan and inf among them
+            a = np.abs(np.frombuffer(data, "<f4", n, shift).astype(np.float64))
+        out += (np.nonzero((a >= 1e-3) & (a <= 10))[0] * 4 + shift).tolist()
+    return out
+
+
+def put_specials(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """Overwrite a run of weight-looking float32 values with inf, nan, 1e38 ... (or all of them with one)."""
+    offsets = _weight_offsets(data)
+    if not offsets:
+        return generic(data, rng)
+    out = bytearray(data)
+    if rng.random() < 0.2:  # every weight-looking value
+        k = rng.randrange(len(SPECIALS))
+        for off in offsets:
+            out[off:off + 4] = SPECIALS[k]
+        return bytes(out), f"all {len(offsets)} weights = {_SPECIAL_NAMES[k]}"
+    start = rng.choice(offsets)
+    picks = [rng.randrange(len(SPECIALS)) for _ in range(rng.choice((1, 2, 4, 16)))]
+    for i, k in enumerate(picks):
+        if start + 4 * i + 4 <= len(out):
+            out[start + 4 * i:start + 4 * i + 4] = SPECIALS[k]
+    return bytes(out), f"specials@{start}: {[_SPECIAL_NAMES[k] for k in picks]}"
+
+
+def mutate_values(fmt: str, files: Files, rng: random.Random) -> tuple[Files, str]:
+    """``put_specials`` into a seed's tensor bytes: zip members rewritten (so their CRCs still hold), other files in
+    place. TensorFlow data files carry a crc32c per tensor in the index: those go through their own mutator."""
+    if fmt == "tensorflow":
+        return MUTATORS[fmt](files, rng)
+    name = rng.choice(sorted(files))
+    data = files[name]
+    if data[:2] == b"PK":
+        try:
+            members = _members(data)
+        except Exception:  # noqa: BLE001
+            return {**files, name: put_specials(data, rng)[0]}, "specials (not a zip)"
+        weights = [k for k, m in enumerate(members) if "data/" in m[0] or m[0].endswith((".npy", ".h5"))]
+        i = rng.choice(weights) if weights else rng.randrange(len(members))
+        member, content, method = members[i]
+        new, note = put_specials(content, rng)
+        members[i] = (member, new, method)
+        return {**files, name: _rezip(members)}, f"{name}/{member}: {note}"
+    new, note = put_specials(data, rng)
+    return {**files, name: new}, f"{name}: {note}"
+
+
 def _single(mutator: Callable[[bytes, random.Random], tuple[bytes, str]]):
     def run(files: Files, rng: random.Random) -> tuple[Files, str]:
         (name, data), = files.items()
@@ -561,15 +650,21 @@ MUTATORS: dict[str, Callable[[Files, random.Random], tuple[Files, str]]] = {
     "onnx": _single(mutate_proto),
     "dcp": mutate_dcp,
     "hf-sharded": mutate_hf_sharded,
+    "gguf": _single(mutate_gguf),
 }
 
 
-def mutate(fmt: str, files: Files, rng: random.Random, rounds: int | None = None) -> tuple[Files, str]:
-    """One to three mutations of ``files`` (a seed of format ``fmt``)."""
+def mutate(fmt: str, files: Files, rng: random.Random, rounds: int | None = None,
+           values: float = 0.0) -> tuple[Files, str]:
+    """One to three mutations of ``files`` (a seed of format ``fmt``), each one with probability ``values`` a
+    ``mutate_values`` (inf/nan/1e38 into the weights)."""
     notes = []
     for _ in range(rounds or rng.choice((1, 1, 1, 2, 3))):
         try:
-            files, note = MUTATORS[fmt](files, rng)
+            if values and rng.random() < values:
+                files, note = mutate_values(fmt, files, rng)
+            else:
+                files, note = MUTATORS[fmt](files, rng)
         except Exception as exc:  # noqa: BLE001 - a structure parser choking on an earlier round's mutant
             name = rng.choice(sorted(files))
             new, note = generic(files[name], rng)

@@ -13,7 +13,7 @@ SEEDS = HERE / "seeds"
 ROOT = HERE.parent.parent
 TF = ROOT / "fixtures" / "tensorflow"
 
-__all__ = ["Seed", "load_seeds", "FORMATS"]
+__all__ = ["Seed", "load_seeds", "FORMATS", "CLASSES", "REMOTE_KINDS"]
 
 
 @dataclass
@@ -22,6 +22,11 @@ class Seed:
     name: str
     files: dict[str, bytes] = field(repr=False)
     target: str  # the file (or "" for the folder) the CLI is given
+    mutator: str = ""  # the format whose mutators apply, when ``fmt`` is a class of seeds (rnn, nonfinite, remote)
+
+    @property
+    def kind(self) -> str:
+        return self.mutator or self.fmt
 
 
 def _one(fmt: str, path: Path) -> Seed:
@@ -64,8 +69,41 @@ def load_seeds() -> list[Seed]:
         _folder("dcp", ROOT / "fixtures" / "dcp" / "torch-2.5.1" / "dist2", lambda p: p.name != "reference.pt"),
         _folder("hf-sharded", SEEDS / "sharded_st"),
         _folder("hf-sharded", SEEDS / "sharded_pt"),
+        _one("gguf", SEEDS / "tiny.gguf"),
     ]
-    return seeds
+    return seeds + class_seeds()
+
+
+# Seed classes beyond one format each (issue 23): their files are of many formats, mutated as their own format.
+_BY_SUFFIX = ((".safetensors", "safetensors"), (".pt", "pytorch"), (".npz", "npz"), (".h5", "hdf5"), (".keras", "keras"),
+              (".onnx", "onnx"))
+# What ``remote`` serves over loopback HTTP: one file of each format that can be read by ranges.
+REMOTE_KINDS = (("model.safetensors", "safetensors"), ("torch.pt", "pytorch"), ("arrays.npz", "npz"),
+                ("tiny.keras", "keras"), ("tiny.onnx", "onnx"), ("tiny.weights.h5", "hdf5"), ("tiny.gguf", "gguf"),
+                ("rnn/lstm_ih_rows.safetensors", "safetensors"), ("nonfinite/lstm_specials.pt", "pytorch"))
+
+
+def _kind(name: str) -> str:
+    return next(k for suffix, k in _BY_SUFFIX if name.endswith(suffix))
+
+
+def class_seeds() -> list[Seed]:
+    """``rnn``: recurrent groups whose tensors do not fit their layout; ``nonfinite``: inf/nan/1e38 weights (both
+    from ``make_rnn_seeds.py``); ``remote``: files the campaign serves from a loopback server, honest or lying."""
+    out = []
+    for fmt in ("rnn", "nonfinite"):
+        mine = []
+        for path in sorted((SEEDS / fmt).iterdir()):
+            if path.is_dir():  # a TensorFlow bundle
+                mine.append(Seed(fmt, path.name, {p.name: p.read_bytes() for p in sorted(path.iterdir())}, "",
+                                 "tensorflow"))
+            else:
+                mine.append(Seed(fmt, path.name, {path.name: path.read_bytes()}, path.name, _kind(path.name)))
+        out += _round_robin(mine)
+    for rel, kind in REMOTE_KINDS:
+        name = rel.rsplit("/", 1)[-1]
+        out.append(Seed("remote", rel, {name: (SEEDS / rel).read_bytes()}, name, kind))
+    return out
 
 
 def _folder(fmt: str, folder: Path, keep=lambda p: True) -> Seed:
@@ -74,4 +112,18 @@ def _folder(fmt: str, folder: Path, keep=lambda p: True) -> Seed:
 
 
 FORMATS = ("safetensors", "pytorch", "pytorch-legacy", "torchscript", "pickle", "npy", "npz", "hdf5", "keras", "tensorflow", "onnx", "dcp",
-           "hf-sharded")
+           "hf-sharded", "gguf", "rnn", "nonfinite", "remote")
+CLASSES = ("rnn", "nonfinite", "remote")
+
+
+def _round_robin(seeds: list[Seed]) -> list[Seed]:
+    """One seed of each format, then the next of each ...: the first few cases of a class span every format."""
+    queues: dict[str, list[Seed]] = {}
+    for s in seeds:
+        queues.setdefault(s.kind, []).append(s)
+    out = []
+    while any(queues.values()):
+        for q in queues.values():
+            if q:
+                out.append(q.pop(0))
+    return out

@@ -1,7 +1,11 @@
 """The fuzzer in CI: a fixed seed and a fixed number of mutants per format (about a minute), each run
-under a memory limit and a timeout; any internal error, timeout, signal, multi-line stderr, unnamed
+under a memory limit and a timeout; any internal error, timeout, signal, warning, multi-line stderr, unnamed
 file or leftover file fails. ``FUZZ_SECONDS=3600`` turns it into a long campaign that shrinks and
-saves a reproducer of each new failure under ``tests/fuzz/reproducers/`` (replayed below)."""
+saves a reproducer of each new failure under ``tests/fuzz/reproducers/`` (replayed below).
+
+Issue 23's classes run in a second, smaller campaign: recurrent groups whose tensors do not fit their layout and
+inf/nan/1e38 weights (each seed of one format per case, through stats, verify and diff against the unmutated
+seed), and a few files read over loopback HTTP from an honest and from lying servers."""
 from __future__ import annotations
 
 import json
@@ -13,12 +17,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 CASES_PER_FORMAT = 60
 SEED = 20260513
+READER_FORMATS = ("safetensors,pytorch,pytorch-legacy,torchscript,pickle,npy,npz,hdf5,keras,tensorflow,onnx,dcp,"
+                  "hf-sharded,gguf")
+CLASS_CASES = 7  # rnn / nonfinite: the first 7 cases are one seed of each of their 7 formats, as made
+REMOTE_CASES = 4  # honest, cut short, silent, oversized (remote.MODES's order)
 
 
-def _campaign(tmp_path: Path, *args: str, timeout: float) -> dict:
+def _campaign(tmp_path: Path, *args: str, timeout: float, env: dict | None = None) -> dict:
     report = tmp_path / "report.json"
     proc = subprocess.run([sys.executable, "-m", "tests.fuzz.campaign", "--report", str(report), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
     assert report.exists(), proc.stderr[-3000:]
     result = json.loads(report.read_text())
     print(json.dumps({k: v for k, v in result.items() if k != "failures"}, indent=1))
@@ -27,15 +35,29 @@ def _campaign(tmp_path: Path, *args: str, timeout: float) -> dict:
 
 def test_fuzz_every_format(tmp_path):
     seconds = os.environ.get("FUZZ_SECONDS")
-    if seconds:  # a long campaign: new failures are shrunk and saved as reproducers
-        result = _campaign(tmp_path, "--seconds", seconds, timeout=float(seconds) * 2 + 1800)
+    if seconds:  # a long campaign over every format and class with every command; new failures are saved
+        result = _campaign(tmp_path, "--seconds", seconds, "--commands", "all", timeout=float(seconds) * 2 + 1800)
     else:
         result = _campaign(tmp_path, "--seed", str(SEED), "--cases", str(CASES_PER_FORMAT), "--no-save",
-                           "--max-seconds", "150", timeout=900)
+                           "--formats", READER_FORMATS, "--max-seconds", "150", timeout=900)
     assert result["total_executions"] > 0
+    assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
+
+
+def test_fuzz_rnn_nonfinite_and_remote_seeds(tmp_path):
+    """Issue 23's seeds: a wrong shape or a non-finite weight is a one-line refusal or a finding, never an internal
+    error or a numpy warning; a lying server is a one-line error in bounded time."""
+    result = _campaign(tmp_path, "--seed", str(SEED), "--cases", str(CLASS_CASES), "--cases-for", f"remote={REMOTE_CASES}",
+                       "--no-save", "--formats", "rnn,nonfinite,remote", "--commands", "stats,verify,diff", "--remote-commands", "ls",
+                       "--max-seconds", "60", timeout=300,
+                       env={"CKPTSURGEON_READ_TIMEOUT": "0.5", "CKPTSURGEON_CONNECT_TIMEOUT": "0.5"})
+    assert result["mutants"] == {"rnn": CLASS_CASES, "nonfinite": CLASS_CASES, "remote": REMOTE_CASES}
+    assert result["executions_by_command"]["verify"] == 2 * CLASS_CASES
+    assert result["remote_modes"]["silent"] == 1 and result["remote_modes"]["oversized"] == 1
     assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
 
 
 def test_saved_reproducers_stay_fixed(tmp_path):
     result = _campaign(tmp_path, "--replay", timeout=900)
+    assert result["reproducers"] > 0 and result["total_executions"] >= result["reproducers"]
     assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
