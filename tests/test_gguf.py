@@ -200,3 +200,22 @@ def test_hostile_headers_are_refused_before_allocating(tmp_path):
         p.write_bytes(data)
         with pytest.raises(error):
             ckptsurgeon.open(p)
+
+
+def test_cli_dequantize_extracts_what_gguf_quants_decodes(tiny, tmp_path):
+    """extract/stats/diff --dequantize: quantized tensors as float32, exactly gguf.quants's decoding."""
+    from safetensors.numpy import load_file
+
+    path, _arrays, _a = tiny
+    out = tmp_path / "deq.safetensors"
+    res = CliRunner().invoke(cli, ["extract", str(path), "--dequantize", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    got = load_file(out)
+    ref = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    for name, qtype in (("blk.0.attn_q.weight", Q.Q4_0), ("blk.0.attn_k.weight", Q.Q8_0), ("output.weight", Q.Q6_K)):
+        key = next(k for k in got if k.replace("/", ".") == name)
+        assert got[key].dtype == np.float32 and np.array_equal(got[key], dequantize(ref[name].data, qtype))
+    for command in (["stats", str(path)], ["diff", str(path), str(path)]):
+        assert CliRunner().invoke(cli, command).exit_code == 1  # refused without it
+        res = CliRunner().invoke(cli, [*command, "--dequantize"])
+        assert res.exit_code == 0, res.output

@@ -14,7 +14,7 @@ from ..check.report import FileReport, render_reports
 from ..check.stats import checkpoint_stats
 from ..check.validate import Case, validate
 from ..errors import CheckpointError, SelectionError, one_line
-from .common import allow_expanded_option, allow_global_option, byte_progress, emit_json, scope_options
+from .common import allow_expanded_option, dequantize_option, allow_global_option, byte_progress, emit_json, scope_options
 from .hints import open_index
 from .reports import check_report_paths, expand_inputs, report_options, stdout_formats, write_reports
 from .rnn_options import build_options, rnn_options
@@ -34,6 +34,7 @@ def _write_text(path: str, text: str, inputs: list[str], force: bool = True) -> 
 @rnn_options
 @allow_global_option
 @allow_expanded_option
+@dequantize_option
 def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Write a layout lock: format, every tensor's path, shape, dtype, and recurrent groups.
 
@@ -71,6 +72,7 @@ def layout_cmd(checkpoint, scope, exclude, regex, hash_, output, forget_bias, or
 @rnn_options
 @allow_global_option
 @allow_expanded_option
+@dequantize_option
 def validate_cmd(checkpoints, layout_file, reference, scope, exclude, regex, allow_extra, allow_missing, check_finite,
                  hash_, include_optimizer, reports, forget_bias, orientation, gate_names, var_names, allow_globals):
     """Check a checkpoint against a layout lock or a reference; exit 1 on any finding.
@@ -185,6 +187,7 @@ def _load_lock(path: str) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="The differences as JSON.")
 @allow_global_option
 @allow_expanded_option
+@dequantize_option
 def diff_cmd(a, b, scope, exclude, regex, atol, rtol, forget_bias, orientation, gate_names, var_names, as_json, allow_globals):
     """Compare two checkpoints (any formats): tensors by path, recurrent groups by what they compute.
 
@@ -263,6 +266,7 @@ def _print_diff(result: dict) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Every statistic as JSON.")
 @allow_global_option
 @allow_expanded_option
+@dequantize_option
 def stats_cmd(checkpoint, scope, exclude, regex, plot, include_optimizer, forget_bias, orientation, gate_names, var_names,
               as_json, allow_globals):
     """Statistics per tensor and per gate, and a best guess of how each was initialized.

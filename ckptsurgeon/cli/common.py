@@ -93,6 +93,26 @@ def allow_expanded_option(f: Callable) -> Callable:
     )(run)
 
 
+def dequantize_option(f: Callable) -> Callable:
+    """``--dequantize``: quantized tensors (GGUF q4_0, q8_0, k-quants ...) are read as float32 (needs ``gguf``)."""
+    import functools
+
+    @functools.wraps(f)
+    def run(*args: Any, dequantize: bool = False, **kwargs: Any) -> Any:
+        if not dequantize:
+            return f(*args, **kwargs)
+        from ..formats.gguf.reader import dequantizing
+
+        with dequantizing():
+            return f(*args, **kwargs)
+
+    return click.option(
+        "--dequantize", is_flag=True,
+        help="Read quantized GGUF tensors as float32, decoded by the gguf package (pip install 'ckptsurgeon[gguf]'); "
+             "without it they are refused by name.",
+    )(run)
+
+
 def scope_options(f: Callable) -> Callable:
     f = click.option("--regex", is_flag=True, help="Treat --scope/--exclude as full regular expressions.")(f)
     f = click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out what this matches (repeatable).")(f)

@@ -5,7 +5,7 @@ import click
 
 from .. import api
 from ..formats import WRITERS
-from .common import LazyChoice, count, where, allow_expanded_option, allow_global_option, byte_progress, emit_json, human_bytes, parse_pairs, scope_options
+from .common import LazyChoice, count, where, allow_expanded_option, allow_global_option, dequantize_option, byte_progress, emit_json, human_bytes, parse_pairs, scope_options
 from .rnn_options import build_options, fact_options, rnn_options
 
 
@@ -49,6 +49,7 @@ def _targets() -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Report what was written as JSON.")
 @allow_global_option
 @allow_expanded_option
+@dequantize_option
 def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...], regex: bool,
                 rename: tuple[str, ...], maps: tuple[str, ...], output: str, max_shard_size: str | None, fmt: str | None, include_optimizer: bool, force: bool,
                 to: str | None, gates: str | None, allow_approx: bool, verify_: bool, atol: float,

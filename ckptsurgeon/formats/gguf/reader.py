@@ -66,7 +66,7 @@ def _dequantizer(file: str, key: str, path: str, info: GGMLType, offset: int, sh
         if not _DEQUANTIZE.get():
             raise OutputError(
                 f"{file}: tensor {key!r} is quantized ({info.describe()}); its bytes are not an array of any dtype. "
-                "Read it dequantized to float32 (in Python: within ckptsurgeon.formats.gguf.dequantizing()), "
+                "Read it dequantized to float32 (--dequantize; in Python: within ckptsurgeon.formats.gguf.dequantizing()), "
                 f"or leave it out (--exclude '{path}')")
         if byteorder != "<":
             raise OutputError(f"{file}: tensor {key!r}: dequantizing {info.name} from a big-endian GGUF file is not supported")
