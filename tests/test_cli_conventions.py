@@ -170,6 +170,8 @@ def test_scan_parallel_equals_serial_and_summary(tmp_path, monkeypatch):
     if CORPUS.exists():
         shutil.copytree(CORPUS / "data", tree / "corpus")
     (tree / "lfs.pt").write_text(LFS_POINTER)
+    for i in range(8):  # enough files for a pool without the corpus (a fresh clone has no ../shared)
+        shutil.copy(MODEL, tree / f"copy_{i}.pt")
     n = sum(len(f) for _, _, f in os.walk(tree))
     assert PARALLEL_MIN_FILES > n >= 8  # jobs=None stays in this process; jobs=2 asks for the pool
     serial = [r.as_dict() for r in scan_files([str(tree), str(MODEL)], jobs=1)]
