@@ -20,7 +20,7 @@ from ..index import CheckpointIndex
 from .activations import ACTIVATIONS, formula
 from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup, origin
 
-__all__ = ["META_PREFIX", "stated", "apply_stated", "apply_flags", "describe_output"]
+__all__ = ["META_PREFIX", "stated", "stated_scopes", "apply_stated", "apply_flags", "describe_output"]
 
 META_PREFIX = "rnn:"  # metadata key of a group's self-description: "rnn:<scope>" -> JSON
 
@@ -28,6 +28,13 @@ META_PREFIX = "rnn:"  # metadata key of a group's self-description: "rnn:<scope>
 def stored_metadata(index: CheckpointIndex) -> dict[str, str]:
     meta = index.metadata.get("__metadata__")
     return meta if isinstance(meta, dict) else {}
+
+
+def stated_scopes(index: CheckpointIndex) -> tuple[str, ...]:
+    """The (non-root) scopes the file's ``rnn:<scope>`` metadata describes, longest first: layouts that read
+    structure from names (``layer_k``, ``cell_k``, ``forward``) take these whole instead."""
+    scopes = [key[len(META_PREFIX):] for key in stored_metadata(index) if key.startswith(META_PREFIX)]
+    return tuple(sorted((s for s in scopes if s), key=len, reverse=True))
 
 
 def stated(index: CheckpointIndex, scope: str) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ import numpy as np
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import GATE_LABELS
-from .facts import META_PREFIX, stored_metadata
+from .facts import stated_scopes
 from .group import RecognizeOptions, RecurrentGroup
 
 __all__ = ["recognize", "write_gates", "LABELS"]
@@ -81,14 +81,9 @@ def _split(path: str, stated: tuple[str, ...] = ()) -> tuple[str, int, int, str,
     return "/".join(head), k, d, gate, name
 
 
-def _stated_scopes(index: CheckpointIndex) -> tuple[str, ...]:
-    scopes = [key[len(META_PREFIX):] for key in stored_metadata(index) if key.startswith(META_PREFIX)]
-    return tuple(sorted((s for s in scopes if s), key=len, reverse=True))
-
-
 def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
     found: dict[str, dict[tuple[int, int], dict[str, dict[str, str]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-    stated = _stated_scopes(index)
+    stated = stated_scopes(index)
     for path in index:
         parsed = _split(path, stated)
         if parsed:

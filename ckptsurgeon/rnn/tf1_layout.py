@@ -26,7 +26,7 @@ from ..errors import FormatError
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import ORDERS, reorder
-from .facts import META_PREFIX, stored_metadata
+from .facts import stated_scopes
 from .group import RecognizeOptions, RecurrentGroup
 
 __all__ = ["recognize", "write", "DEFAULT_FORGET_BIAS"]
@@ -115,9 +115,7 @@ def _placed(segs: list[str], cell_at: int, stated: tuple[str, ...]) -> tuple[str
 def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[RecurrentGroup]:
     cells: dict[str, dict[tuple[int, int], tuple[str, str, dict[str, str], str | None]]] = defaultdict(dict)
     paths = set(index)
-    meta = stored_metadata(index)
-    stated = tuple(sorted((k[len(META_PREFIX):] for k in meta if k.startswith(META_PREFIX) and k != META_PREFIX),
-                          key=len, reverse=True))
+    stated = stated_scopes(index)
     for path in index:
         segs = path.split("/")
         for at, seg in enumerate(segs):
