@@ -292,7 +292,7 @@ def graft(source: str | os.PathLike[str] | CheckpointIndex, into: str | os.PathL
         from .rnn.template_facts import declared, parse_template_facts
         template_facts = declared(parse_template_facts(template_facts), template_options(options))
     if template_facts is not None:
-        from .keras_live import state_facts
+        from .rnn.facts import state_facts
         state_facts(tpl, template_facts(tpl))
     rule_list = parse_map(map) + (load_rules(rules) if rules else [])
     options = options or ConvertOptions()

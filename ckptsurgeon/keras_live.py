@@ -23,12 +23,11 @@ import numpy as np
 from .errors import SelectionError
 from .index import CheckpointIndex
 from .rnn.activations import ACTIVATIONS
-from .rnn.facts import META_PREFIX
 from .rnn.group import RecognizeOptions
 from .rnn.keras_facts import KerasEra, resolve_activation
 from .rnn.recognize import recognize
 
-__all__ = ["LiveLayer", "live_layers", "template_facts", "state_facts"]
+__all__ = ["LiveLayer", "live_layers", "template_facts"]
 
 _KERAS3 = KerasEra("Keras 3", 3, ("tanh", "sigmoid"), "Keras 3")
 
@@ -147,20 +146,3 @@ def template_facts(model: Any, template: CheckpointIndex, options: RecognizeOpti
             found[parents.pop()] = layer
     return {scope: layer.facts | {"stated_by": f"live model: layer {layer.path}", "config": layer.config}
             for scope, layer in found.items()}
-
-
-def state_facts(index: CheckpointIndex, facts: dict[str, dict]) -> None:
-    """Write ``facts`` into ``index``'s metadata: each layer's live config where the file has none for its path
-    (``layer_paths``), and its facts as the ``rnn:<scope>`` self-description ``recognize`` applies."""
-    meta = index.metadata.get("__metadata__")
-    meta = dict(meta) if isinstance(meta, dict) else {}
-    paths = dict(index.metadata.get("layer_paths") or {})
-    for scope, desc in facts.items():
-        desc = dict(desc)
-        config = desc.pop("config", None)
-        if config and scope not in paths:
-            paths[scope] = config
-        meta[META_PREFIX + scope] = json.dumps(desc, sort_keys=True)
-    index.metadata["__metadata__"] = meta
-    if paths:
-        index.metadata["layer_paths"] = paths

@@ -20,7 +20,7 @@ from ..index import CheckpointIndex
 from .activations import ACTIVATIONS, formula
 from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup, origin
 
-__all__ = ["META_PREFIX", "stated", "stated_scopes", "apply_stated", "apply_flags", "describe_output"]
+__all__ = ["META_PREFIX", "stated", "stated_scopes", "state_facts", "apply_stated", "apply_flags", "describe_output"]
 
 META_PREFIX = "rnn:"  # metadata key of a group's self-description: "rnn:<scope>" -> JSON
 
@@ -112,3 +112,20 @@ def describe_output(group: RecurrentGroup, target: str, **extra: Any) -> dict[st
         desc["input_forget"] = True
     desc.update(extra)
     return desc
+
+
+def state_facts(index: CheckpointIndex, facts: dict[str, dict]) -> None:
+    """Write ``facts`` into ``index``'s metadata: each layer's live config where the file has none for its path
+    (``layer_paths``), and its facts as the ``rnn:<scope>`` self-description ``recognize`` applies."""
+    meta = index.metadata.get("__metadata__")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    paths = dict(index.metadata.get("layer_paths") or {})
+    for scope, desc in facts.items():
+        desc = dict(desc)
+        config = desc.pop("config", None)
+        if config and scope not in paths:
+            paths[scope] = config
+        meta[META_PREFIX + scope] = json.dumps(desc, sort_keys=True)
+    index.metadata["__metadata__"] = meta
+    if paths:
+        index.metadata["layer_paths"] = paths
