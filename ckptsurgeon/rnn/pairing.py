@@ -215,7 +215,11 @@ def _ordered(layers: list[RecurrentGroup], input_size: int, order: Callable[[str
         broken = unchained(ordered, order)
         if broken:  # the config says they are not one chain: side by side, or more between
             return None, broken
-        return ordered, "the order the file states"
+        chained = getattr(order, "chained", None)
+        if chained is not None and all(chained(a.scope, b.scope) for a, b in zip(ordered, ordered[1:])):
+            return ordered, "the order the file states"
+        # an order without the wiring (TF2's layer_with_weights-K, a config without inbound nodes): layers side by
+        # side are numbered the same way, so only the sizes below (or --map) can pair them
     width = layers[0].directions * (layers[0].proj_size or layers[0].hidden_size)
     firsts = [g for g in layers if g.input_size == input_size]
     if len(layers) == 2 and len(firsts) == 1 and input_size != width:
