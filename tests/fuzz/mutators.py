@@ -651,6 +651,9 @@ MUTATORS: dict[str, Callable[[Files, random.Random], tuple[Files, str]]] = {
     "dcp": mutate_dcp,
     "hf-sharded": mutate_hf_sharded,
     "gguf": _single(mutate_gguf),
+    "flax": _single(generic),  # msgpack: byte flips, truncations, length fields hit at random
+    "paddle": _single(mutate_pickle),  # a pickle of arrays
+    "tflite": _single(generic),  # a flatbuffer: offsets and counts hit at random
 }
 
 

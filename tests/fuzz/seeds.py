@@ -70,6 +70,9 @@ def load_seeds() -> list[Seed]:
         _folder("hf-sharded", SEEDS / "sharded_st"),
         _folder("hf-sharded", SEEDS / "sharded_pt"),
         _one("gguf", SEEDS / "tiny.gguf"),
+        _one("flax", SEEDS / "rnn_linen.msgpack"),  # recorded by flax (fixtures/flax), an LSTM and a GRU
+        _one("paddle", SEEDS / "lstm_p3.pdparams"),  # recorded by paddle (fixtures/paddle), pickle protocol 3
+        _one("tflite", SEEDS / "lstm.tflite"),  # made by the TFLite converter (fixtures/tflite), an LSTM op
     ]
     return seeds + class_seeds()
 
@@ -112,7 +115,7 @@ def _folder(fmt: str, folder: Path, keep=lambda p: True) -> Seed:
 
 
 FORMATS = ("safetensors", "pytorch", "pytorch-legacy", "torchscript", "pickle", "npy", "npz", "hdf5", "keras", "tensorflow", "onnx", "dcp",
-           "hf-sharded", "gguf", "rnn", "nonfinite", "remote")
+           "hf-sharded", "gguf", "flax", "paddle", "tflite", "rnn", "nonfinite", "remote")
 CLASSES = ("rnn", "nonfinite", "remote")
 
 

@@ -44,6 +44,14 @@ def test_fuzz_every_format(tmp_path):
     assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
 
 
+def test_fuzz_flax_paddle_tflite(tmp_path):
+    """The readers added for issue 24, files recorded by their frameworks, mutated and read by every command."""
+    result = _campaign(tmp_path, "--seed", str(SEED), "--cases", "12", "--no-save", "--formats", "flax,paddle,tflite",
+                       "--commands", "all", "--max-seconds", "60", timeout=300)
+    assert set(result["mutants"]) == {"flax", "paddle", "tflite"} and result["total_executions"] > 0
+    assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
+
+
 def test_fuzz_rnn_nonfinite_and_remote_seeds(tmp_path):
     """Issue 23's seeds: a wrong shape or a non-finite weight is a one-line refusal or a finding, never an internal
     error or a numpy warning; a lying server is a one-line error in bounded time."""
