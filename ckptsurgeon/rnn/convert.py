@@ -154,7 +154,7 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
                    "use --to onnx or gates")
     clips = _clips(group)
     if clips and not t.cell_clips:
-        why.append(f"it clips ({clips}; TF1 LSTMCell), which {target} cells do not compute (ONNX's clip bounds the "
+        why.append(f"it clips ({clips}), which {target} cells do not compute (ONNX's clip bounds the "
                    "gates' pre-activations, not the cell state); use --to tf1 or gates")
     merge = _merge_refusal(group, target, into, allow_concat_merge)
     if merge:
