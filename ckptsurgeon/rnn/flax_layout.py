@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import FormatError
 from ..index import CheckpointIndex
 from .cell import Cell
 from .group import RecognizeOptions, RecurrentGroup
@@ -166,6 +167,8 @@ def _cell_group(index: CheckpointIndex, scope: str, layout: _Layout, pos: dict[s
 def _to_cell(index: CheckpointIndex, present: dict[str, str], layout: _Layout, hidden: int) -> Cell:
     """Dense kernels (in, H) per gate (or (in, G*H) fused) -> the canonical cell (G*H, in)."""
     def arr(name: str) -> np.ndarray:
+        if name not in present:  # recognized with a missing part (its provenance says so): it cannot be run
+            raise FormatError(f"{index.files[0]}: flax {layout.variant}: its {name} is absent; it cannot be run")
         return index[present[name]].numpy()
 
     def stacked(denses: tuple[str, ...], var: str) -> np.ndarray:

@@ -159,7 +159,9 @@ def _load(path: str, allow_globals: Sequence[str]) -> tuple[Any, list[Payload], 
 
 
 def _ref(path: str, p: str, key: str, arr: _LazyArray, optimizer: bool) -> TensorRef:
-    assert arr.dtype is not None
+    if arr.dtype is None or not isinstance(arr.shape, tuple):
+        raise FormatError(f"{path}: tensor {key!r}: its pickled array never received its dtype and shape "
+                          "(no __setstate__); refusing")
     dtype, shape = arr.dtype, arr.shape
     check_shape(path, key, dtype, shape)
     nbytes = math.prod(shape) * dtype.itemsize
@@ -170,7 +172,8 @@ def _ref(path: str, p: str, key: str, arr: _LazyArray, optimizer: bool) -> Tenso
             raise FormatError(f"{path}: tensor {key!r}: {dtype} x {list(shape)} needs {nbytes:,} bytes, the pickle holds {len(data):,}")
         value = np.frombuffer(data, dtype).reshape(shape, order=order)
         return TensorRef(p, key, dtype, shape, path, optimizer=optimizer, loader=lambda: value)
-    assert isinstance(data, Payload)
+    if not isinstance(data, Payload):
+        raise FormatError(f"{path}: tensor {key!r}: its pickled array holds {type(data).__name__}, not bytes; refusing")
     if not data.text:
         if data.size != nbytes:
             raise FormatError(f"{path}: tensor {key!r}: {dtype} x {list(shape)} needs {nbytes:,} bytes, the pickle holds {data.size:,}")
