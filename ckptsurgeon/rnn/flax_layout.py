@@ -184,7 +184,8 @@ def _to_cell(index: CheckpointIndex, present: dict[str, str], layout: _Layout, h
     w_hh = stacked(layout.recurrent, "kernel").T.copy()
     b_ih, b_hh = stacked(layout.inputs, "bias"), stacked(layout.recurrent, "bias")
     if layout.kind == "lstm":  # both biases are added before any gate: one holds their sum
-        b_ih, b_hh = b_ih + b_hh, np.zeros_like(b_hh)
+        with np.errstate(all="ignore"):  # inf or signaling-NaN biases: the sum reports them, not a warning
+            b_ih, b_hh = b_ih + b_hh, np.zeros_like(b_hh)
     return Cell(layout.kind, w_ih, w_hh, b_ih, b_hh)
 
 

@@ -91,7 +91,8 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
 
                 w_ih_, w_hh_ = get("weight_ih"), get("weight_hh")
                 if w_ih_ is None or w_hh_ is None:
-                    raise SelectionError(f"{scope}: layer {layer} direction {d} is incomplete (select the whole module)")
+                    raise SelectionError(f"{index.files[0]}: {scope}: layer {layer} direction {d} is incomplete "
+                                         "(select the whole module)")
                 row.append(Cell(kind, w_ih_, w_hh_, get("bias_ih"), get("bias_hh"), w_hr=get("weight_hr")))
             stack.append(row)
         return stack
