@@ -34,7 +34,7 @@ def _tf_output(tmp_path, prefix):
     return run_tf("tf1", tmp_path, x=str(tmp_path / "x.npz"), nets=[NET], restore="saver", prefix=str(prefix))["enc"]
 
 
-@pytest.mark.parametrize("declared", [{"forget_bias": 0.0}, ["forget_bias=0"], None])
+@pytest.mark.parametrize("declared", [{"forget_bias": 0.0}, ["forget_bias=0"], "forget_bias=0", None])
 def test_declared_template_forget_bias_reaches_tensorflows_outputs(case, declared):
     tmp_path, want = case
     out = tmp_path / "out" / "model.ckpt"

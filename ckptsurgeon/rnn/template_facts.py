@@ -43,8 +43,10 @@ def _value(name: str, text: str) -> Any:
         raise SelectionError(f"--template-fact {name}={text}: expected a number") from None
 
 
-def parse_template_facts(items: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+def parse_template_facts(items: str | Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
     """``["activation=relu", "forget_bias=0"]`` (or a mapping) -> ``{"activation": "relu", "forget_bias": 0.0}``."""
+    if isinstance(items, str):  # one "NAME=VALUE", as rename= and map= take one string
+        items = [items]
     pairs = items.items() if isinstance(items, Mapping) else [tuple(i.split("=", 1)) if "=" in i else (i, "")
                                                              for i in items]
     out: dict[str, Any] = {}
