@@ -144,17 +144,26 @@ def checkpoint_stats(index: CheckpointIndex, options: RecognizeOptions | None = 
     tensors = []
     chosen = [ref for ref in index.values() if ref.dtype.kind in "fiub" or ref.dtype.name in ("bfloat16",)]
     total = sum(ref.nbytes for ref in chosen)
+    quantized = (index.metadata.get("quantization") or {}) if index.format == "tflite" else {}
     for ref in chosen:
         arr = ref.numpy()
+        if ref.path in quantized:  # TFLite int8/int32: stored integers; their statistics are the real values'
+            from ..formats.tflite.quant import dequantize
+
+            arr = dequantize(arr, quantized[ref.path], f"{index.files[0]}: tensor {ref.path!r}")
         if progress is not None:
             progress(ref.nbytes, total)
         fans, hidden, family = context.get(ref.path, ([], None, _FORMAT_FAMILY.get(index.format)))
         fans = list(dict.fromkeys(_fans(ref.shape) + list(fans)))  # the stored tensor's own fans, then its group's
         s = tensor_stats(arr, fans=fans, hidden=hidden, family=family)
-        tensors.append({"path": ref.path, "shape": list(ref.shape), "dtype": ref.dtype_name, "optimizer": ref.optimizer,
+        dtype = ref.dtype_name + (" dequantized" if ref.path in quantized else "")
+        tensors.append({"path": ref.path, "shape": list(ref.shape), "dtype": dtype, "optimizer": ref.optimizer,
                         **asdict(s)})
     out_groups, digests = [], {}
     for g in groups:
+        if g.load is None:  # recognized and refused (a TFLite CIFG or layer-norm LSTM ...): its tensors are listed above
+            out_groups.append({"scope": g.scope, "kind": g.kind, "variant": g.variant, "gates": []})
+            continue
         try:
             gates = _group_gates(g)
         except FormatError as exc:  # a group that cannot be read: say in which file

@@ -194,7 +194,7 @@ def json_text(obj: Any) -> str:
 
 def emit_json(obj: Any) -> None:
     """Print ``json_text(obj)`` as it is made (values that are generators are written as they are consumed)."""
-    out, parts = click.get_text_stream("stdout"), []
+    out, parts = sys.stdout, []  # click.get_text_stream is deprecated (click 8.3; removed in 9.0)
 
     def write(text: str) -> None:
         parts.append(text)

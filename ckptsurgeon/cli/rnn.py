@@ -68,9 +68,13 @@ def rnn_cmd(checkpoint, scope, exclude, regex, forget_bias, orientation, gate_na
         return
     others = not_converted(index)
     if not groups and not others:
-        click.echo("no recurrent groups found (groups are recognized by the names and shapes of the PyTorch, Keras, TF1 "
-                   "and ONNX layouts; tensors named otherwise can be renamed into one first, e.g. "
+        click.echo("no recurrent groups found (groups are recognized from the file's model config or graph, and from the "
+                   "names and shapes of the PyTorch, Keras, TF1, ONNX, Flax, Paddle and TFLite layouts; tensors named "
+                   "otherwise can be renamed into one first, e.g. "
                    "`ckptsurgeon extract FILE --map '{m}_w_{x}={m}/weight_{x}' -o renamed.safetensors`)")
+        for note in index.notes:  # a TFLite WHILE loop computing a GRU op by op: say why it is no group
+            if "recurrent loop" in note:
+                click.echo(f"note: {note}")
         return
     for g in groups:
         click.echo(_summary(g))

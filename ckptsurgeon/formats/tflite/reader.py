@@ -101,9 +101,24 @@ def _read(path: str) -> CheckpointIndex:
     if unread:
         notes.append(f"{len(unread)} tensor{'s' if len(unread) > 1 else ''} with data not read: " + "; ".join(unread[:8])
                      + (f" and {len(unread) - 8} more" if len(unread) > 8 else ""))
+    notes += _unfused_loops(graphs)
     if model.has(S.MODEL["external_buffers"]):
         notes.append("the model refers to external weight files (external_buffers); their tensors are not read")
     return CheckpointIndex(builder.refs, format=FORMAT, files=[path], metadata=metadata, notes=notes, key_sep="/")
+
+
+_GATE_OPS = {"FULLY_CONNECTED", "LOGISTIC", "TANH"}
+
+
+def _unfused_loops(graphs: list[dict[str, Any]]) -> list[str]:
+    """Subgraphs that compute a recurrence op by op (a WHILE body of matrix products and gate activations: what the
+    converter makes of a Keras GRU, SimpleRNN or Keras 3 LSTM), which no recurrent group reads."""
+    if not any("WHILE" in g["operators"] for g in graphs):
+        return []
+    return [f"subgraph {g['name']!r}: a recurrent loop computed op by op (a WHILE body of FULLY_CONNECTED, LOGISTIC, "
+            "TANH ...: how the converter writes a Keras GRU or a Keras 3 LSTM); its weights are listed as "
+            "tensors, not read as a recurrent group (rnn reads the fused LSTM ops only)"
+            for g in graphs[1:] if _GATE_OPS <= set(g["operators"])]
 
 
 def _recurrent_op(op: Table, name: str, s: int, k: int, keys: list[str]) -> dict[str, Any]:

@@ -7,7 +7,8 @@ import numpy as np
 from ...dtypes import ML, DtypeTable
 
 __all__ = ["IDENTIFIER", "MODEL", "SUBGRAPH", "TENSOR", "BUFFER", "QUANT", "OPCODE", "OPERATOR", "METADATA",
-           "TENSOR_TYPES", "TYPE_NAMES", "BUILTIN_OPS", "op_name", "RECURRENT_OPTIONS", "ACTIVATIONS", "LSTM_INPUTS"]
+           "TENSOR_TYPES", "TYPE_NAMES", "BUILTIN_OPS", "op_name", "RECURRENT_OPTIONS", "ACTIVATIONS", "LSTM_INPUTS", "CELL_INPUTS",
+           "BIDI_LSTM_INPUTS", "LSTM_KERNEL_TYPES", "BASIC_LSTM_INPUTS"]
 
 IDENTIFIER = b"TFL3"
 
@@ -101,3 +102,15 @@ LSTM_INPUTS = ("input", "input_to_input_weights", "input_to_forget_weights", "in
                "cell_gate_bias", "output_gate_bias", "projection_weights", "projection_bias", "output_state",
                "cell_state", "input_layer_norm_coefficients", "forget_layer_norm_coefficients",
                "cell_layer_norm_coefficients", "output_layer_norm_coefficients")
+# one direction's weights (LSTM_INPUTS[1:18]); BIDIRECTIONAL_SEQUENCE_LSTM holds them twice, fw_ then bw_
+CELL_INPUTS = LSTM_INPUTS[1:18]
+# BIDIRECTIONAL_SEQUENCE_LSTM inputs by position (bidirectional_sequence_lstm.cc); no layer-norm inputs. aux_input
+# (39): with the aux weights, a second input both directions read (stack_bidirectional_rnn's cross links); without
+# them, the backward direction's input (static_bidirectional_rnn)
+BIDI_LSTM_INPUTS = (("input",) + tuple(f"fw_{r}" for r in CELL_INPUTS) + tuple(f"bw_{r}" for r in CELL_INPUTS)
+                    + ("fw_output_state", "fw_cell_state", "bw_output_state", "bw_cell_state", "aux_input")
+                    + tuple(f"{d}_aux_input_to_{g}_weights" for d in ("fw", "bw")
+                            for g in ("input", "forget", "cell", "output")))
+LSTM_KERNEL_TYPES = ("full", "basic")  # LSTMOptions.kernel_type (LSTMKernelType)
+# the LSTM op's basic kernel (kernel_type BASIC): concatenated weights (4 * n_cell, n_input + n_output)
+BASIC_LSTM_INPUTS = ("input", "prev_activation", "weights", "biases", "prev_state")
