@@ -60,3 +60,25 @@ def test_npz_refuses_bfloat16_rather_than_losing_it(tmp_path):
     with pytest.raises(ckptsurgeon.OutputError, match="safetensors"):
         ckptsurgeon.save({"x": np.ones(2, dtype=ml_dtypes.bfloat16)}, tmp_path / "x.npz")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_zero_d_arrays_keep_their_shape(tmp_path, suffix):
+    """A scalar (a step counter, a temperature) stays 0-d through the npz and HDF5 writers, as numpy and h5py read it
+    back (np.ascontiguousarray would have made it shape (1,))."""
+    import h5py
+
+    from safetensors.numpy import save_file
+
+    src = tmp_path / "src.safetensors"
+    save_file({"step": np.array(7, dtype=np.int64), "w": np.ones((2, 3), np.float32)}, str(src))
+    out = tmp_path / f"out{suffix}"
+    ckptsurgeon.extract(src, out)
+    if suffix == ".npz":
+        with np.load(out) as z:
+            got = {k: z[k] for k in z.files if not k.startswith("__")}
+    else:
+        with h5py.File(out, "r") as f:
+            got = {k: f[k][()] for k in f}
+    assert np.asarray(got["step"]).shape == () and int(got["step"]) == 7
+    assert got["w"].shape == (2, 3)

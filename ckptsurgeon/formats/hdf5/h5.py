@@ -88,7 +88,7 @@ def write(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str, str
         for key, value in metadata.items():
             f.attrs[key] = value
         for key, arr in tensors.items():
-            arr = np.ascontiguousarray(arr)
+            arr = np.asarray(arr, order="C")  # np.ascontiguousarray makes a 0-d array (1,)
             if arr.dtype.kind == "V" or arr.dtype.name in ("bfloat16",) or arr.dtype.name.startswith("float8"):
                 raise OutputError(f"tensor {key!r}: HDF5 has no {arr.dtype.name} type (h5py and Keras would read its bits "
                                   "as integers); write safetensors or a TensorFlow checkpoint, or cast it first (a remap rule "

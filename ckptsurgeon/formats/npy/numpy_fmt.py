@@ -186,7 +186,7 @@ def write_npz(tensors: Mapping[str, np.ndarray], fh: Any, metadata: Mapping[str,
                     "write safetensors instead (-o out.safetensors)"
                 )
             with zf.open(key + ".npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                np.lib.format.write_array(member, np.asarray(arr, order="C"), allow_pickle=False)  # 0-d stays 0-d
             del arr  # before the next tensor is read: one tensor in memory at a time
 
 
