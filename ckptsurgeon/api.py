@@ -336,7 +336,7 @@ def extract(
     and write them to ``out``.
 
     Mirrors ``ckptsurgeon extract``. Optimizer state is left out unless ``include_optimizer``.
-    ``to`` is one of torch, torch-cell, keras, tf1, onnx, gates (``options``: a ``ConvertOptions``);
+    ``to`` is one of torch, torch-cell, keras, tf1, onnx, flax, paddle, gates (``options``: a ``ConvertOptions``);
     the converted groups are read back and run against the source before anything is written, and
     nothing is written above ``verify_atol`` (``None`` skips the check).
     Provenance (``provenance()``: the source's name, identity and header digest, the selection; the

@@ -34,7 +34,7 @@ __all__ = ["GraftReport", "GraftRow", "plan_graft", "graft", "render_scope", "te
 
 # template group layout -> the --to target that writes it
 _TARGET_OF = {"torch": "torch", "torch-cell": "torch-cell", "keras": "keras", "tf1": "tf1", "tf1-gru": "tf1", "onnx": "onnx",
-              "gates": "gates"}
+              "gates": "gates", "flax": "flax"}
 
 
 @dataclass

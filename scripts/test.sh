@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 bash scripts/tfenv.sh   # TensorFlow in its own venv: the tests have TF restore what we write
+bash scripts/fwenv.sh   # JAX/Flax and PaddlePaddle, likewise: they load what --to flax / --to paddle write
 export KERAS_BACKEND=torch
 .venv/bin/ruff check --quiet .          # the linter (pyproject.toml [tool.ruff])
 .venv/bin/mypy --no-error-summary       # the type checker (pyproject.toml [tool.mypy])

@@ -51,6 +51,8 @@ def detect(path: str) -> str:
             return "dcp"
         if _module("sharded.hf_index").sniff_folder(path):
             return "hf-sharded"
+        if _module("orbax.reader").sniff_folder(path):  # _METADATA: read through tensorstore (an optional extra)
+            return "orbax"
     if resolve_prefix(path) is not None:
         return "tensorflow"  # the reader verifies the index's magic and every checksum
     if kind is None:
@@ -91,6 +93,8 @@ def detect(path: str) -> str:
         return "flax"
     if _module("paddle.pdparams").sniff(head, src):
         return "paddle"
+    if _module("paddle.inference").sniff(head, path):
+        return "paddle-inference"
     if _module("pytorch.torch_legacy").sniff(head):
         return "pytorch-legacy"
     if _module("onnx.onnx_fmt").sniff(head, size):
@@ -146,7 +150,9 @@ READERS: Mapping[str, Callable[..., CheckpointIndex]] = {
     "gguf": _Reader("gguf.reader", "read", options=False),
     "flax": _Reader("flax.reader", "read", options=False),
     "paddle": _Reader("paddle.pdparams", "read"),
+    "paddle-inference": _Reader("paddle.inference", "read"),
     "tflite": _Reader("tflite.reader", "read", options=False),
+    "orbax": _Reader("orbax.reader", "read", options=False),
 }
 
 
@@ -234,6 +240,8 @@ WRITERS: Mapping[str, Writer] = {
     "npz": Writer("npz", (".npz",), "npy.numpy_fmt", "write_npz"),
     "pt": Writer("pt", (".pt", ".pth", ".bin", ".ckpt"), "pytorch.torch_writer"),  # imports torch only when called
     "h5": Writer("h5", (".h5", ".hdf5"), "hdf5.h5"),
+    "flax": Writer("flax", (".msgpack",), "flax.writer"),  # what flax.serialization.from_bytes/msgpack_restore read
+    "paddle": Writer("paddle", (".pdparams",), "paddle.writer"),  # what paddle.load + Layer.set_state_dict read
     # a name-based bundle: PREFIX.index + PREFIX.data-*; `.ckpt` is PyTorch Lightning's too (see writer_for)
     "tensorflow": Writer("tensorflow", (".ckpt", ".index"), "tensorflow.writer", "write_bundle", streams=True, files=True),
 }

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..index import CheckpointIndex
-from . import gates_layout, keras_layout, onnx_graph, onnx_layout, tf1_layout, torch_layout
+from . import flax_layout, gates_layout, keras_layout, onnx_graph, onnx_layout, tf1_layout, torch_layout
 from .activations import ACTIVATIONS, formula
 from .cell import Stack
 from .facts import META_PREFIX, describe_output
@@ -69,6 +69,10 @@ TARGETS: dict[str, _Target] = {
                           False, False, one_cell=True),
     "keras": _Target("/", lambda s, g, o: keras_layout.write(s), None, (True, False), False, False, False, True,
                      merges=True, cell_activations=None),
+    # flax.linen LSTMCell/GRUCell in nn.RNN/Bidirectional: gate_fn=sigmoid, activation_fn=tanh (not stored), reset-after
+    "flax": _Target("/", lambda s, g, o: flax_layout.write(s), ("sigmoid",), (True,), False, False, False, False),
+    # paddle.nn.LSTM/GRU: PyTorch's gate orders and formulas (paddle/nn/layer/rnn.py), reset-after, biases always
+    "paddle": _Target(".", lambda s, g, o: torch_layout.write_paddle(s), ("sigmoid",), (True,), False, False, False, False),
     # TF1 cells: sigmoid gates; activation= is the cells' constructor argument (any function; not stored: carried)
     "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), ("sigmoid",), (False,), True, True,
                    True, False, cell_clips=True, cell_activations=None),
@@ -120,7 +124,8 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
     if why:
         return why
     if group.kind == "gru" and group.reset_after not in t.families:
-        why.append("it is a reset-before GRU (the reset gate multiplies h before the recurrent matrix) and PyTorch GRUs "
+        why.append("it is a reset-before GRU (the reset gate multiplies h before the recurrent matrix) and "
+                   f"{'Flax GRUCells' if target == 'flax' else 'paddle.nn.GRU cells' if target == 'paddle' else 'PyTorch GRUs'} "
                    "are reset-after: no weights make them compute the same; use --to keras (reset_after=False), onnx or gates"
                    if group.reset_after is False else
                    "it is a reset-after GRU and TF1 GRUCell is reset-before: no weights make them compute the same")
@@ -128,7 +133,10 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
         why.append(f"it has peephole connections, which {target} LSTMs do not have (use --to tf1, onnx or gates)")
     if group.proj_size and not t.projection:
         why.append(f"it has a projection (num_proj/proj_size={group.proj_size}), which {target} cannot hold "
-                   "(use --to torch, tf1 or gates)")
+                   "(use --to torch, tf1 or gates)" if target != "paddle" else
+                   f"it has a projection (proj_size={group.proj_size}), and paddle.nn.LSTM(proj_size=...)'s state dict "
+                   "names its weight_*_l<k> entries out of step with its parameters (paddle 3.3 zips 4 names with 5 "
+                   "parameters per cell), so ckptsurgeon writes no paddle layout for it; use --to torch, tf1 or gates")
     if t.one_cell and (group.num_layers > 1 or group.directions > 1):
         why.append(f"it has {group.num_layers} layer(s) x {group.directions} direction(s) and an nn.LSTMCell/GRUCell "
                    "holds one; use --to torch")

@@ -1,4 +1,5 @@
-"""Flax recurrent cells, linen and NNX, read by their parameter names (read only).
+"""Flax recurrent cells, linen and NNX, read by their parameter names; ``write`` lays a stack out as linen cells
+(``--to flax``).
 
 A Flax params tree stores no constructor arguments: ``gate_fn`` (sigmoid), ``activation_fn`` (tanh), nn.RNN's
 ``reverse`` and Bidirectional's ``merge_fn`` (concatenation) are the documented defaults, stated as such
@@ -26,10 +27,10 @@ import numpy as np
 
 from ..errors import FormatError
 from ..index import CheckpointIndex
-from .cell import Cell
+from .cell import Cell, Stack
 from .group import RecognizeOptions, RecurrentGroup
 
-__all__ = ["recognize", "LAYOUTS"]
+__all__ = ["recognize", "write", "LAYOUTS"]
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,10 @@ def _rel(scope: str, name: str) -> str:
 
 
 def _layer_scope(cell_scope: str) -> str:
-    """``enc/cell`` (a cell inside nn.RNN) -> ``enc``; a bare cell is its own scope."""
+    """``enc/cell`` (a cell inside nn.RNN) -> ``enc``, ``cell`` (an nn.RNN at the root) -> the root; a bare cell is
+    its own scope."""
     parent, _, last = cell_scope.rpartition("/")
-    return parent if last == "cell" and parent else cell_scope
+    return parent if last == "cell" else cell_scope
 
 
 def _cell_group(index: CheckpointIndex, scope: str, layout: _Layout, pos: dict[str, int],
@@ -217,3 +219,46 @@ def _bidirectional(index: CheckpointIndex, cells: dict[str, RecurrentGroup]) -> 
         out.append(group)
         used.update((scope, twin))
     return out + [g for s, g in cells.items() if s not in used]
+
+
+# --- writing: linen LSTMCell/OptimizedLSTMCell and GRUCell inside nn.RNN, Bidirectional, one scope per layer ---------
+
+_LINEN_LSTM, _LINEN_GRU = LAYOUTS[0], LAYOUTS[2]
+
+
+def _cell_params(cell: Cell) -> dict[str, np.ndarray]:
+    """One canonical cell as a linen cell's Dense parameters (kernels ``(in, H)``).
+
+    LSTM: the input Denses have no bias, so each gate's recurrent Dense holds ``b_ih + b_hh``. GRU: ``r`` and
+    ``z`` add both biases before the sigmoid (their sum goes to ``ir``/``iz``), while ``b_hn`` sits inside
+    ``r * (W_hn h + b_hn)``: it stays on ``hn``, ``b_in`` on ``in`` (a reset-after cell, as flax's)."""
+    layout = _LINEN_LSTM if cell.kind == "lstm" else _LINEN_GRU
+    H = cell.hidden
+    b_ih, b_hh = cell.biases()
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(all="ignore"):  # inf or NaN biases: summed as the source sums them
+        for j, (i_name, h_name) in enumerate(zip(layout.inputs, layout.recurrent)):
+            rows = slice(j * H, (j + 1) * H)
+            out[f"{i_name}/kernel"] = np.ascontiguousarray(cell.w_ih[rows].T)
+            out[f"{h_name}/kernel"] = np.ascontiguousarray(cell.w_hh[rows].T)
+            if cell.kind == "lstm":
+                out[f"{h_name}/bias"] = b_ih[rows] + b_hh[rows]
+            elif h_name == "hn":
+                out[f"{i_name}/bias"], out[f"{h_name}/bias"] = b_ih[rows].copy(), b_hh[rows].copy()
+            else:
+                out[f"{i_name}/bias"] = b_ih[rows] + b_hh[rows]
+    return out
+
+
+def write(stack: Stack) -> dict[str, np.ndarray]:
+    """Relative names of a linen model holding the stack: ``cell/...`` (``nn.RNN``), ``forward_rnn/cell/...`` and
+    ``backward_rnn/cell/...`` (``nn.Bidirectional``); layer k of a deeper stack under ``layer_k/`` (Flax has no
+    multi-layer RNN: the user's model names its layers; ``--rename``/``--map`` place them)."""
+    out: dict[str, np.ndarray] = {}
+    for k, layer in enumerate(stack):
+        base = "" if len(stack) == 1 else f"layer_{k}/"
+        for d, cell in enumerate(layer):
+            where = base + ("" if len(layer) == 1 else ("forward_rnn/" if d == 0 else "backward_rnn/"))
+            for name, arr in _cell_params(cell).items():
+                out[f"{where}cell/{name}"] = arr
+    return out

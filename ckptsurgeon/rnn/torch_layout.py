@@ -13,7 +13,7 @@ from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .group import RecognizeOptions, RecurrentGroup
 
-__all__ = ["recognize", "write_module", "write_cell"]
+__all__ = ["recognize", "write_module", "write_cell", "write_paddle"]
 
 _NAME = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)(?:_l(\d+))?(_reverse)?$")
 
@@ -152,3 +152,20 @@ def write_cell(stack: Stack) -> dict[str, object]:
     if cell.has_bias:
         out["bias_ih"], out["bias_hh"] = cell.biases()
     return out
+
+
+def write_paddle(stack: Stack) -> dict[str, object]:
+    """``paddle.nn.LSTM``/``GRU`` state-dict entries, as its ``state_dict()`` lists them: PyTorch's names and gate
+    orders (paddle/nn/layer/rnn.py: LSTMCell splits i, f, g, o; GRUCell r, z, c, reset-after), biases always
+    (paddle creates them even with ``bias_ih_attr=False``: zeros), then each parameter again under its cell's
+    name (``{k}/cell/weight_ih``, ``{k}/cell_fw``/``cell_bw`` when bidirectional): the same arrays."""
+    out: dict[str, object] = {}
+    cells: dict[str, object] = {}
+    for k, layer in enumerate(stack):
+        for d, cell in enumerate(layer):
+            s = _suffix(k, d)
+            where = f"{k}/cell" + (("_bw" if d else "_fw") if len(layer) == 2 else "")
+            b_ih, b_hh = cell.biases()
+            for role, arr in (("weight_ih", cell.w_ih), ("weight_hh", cell.w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh)):
+                out[f"{role}{s}"] = cells[f"{where}/{role}"] = arr
+    return {**out, **cells}

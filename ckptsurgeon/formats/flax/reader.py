@@ -26,11 +26,12 @@ from ...source import open_source, read_exact
 from ..tree import is_optimizer_path, to_jsonable
 from .wire import Bin, Ext, Walker
 
-__all__ = ["sniff", "read", "FORMAT", "NDARRAY", "COMPLEX", "NPSCALAR", "CHUNKED"]
+__all__ = ["sniff", "read", "FORMAT", "NDARRAY", "COMPLEX", "NPSCALAR", "CHUNKED", "METADATA_KEY"]
 
 FORMAT = "flax"
 NDARRAY, COMPLEX, NPSCALAR = 1, 2, 3  # flax.serialization._MsgpackExtType
 CHUNKED = "__msgpack_chunked_array__"
+METADATA_KEY = "__metadata__"  # a map of strings at the top: the metadata ckptsurgeon's writer stores
 OPTIMIZER_SCOPES = ("opt_state",)  # flax.training.train_state.TrainState
 _KINDS = frozenset("biufc")  # numeric and bool dtypes; flax refuses object and structured ones
 MAX_SCALAR = 64  # bytes of a numpy scalar's payload read into the metadata
@@ -153,6 +154,9 @@ def read(path: str) -> CheckpointIndex:
         builder = IndexBuilder(path)
         metadata: dict[str, Any] = {}
         notes: list[str] = []
+        stated = tree.get(METADATA_KEY)
+        if isinstance(stated, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in stated.items()):
+            metadata[METADATA_KEY] = dict(tree.pop(METADATA_KEY))  # ckptsurgeon's writer: provenance, rnn:<scope>
         for segs, leaf in _leaves(tree, []):
             p = join_path(segs)
             optimizer = bool(segs) and (segs[0] in OPTIMIZER_SCOPES or is_optimizer_path(p))

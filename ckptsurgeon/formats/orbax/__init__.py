@@ -1,0 +1,1 @@
+"""Orbax checkpoints (orbax-checkpoint, JAX's checkpointing library), read through tensorstore (optional extra)."""
