@@ -373,6 +373,12 @@ def extract(
 
         from .remap import parse_map
 
+        if scope or exclude:  # a selection that cuts a group's cells would convert a layer the source never had
+            from .rnn.convert import cut_groups
+
+            cuts = cut_groups(index, kept, options)
+            if cuts:
+                raise SelectionError("; ".join(cuts))
         kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol, parse_map(map))
     elif rename:
         kept = kept.renamed(rename)

@@ -375,6 +375,33 @@ def _assumed(group: RecurrentGroup, whose: str) -> str | None:
             f"declare it ({flags}){where}")
 
 
+def cut_groups(full: CheckpointIndex, chosen: CheckpointIndex, options: RecognizeOptions | None = None) -> list[str]:
+    """Why the selection ``chosen`` (of ``full``) cuts a recurrent group's cells: it leaves out their biases,
+    peepholes or projection, so the cells recognized in it would compute what the source's never did (a layer
+    without biases). A whole layer or a whole direction left out is no cut: what remains computes what it did."""
+    options = options or RecognizeOptions()
+    kept = set(chosen)
+    whole = [g for g in recognize(full, options) if any(m in kept for m in g.members)]
+    out = []
+    for part in recognize(chosen, options):
+        source = next((g for g in whole if set(part.members) <= set(g.members)), None)
+        if source is None:
+            continue
+        lost = [what for what, a, b in (("biases", part.bias, source.bias), ("peepholes", part.peepholes, source.peepholes),
+                                        ("projection", part.proj_size, source.proj_size)) if a != b]
+        cells, whole_cells = part.num_layers * part.directions, source.num_layers * source.directions
+        if not lost and len(part.members) * whole_cells != len(source.members) * cells:
+            lost = ["tensors"]  # some of a cell's tensors (one bias of a layer): not a whole layer or direction
+        if lost:
+            left = [m for m in source.members if m not in kept]
+            shown = ", ".join(left[:4]) + (f" and {len(left) - 4} more" if len(left) > 4 else "")
+            select = f"--scope '{source.scope}/*'" if source.scope else "no --exclude"
+            out.append(f"{full.files[0]}: the selection leaves out the {' and '.join(lost)} of {source.scope or '/'} "
+                       f"({source.variant}: {shown}), so its cells would compute what the source's never did; select "
+                       f"them too ({select}), or drop --to to extract the tensors as they are")
+    return out
+
+
 def convert_stack(group: RecurrentGroup, target: str, options: ConvertOptions) -> Converted:
     """Compatibility name of ``convert_group``."""
     return convert_group(group, target, options)

@@ -142,13 +142,94 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
         parent, _, last = path.rpartition("/")
         if last in ("kernel", "recurrent_kernel", "bias"):
             by_parent[parent][last] = path
-    singles: dict[str, RecurrentGroup] = {}
+    found: dict[str, list[tuple[str, RecurrentGroup]]] = defaultdict(list)  # layer scope -> its cells
     for parent, parts in by_parent.items():
         if "kernel" in parts and "recurrent_kernel" in parts:
             group = _single(index, parent, parts)
             if group is not None:
-                singles[group.scope] = group
-    return _merge_bidirectional(index, singles) + _keras1(index)
+                found[group.scope].append((parent, group))
+    singles = {scope: cells[0][1] for scope, cells in found.items() if len(cells) == 1}
+    stacks = [_stacked(index, scope, cells) for scope, cells in found.items() if len(cells) > 1]
+    return _merge_bidirectional(index, singles) + stacks + _keras1(index)
+
+
+_STACK_SCOPE = re.compile(r"^(?P<layer>.+?)(?:/cell)?/cells$")
+_POSITION = re.compile(r"^(?P<cls>lstm_cell|gru_cell)(?:_(?P<k>\d+))?$")
+
+
+def _container_positions(index: CheckpointIndex, names: list[str]) -> list[str] | None:
+    """``names`` in list order, where the file is a Keras 3 one (``.keras``, ``.weights.h5``): Keras 3's saving
+    stores a list's items under their class's snake-case name and a counter of its position among that class's
+    items (``lstm_cell``, ``lstm_cell_1`` ...: ``saving_lib._save_container_state``), not under their own names.
+    None: another file, or names that do not follow that rule."""
+    if index.format not in ("keras", "keras-v3"):
+        return None
+    found = [_POSITION.match(n) for n in names]
+    if not all(found) or len({m.group("cls") for m in found if m}) != 1:
+        return None
+    ranked = sorted((int(m.group("k") or 0), n) for m, n in zip(found, names) if m)
+    return [n for _, n in ranked] if [k for k, _ in ranked] == list(range(len(names))) else None
+
+
+def _first_prov(found: list[tuple[str, RecurrentGroup]], fact: str) -> str:
+    return found[0][1].provenance.get(fact, "")
+
+
+def _stacked(index: CheckpointIndex, scope: str, found: list[tuple[str, RecurrentGroup]]) -> RecurrentGroup:
+    """Several cells under one layer: a Keras ``RNN`` over ``StackedRNNCells`` (``<rnn>/cell/cells/<cell>/``), whose
+    cells run one after another at each step (each on the previous one's output), as the layers of a stack do.
+    Their order is the layer config's ``cells`` list; a file that does not state it (weights-only) leaves the group
+    refused, as do cells that differ in what they compute."""
+    m = _STACK_SCOPE.match(scope)
+    layer = m.group("layer") if m else scope
+    by_name = {parent.rpartition("/")[2]: group for parent, group in found}
+    cfg = _lookup(index, layer) or {}
+    stated = [c for c in cfg.get("cells") or [] if isinstance(c, dict)]
+    names = [c.get("name") for c in stated]
+    prov: dict[str, str] = {}
+    positions = _container_positions(index, list(by_name))
+    if cfg.get("cell_class") == "StackedRNNCells" and sorted(map(str, names)) == sorted(by_name) and len(names) == len(by_name):
+        order = [by_name[str(n)] for n in names]
+        prov["num_layers"] = f"file: model config (StackedRNNCells, cells {', '.join(map(str, names))} in this order)"
+    elif positions is not None and (not stated or len(stated) == len(by_name)):
+        order = [by_name[n] for n in positions]
+        prov["num_layers"] = (f"file: Keras 3 saving layout (a list's items are stored by class and position: "
+                              f"{', '.join(positions)}, in this order)")
+    else:
+        order = []
+    facts: list[dict[str, tuple[str | None, str]]] = []
+    if not order:
+        order = [group for _, group in found]  # never run: the group is refused
+        prov["num_layers"] = (f"missing: {', '.join(by_name)} are the cells of one Keras layer {layer!r} (StackedRNNCells: "
+                              "each runs on the previous one's output at every step) and the file does not state their "
+                              f"order (a .keras or full-model .h5 file does); convert one cell at a time "
+                              f"(--scope '{scope}/<cell>/*')")
+    elif stated or not _has_config(index):
+        era = keras_era(index)
+        facts = [_activation_facts(c, era, bool(c)) for c in (stated or [{} for _ in order])]
+        for fact in ("activation", "recurrent_activation"):
+            values = {f[fact][0] for f in facts}
+            prov[fact] = facts[0][fact][1] if len(values) == 1 else (
+                f"missing: the stacked cells differ ({', '.join(sorted(map(str, values)))}); no target holds that")
+        go = cfg.get("go_backwards")
+        prov["go_backwards"] = (("file: model config" + ("" if isinstance(go, bool) else " (go_backwards not set: False)"))
+                                if cfg else _first_prov(found, "go_backwards"))
+    first = order[0]
+    shapes = {(g.kind, g.hidden_size, g.bias, g.reset_after) for g in order}
+    chained = all(order[k].input_size == order[k - 1].hidden_size for k in range(1, len(order)))
+    if len(shapes) > 1 or not chained:
+        widths = ", ".join(str(g.hidden_size) for g in order)
+        prov["num_layers"] = (f"missing: the stacked cells of {layer!r} differ (hidden sizes {widths}, or kinds or "
+                              "biases) or do not chain; its layers have different widths, which no target's stack holds")
+    group = RecurrentGroup(**{
+        **first.__dict__, "scope": layer, "num_layers": len(order), "input_size": first.input_size,
+        "variant": f"Keras RNN(StackedRNNCells of {len(order)} {first.variant})", "provenance": {**first.provenance, **prov},
+        "members": [p for g in order for p in g.members], "notes": [n for g in order for n in g.notes]})
+    if facts:
+        group.activation, group.recurrent_activation = facts[0]["activation"][0], facts[0]["recurrent_activation"][0]
+        group.go_backwards = bool(cfg.get("go_backwards", False))
+    group.load = lambda: [[g.load()[0][0]] for g in order]
+    return group
 
 
 def _single(index: CheckpointIndex, parent: str, parts: dict[str, str]) -> RecurrentGroup | None:

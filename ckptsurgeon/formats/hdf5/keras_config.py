@@ -68,6 +68,11 @@ def _summary(layer: dict[str, Any]) -> dict[str, Any]:
         out["cell_class"] = cell.get("class_name")
         if cell.get("class_name") in ("LSTMCell", "GRUCell", "SimpleRNNCell"):
             out.update({k: v for k, v in cell["config"].items() if k in KEPT and isinstance(v, _SCALAR) and k not in out})
+        cells = cell["config"].get("cells")
+        if cell.get("class_name") == "StackedRNNCells" and isinstance(cells, list):
+            # the cells in the order they run at each step (each feeds the next): what makes the layer a stack
+            out["cells"] = [_summary(c) | {"name": (_normalize(c).get("config") or {}).get("name")}
+                            for c in cells if isinstance(c, dict)]
     return out
 
 
