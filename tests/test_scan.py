@@ -500,3 +500,87 @@ def test_a_folder_of_hdf5_files_is_described_in_one_child_with_the_same_verdicts
     assert sorted((v.file.rsplit("/", 1)[-1], v.format, v.level) for v in together.files) == \
         sorted((r.file.rsplit("/", 1)[-1], r.format, r.level) for r in alone)
     assert [r.findings for r in alone if r.file.endswith("damaged.h5")][0], "the damaged file is a finding"
+
+
+def _cut_legacy(path: Path) -> Path:
+    """A legacy torch file cut short: scan finds its pickles, and ls (so scan) refuses it (truncated)."""
+    data = (FIXTURES / "torch" / "legacy.pt").read_bytes()
+    path.write_bytes(data[:-100])
+    return path
+
+
+def test_a_parallel_scan_of_checkpoint_folders_equals_the_serial_one(tmp_path):
+    """Forked workers scan the files while this process reads the checkpoint folders (DCP, TensorFlow): a file in
+    such a folder waits for that reading to know whether ls opens it on its own; every other file is opened at
+    once. The report is the serial one, findings in the same order, each file's verdict its own."""
+    import shutil
+
+    from ckptsurgeon.check.scan import scan_files
+
+    tree = tmp_path / "tree"
+    shutil.copytree(FIXTURES / "dcp" / "torch-2.13.0", tree / "dcp")
+    shutil.copytree(FIXTURES / "tensorflow" / "tf1_lstmcell", tree / "tf")
+    shutil.copytree(FIXTURES / "torch", tree / "torch")
+    stray = _cut_legacy(tree / "dcp" / "dist2" / "stray.pt")  # in a checkpoint folder, not read by its reading
+    cut = _cut_legacy(tree / "torch" / "cut.pt")
+    serial = [r.as_dict() for r in scan_files([str(tree)], jobs=1)]
+    parallel = [r.as_dict() for r in scan_files([str(tree)], jobs=3)]
+    assert parallel == serial == [scan_file(str(tree)).as_dict()]
+    levels = {v["file"]: v["level"] for v in serial[0]["files"]}
+    assert levels[str(stray)] == levels[str(cut)] == "unsafe"
+    assert any("truncated" in f["message"] and f["path"] == str(stray) for f in serial[0]["findings"])
+    assert sum(v["format"] == "pytorch" and v["level"] == "clean" for v in serial[0]["files"]) >= 3
+
+
+def test_a_file_opened_before_its_folder_was_read_is_told_as_serially(tmp_path):
+    """A worker opens a file as ls does before the checkpoint folders are read; if a folder's reading covers
+    it after all, that finding is dropped. A file in a checkpoint folder is opened afterwards if not covered."""
+    from ckptsurgeon.check.scan import ScanResult, _finish, _run, _Scan, _Task
+
+    cut = str(_cut_legacy(tmp_path / "cut.pt"))
+    for covered in (True, False):
+        for defer in (True, False):
+            task = _Task(False, cut, defer, ())
+            done = _run(task)
+            assert len(done.part.findings) == done.before_ls + (not defer)  # the worker's opening: one refusal
+            serial = ScanResult(cut, None)
+            _Scan(serial, ()).member(cut, covered)
+            assert _finish(done, task, covered).findings == serial.findings, (covered, defer)
+            assert len(serial.findings) == (not covered)  # ls's refusal, unless a folder's reading covers it
+
+
+def test_a_chunk_a_worker_did_not_finish_is_run_again_here():
+    """A worker that dies on a chunk, or fails on it, leaves it to this process, which runs it (and would raise
+    what a serial run raises); every chunk's results come back once, in order, and no worker is left behind."""
+    import os
+
+    from ckptsurgeon.check.scan_pool import SharedChunks
+
+    parent = os.getpid()
+
+    def run(chunk: int) -> list[int]:
+        if os.getpid() != parent:
+            if chunk == 3:
+                os._exit(9)
+            if chunk == 5:
+                raise ValueError("a worker's failure")
+        time.sleep(0.01)
+        return [chunk, chunk]
+
+    shared = SharedChunks(list(range(12)), run, workers=2)
+    time.sleep(0.5)  # the workers take every chunk first
+    assert shared.results() == [c for c in range(12) for _ in range(2)]
+
+    def fails_here(chunk: int) -> list[int]:
+        if os.getpid() == parent:
+            raise ValueError("here")
+        time.sleep(0.05)  # the worker is still on its first chunks when this process takes one
+        return [chunk]
+
+    shared = SharedChunks(list(range(50)), fails_here, workers=1)
+    pids = [pid for pid, _ in shared.children]
+    with pytest.raises(ValueError, match="here"):
+        shared.results()
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # stopped and reaped

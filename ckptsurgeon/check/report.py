@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from .validate import KINDS, Case, Finding
+from .findings import KINDS, Case, Finding
 
 __all__ = ["render", "render_reports", "FileReport", "FORMATS", "format_counts", "escape_github", "escape_property",
            "junit_suite"]

@@ -27,7 +27,7 @@ from ..errors import CheckpointError, FormatError, UnsafeCheckpointError
 from ..formats import detect, open_checkpoint
 from ..formats.dcp.dcp_reader import sniff_folder as dcp_sniff_folder
 from ..formats.pickles import PICKLE_WALKERS, extra_globals
-from ..formats.pytorch.pickle_static import analyze, opcode_class
+from ..formats.pytorch.pickle_static import PickleFacts, analyze, opcode_class
 from ..formats.pytorch.safepickle import ALLOWED_OPCODES, global_allowed
 from ..formats.sharded.hf_index import sniff_folder as hf_sniff_folder
 from ..formats.tensorflow.tf_paths import resolve_prefix
@@ -36,7 +36,8 @@ from ..source import is_url
 from .lfs import is_lfs_pointer, lfs_message
 from .scan_content import walk_file
 from .scan_keras import h5_config_findings
-from .validate import Finding
+from .scan_pool import MAX_CHUNKS, SharedChunks, can_fork
+from .findings import Finding
 
 __all__ = ["scan_file", "scan_files", "PARALLEL_MIN_FILES", "ScanResult", "PickleReport", "FileVerdict", "SCAN_KINDS", "LEVELS", "finding_level",
            "level_of", "MAX_FOLDER_FILES"]
@@ -121,8 +122,10 @@ def _allowed(module: str, name: str, allow_globals: Sequence[str], extra: frozen
 
 
 def _scan_pickle(where: str, data: bytes, allow_globals: Sequence[str], findings: list[Finding],
-                 extra: frozenset = frozenset()) -> PickleReport:
-    facts = analyze(data, work_budget(len(data)))
+                 extra: frozenset = frozenset(), facts: PickleFacts | None = None) -> PickleReport:
+    """The report of one pickle; ``facts``: its analysis (``analyze(data, work_budget(len(data)))``) if made."""
+    if facts is None:
+        facts = analyze(data, work_budget(len(data)))
     report = PickleReport(where, len(data), extra=extra)
     for module, name, _pos in facts.globals:
         report.globals[(module, name)] += 1
@@ -156,11 +159,11 @@ class _Scan:
         self.errors: set[str] = set()  # texts of the refusals reported
         self.told: set[tuple[str, str, str]] | None = None  # findings held, once members are merged (``merge``)
 
-    def pickle(self, where: str, data: bytes, extra: frozenset) -> None:
+    def pickle(self, where: str, data: bytes, extra: frozenset, facts: PickleFacts | None = None) -> None:
         key = _AT_ZERO.sub("", where)  # "f@0:data.pkl" and "f:data.pkl" (a zip at byte 0) are one place
         if key not in self.listed:
             self.listed.add(key)
-            self.result.pickles.append(_scan_pickle(where, data, self.allow, self.result.findings, extra))
+            self.result.pickles.append(_scan_pickle(where, data, self.allow, self.result.findings, extra, facts))
 
     def refused(self, exc: CheckpointError, where: str, context: str) -> None:
         if str(exc) not in self.errors:
@@ -205,43 +208,48 @@ class _Scan:
             except CheckpointError as exc:
                 self.refused(exc, path, "while reading its Keras configuration")
 
-    def open_as_ls(self, path: str) -> list[str]:
-        """Open ``path`` as ``ls`` does; its refusal is a finding. Returns the files the checkpoint reads."""
+    def open_as_ls(self, path: str, fmt: str | None = None) -> list[str]:
+        """Open ``path`` as ``ls`` does; its refusal is a finding. Returns the files the checkpoint reads.
+        ``fmt``: what ``detect`` named it (not detected again)."""
         try:
-            return list(open_checkpoint(path, allow_globals=self.allow).files)
+            return list(open_checkpoint(path, allow_globals=self.allow, detected=fmt).files)
         except CheckpointError as exc:
             self.refused(exc, path, "what ls says")
         return []
 
-    def folder_begin(self, path: str) -> tuple[set[str], list[tuple[str, bool]]]:
-        """A local folder as ``ls`` reads it if it is a checkpoint (DCP, HF shards, TensorFlow): the files that
-        reading covers, and every entry under the folder (path, whether it is a regular file); no link is followed."""
-        fmt = self.detect(path, report=_names_a_checkpoint(path))
+    def folder_begin(self, path: str, walked: _Walked) -> set[str]:
+        """A local folder as ``ls`` reads it if it is a checkpoint (DCP, HF shards, TensorFlow), and the checkpoint
+        folders below it; ``walked``: every entry under it (``walk_folder``). Returns the files those readings cover."""
+        fmt = self.detect(path, report=path in walked.checkpoints)
         self.result.format = fmt or "folder"
         covered = self.checkpoint_folder(path, fmt)
-        entries = _walk_folder(path, self.result.findings)
+        self.result.findings.extend(walked.findings)
         # a checkpoint folder below it (a DCP, HF shards, TensorFlow) is read as such too, with its format's own
         # admitted globals, exactly as scanning that folder itself would: the verdict of a file never depends on
         # which folder the scan started from
-        below = sorted({os.path.dirname(f) for f, _ in entries} - {path, os.path.normpath(path)})
-        for folder in below:
-            if _names_a_checkpoint(folder):
+        for folder in walked.below:
+            if folder in walked.checkpoints:
                 covered |= self.checkpoint_folder(folder, self.detect(folder, report=True))
-        return covered, entries
+        return covered
 
     def checkpoint_folder(self, path: str, fmt: str | None) -> set[str]:
         """A folder ``ls`` reads as a checkpoint of ``fmt``: its pickles, its opening; the files that covers."""
         if fmt is None:
             return set()
         self.look_into(path, fmt, is_file=False)
-        return {os.path.normpath(f) for f in self.open_as_ls(path)}
+        return {os.path.normpath(f) for f in self.open_as_ls(path, fmt)}
 
     def member(self, file: str, covered: bool) -> str | None:
         """One regular file under a folder, by content, and as ``ls`` opens it unless the folder's reading covered it."""
+        file_fmt = self.content(file)
+        if file_fmt is not None and not covered:
+            self.open_as_ls(file, file_fmt)
+        return file_fmt
+
+    def content(self, file: str) -> str | None:
+        """One regular file under a folder, by content (its format, None for what ``ls`` does not read)."""
         file_fmt = self.detect(file, report=False)
         self.look_into(file, file_fmt, is_file=True, ls_speaks=file_fmt is not None)
-        if file_fmt is not None and not covered:
-            self.open_as_ls(file)
         return file_fmt
 
     def merge(self, part: ScanResult) -> None:
@@ -270,10 +278,30 @@ class _Scan:
 
     def folder(self, path: str) -> None:
         """A local folder: as ``ls`` reads it if it is a checkpoint, and then every file under it by content."""
-        covered, entries = self.folder_begin(path)
+        walked = walk_folder(path)
+        covered = self.folder_begin(path, walked)
         files = [(file, self.member(file, os.path.normpath(file) in covered) if regular else None)
-                 for file, regular in entries]
+                 for file, regular in walked.entries]
         self.folder_end(files)
+
+
+class _Walked(NamedTuple):
+    """Every entry under a folder (path, whether it is a regular file to read), the findings of the walk (links,
+    special files, bounds), the folders below it in name order, and which of these and the folder itself ``ls``
+    takes for a checkpoint (``_names_a_checkpoint``)."""
+
+    entries: list[tuple[str, bool]]
+    findings: list[Finding]
+    below: list[str]
+    checkpoints: frozenset[str]
+
+
+def walk_folder(path: str) -> _Walked:
+    """Every entry under a local folder, as ``_Walked`` tells them."""
+    findings: list[Finding] = []
+    entries = _walk_folder(path, findings)
+    below = sorted({os.path.dirname(f) for f, _ in entries} - {path, os.path.normpath(path)})
+    return _Walked(entries, findings, below, frozenset(f for f in [path, *below] if _names_a_checkpoint(f)))
 
 
 def _walk_folder(path: str, findings: list[Finding]) -> list[tuple[str, bool]]:
@@ -347,62 +375,141 @@ def scan_file(path: str, *, allow_globals: Sequence[str] = ()) -> ScanResult:
     if result.format is None and is_lfs_pointer(path):
         return result  # its finding says it all: the checkpoint it stands for is not here
     scan.look_into(path, result.format, is_file=location.kind(path) == "file" and not location.islink(path))
-    scan.open_as_ls(path)
+    scan.open_as_ls(path, result.format)
     return result
 
 
-PARALLEL_MIN_FILES = 256  # fewer files are scanned in this process: most files take milliseconds, a pool ~0.2 s (bench/scan_vs_picklescan)
+PARALLEL_MIN_FILES = 256  # fewer files are scanned in this process alone (bench/scan_vs_picklescan)
+_H5_NAMES = (".h5", ".hdf5")  # files put together in one chunk: one child describes them all (``_prefetch_hdf5``)
 
-_Task = tuple[bool, str, bool, tuple[str, ...]]  # (a whole argument?, path, covered by its folder's reading, allowlist)
+
+class _Task(NamedTuple):
+    """A whole argument (``scan_file``), or one file under a folder argument. ``defer``: the file lies in a
+    checkpoint folder, whose reading (in the parent) tells whether it is also opened as ``ls`` opens it."""
+
+    whole: bool
+    path: str
+    defer: bool
+    allow: tuple[str, ...]
 
 
-def _run(task: _Task) -> tuple[str | None, ScanResult]:
-    """A whole argument (``scan_file``), or one file under a folder argument (its format and its part of the scan)."""
-    whole, file, covered, allow = task
-    if whole:
-        return None, scan_file(file, allow_globals=allow)
-    part = ScanResult(file, None, allow_globals=allow)
-    return _Scan(part, allow).member(file, covered), part
+class _Done(NamedTuple):
+    """A task's outcome: the file's format, its part of the scan, how many findings it had before it was opened
+    as ``ls`` opens it, and (deferred tasks) the refusals told so far."""
+
+    fmt: str | None
+    part: ScanResult
+    before_ls: int
+    errors: set[str] | None
+
+
+def _run(task: _Task) -> _Done:
+    """A task; a file not deferred is opened as ``ls`` opens it, a finding the parent drops if a folder's reading
+    covers the file after all (``_finish``)."""
+    if task.whole:
+        return _Done(None, scan_file(task.path, allow_globals=task.allow), 0, None)
+    part = ScanResult(task.path, None, allow_globals=task.allow)
+    scan = _Scan(part, task.allow)
+    fmt = scan.content(task.path)
+    before = len(part.findings)
+    if fmt is not None and not task.defer:
+        scan.open_as_ls(task.path, fmt)
+    return _Done(fmt, part, before, scan.errors if task.defer else None)
+
+
+def _finish(done: _Done, task: _Task, covered: bool) -> ScanResult:
+    """A member's part as ``_Scan.member(file, covered)`` makes it, from what ``_run`` did before ``covered`` was known."""
+    if done.fmt is not None:
+        if task.defer and not covered:
+            scan = _Scan(done.part, task.allow)
+            scan.errors = done.errors or set()
+            scan.open_as_ls(task.path, done.fmt)
+        elif covered and not task.defer:
+            del done.part.findings[done.before_ls:]
+    return done.part
+
+
+def _run_chunk(tasks: Sequence[tuple[int, _Task]]) -> list[tuple[int, _Done]]:
+    forget = _prefetch_hdf5([t.path for _, t in tasks if not t.whole])
+    try:
+        return [(i, _run(t)) for i, t in tasks]
+    finally:
+        forget()
+
+
+def _under_checkpoint(file: str, folders: set[str]) -> bool:
+    """Whether ``file`` lies in one of ``folders`` or below it (paths normalized)."""
+    folder = os.path.dirname(file)
+    while folder not in folders:
+        up = os.path.dirname(folder)
+        if up == folder:
+            return False
+        folder = up
+    return True
 
 
 def scan_files(paths: Sequence[str], *, allow_globals: Sequence[str] = (), jobs: int | None = None) -> list[ScanResult]:
     """``scan_file`` of each argument, the same results, with the files (those under folder arguments included)
     spread over ``jobs`` processes. ``jobs=None``: one per CPU (``os.cpu_count()``) from ``PARALLEL_MIN_FILES``
-    files on, else this process alone; ``jobs=1``: this process; ``jobs=N``: N processes from two files on."""
+    files on, else this process alone; ``jobs=1``: this process; ``jobs=N``: N processes from two files on.
+
+    Forked workers start on the files while this process reads the checkpoint folders (a DCP, HF shards ...),
+    then this process joins them. A file in a checkpoint folder waits for that reading to know whether ``ls``
+    opens it on its own; every other file is opened so at once, and the finding is dropped in the rare case
+    that a checkpoint's reading covers it from elsewhere."""
     allow = tuple(allow_globals)
     least = PARALLEL_MIN_FILES if jobs is None else 2
     jobs = jobs or os.cpu_count() or 1
-    plans: list[tuple[ScanResult | None, _Scan | None, list[tuple[str, bool]]]] = []
+    plans, tasks = _plan(paths, allow)
+    pool = _in_pool(tasks, jobs) if jobs > 1 and len(tasks) >= least and can_fork() else None
+    try:  # this process reads the checkpoint folders while the workers scan files, then joins them
+        begun = [_begin(path, walked, allow) if walked is not None else None for path, walked in plans]
+        done = pool.results() if pool is not None else [d for _, d in _run_chunk(list(enumerate(tasks)))]
+    finally:
+        if pool is not None:
+            pool.close()
+    outcomes, todo = iter(done), iter(tasks)
+    results = []
+    for (_path, walked), folder in zip(plans, begun):
+        if walked is None or folder is None:
+            results.append(next(outcomes).part)
+            next(todo)
+            continue
+        scan, covered = folder
+        files: list[tuple[str, str | None]] = []
+        for file, regular in walked.entries:
+            fmt = None
+            if regular:
+                outcome = next(outcomes)
+                scan.merge(_finish(outcome, next(todo), os.path.normpath(file) in covered))
+                fmt = outcome.fmt
+            files.append((file, fmt))
+        scan.folder_end(files)
+        results.append(scan.result)
+    return results
+
+
+def _plan(paths: Sequence[str], allow: tuple[str, ...]) -> tuple[list[tuple[str, _Walked | None]], list[_Task]]:
+    """Each argument (a local folder: walked) and the tasks: every regular file under a folder, every other argument."""
+    plans: list[tuple[str, _Walked | None]] = []
     tasks: list[_Task] = []
     for path in paths:
         if _local_folder(path):
-            folder = _Scan(ScanResult(path, None, allow_globals=allow), allow)
-            covered, entries = folder.folder_begin(path)
-            plans.append((folder.result, folder, entries))
-            tasks += [(False, f, os.path.normpath(f) in covered, allow) for f, regular in entries if regular]
+            walked = walk_folder(path)
+            plans.append((path, walked))
+            folders = {os.path.normpath(f) for f in walked.checkpoints}
+            tasks += [_Task(False, f, _under_checkpoint(os.path.normpath(f), folders), allow)
+                      for f, regular in walked.entries if regular]
         else:
-            plans.append((None, None, []))
-            tasks.append((True, path, False, allow))
-    forget = _prefetch_hdf5([t[1] for t in tasks if not t[0]])  # (forked pool workers inherit what it describes)
-    try:
-        done = iter(list(_in_pool(tasks, jobs)) if jobs > 1 and len(tasks) >= least else [_run(t) for t in tasks])
-    finally:
-        forget()
-    results = []
-    for found, scan, entries in plans:
-        if found is None or scan is None:
-            results.append(next(done)[1])
-            continue
-        files: list[tuple[str, str | None]] = []
-        for file, regular in entries:
-            fmt = None
-            if regular:
-                fmt, part = next(done)
-                scan.merge(part)
-            files.append((file, fmt))
-        scan.folder_end(files)
-        results.append(found)
-    return results
+            plans.append((path, None))
+            tasks.append(_Task(True, path, False, allow))
+    return plans, tasks
+
+
+def _begin(path: str, walked: _Walked, allow: tuple[str, ...]) -> tuple[_Scan, set[str]]:
+    """A folder argument's own scan, begun: its checkpoint readings, and the files they cover."""
+    scan = _Scan(ScanResult(path, None, allow_globals=allow), allow)
+    return scan, scan.folder_begin(path, walked)
 
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -427,11 +534,24 @@ def _prefetch_hdf5(files: list[str]) -> Callable[[], None]:
     return forget_prefetched
 
 
-def _in_pool(tasks: list[_Task], jobs: int) -> list[tuple[str | None, ScanResult]]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class _Pool:
+    """Tasks in chunks, shared by ``jobs - 1`` forked workers and this process (``scan_pool``)."""
 
-    # fork: the workers start with this process's modules loaded (the readers a scan needs), in milliseconds
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
-        return list(pool.map(_run, tasks, chunksize=max(1, len(tasks) // (jobs * 8))))
+    def __init__(self, tasks: list[_Task], jobs: int) -> None:
+        numbered = list(enumerate(tasks))
+        h5 = [it for it in numbered if it[1].path.lower().endswith(_H5_NAMES)]  # first, in one chunk
+        rest = [it for it in numbered if not it[1].path.lower().endswith(_H5_NAMES)]
+        size = max(1, len(rest) // (jobs * 16), -(-len(rest) // (MAX_CHUNKS - 1)))  # small: the last one is waited for
+        chunks = ([h5] if h5 else []) + [rest[i:i + size] for i in range(0, len(rest), size)]
+        self.shared = SharedChunks(chunks, _run_chunk, min(jobs, len(chunks)) - 1)
+
+    def results(self) -> list[_Done]:
+        return [d for _, d in sorted(self.shared.results(), key=lambda item: item[0])]
+
+    def close(self) -> None:
+        self.shared.close()
+
+
+def _in_pool(tasks: list[_Task], jobs: int) -> _Pool:
+    """The workers start on ``tasks`` now; ``results()`` (once this process is done with its own work) joins them."""
+    return _Pool(tasks, jobs)

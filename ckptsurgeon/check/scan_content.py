@@ -25,7 +25,6 @@ from typing import Any
 
 from ..errors import CheckpointError, FormatError, UnsafeCheckpointError
 from ..formats.hdf5.keras_config import parse_config
-from ..formats.hdf5.keras_zip import sniff_names as keras_names
 from ..formats.npy import numpy_fmt
 from ..formats.pickles import MAX_PICKLE
 from ..formats.pytorch import torchscript
@@ -36,11 +35,12 @@ from ..formats.tree import work_budget
 from ..formats.zipsafe import MAX_SMALL_MEMBER, Member, SafeZip
 from ..source import ByteSource, SourceWindow, open_source, register_scheme
 from .scan_keras import keras_config_findings
-from .validate import Finding
+from .findings import Finding
 
 __all__ = ["walk_file", "PickleSink", "MAX_DEPTH", "MAX_ARCHIVES", "MAX_PICKLES", "MAX_INFLATE"]
 
-PickleSink = Callable[[str, bytes, frozenset], None]  # (where, bytes, globals its reader admits beyond the allowlist)
+PickleSink = Callable[[str, bytes, frozenset, "PickleFacts | None"], None]
+# (where, bytes, globals its reader admits beyond the allowlist, ``analyze(bytes, work_budget(len(bytes)))`` if made)
 
 MAX_DEPTH = 4  # archives inside archives (a file's own zip is the first)
 MAX_ARCHIVES = 10_000  # archives in one file, nested and concatenated
@@ -180,11 +180,11 @@ class _Walk:
                 src.release()
             self.mem.pop(name, None)
 
-    def pickle(self, where: str, data: bytes, script: bool) -> None:
+    def pickle(self, where: str, data: bytes, script: bool, facts: PickleFacts | None = None) -> None:
         self.pickles += 1
         if self.pickles > MAX_PICKLES:
             self.bound(where, f"more than {MAX_PICKLES:,} pickles in one file")
-        self.on_pickle(where, data, frozenset(torchscript.script_globals(data)) if script else frozenset())
+        self.on_pickle(where, data, frozenset(torchscript.script_globals(data)) if script else frozenset(), facts)
 
     def inflate(self, blob: _Bytes) -> bool:
         """Make a compressed member readable anywhere (inflated in memory); False when over the budget."""
@@ -291,6 +291,8 @@ class _Walk:
         return True
 
     def _members(self, zf: SafeZip, zlabel: str, depth: int) -> None:
+        from ..formats.hdf5.keras_zip import sniff_names as keras_names  # here: it loads the HDF5 reader
+
         names = zf.names()
         self._case_clash(names, zlabel)
         script = self._torchscript(names, zlabel)
@@ -401,13 +403,14 @@ class _Walk:
                 claims = True
                 continue
             stop = pos + len(data)
-            if not _imports(analyze(data, work_budget(len(data)))):
+            facts = analyze(data, work_budget(len(data)))
+            if not _imports(facts):
                 quiet += 1
                 if not complete or quiet > MAX_QUIET:
                     return  # data, not a pickle
                 pos = stop
                 continue
-            self.pickle(blob.at(pos), data, blob.script)
+            self.pickle(blob.at(pos), data, blob.script, facts)
             if not complete:
                 return
             pos = stop

@@ -22,11 +22,9 @@ import sys
 from typing import Any
 
 from ..errors import CheckpointError
-from ..formats.hdf5.h5tree import H5Source
-from ..formats.hdf5.hdf5_safe import open_h5
 from ..formats.hdf5.keras_config import parse_config
 from ..source import open_source
-from .validate import Finding
+from .findings import Finding
 
 __all__ = ["keras_config_findings", "h5_config_findings", "CONFIG_ATTRS"]
 
@@ -143,6 +141,9 @@ def keras_config_findings(config: Any, where: str) -> list[Finding]:
 def h5_config_findings(path: str) -> list[Finding]:
     """The findings of the Keras configurations an HDF5 file keeps in its root attributes (``model.save("x.h5")``);
     its metadata is parsed by libhdf5 in a child process, as ``ls`` parses it."""
+    from ..formats.hdf5.h5tree import H5Source  # here: a scan without HDF5 files never loads the HDF5 modules
+    from ..formats.hdf5.hdf5_safe import open_h5
+
     root = open_h5(H5Source(path, 0, open_source(path).size, path))
     findings: list[Finding] = []
     for attr in CONFIG_ATTRS:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,39 +10,14 @@ from ..index import CheckpointIndex
 from ..rnn.group import RecognizeOptions
 from ..scopes import as_patterns, compile_glob, matches
 from .layout import GROUP_FIELDS, make_layout, tensor_sha256
+from .findings import CHECKS, KINDS, Case, Finding
 from .pairing import pair_groups
 
 __all__ = ["Finding", "Case", "validate", "KINDS", "CHECKS", "has_hashes"]
 
-KINDS = ("missing", "unexpected", "shape", "dtype", "recurrent", "nonfinite", "hash")
-# The checks a report lists per tensor or group (JUnit: one test case each); a finding's kind names its check.
-CHECKS = ("present", "shape", "dtype", "hash", "nonfinite", "recurrent")
 _CHECK_OF = {"missing": "present", "unexpected": "present"}
 _FAMILIES = {"pytorch": "torch", "pytorch-legacy": "torch", "torchscript": "torch", "pickle": "torch", "safetensors": "flat",
              "npz": "flat", "npy": "flat", "keras": "keras", "keras-v3": "keras", "keras-h5": "keras", "hdf5": "keras", "tensorflow": "tf"}
-
-
-@dataclass
-class Finding:
-    kind: str
-    path: str
-    message: str
-    expected: Any = None
-    actual: Any = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
-
-@dataclass(frozen=True)
-class Case:
-    """One check of one tensor or recurrent group: ``passed``, ``failed`` (its finding's message) or ``skipped``
-    (why it did not run), so a report tells a check that passed from one that never ran."""
-
-    name: str  # tensor path or group scope
-    check: str  # one of CHECKS
-    status: str  # passed, failed, skipped
-    message: str = ""
 
 
 def has_hashes(layout: dict[str, Any]) -> bool:

@@ -165,10 +165,13 @@ def load_all() -> None:
         _module(name)
 
 
-def open_checkpoint(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
-    """Detect and open ``path``; returns a lazy index (no tensor bytes read)."""
-    with no_cycle_collection():  # detection parses a zip's directory: 100,000 members' worth of tuples
-        fmt = detect(path)
+def open_checkpoint(path: str, *, allow_globals: Sequence[str] = (), detected: str | None = None) -> CheckpointIndex:
+    """Detect and open ``path``; returns a lazy index (no tensor bytes read). ``detected``: what ``detect(path)``
+    returned just now (``scan`` detects every file first), not detected again."""
+    fmt = detected
+    if fmt is None:
+        with no_cycle_collection():  # detection parses a zip's directory: 100,000 members' worth of tuples
+            fmt = detect(path)
     reader = READERS.get(fmt)
     if reader is None:
         raise FormatError(f"{path}: {fmt} files are not supported yet")
