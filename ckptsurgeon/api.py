@@ -290,6 +290,7 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
                              "(see `ckptsurgeon rnn`); drop --to to extract the tensors as they are")
     sep = TARGETS[to].sep
     builder = IndexBuilder(kept.files[0])
+    matrices = [path for path, _, value in rows if isinstance(value, TensorRef) and len(value.shape) >= 2]
     for path, key, value in rows:
         passthrough = isinstance(value, TensorRef)
         new = rename_path(path, rename)
@@ -309,7 +310,13 @@ def _convert(kept: CheckpointIndex, to: str, options, rename, verify_atol: float
                              metadata={"__metadata__": stated})
     reports = [{**c.group.describe(), "target": to, "tensors": list(c.tensors), "notes": c.notes,
                 "output": c.metadata} for c in done]
-    return result, reports, checks
+    notes = []
+    if matrices:  # a torch Linear's (out, in) weight is not a Keras/Flax Dense kernel (in, out): only groups convert
+        shown = ", ".join(matrices[:3]) + (f" and {len(matrices) - 3} more" if len(matrices) > 3 else "")
+        notes.append(f"{len(matrices)} {'matrix' if len(matrices) == 1 else 'matrices'} outside recurrent groups passed through as stored, "
+                     f"in the source framework's names and layout, not {to}'s ({shown}); a framework whose dense "
+                     "layers store (in, out) where the source's store (out, in), or the reverse, needs them transposed")
+    return result, reports, checks, notes
 
 
 def extract(
@@ -368,6 +375,7 @@ def extract(
         )
     reports: list[dict] = []
     checks: list[dict] = []
+    notes: list[str] = []
     if to:
         from .rnn.convert import ConvertOptions
 
@@ -379,7 +387,7 @@ def extract(
             cuts = cut_groups(index, kept, options)
             if cuts:
                 raise SelectionError("; ".join(cuts))
-        kept, reports, checks = _convert(kept, to, options or ConvertOptions(), rename, verify_atol, parse_map(map))
+        kept, reports, checks, notes = _convert(kept, to, options or ConvertOptions(), rename, verify_atol, parse_map(map))
     elif rename:
         kept = kept.renamed(rename)
     grand = kept.nbytes
@@ -415,12 +423,12 @@ def extract(
                     progress=step and (lambda n, _total: step(n)), max_shard_size=parse_size(max_shard_size))
         files = _bundle_outputs(path)
         return ExtractResult(_prefix(path), written, kept.nbytes, skipped, writer.name, converted=reports, checks=checks,
-                             files=files)
+                             files=files, notes=notes)
     if max_shard_size is not None:
         res = save_sharded(tensors, out, max_shard_size=max_shard_size, format=format, metadata=metadata,
                            force=force, inputs=index.files)
         return ExtractResult(res.index or res.files[0], written, kept.nbytes, skipped, format or "safetensors",
-                             converted=reports, checks=checks, files=res.files)
+                             converted=reports, checks=checks, files=res.files, notes=notes)
     try:
         path = save(tensors, out, format=format, metadata=metadata, force=force, inputs=index.files,
                     progress=step and (lambda n, _total: step(n)), to=to)
@@ -431,7 +439,7 @@ def extract(
     assert writer is not None
     files = _bundle_outputs(path) if writer.files else [path]
     return ExtractResult(_prefix(path) if writer.files else path, written, kept.nbytes, skipped, writer.name,
-                         converted=reports, checks=checks, files=files)
+                         converted=reports, checks=checks, files=files, notes=notes)
 
 
 def _prefix(path: str) -> str:

@@ -49,3 +49,17 @@ def test_leaving_out_a_whole_layer_keeps_converting_what_remains(lstm_file, tmp_
     first.load_state_dict({k: v for k, v in module.state_dict().items() if "_l0" in k})
     with torch.no_grad():
         assert np.array_equal(one(x)[0].numpy(), first(x)[0].numpy())
+
+
+def test_matrices_outside_groups_are_named_as_passed_through(tmp_path):
+    """extract --to converts recurrent groups only: a torch Linear's (out, in) weight reaches a paddle/keras/flax
+    output as stored, and the command says so, naming it (a square one would load transposed without a complaint)."""
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.lstm, model.fc = torch.nn.LSTM(4, 6), torch.nn.Linear(6, 6)
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    res = CliRunner().invoke(cli, ["extract", str(tmp_path / "m.pt"), "--to", "paddle", "-o", str(tmp_path / "o.pdparams")])
+    assert res.exit_code == 0, res.output
+    assert "note: 1 matrix outside recurrent groups passed through as stored" in res.output and "(fc/weight)" in res.output
+    result = ckptsurgeon.extract(tmp_path / "m.pt", tmp_path / "o.safetensors", to="keras", exclude=["fc/*"])
+    assert result.notes == []  # nothing passed through: nothing to say

@@ -89,13 +89,15 @@ def extract_cmd(checkpoint: str, scope: tuple[str, ...], exclude: tuple[str, ...
     if as_json:
         emit_json({"output": result.path, "files": result.files, "format": result.format, "tensors": result.written,
                    "nbytes": result.nbytes, "skipped_optimizer": result.skipped_optimizer,
-                   "converted": result.converted, "checks": result.checks})
+                   "converted": result.converted, "checks": result.checks, "notes": result.notes})
         return
     for group in result.converted:
         click.echo(f"converted {group['scope'] or '/'} ({group['variant']}) to {group['target']}: "
                    f"{len(group['tensors'])} tensors")
         for note in group["notes"]:
             click.echo(f"  note: {note}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
     for check in result.checks:
         click.echo(f"verified {check['source'] or '/'}: max abs diff {check['max_abs_diff']:.3g} "
                    f"(atol {check['atol']:g})")
