@@ -73,6 +73,9 @@ TARGETS: dict[str, _Target] = {
     "flax": _Target("/", lambda s, g, o: flax_layout.write(s), ("sigmoid",), (True,), False, False, False, False),
     # paddle.nn.LSTM/GRU: PyTorch's gate orders and formulas (paddle/nn/layer/rnn.py), reset-after, biases always
     "paddle": _Target(".", lambda s, g, o: torch_layout.write_paddle(s), ("sigmoid",), (True,), False, False, False, False),
+    # paddle.nn.LSTMCell/GRUCell (nn.RNN(cell) holds it under cell/): PyTorch's cell names, biases always
+    "paddle-cell": _Target(".", lambda s, g, o: torch_layout.write_paddle_cell(s), ("sigmoid",), (True,), False, False,
+                           False, False, one_cell=True),
     # TF1 cells: sigmoid gates; activation= is the cells' constructor argument (any function; not stored: carried)
     "tf1": _Target("/", lambda s, g, o: tf1_layout.write(s, g.forget_bias), ("sigmoid",), (False,), True, True,
                    True, False, cell_clips=True, cell_activations=None),
@@ -125,7 +128,7 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
         return why
     if group.kind == "gru" and group.reset_after not in t.families:
         why.append("it is a reset-before GRU (the reset gate multiplies h before the recurrent matrix) and "
-                   f"{'Flax GRUCells' if target == 'flax' else 'paddle.nn.GRU cells' if target == 'paddle' else 'PyTorch GRUs'} "
+                   f"{'Flax GRUCells' if target == 'flax' else 'paddle.nn.GRU cells' if target.startswith('paddle') else 'PyTorch GRUs'} "
                    "are reset-after: no weights make them compute the same; use --to keras (reset_after=False), onnx or gates"
                    if group.reset_after is False else
                    "it is a reset-after GRU and TF1 GRUCell is reset-before: no weights make them compute the same")
@@ -133,13 +136,13 @@ def refusals(group: RecurrentGroup, target: str, *, into: RecurrentGroup | None 
         why.append(f"it has peephole connections, which {target} LSTMs do not have (use --to tf1, onnx or gates)")
     if group.proj_size and not t.projection:
         why.append(f"it has a projection (num_proj/proj_size={group.proj_size}), which {target} cannot hold "
-                   "(use --to torch, tf1 or gates)" if target != "paddle" else
+                   "(use --to torch, tf1 or gates)" if not target.startswith("paddle") else
                    f"it has a projection (proj_size={group.proj_size}), and paddle.nn.LSTM(proj_size=...)'s state dict "
                    "names its weight_*_l<k> entries out of step with its parameters (paddle 3.3 zips 4 names with 5 "
                    "parameters per cell), so ckptsurgeon writes no paddle layout for it; use --to torch, tf1 or gates")
     if t.one_cell and (group.num_layers > 1 or group.directions > 1):
         why.append(f"it has {group.num_layers} layer(s) x {group.directions} direction(s) and an nn.LSTMCell/GRUCell "
-                   "holds one; use --to torch")
+                   f"holds one; use --to {target.removesuffix('-cell')}")
     if group.topology == "independent" and group.num_layers > 1 and group.directions == 2 and not t.independent:
         why.append("its directions are two independent stacks (TF1 bidirectional_dynamic_rnn over MultiRNNCells: layer k "
                    f"of fw reads only layer k-1 of fw), while {target} layer k reads both directions of layer k-1; "

@@ -169,3 +169,11 @@ def write_paddle(stack: Stack) -> dict[str, object]:
             for role, arr in (("weight_ih", cell.w_ih), ("weight_hh", cell.w_hh), ("bias_ih", b_ih), ("bias_hh", b_hh)):
                 out[f"{role}{s}"] = cells[f"{where}/{role}"] = arr
     return {**out, **cells}
+
+
+def write_paddle_cell(stack: Stack) -> dict[str, object]:
+    """``paddle.nn.LSTMCell``/``GRUCell`` state-dict entries (``nn.RNN(cell)`` holds them under ``cell/``): PyTorch's
+    cell names and gate orders, biases always (zeros for a cell without them, as paddle creates them)."""
+    cell = stack[0][0]
+    b_ih, b_hh = cell.biases()
+    return {"weight_ih": cell.w_ih, "weight_hh": cell.w_hh, "bias_ih": b_ih, "bias_hh": b_hh}
