@@ -373,17 +373,13 @@ P7_BOUNDS = [
 ]
 P8_BOUNDS = [
     "", "What bounds it (cProfile of one remote `extract`, 2026-12-04):", "",
-    "- ckptsurgeon asks 3 HEADs, one GET of the first 128 KiB (the header and its block), then one ranged GET of the 8 "
-    "tensors (adjacent in the file): 4,341,760 bytes of 4.32 GB. The exchange itself takes about 10 ms (`info` 3 ms, "
-    "`cat_file` 8 ms). The rest is start-up: importing fsspec and aiohttp (`HttpStore.__init__` -> "
-    "`fsspec.filesystem('http')`, about 0.125 s) on top of what the local P1 costs (0.10-0.14 s).",
+    "- ckptsurgeon sends one HEAD, one GET of the first 128 KiB (the header and its block), then one ranged GET of the "
+    "8 tensors (adjacent in the file), over one keep-alive connection of the standard library's `http.client`: "
+    "4,341,760 bytes of 4.32 GB. The exchange takes about 10 ms; the rest is what the local P1 costs (start-up, "
+    "the header, the write). Before (fsspec + aiohttp, three HEADs) importing them cost ~0.12 s more.",
     "- The anchor is bounded by the loopback and the page cache: the download runs at 0.65-0.8 GB/s, the most "
     "favourable case for it. Over a real link (1 Gbit/s: about 35 s for the download alone) the ratio would be about "
-    "0.01; on loopback it is at the target's edge.",
-    "- Meeting 0.05 here needs a cheaper start-up for URLs: ranged reads over the standard library's `http.client` (one "
-    "keep-alive connection, the same timeouts and limits as socket timeouts) instead of fsspec's aiohttp session would "
-    "save the ~0.12 s of imports (A about 0.2 s, ratio about 0.04); and one HEAD instead of three (`remote.py` asks "
-    "again for each probe). Library changes (`remote.py`, `remote_http.py`), not made here.",
+    "0.01.",
 ]
 
 

@@ -1,4 +1,4 @@
-"""Remote files through fsspec: ``hf://``, ``s3://``, ``gs://``, ``https://``, ``memory://`` ...
+"""Remote files: ``https://`` (the standard library), ``hf://``, ``s3://``, ``gs://``, ``memory://`` ... (fsspec).
 
 A ``RemoteFile`` is a ``ByteSource`` that fetches byte ranges, never a whole file: small reads
 (headers, zip directories, pickles) go through a cache of 64 KiB blocks, the first read fetches
@@ -6,14 +6,15 @@ the head of the file in one request (a safetensors header, a zip's first local h
 tensor-sized reads are fetched as exactly their range. ``identity()`` is the URL with the store's
 ETag or the Hub's LFS sha256, so provenance never needs the whole file.
 
-``http://`` and ``https://`` go through ``HttpStore``, which asks fsspec's aiohttp session itself and
-trusts the server with nothing: connect and read timeouts (``CKPTSURGEON_CONNECT_TIMEOUT``,
-``CKPTSURGEON_READ_TIMEOUT``), a minimum rate, never more bytes than asked and no content coding,
-redirects followed only within the URL's own origin. A server that breaks one is a one-line error.
+``http://`` and ``https://`` go through ``HttpStore`` (``remote_http.py``: ``http.client``, one keep-alive
+connection per origin, no fsspec import), which trusts the server with nothing: connect and read timeouts
+(``CKPTSURGEON_CONNECT_TIMEOUT``, ``CKPTSURGEON_READ_TIMEOUT``), a minimum rate, never more bytes than asked
+and no content coding, redirects followed only within the URL's own origin. A server that breaks one is a
+one-line error. One store serves the whole process, so a file's size is asked once, not once per probe.
 
 Credentials come from the environment and the stores' own config files (fsspec, s3fs, gcsfs and
-huggingface_hub read them); no option of ours takes a secret. fsspec is an optional dependency:
-``pip install 'ckptsurgeon[remote]'`` (plus ``[s3]``, ``[gcs]`` or ``[hf]`` for those stores).
+huggingface_hub read them); no option of ours takes a secret. fsspec is an optional dependency for the
+other stores: ``pip install 'ckptsurgeon[remote]'`` (plus ``[s3]``, ``[gcs]`` or ``[hf]`` for those stores).
 """
 from __future__ import annotations
 
@@ -40,14 +41,20 @@ RETRIES = 2  # a dropped connection is retried this many times, then reported
 _ETAG_KEYS = ("ETag", "etag", "e_tag", "md5Hash", "Content-MD5")
 
 
+_HTTP: HttpStore | None = None  # one for the process: its connections and the sizes it was told
+
+
 def _fs_for(url: str) -> tuple[Any, str]:
+    global _HTTP
+    if url_scheme(url) in ("http", "https"):
+        if _HTTP is None:
+            _HTTP = HttpStore()
+        return _HTTP, url
     try:
         import fsspec
     except ImportError:
         raise MissingDependencyError("fsspec", "remote", f"reading {public_url(url)}") from None
     try:
-        if url_scheme(url) in ("http", "https"):
-            return HttpStore(), url
         return fsspec.core.url_to_fs(url)
     except ImportError as exc:  # the store's own backend (s3fs, gcsfs, huggingface_hub, aiohttp) is missing
         extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "hf": "hf"}.get(url.split("://")[0].lower(), "remote")
@@ -191,14 +198,10 @@ _INSTALLED = False
 
 
 def install(url: str = "") -> None:
-    """Register fsspec for the remote schemes; raise the install hint when fsspec is missing."""
+    """Register the remote schemes (fsspec is imported, or its install hint raised, when a store needs it)."""
     global _INSTALLED
     if _INSTALLED:
         return
-    try:
-        import fsspec  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("fsspec", "remote", f"reading {public_url(url) if url else 'remote files'}") from None
     from .location import register_location
 
     location = RemoteLocation()

@@ -139,3 +139,71 @@ def test_the_writer_holds_one_converted_tensor_at_a_time(tmp_path, suffix):
         tracemalloc.stop()
     assert peak < 80 << 20, f"{peak / 2**20:.0f} MiB traced while writing three 32 MiB tensors"
     assert np.array_equal(ckptsurgeon.open(tmp_path / f"le{suffix}")["c"].numpy(), np.arange(n, dtype="<f4"))
+
+
+def _torch_pickle(tmp_path: Path, n: int, shared: bool = True) -> tuple[Path, bytes]:
+    """A torch.save state dict of ``n`` small tensors, a third of them sharing storages (views, tied weights)
+    when ``shared``."""
+    import torch
+
+    torch.manual_seed(0)
+    base = torch.randn(n + 8)
+    sd: dict = {}
+    for i in range(n):
+        if i % 3 == 0 or not shared:
+            sd[f"layers.{i}.weight"] = torch.randn(2, 3)
+        elif i % 3 == 1:
+            sd[f"layers.{i}.weight"] = base[i:i + 4]  # a view: the storage id read back from the memo
+        else:
+            sd[f"layers.{i}.weight"] = sd[f"layers.{i - 2}.weight"]  # the very same tensor under two names
+    path = tmp_path / "many.pt"
+    torch.save(sd, path)
+    from ckptsurgeon.formats.zipsafe import SafeZip
+
+    zf = SafeZip(str(path))
+    pkl = zf.read(next(name for name in zf.names() if name.endswith("/data.pkl")))
+    zf.close()
+    return path, pkl
+
+
+def test_the_pickle_memo_is_pruned_and_the_index_is_torchs(tmp_path, monkeypatch):
+    """Unpickling drops the memo entries the pickle never reads back (issue 22, P9): the index of a checkpoint
+    with shared storages and tied tensors is still exactly what torch.load returns, pruned after every storage."""
+    import torch
+
+    import ckptsurgeon
+    from ckptsurgeon.formats.pytorch import safepickle
+
+    path, _pkl = _torch_pickle(tmp_path, 600)
+    prunes = []
+    real = safepickle._memo_of
+    monkeypatch.setattr(safepickle, "PRUNE_EVERY", 1)
+    monkeypatch.setattr(safepickle, "_memo_of", lambda kept: prunes.append(len(kept)) or real(kept))
+    index = ckptsurgeon.open(str(path))
+    assert len(prunes) >= 400 and max(prunes) >= 2  # pruned at every storage, keeping what is read back
+    theirs = torch.load(path, weights_only=True)
+    assert list(index) == [k.replace(".", "/") for k in theirs]
+    for key, tensor in theirs.items():
+        np.testing.assert_array_equal(index[key.replace(".", "/")].numpy(), tensor.numpy())
+    aliases = index.aliases()
+    assert sum(len(v) for v in aliases.values()) == 200  # every tied pair found as one tensor
+
+
+def test_pruning_the_memo_lowers_the_unpickling_peak(tmp_path, monkeypatch):
+    """What a torch pickle memoizes per tensor (its key, storage id, shape, stride, argument tuple, hooks dict) is
+    let go as the load goes, not held to its end."""
+    import tracemalloc
+
+    from ckptsurgeon.formats.pytorch import safepickle
+
+    _path, pkl = _torch_pickle(tmp_path, 20_000, shared=False)
+    peaks = {}
+    for every in (10**9, 4096):
+        monkeypatch.setattr(safepickle, "PRUNE_EVERY", every)
+        tracemalloc.start()
+        obj = safepickle.safe_load(pkl, "many.pt")
+        peaks[every] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert len(obj) == 20_000
+        del obj
+    assert peaks[4096] < 0.75 * peaks[10**9], peaks

@@ -242,3 +242,53 @@ def test_a_bad_timeout_setting_is_one_line(lying, monkeypatch):
     res = run("ls", server.url("good/model.safetensors"))
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert "CKPTSURGEON_READ_TIMEOUT='soon': expected a number of seconds above 0 (default 30)" in res.stderr
+
+
+def test_http_needs_neither_fsspec_nor_asyncio_and_asks_the_size_once(lying):
+    """A URL costs a local file's start-up: http.client, not fsspec's aiohttp session (issue 22, P8); the probes
+    of the readers share one HEAD, and every request goes over one keep-alive connection."""
+    server, _other = lying
+    server.reset()
+    url = server.url("good/model.safetensors")
+    code = ("import sys, ckptsurgeon\n"
+            f"index = ckptsurgeon.open({url!r})\n"
+            "print(sorted((k, index[k].numpy().tolist()) for k in index))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fsspec', 'aiohttp', 'asyncio')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    tensors, modules = proc.stdout.splitlines()
+    assert tensors == str(sorted((k, v.tolist()) for k, v in TENSORS.items()))
+    assert modules == "[]"
+    assert server.requests == [("HEAD", "/good/model.safetensors"), ("GET", "/good/model.safetensors")]
+
+
+def test_a_file_whose_size_changes_while_read_is_refused(lying):
+    server, _other = lying
+    src = RemoteFile(server.url("good/model.safetensors"))
+    assert src.read(0, 8) == BODY[:8]
+    try:
+        server.body = BODY + bytes(64)  # the next answer's Content-Range says bytes a-b/N+64
+        src.close()  # drops the block cache: the next read asks the server again
+        with pytest.raises(FormatError, match=rf"the file changed while reading \(it had {N:,} bytes, the server now says "
+                                              rf"{N + 64:,}\); open it again"):
+            src.read(0, src.size)
+    finally:
+        server.body = BODY
+
+
+def test_an_idle_connection_the_server_closed_is_replaced(lying):
+    """A keep-alive connection the server dropped between two reads is reopened once, not reported."""
+    from ckptsurgeon import remote
+
+    server, _other = lying
+    src = RemoteFile(server.url("good/model.safetensors"))
+    assert src.read(0, 8) == BODY[:8]
+    assert remote._HTTP is not None
+    idle = [conn for conns in remote._HTTP._idle.values() for conn in conns]
+    assert idle, "the connection was not kept"
+    for conn in idle:
+        conn.sock.shutdown(socket.SHUT_RDWR)
+    server.reset()
+    src.close()  # drops the block cache: the next read asks the server again
+    assert bytes(src.read(8, 16)) == BODY[8:24]
+    assert [m for m, _path in server.requests] == ["GET"] and src.requests == 2

@@ -137,5 +137,5 @@ def build_torch_index(
     ours = stored.get("ckptsurgeon") if isinstance(stored, dict) else None
     if isinstance(ours, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in ours.items()):
         metadata["__metadata__"] = dict(ours)
-    return CheckpointIndex(builder.refs, format=format, files=[file], metadata=metadata, key_sep=".",
-                           header_sha256=header_sha256)
+    return builder.build(format=format, files=[file], metadata=metadata, key_sep=".",
+                         header_sha256=header_sha256)

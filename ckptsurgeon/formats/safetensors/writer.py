@@ -16,10 +16,11 @@ back with the safetensors library itself.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,6 @@ __all__ = ["write", "HASHED_COPY_MAX", "SHA256_KEY"]
 
 HASHED_COPY_MAX = 16 << 20  # byte-exact tensors up to this size are copied through memory and hashed
 SHA256_KEY = "tensor_sha256"
-_PLACEHOLDER = bytes(32)  # a digest before it is known: its hex is 64 zeros, the length of any other
 
 
 @dataclass(slots=True)
@@ -91,52 +91,78 @@ def _encode(data: Any) -> str:
 _key_json = json.encoder.encode_basestring_ascii  # a key as JSON: what json.dumps(key) returns, in C
 
 
-def _tensors_json(items: list[_Item]) -> bytearray:
-    """The tensors' part of the header (a JSON object), appended piece by piece into one buffer (no dict per
-    tensor, no list of pieces to join: 100,000 tensors' headers cost their size once, ~10 MB)."""
-    out, offset, sep = bytearray(b"{"), 0, b""
+def _tensor_pieces(items: list[_Item], opening: bytes = b"{") -> Iterator[bytes]:
+    """The tensors' part of the header (a JSON object; ``opening`` replaces its ``{``), one entry at a time."""
+    yield opening
+    offset, sep = 0, b""
     for item in items:
         shape = ",".join(map(str, item.shape))
-        out += sep
-        out += (f'{_key_json(item.key)}:{{"dtype":"{_code(item.dtype)}","shape":[{shape}],'
-                f'"data_offsets":[{offset},{offset + item.nbytes}]}}').encode("utf-8")
+        yield sep + (f'{_key_json(item.key)}:{{"dtype":"{_code(item.dtype)}","shape":[{shape}],'
+                     f'"data_offsets":[{offset},{offset + item.nbytes}]}}').encode("utf-8")
         offset, sep = offset + item.nbytes, b","
-    out += b"}"
+    yield b"}"
+
+
+def _tensors_json(items: list[_Item]) -> bytearray:
+    """The tensors' part of the header as one buffer."""
+    out = bytearray()
+    for piece in _tensor_pieces(items):
+        out += piece
     return out
+
+
+def _metadata_pieces(metadata: Mapping[str, str], keys: Iterable[str], digest: Callable[[int, str], bytes | str]
+                     ) -> Iterator[bytes]:
+    """``__metadata__`` as JSON: the string entries, then ``tensor_sha256`` (when there are ``keys``), itself a JSON
+    object held as a string, ``digest(k, key)`` the k-th (raw, or hex). Written out piece by piece (the inner keys
+    escaped once more by hand: ``"`` and ``\\`` are all an ASCII JSON text holds to escape) rather than json.dumps
+    of json.dumps, which held three copies of 100,000 digests (40 MB). The bytes are the same."""
+    keys = iter(keys)
+    first = next(keys, None)
+    meta = {str(k): str(v) for k, v in metadata.items() if not (first is not None and str(k) == SHA256_KEY)}
+    head = _encode(meta).encode("utf-8")
+    if first is None:
+        yield head
+        return
+    yield head[:-1] + (b',"' if meta else b'"') + SHA256_KEY.encode() + b'":"{'
+    for k, key in enumerate(itertools.chain((first,), keys)):
+        value = digest(k, key)
+        yield ((b"," if k else b"") + _key_json(key).replace("\\", "\\\\").replace('"', '\\"').encode("ascii")
+               + b':\\"' + (value if isinstance(value, str) else value.hex()).encode("ascii") + b'\\"')
+    yield b'}"}'
 
 
 def _metadata_json(metadata: Mapping[str, str], digests: Mapping[str, bytes] | Mapping[str, str]) -> bytearray:
-    """``__metadata__`` as JSON: the string entries, then ``tensor_sha256``, itself a JSON object held as a
-    string. Written out piece by piece (the inner keys escaped once more by hand: ``"`` and ``\\`` are all
-    an ASCII JSON text holds to escape) rather than json.dumps of json.dumps, which held three copies of
-    100,000 digests (40 MB). The bytes are the same. A digest is raw (32 bytes, the writer's) or hex."""
-    meta = {str(k): str(v) for k, v in metadata.items() if not (digests and str(k) == SHA256_KEY)}
-    out = bytearray(_encode(meta).encode("utf-8"))
-    if not digests:
-        return out
-    out[-1:] = b',"' if meta else b'"'
-    out += SHA256_KEY.encode() + b'":"{'
-    sep = b""
-    for key, digest in digests.items():
-        out += sep
-        out += _key_json(key).replace("\\", "\\\\").replace('"', '\\"').encode("ascii")
-        out += b':\\"' + (digest if isinstance(digest, str) else digest.hex()).encode("ascii") + b'\\"'
-        sep = b","
-    out += b'}"}'
+    """``__metadata__`` as one buffer, from a mapping key -> digest (raw 32 bytes, or hex)."""
+    out = bytearray()
+    for piece in _metadata_pieces(metadata, digests, lambda _k, key: digests[key]):
+        out += piece
     return out
 
 
-def _header(tensors_json: bytearray, metadata: Mapping[str, str], digests: Mapping[str, bytes] | Mapping[str, str]
-            ) -> list[bytes | memoryview]:
-    """The header as pieces to write in order (no copy of the tensors' part): the 8-byte length, then
-    ``__metadata__`` (with the digests), the tensors, and spaces up to a multiple of 8 bytes."""
-    parts: list[bytes | bytearray | memoryview] = [tensors_json]
-    if metadata or digests:
-        rest = memoryview(tensors_json)[1:] if len(tensors_json) > 2 else memoryview(b"}")
-        parts = [b'{"__metadata__":', _metadata_json(metadata, digests), b"," if len(tensors_json) > 2 else b"", rest]
-    size = sum(len(p) for p in parts)
-    parts.append(b" " * (-size % 8))  # align the buffer to 8 bytes like the reference writer
-    return [struct.pack("<Q", size + len(parts[-1]))] + parts
+class _Pieces:
+    """Pieces written to a file through one buffer of at most ``FLUSH`` bytes; ``size`` counts them all. A header of
+    100,000 tensors goes out without being held whole (10 MB of tensor entries, 10 MB of digests)."""
+
+    FLUSH = 1 << 20
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.size, self._buf = fh, 0, bytearray()
+
+    def extend(self, pieces: Iterable[bytes]) -> int:
+        """Write ``pieces``; how many bytes they were."""
+        before = self.size + len(self._buf)
+        buf = self._buf
+        for piece in pieces:
+            buf += piece
+            if len(buf) >= self.FLUSH:
+                self.flush()
+        return self.size + len(buf) - before
+
+    def flush(self) -> None:
+        self.fh.write(self._buf)
+        self.size += len(self._buf)
+        self._buf.clear()
 
 
 def _runs(items: list[_Item]) -> Iterator[list[_Item]]:
@@ -172,14 +198,29 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
           progress: Callable[[int], None] | None = None) -> None:
     """Write ``tensors`` (arrays or TensorRefs, in the given order) to the open binary file ``fh``."""
     items = _items(tensors)
-    digests = {i.key: _PLACEHOLDER for i in items if i.hashed}  # raw 32-byte digests: half a hex string's memory
-    parts = _header(_tensors_json(items), metadata, digests)
-    head = sum(map(fh.write, parts))
-    start = fh.tell() - head
-    # with digests the pieces are: length, '{"__metadata__":', the metadata, ... : only the metadata is patched
-    meta_at, meta_len = len(parts[0]) + len(parts[1]), len(parts[2]) if digests else 0
-    del parts  # the tensors' part of the header (10 MB for 100,000 tensors) is not needed again
+    hashed = [i.key for i in items if i.hashed]
+    digests = bytearray(32 * len(hashed))  # raw, in ``hashed`` order (zeros until known: the placeholder's hex)
+    start = fh.tell()
+    fh.write(bytes(8))  # the header's length, once it is known
+    out = _Pieces(fh)
+    meta_at = meta_len = 0
+    if metadata or hashed:
+        opening = b'{"__metadata__":'
+        out.extend((opening,))
+        meta_at = 8 + len(opening)
+        meta_len = out.extend(_metadata_pieces(metadata, hashed, lambda k, _key: digests[32 * k:32 * k + 32]))
+        out.extend(_tensor_pieces(items, b"," if items else b""))
+    else:
+        out.extend(_tensor_pieces(items))
+    out.flush()
+    pad = -out.size % 8  # align the buffer to 8 bytes like the reference writer
+    fh.write(b" " * pad)
+    end = fh.tell()
+    fh.seek(start)
+    fh.write(struct.pack("<Q", out.size + pad))
+    fh.seek(end)
     sources: dict[str, Any] = {}  # file -> its source, opened once (not once per tensor: a stat each)
+    slot = 0  # where the next hashed tensor's digest goes in ``digests``
     for run in _runs(items):
         first = run[0]
         if first.plain and first.hashed and first.nbytes <= CHUNK:
@@ -187,8 +228,8 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
             data = memoryview(source.read(first.value.offset, sum(i.nbytes for i in run)))
             pos = 0
             for item in run:
-                digests[item.key] = hashlib.sha256(data[pos:pos + item.nbytes]).digest()
-                pos += item.nbytes
+                digests[slot:slot + 32] = hashlib.sha256(data[pos:pos + item.nbytes]).digest()
+                slot, pos = slot + 32, pos + item.nbytes
             fh.write(data)
             if progress is not None:
                 progress(pos)
@@ -196,22 +237,27 @@ def write(tensors: Mapping[str, Any], fh: Any, metadata: Mapping[str, str], *,
             digest = hashlib.sha256() if first.hashed else None
             copy_to(open_source(first.value.file), fh, first.value.offset, first.nbytes, digest=digest, progress=progress)
             if digest is not None:
-                digests[first.key] = digest.digest()
+                digests[slot:slot + 32] = digest.digest()
+                slot += 32
         else:
             data = _array_bytes(first)
             if len(data) != first.nbytes:
                 raise OutputError(f"tensor {first.key!r}: read {len(data)} bytes, expected {first.nbytes}")
-            digests[first.key] = hashlib.sha256(data).digest()
+            digests[slot:slot + 32] = hashlib.sha256(data).digest()
+            slot += 32
             fh.write(data)
             del data  # before the next tensor is read: never two converted tensors in memory at once
             if progress is not None:
                 progress(first.nbytes)
     del items  # the header patch needs only the digests: 100,000 items are 10 MB
-    if digests:
-        meta = _metadata_json(metadata, digests)
-        if len(meta) != meta_len:  # digests are fixed-length hex: cannot happen
-            raise OutputError("internal error: safetensors header changed length while patching digests")
+    if hashed:
+        if slot != 32 * len(hashed) or len(digests) != slot:
+            raise OutputError("internal error: safetensors writer hashed another number of tensors than it announced")
         end = fh.tell()
         fh.seek(start + meta_at)
-        fh.write(meta)
+        patch = _Pieces(fh)
+        written = patch.extend(_metadata_pieces(metadata, hashed, lambda k, _key: digests[32 * k:32 * k + 32]))
+        patch.flush()
+        if written != meta_len:  # digests are fixed-length hex: cannot happen
+            raise OutputError("internal error: safetensors header changed length while patching digests")
         fh.seek(end)
