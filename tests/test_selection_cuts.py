@@ -63,3 +63,13 @@ def test_matrices_outside_groups_are_named_as_passed_through(tmp_path):
     assert "note: 1 matrix outside recurrent groups passed through as stored" in res.output and "(fc/weight)" in res.output
     result = ckptsurgeon.extract(tmp_path / "m.pt", tmp_path / "o.safetensors", to="keras", exclude=["fc/*"])
     assert result.notes == []  # nothing passed through: nothing to say
+
+
+def test_a_module_missing_one_bias_is_refused_not_zero_filled(tmp_path):
+    """A file whose nn.GRU has bias_hh_l0 but no bias_ih_l0 (paddle 3 writes its bias_ih_attr=False GRUs so): no cell
+    runs with a zero for the bias that is not there."""
+    gru = torch.nn.GRU(4, 6)
+    state = {f"gru.{k}": v for k, v in gru.state_dict().items() if k != "bias_ih_l0"}
+    torch.save(state, tmp_path / "m.pt")
+    res = CliRunner().invoke(cli, ["extract", str(tmp_path / "m.pt"), "--to", "keras", "-o", str(tmp_path / "o.safetensors")])
+    assert res.exit_code == 1 and "its cells are incomplete (layer 0 has no bias_ih)" in res.output, res.output

@@ -77,7 +77,8 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
     if gates not in (3, 4):
         return None  # nn.RNN (one gate) is not a gated recurrent layer
     kind = "lstm" if gates == 4 else "gru"
-    has_bias = ("bias_ih", layers[0], 0) in parts
+    roles = {role for role, _, _ in parts}
+    has_bias = bool(roles & {"bias_ih", "bias_hh"})
     name = ("nn.LSTMCell" if kind == "lstm" else "nn.GRUCell") if is_cell else ("nn.LSTM" if kind == "lstm" else "nn.GRU")
 
     def load() -> Stack:
@@ -108,6 +109,14 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
             bad.append(f"{path} is {list(index[path].shape)}, expected {list(want)}")
     if bad:
         provenance["shapes"] = f"missing: its tensors do not fit one {name}: " + "; ".join(bad[:4])
+    every = {"weight_ih", "weight_hh"} | ({"bias_ih", "bias_hh"} if has_bias else set()) | (roles & {"weight_hr"})
+    holes = [f"layer {layer}{' reverse' if d else ''} has no {', '.join(sorted(r for r in every if (r, layer, d) not in parts))}"
+             for layer in layers for d in range(dirs) if any((r, layer, d) not in parts for r in every)]
+    if holes:  # a cell without one of its biases would run as if it were zero
+        hint = (" (paddle 3 names a layer built with bias_ih_attr=False out of step: its cells' own names, "
+                f"{scope}/0/cell/..., are right; select them)" if index.format == "paddle" else "")
+        provenance["tensors"] = (f"missing: its cells are incomplete ({'; '.join(holes[:4])}), and every cell of a "
+                                 f"{name} has each of them{hint}")
     if not is_cell and layers != list(range(len(layers))):
         provenance["layers"] = (f"missing: its layers are numbered {', '.join(map(str, layers))}; a PyTorch module "
                                 f"numbers them 0 to {len(layers) - 1} (load_state_dict refuses these names), so which "
