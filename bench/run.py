@@ -191,25 +191,16 @@ def write_p6_section(results: list[Result], args, load_before, load_after, data:
               "The group was held several times over: the source cells, the converted tensors, the converted tensors "
               "read back, and float64 copies of every weight in the reference run, which also re-read each input "
               "matrix at every step and ran OpenBLAS on two spinning threads for a batch of 3 sequences.",
-              "- Now, memory: one cell (a layer's direction) at a time: its source tensors, its converted tensors, the "
-              "same read back, and one reused float64 buffer of its recurrent kernel; about 6 x the largest tensor over "
-              "the interpreter's 30 MiB. Keras's reader and writer each copy the kernels once more to reorder gates "
-              "that are already in order (`gates.reorder` with equal orders); returning the input there takes P6 to "
-              "175 MiB (measured with that change patched in; `rnn/gates.py` is not this row's to change).",
-              "- Now, time: the anchor's CPU time is torch's import and two transposing copies; ours is the same "
-              "transposing copies (numpy's), a sha256 of every written tensor, an fsync, and verification. "
-              "Verification (P11) is bounded by memory bandwidth: 7 steps each read the float64 recurrent kernel "
-              "(33.5 MB for H=1024) for each of the two sides of each of 8 cells, plus the transposed read-back of "
-              "Keras's kernels. Where both sides hold the very same matrices in one memory order (`--to torch`: the "
-              "writer's C-order copy of the canonical matrices is made once, before, and read back as is; P6t) the two "
-              "run as one batch (`reference.run_pair`); Keras's and TF1's kernels read back transposed, and comparing "
-              "a matrix with its transposed layout costs what running the second cell does.",
-              "- Without verification (P11's B) the conversion takes less CPU time than the anchor (1.56 s against 1.71 s at "
-              "load 3); verification adds about 0.75 s and keeps P6 above 1.0. Of that, about 0.45 s does not depend on "
-              "the number of steps: the transposed read-back of Keras's kernels (two copies of the group through "
-              "`gates.reorder`, which reorders gates that are already in order), the input projections and the float64 "
-              "buffers. The 7 steps cost the rest. P11 at 20% needs both: no reorder copies, and fewer steps (a policy "
-              "change to what verification runs, left to the maintainers).",
+              "- Now, memory: one cell (a layer's direction) at a time: its source tensors and its converted tensors "
+              "(read back as views); the reference cells multiply float32 weights in float64 blocks of 512 KiB-2 MiB, "
+              "with no float64 copy of a weight.",
+              "- Now, time: the kernels are transposed in tiles of 16 x 1024 (`gates.transposed`; numpy's transposing "
+              "copy was 1.2 s of P6 and 1.4 s of P6t), and the TF1 reader transposes each half of its kernel straight "
+              "into the canonical order; what is left is the writer's (page-cache writes, a sha256 of every tensor, "
+              "fsync) and the reader's. Verification (P11) runs each streamed cell on 3 steps of 3 sequences "
+              "(docs/recurrent.md#verification): one pass over each input kernel and two over each recurrent kernel "
+              "per side (the first step's recurrent product from a zero state is zero for a finite kernel), about 1 GB "
+              "read for the group, ~0.2 s of one core.",
               "<!-- P6:end -->", ""]
     return "\n".join(lines)
 

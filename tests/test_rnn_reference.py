@@ -202,3 +202,48 @@ def test_tf0_gru_names(tmp_path):
     ckptsurgeon.save({k: v.astype(np.float32) for k, v in arrays.items()}, path)
     group = only_group(ckptsurgeon.open(path))
     assert (group.kind, group.reset_after, group.input_size, group.hidden_size) == ("gru", False, 3, 2)
+
+
+def test_a_large_cell_in_either_memory_order_computes_what_torch_computes():
+    """Weights above the block size (256K elements) are multiplied a float64 block at a time, in C order (PyTorch's)
+    or read back transposed (Fortran order: Keras's and TF1's kernels); both compute what torch.nn.LSTM does."""
+    from ckptsurgeon.rnn.cell import Cell
+
+    torch.manual_seed(4)
+    module = torch.nn.LSTM(300, 300)  # w_ih, w_hh: 1200 x 300 = 360K elements each
+    x = np.random.default_rng(4).standard_normal((4, 2, 300))
+    want = module(torch.tensor(x, dtype=torch.float32))[0].detach().numpy()
+    sd = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    c_cell = Cell("lstm", sd["weight_ih_l0"], sd["weight_hh_l0"], sd["bias_ih_l0"], sd["bias_hh_l0"])
+    f_cell = c_cell.with_(w_ih=np.asfortranarray(c_cell.w_ih), w_hh=np.asfortranarray(c_cell.w_hh))
+    assert c_cell.w_ih.size > 1 << 18 and f_cell.w_hh.flags.f_contiguous
+    yc, yf = run_cell(c_cell, x)[0], run_cell(f_cell, x)[0]
+    np.testing.assert_allclose(yc, want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(yf, yc, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [5, 300])  # 300: the blocked products
+@pytest.mark.parametrize("poison", [None, np.inf, -np.inf, np.nan, 3e38])
+def test_the_first_step_from_zero_is_exact(size, poison):
+    """From h = 0 the first step's recurrent product is 0 wherever w_hh is finite: it is skipped, and the second step's
+    product (not finite when any weight is not) decides it: a weight that is inf or nan runs every step again. The
+    outputs are those of the cell run from an explicit zero state, bit for bit."""
+    from ckptsurgeon.rnn.cell import Cell
+
+    rng = np.random.default_rng(size)
+    w_ih = rng.standard_normal((4 * size, size)).astype(np.float32) * np.float32(0.1)
+    w_hh = rng.standard_normal((4 * size, size)).astype(np.float32) * np.float32(0.1)
+    if poison is not None and not np.isfinite(poison):
+        w_hh[size + 2, 3] = poison
+    elif poison is not None:
+        w_hh[:, :] = np.float32(poison)  # every weight the largest float32s: huge, finite products
+    cell = Cell("lstm", w_ih, w_hh, rng.standard_normal(4 * size).astype(np.float32),
+                rng.standard_normal(4 * size).astype(np.float32))
+    x = rng.standard_normal((3, 2, size))
+    zero = (np.zeros((2, size)), np.zeros((2, size)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for reverse in (False, True):
+            got, honest = run_cell(cell, x, reverse=reverse), run_cell(cell, x, *zero, reverse=reverse)
+            for a, b in zip(got, honest):
+                np.testing.assert_array_equal(a, b)
+    assert np.isfinite(got[0]).all() == (poison is None or bool(np.isfinite(poison)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from ckptsurgeon import api  # noqa: E402
 from ckptsurgeon.errors import SelectionError  # noqa: E402
 from ckptsurgeon.rnn import stream  # noqa: E402
 from ckptsurgeon.rnn.convert import ConvertOptions, convert_group  # noqa: E402
+from ckptsurgeon.rnn.gates import reorder  # noqa: E402
 from ckptsurgeon.rnn.recognize import recognize  # noqa: E402
 
 
@@ -169,3 +171,107 @@ def test_two_cells_run_as_one_batch_compute_what_each_computes_alone(kind: str, 
     c = b.with_(w_hh=w_hh + np.float32(1e-3))
     yc = run_pair(a, xa, c, xb)[1]
     np.testing.assert_array_equal(yc, run_cell(c, xb)[0])
+
+
+# --- what verification must catch: each kind of wrong conversion, injected into a real conversion's output ---------
+#
+# Verification runs each cell on a short random batch (stream.STEPS steps, docs/recurrent.md#verification); these
+# faults are the ones a layout table or a writer gets wrong, each injected into the cell-by-cell conversion's output
+# (every target that streams) and into a converted file checked by `verify` (whole groups, verify's own batch).
+
+def _gates_swapped(arr: np.ndarray, four_h: int) -> np.ndarray:
+    """The forget and cell gates' blocks exchanged (i f g o read as i g f o: TF1's order taken for Keras's)."""
+    axis = [i for i, s in enumerate(arr.shape) if s == four_h][-1]
+    return reorder(arr, "ifgo", "igfo", axis)
+
+
+def _fault(fault: str, out: dict[str, np.ndarray], cell, four_h: int) -> dict[str, np.ndarray]:
+    out = dict(out)
+    if fault == "gate order":  # every tensor of the cell, consistently
+        return {rel: _gates_swapped(a, four_h) for rel, a in out.items()}
+    if fault == "transposition":  # the recurrent matrix's bytes in the source's orientation, reshaped to the target's
+        # (only it: the recurrent path alone must show, on the steps after the first)
+        rel = next(r for r in out if r.endswith(("recurrent_kernel", "lstm_cell/kernel")) or "weight_hh" in r)
+        a = out[rel].copy()
+        rows = a[a.shape[0] - four_h // 4:] if rel.endswith("lstm_cell/kernel") else a  # tf1: [x; h] fused, h last
+        rows[...] = np.ascontiguousarray(rows.T).reshape(rows.shape)
+        out[rel] = a
+        return out
+    if fault == "bias sum":  # the summed bias without its recurrent half, or a bias summed where none is due
+        rel = next(r for r, a in out.items() if a.ndim == 1)
+        if rel.rpartition("/")[2].startswith("bias_ih"):  # torch keeps both: bias_ih + bias_hh in bias_ih
+            out[rel] = out[rel] + cell.b_hh
+        else:
+            order = "igfo" if "lstm_cell" in rel else "ifgo"
+            out[rel] = out[rel] - reorder(cell.b_hh, "ifgo", order)
+        return out
+    raise AssertionError(fault)
+
+
+FAULTS = ["gate order", "transposition", "bias sum", "swapped direction", "layer order"]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("to", ["keras", "torch", "tf1"])  # torch: the two sides share their matrices (one batch)
+def test_verification_catches_each_wrong_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to: str,
+                                                     fault: str) -> None:
+    torch.manual_seed(11)
+    H = 5
+    src = _torch_file(tmp_path, torch.nn.LSTM(6, H, num_layers=3, bidirectional=True))
+    assert _streams(src, to)
+    real = stream.StreamedGroup._convert
+    swap = {"swapped direction": lambda k, d: (k, 1 - d), "layer order": lambda k, d: ({1: 2, 2: 1}.get(k, k), d)}
+
+    def wrong(self, key, cell):
+        if key != (1, 1):  # one cell of a middle layer, backward: layers before it verify, layers after it feed on it
+            return real(self, key, cell)
+        if fault in swap:  # this cell's tensors converted from another cell of the same shapes
+            return real(self, key, self._source(swap[fault](*key)))
+        return _fault(fault, real(self, key, cell), cell, 4 * H)
+
+    monkeypatch.setattr(stream.StreamedGroup, "_convert", wrong)
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(SelectionError, match="differ by"):
+        api.extract(str(src), str(out), to=to)
+    assert not out.exists() and not list(tmp_path.glob("*.tmp*"))
+    monkeypatch.undo()
+    res = api.extract(str(src), str(out), to=to)  # the same conversion, untouched, verifies
+    assert res.checks[0]["ok"] and res.checks[0]["max_abs_diff"] <= 1e-6
+
+
+def _file_fault(fault: str, tensors: dict[str, np.ndarray], four_h: int, b_hh: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``fault`` injected into a Keras file's cell ``rnn/layer_1/backward_layer`` (or the names it swaps)."""
+    cell = "rnn/layer_1/backward_layer/cell/"
+    out = dict(tensors)
+    if fault in ("swapped direction", "layer order"):
+        other = "rnn/layer_1/forward_layer/cell/" if fault == "swapped direction" else "rnn/layer_2/backward_layer/cell/"
+        for part in ("kernel", "recurrent_kernel", "bias"):
+            out[cell + part], out[other + part] = tensors[other + part], tensors[cell + part]
+        return out
+    mine = {rel: a for rel, a in tensors.items() if rel.startswith(cell)}
+    source = SimpleNamespace(b_hh=b_hh["rnn.bias_hh_l1_reverse"])  # what _fault reads of the source cell
+    out.update(_fault(fault, mine, source, four_h))
+    return out
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_verify_catches_each_wrong_conversion_in_a_file(tmp_path: Path, fault: str) -> None:
+    from safetensors import safe_open
+
+    from ckptsurgeon.rnn.verify import verify
+
+    torch.manual_seed(12)
+    H = 5
+    module = torch.nn.LSTM(6, H, num_layers=3, bidirectional=True)
+    src = _torch_file(tmp_path, module)
+    good = tmp_path / "good.safetensors"
+    api.extract(str(src), str(good), to="keras")
+    assert all(row.ok for row in verify(api.open(src), api.open(good)))
+    with safe_open(str(good), "np") as fh:
+        metadata = fh.metadata()
+    tensors = safetensors_numpy.load_file(str(good))
+    state = {f"rnn.{k}": v.detach().numpy() for k, v in module.state_dict().items()}
+    bad = tmp_path / "bad.safetensors"
+    safetensors_numpy.save_file(_file_fault(fault, tensors, 4 * H, state), str(bad), metadata=metadata)
+    rows = verify(api.open(src), api.open(bad))
+    assert len(rows) == 1 and not rows[0].ok and rows[0].max_abs_diff > 1e-3, rows

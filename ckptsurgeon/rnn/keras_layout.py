@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import FormatError
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
-from .gates import ORDERS, reorder
+from .gates import ORDERS, reorder, transposed
 from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup
 from .keras_facts import KerasEra, keras_era, resolve_activation
 
@@ -418,7 +418,7 @@ def _keras1(index: CheckpointIndex) -> list[RecurrentGroup]:
 def cell_to_keras(cell: Cell) -> dict[str, np.ndarray]:
     order = ORDERS[("keras", cell.kind)]
     canon = "ifgo" if cell.kind == "lstm" else "rzn"
-    out = {"kernel": reorder(cell.w_ih, canon, order).T.copy(), "recurrent_kernel": reorder(cell.w_hh, canon, order).T.copy()}
+    out = {"kernel": transposed(cell.w_ih, canon, order), "recurrent_kernel": transposed(cell.w_hh, canon, order)}
     if cell.has_bias:
         b_ih, b_hh = cell.biases()
         b_ih, b_hh = reorder(b_ih, canon, order), reorder(b_hh, canon, order)

@@ -37,6 +37,7 @@ from . import keras_layout, tf1_layout
 from .cell import Cell, Stack
 from .convert import (TARGETS, ConversionError, Converted, ConvertOptions, _wanted_activations, check_target,
                       convert_group, describe_converted, target_semantics)
+from .gates import c_order
 from .group import RecognizeOptions, RecurrentGroup
 from .recognize import recognize
 from .reference import run_pair
@@ -54,6 +55,12 @@ class Lazy(NamedTuple):
 
 
 Key = tuple[int, int]  # (layer, direction)
+
+# The random batch each cell runs on (docs/recurrent.md#verification): 3 steps of 3 sequences. Every gate, weight
+# and bias acts from the first step; the recurrent kernel and the forget gate act on a non-zero state from the second,
+# twice; every layer's input is the previous layer's output on the same steps. Verification reads each recurrent
+# kernel once a step after the first, which bounds what it costs (P11): ``verify``'s 7 steps cost about twice as much.
+STEPS, BATCH = 3, 3
 
 
 # --- one cell of a layout, as a one-cell group ---------------------------------------------------------------------
@@ -284,7 +291,7 @@ class StreamedGroup:
         self.worst = 0.0
         self.check: dict[str, Any] = {}  # the GroupCheck row, filled when the last cell is verified
         rng = np.random.default_rng(seed)
-        x = rng.standard_normal((7, 3, group.input_size))  # verify.check_stacks' batch: 7 steps, 3 sequences
+        x = rng.standard_normal((STEPS, BATCH, group.input_size))
         self.sides = (_Side(x, {}), _Side(x, {}))
         self.workspace: dict[str, np.ndarray] = {}  # the reference cells' float64 buffers, reused cell after cell
 
@@ -324,13 +331,13 @@ class StreamedGroup:
         if self.target in ("torch", "torch-cell"):
             # torch's tensors are the canonical matrices themselves: make the C-order copy its writer needs once,
             # here, so that the output read back holds these very arrays and both sides run as one batch
-            cell = cell.with_(w_ih=np.ascontiguousarray(cell.w_ih), w_hh=np.ascontiguousarray(cell.w_hh))
+            cell = cell.with_(w_ih=c_order(cell.w_ih), w_hh=c_order(cell.w_hh))
         return cell
 
     def _convert(self, key: Key, cell: Cell) -> dict[str, np.ndarray]:
         written = self.writer(key, cell)
         # C order once, here: the writer and the read-back would each copy a strided view (tf1's w[:, :n_in])
-        out = {rel: np.ascontiguousarray(written[rel]) for rel in self.names[key]}
+        out = {rel: c_order(np.asarray(written[rel])) for rel in self.names[key]}
         del written
         for rel, arr in out.items():
             if arr.dtype != self.dtypes[rel] or tuple(arr.shape) != self.shapes[rel]:

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import FormatError
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
-from .gates import ORDERS, reorder
+from .gates import ORDERS, reorder, transposed
 from .facts import stated_scopes
 from .group import RecognizeOptions, RecurrentGroup
 
@@ -268,13 +268,14 @@ def _load(index, entry, group: RecurrentGroup) -> Cell:
         proj = get("projection").shape[1] if group.proj_size else 0
         n_in = kernel.shape[0] - (proj or kernel.shape[1] // 4)
         order = ORDERS[("tf1", "lstm")]
-        w = reorder(kernel.T, order, "ifgo")
+        # each half of the fused kernel transposed to C order in one pass, its gates reordered on the way
+        w_ih, w_hh = (transposed(half, order, "ifgo", axis=1) for half in (kernel[:n_in], kernel[n_in:]))
         bias = reorder(get("bias"), order, "ifgo").copy() if "bias" in parts else np.zeros(kernel.shape[1], kernel.dtype)
         H = kernel.shape[1] // 4
         bias[H:2 * H] += np.asarray(group.forget_bias, bias.dtype)  # fold the run-time forget_bias in
         peep = np.stack([get("w_i_diag"), get("w_f_diag"), get("w_o_diag")]) if group.peepholes else None
         w_hr = get("projection").T if group.proj_size else None
-        return Cell("lstm", w[:, :n_in], w[:, n_in:], bias, np.zeros_like(bias), peepholes=peep, w_hr=w_hr)
+        return Cell("lstm", w_ih, w_hh, bias, np.zeros_like(bias), peepholes=peep, w_hr=w_hr)
     gk, gb, ck, cb = get("gk"), get("gb"), get("ck"), get("cb")
     H = gk.shape[1] // 2
     n_in = gk.shape[0] - H
@@ -313,13 +314,13 @@ def write(stack: Stack, forget_bias: float = DEFAULT_FORGET_BIAS) -> dict[str, n
                 b = b.copy()
                 b[H:2 * H] -= np.asarray(forget_bias, b.dtype)
                 order = ORDERS[("tf1", "lstm")]
-                out[base + "kernel"] = reorder(np.concatenate([cell.w_ih, cell.w_hh], 1), "ifgo", order).T.copy()
+                out[base + "kernel"] = transposed(np.concatenate([cell.w_ih, cell.w_hh], 1), "ifgo", order)
                 out[base + "bias"] = reorder(b, "ifgo", order)
                 if cell.peepholes is not None:
                     for name, row in zip(("w_i_diag", "w_f_diag", "w_o_diag"), cell.peepholes):
                         out[base + name] = row
                 if cell.w_hr is not None:
-                    out[base + "projection/kernel"] = cell.w_hr.T.copy()
+                    out[base + "projection/kernel"] = transposed(cell.w_hr)
             else:
                 base += "gru_cell/"
                 r_ih, z_ih, n_ih = np.split(cell.w_ih, 3)
