@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["Cell", "Stack", "TOPOLOGIES"]
+__all__ = ["Cell", "Stack", "TOPOLOGIES", "lay_out"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,17 @@ class Stack:
 
     def map(self, fn: Callable[[Cell], Cell]) -> Stack:
         return Stack([[fn(c) for c in layer] for layer in self.layers], self.topology, self.go_backwards)
+
+
+def lay_out(stack: Stack, halves: tuple[str, str], params: Callable[[Cell], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Relative names of a stack held as one layer module per layer (Keras's and Flax's shape): layer k under
+    ``layer_k/`` when there are several, each direction under its half's name (``halves``: forward, backward) when
+    there are two, the cell's ``params`` under ``cell/``."""
+    out: dict[str, np.ndarray] = {}
+    for k, layer in enumerate(stack):
+        base = "" if len(stack) == 1 else f"layer_{k}/"
+        for d, cell in enumerate(layer):
+            where = base + ("" if len(layer) == 1 else halves[d])
+            for name, arr in params(cell).items():
+                out[f"{where}cell/{name}"] = arr
+    return out

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..index import CheckpointIndex
-from .cell import Cell, Stack
+from .cell import Cell, Stack, lay_out
 from .group import RecognizeOptions, RecurrentGroup
 
 __all__ = ["recognize", "write", "LAYOUTS"]
@@ -254,11 +254,4 @@ def write(stack: Stack) -> dict[str, np.ndarray]:
     """Relative names of a linen model holding the stack: ``cell/...`` (``nn.RNN``), ``forward_rnn/cell/...`` and
     ``backward_rnn/cell/...`` (``nn.Bidirectional``); layer k of a deeper stack under ``layer_k/`` (Flax has no
     multi-layer RNN: the user's model names its layers; ``--rename``/``--map`` place them)."""
-    out: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(stack):
-        base = "" if len(stack) == 1 else f"layer_{k}/"
-        for d, cell in enumerate(layer):
-            where = base + ("" if len(layer) == 1 else ("forward_rnn/" if d == 0 else "backward_rnn/"))
-            for name, arr in _cell_params(cell).items():
-                out[f"{where}cell/{name}"] = arr
-    return out
+    return lay_out(stack, ("forward_rnn/", "backward_rnn/"), _cell_params)

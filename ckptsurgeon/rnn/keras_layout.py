@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import FormatError
 from ..index import CheckpointIndex
-from .cell import Cell, Stack
+from .cell import Cell, Stack, lay_out
 from .gates import ORDERS, reorder, transposed
 from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup
 from .keras_facts import KerasEra, keras_era, resolve_activation
@@ -431,11 +431,4 @@ def cell_to_keras(cell: Cell) -> dict[str, np.ndarray]:
 
 def write(stack: Stack) -> dict[str, np.ndarray]:
     """Keras 3 style names: ``cell/kernel``; Bidirectional ``forward_layer/cell/...``; layer k>0 ``layer_k/...``."""
-    out: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(stack):
-        base = "" if len(stack) == 1 else f"layer_{k}/"
-        for d, cell in enumerate(layer):
-            where = base + ("" if len(layer) == 1 else ("forward_layer/" if d == 0 else "backward_layer/"))
-            for name, arr in cell_to_keras(cell).items():
-                out[f"{where}cell/{name}"] = arr
-    return out
+    return lay_out(stack, ("forward_layer/", "backward_layer/"), cell_to_keras)
