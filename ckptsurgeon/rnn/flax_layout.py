@@ -218,7 +218,18 @@ def _bidirectional(index: CheckpointIndex, cells: dict[str, RecurrentGroup]) -> 
         group.load = lambda f=fwd, b=bwd: [[f.load()[0][0], b.load()[0][0]]]
         out.append(group)
         used.update((scope, twin))
-    return out + [g for s, g in cells.items() if s not in used]
+    rest = [g for s, g in cells.items() if s not in used]
+    for g in rest:  # a half left alone (selected alone, or the halves differ) still runs as that half ran
+        parent, _, last = g.scope.rpartition("/")
+        if last == "backward_rnn":
+            differ = any(f.scope == _rel(parent, "forward_rnn") for f in rest)
+            g.provenance["direction"] = (
+                f"missing: the backward half of a flax Bidirectional {parent or '/'!r} (nn.RNN(reverse=True, "
+                "keep_order=True): it runs over the sequence in reverse and returns its outputs in input order), "
+                "which no one-direction target layer computes; "
+                + ("its halves differ, which no target's bidirectional layer holds" if differ else
+                   f"convert the whole Bidirectional (--scope '{parent}/*')" if parent else "convert the whole Bidirectional"))
+    return out + rest
 
 
 # --- writing: linen LSTMCell/OptimizedLSTMCell and GRUCell inside nn.RNN, Bidirectional, one scope per layer ---------

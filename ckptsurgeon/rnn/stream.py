@@ -24,7 +24,7 @@ cells such as ONNX's stacked directions) is converted whole by ``convert_group``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, NamedTuple
@@ -371,7 +371,7 @@ class StreamedGroup:
                                          "" if ok else _why(g, self.back)).as_dict())
             if not ok:
                 raise SelectionError(f"{g.scope or '/'}: converted outputs differ by {self.worst:.3g} (> {self.atol:g}); "
-                                     "nothing written")
+                                     f"nothing written{_half_hint(self.dtypes.values())}")
 
     def _cell(self, key: Key) -> None:
         """Convert (and verify, in order, with every cell before it) the cell ``key``; its tensors wait in the cache."""
@@ -452,5 +452,15 @@ def stream_index(index: CheckpointIndex, target: str, options: ConvertOptions, a
         checks.append(found.as_dict())
         if not found.ok:
             raise SelectionError(f"{found.source or '/'}: converted outputs differ by {found.max_abs_diff:.3g} "
-                                 f"(> {atol:g}); nothing written")
+                                 f"(> {atol:g}); nothing written"
+                                 f"{_half_hint(np.asarray(v).dtype for v in c.tensors.values())}")
     return rows, done, checks
+
+
+def _half_hint(dtypes: Iterable[Any]) -> str:
+    """Why a float16/bfloat16 conversion can differ by more than atol, and the way out."""
+    if not any(np.dtype(d).name in ("float16", "bfloat16") for d in dtypes):
+        return ""
+    return ("; in float16/bfloat16 a layout that adds the two biases into one (keras, flax, tf1, paddle's cells do "
+            "not) stores their sum rounded to that precision: raise --atol (1e-3) to accept the rounding, or use "
+            "--to torch or gates, which keep both biases")
