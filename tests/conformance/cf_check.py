@@ -10,6 +10,10 @@ For each recurrent group of the source and each target:
 4. the written file is read with the format's own library and loaded into the real target framework
    (PyTorch modules with ``strict=True``, Keras 3 layers built from the reported configuration,
    onnxruntime nodes with the reported attributes); its outputs must equal the source's (1e-5);
+   flax and paddle run in their own venv (cf_fw.py: one persistent process per session; their files are
+   ``.msgpack`` and ``.pdparams``, whatever format was drawn): flax.linen models restored from the file
+   (``from_state_dict``, every parameter with its shape and dtype), ``paddle.nn.LSTM``/``GRU`` taking the
+   file's entries with ``set_state_dict`` (no missing or unexpected key);
    tf1 and gates have no runtime here: their files are read back by ckptsurgeon and run by the reference
    cells (the tf1 target is proven against TensorFlow by the recorded ``tf1_targets`` fixtures);
 5. round trip: the file converted back to the source's layout holds the same values (1e-6) and, loaded
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 import ckptsurgeon
+import cf_fw
 from cf_frameworks import (keras_layer, keras_weights, load_torch_state, merge, read_output, relative,
                            run_keras_layer, run_onnx, run_torch, torch_module)
 from cf_rules import expected, match_reasons
@@ -118,8 +123,20 @@ def _layers(rel: dict[str, np.ndarray], n: int) -> list[dict[str, np.ndarray]]:
     return [{k[len(f"layer_{i}/"):]: v for k, v in rel.items() if k.startswith(f"layer_{i}/")} for i in range(n)]
 
 
-def run_target(target: str, out: Path, scope: str, x: np.ndarray) -> tuple[np.ndarray | None, dict]:
-    """The written file in the real target framework, built from the file's own self-description."""
+# the file format each target is written in when it has one of its own (else the drawn format)
+TARGET_FORMATS = {"flax": ("flax", ".msgpack"), "paddle": ("paddle", ".pdparams")}
+
+
+def run_target(target: str, out: Path, scope: str, x: np.ndarray, stated: dict | None = None) -> tuple[np.ndarray | None, dict]:
+    """The written file in the real target framework, built from the file's own self-description (``stated``: the
+    conversion's report of it, for paddle, whose files hold none; flax's must be the one the file holds)."""
+    if target in cf_fw.FW_TARGETS:
+        assert stated is not None, f"{target}: run_target needs the conversion's self-description"
+        y, meta = cf_fw.run(target, out, scope, x, stated)
+        if target == "flax":
+            held = json.loads(meta[f"rnn:{scope}"])
+            assert held == json.loads(json.dumps(stated)), f"{out}: the file's rnn:{scope} is not the report's"
+        return y, stated
     arrays, meta = read_output(out)
     desc = json.loads(meta[f"rnn:{scope}"])
     rel = relative(arrays, scope)
@@ -179,10 +196,11 @@ def _values_diff(a, b) -> float:
 
 # --- the check ------------------------------------------------------------------------------------------------
 
-def _as_source_returns(y: np.ndarray, layer: Layer, target: str) -> np.ndarray:
-    """A target's output as the source returned it: Keras merges the directions (the user does it downstream)."""
+def _as_source_returns(y: np.ndarray, layer: Layer, target: str, merged: bool = False) -> np.ndarray:
+    """A target's output as the source returned it: Keras merges the directions (the user does it downstream);
+    ``merged``: the target's model merged them already (its self-description states the merge_mode)."""
     t = layer.truth
-    if target != "keras" and t.directions == 2 and t.merge_mode in ("sum", "mul", "ave"):
+    if target != "keras" and not merged and t.directions == 2 and t.merge_mode in ("sum", "mul", "ave"):
         return merge(t.merge_mode, y, layer.width)
     return y
 
@@ -228,11 +246,12 @@ def check_source(source: Source, targets, tmp: Path) -> list[Outcome]:
 def _check_one(source: Source, layer: Layer, group, target: str, options: dict, stem: Path, fmt: str, via: str,
                where: str) -> Outcome:
     want_rules = expected(layer.truth, target)
-    out = stem.with_suffix("." + fmt)
+    out_fmt, suffix = TARGET_FORMATS.get(target, (fmt, "." + fmt))
+    out = stem.with_suffix(suffix)
     allow_merge = bool(options.get("allow_concat_merge"))
     try:
         select = group.scope.rpartition("/")[0] if layer.select == ".." else (layer.select or group.scope)
-        report = convert_file(source.path, select, target, out, via=via, fmt=fmt, options=options)
+        report = convert_file(source.path, select, target, out, via=via, fmt=out_fmt, options=options)
     except _Refused as exc:
         message = str(exc)
         reasons = refusals(group, target, allow_concat_merge=allow_merge)
@@ -246,7 +265,7 @@ def _check_one(source: Source, layer: Layer, group, target: str, options: dict, 
             raise Mismatch(f"{where} -> {target}: the message does not name {missing}: {message}") from None
         return Outcome(source.label, group.scope, target, "refused", want_rules)
     if want_rules:
-        y = None if layer.x is None else _run(target, out, group.scope, layer)
+        y = None if layer.x is None else _run(target, out, group.scope, layer, report["output"])
         off = "" if y is None else f" (its outputs are {_close(y, layer.want, ATOL):.3g} off)"
         raise Mismatch(f"{where} -> {target}: converted, but the rule table expects a refusal ({want_rules}){off}")
     for check in report["checks"]:
@@ -254,7 +273,7 @@ def _check_one(source: Source, layer: Layer, group, target: str, options: dict, 
             raise Mismatch(f"{where} -> {target}: ckptsurgeon's own verification reports {check}")
     err = None
     if layer.want is not None:
-        y = _run(target, out, group.scope, layer)
+        y = _run(target, out, group.scope, layer, report["output"])
         if y is not None:
             err = _close(y, layer.want, ATOL)
             if err > ATOL:
@@ -311,9 +330,10 @@ def _graft(source: Source, layer: Layer, group, target: str, desc: dict, options
         raise Mismatch(f"{where} -> graft into {target}: SILENT MISMATCH, {err:.3g} away from the source")
 
 
-def _run(target: str, out: Path, scope: str, layer: Layer) -> np.ndarray | None:
-    y, _ = run_target(target, out, scope, layer.x)
-    return None if y is None else _as_source_returns(y, layer, target)
+def _run(target: str, out: Path, scope: str, layer: Layer, stated: dict) -> np.ndarray | None:
+    y, _ = run_target(target, out, scope, layer.x, stated)
+    merged = (stated or {}).get("merge_mode") in ("sum", "mul", "ave")
+    return None if y is None else _as_source_returns(y, layer, target, merged)
 
 
 def _round_trip(source: Source, layer: Layer, group, target: str, out: Path, stem: Path, fmt: str, where: str) -> None:

@@ -17,7 +17,7 @@ __all__ = ["Config", "NAMES", "layer_name", "SOURCES", "TARGETS", "torch_configs
            "EXAMPLES", "suite_settings", "KERAS_ACTIVATIONS", "KERAS_FORMULA"]
 
 SOURCES = ("torch", "torch-cell", "keras")  # hypothesis-drawn; the TF-made fixtures are fixed cases
-TARGETS = ("torch", "torch-cell", "keras", "tf1", "onnx", "gates")
+TARGETS = ("torch", "torch-cell", "keras", "tf1", "onnx", "gates", "flax", "paddle")
 
 # Keras 3 activation names -> ckptsurgeon's formula names (None: no reference formula, refused everywhere)
 KERAS_FORMULA = {"sigmoid": "sigmoid", "tanh": "tanh", "hard_sigmoid": "hard_sigmoid_keras3", "relu": "relu",

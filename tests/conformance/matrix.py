@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from cf_rules import expected, label, match_reasons  # noqa: E402
+from cf_rules import OVER_REFUSED, expected, label, match_reasons  # noqa: E402
 from cf_sources import ROOT, Source, build, tf1_grid_source, tfkeras_source  # noqa: E402
 from cf_space import TARGETS, Config  # noqa: E402
 
@@ -99,7 +99,8 @@ def _cell(source: Source, target: str) -> str:
     got, want = match_reasons(reasons), expected(layer.truth, target)
     if set(got) != set(want) or None in got:
         raise AssertionError(f"{source.label} -> {target}: ckptsurgeon gives {got} ({reasons}), the rule table {want}")
-    return "exact" if not got else "refused: " + ", ".join(_SHORT[n] for n in got)
+    return "exact" if not got else "refused: " + ", ".join(_SHORT[n] + ("†" if (target, n) in OVER_REFUSED else "")
+                                                        for n in got)
 
 
 def table() -> str:
@@ -112,7 +113,9 @@ def table() -> str:
             source = build(how, folder) if isinstance(how, Config) else how(folder)
             lines.append(f"| {src} | {prop} | " + " | ".join(_cell(source, t) for t in TARGETS) + " |")
     legend = ("Refusals, by the suite's rule table (`tests/conformance/cf_rules.py`): " +
-              "; ".join(f"*{_SHORT[n]}*: {label(n)}" for n in _SHORT) + ".")
+              "; ".join(f"*{_SHORT[n]}*: {label(n)}" for n in _SHORT) + ". †: the target framework computes it, "
+              "ckptsurgeon refuses it anyway (" + "; ".join(f"`{t}` {_SHORT[n]}: {why}" for (t, n), why in OVER_REFUSED.items())
+              + ").")
     return "\n".join(lines) + "\n\n" + legend + "\n"
 
 

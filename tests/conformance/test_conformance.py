@@ -20,6 +20,7 @@ pytest.importorskip("onnxruntime")
 from hypothesis import example, given  # noqa: E402
 
 from cf_check import Mismatch, check_source  # noqa: E402
+from cf_fw import live_targets  # noqa: E402
 from cf_sources import build, tf1_grid_cases, tf1_grid_source, tfkeras_grid_cases, tfkeras_source  # noqa: E402
 from cf_space import TARGETS, Config, cell_configs, keras_configs, suite_settings, torch_configs  # noqa: E402
 from cf_tf1_targets import CASES as TF1_CASES  # noqa: E402
@@ -67,12 +68,31 @@ def _pinned(kind: str):
     return deco
 
 
+def _targets() -> tuple[str, ...]:
+    """Every target; CONFORMANCE_TARGETS=flax,paddle runs a campaign on some of them (flax and paddle: in .fwvenv)."""
+    only = [t for t in os.environ.get("CONFORMANCE_TARGETS", "").split(",") if t]
+    return live_targets(tuple(t for t in TARGETS if not only or t in only))
+
+
 def _check(cfg: Config) -> None:
+    """One example; CONFORMANCE_LOG=FILE appends each case's outcome (a campaign's numbers) as a JSON line."""
     with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
         try:
-            check_source(build(cfg, Path(tmp)), TARGETS, Path(tmp))
+            outcomes = check_source(build(cfg, Path(tmp)), _targets(), Path(tmp))
         except Mismatch as exc:
+            _log({"config": str(cfg), "failure": str(exc)})
             raise AssertionError(f"{cfg}\n{exc}") from None
+    for o in outcomes:
+        _log({"config": str(cfg), "scope": o.scope, "target": o.target, "status": o.status, "rules": o.rules,
+              "max_diff": o.max_diff})
+
+
+def _log(row: dict) -> None:
+    if os.environ.get("CONFORMANCE_LOG"):
+        import json
+
+        with open(os.environ["CONFORMANCE_LOG"], "a") as fh:
+            fh.write(json.dumps(row) + "\n")
 
 
 @suite_settings(ci_examples=12)
@@ -100,7 +120,7 @@ def test_keras3_layers(cfg):
 def test_tf1_grid(tmp_path, name):
     """Every TF1 checkpoint TensorFlow wrote, into every target, against TensorFlow's recorded outputs."""
     source = tf1_grid_source(name)
-    check_source(source, TARGETS, tmp_path)
+    check_source(source, _targets(), tmp_path)
 
 
 @pytest.mark.parametrize("file", ["model.h5", "weights.h5", "ckpt"])
@@ -110,7 +130,7 @@ def test_tfkeras_grid(tmp_path, name, file):
     source = tfkeras_source(name, file)
     if not source.layers:
         pytest.skip(source.notes[0])
-    check_source(source, TARGETS, tmp_path)
+    check_source(source, _targets(), tmp_path)
 
 
 @pytest.mark.parametrize("name", sorted(TF1_CASES))
@@ -169,3 +189,44 @@ def test_keras3_h5_explicit_backward_layer_without_config_is_refused(tmp_path):
     halves = recognize(ckptsurgeon.open(source.path))
     assert len(halves) == 2 and all("bidirectional" in g.unsettled() for g in halves)
     assert all(any("may be the explicit backward layer" in r for r in refusals(g, "torch")) for g in halves)
+
+
+@pytest.mark.parametrize("target", ["flax", "paddle"])
+def test_the_real_framework_side_can_fail(tmp_path, target):
+    """cf_fw_side.py's checks bite: the written file runs in real flax/paddle and computes the source's outputs;
+    the same file with a parameter dropped (flax) or an alias out of step with its twin (paddle) is rejected there."""
+    import pickle
+
+    import numpy as np
+
+    import ckptsurgeon
+    from cf_check import ATOL, TARGET_FORMATS, _close, run_target
+    from cf_fw import fw_python
+
+    if not live_targets((target,)):
+        pytest.skip(f"no framework venv for {target}")
+    assert fw_python() is not None
+    source = build(Config("torch", "lstm", layers=2, bidirectional=True), tmp_path)
+    layer = source.layers[0]
+    fmt, suffix = TARGET_FORMATS[target]
+    out = tmp_path / f"out{suffix}"
+    stated = ckptsurgeon.extract(source.path, out, to=target, format=fmt).converted[0]["output"]
+    y, _ = run_target(target, out, "rnn", layer.x, stated)
+    assert _close(y, layer.want, ATOL) <= ATOL
+    bad = tmp_path / f"bad{suffix}"
+    if target == "paddle":
+        with open(out, "rb") as fh:
+            state = pickle.load(fh)
+        state["rnn.0.cell_fw.bias_hh"] = state["rnn.0.cell_fw.bias_hh"] + np.float32(0.5)
+        with open(bad, "wb") as fh:
+            pickle.dump(state, fh, protocol=4)
+        want = "set_state_dict did not load the file's values"
+    else:
+        import msgpack  # the file is msgpack; drop one parameter and write it back as flax would (ext types kept)
+
+        tree = msgpack.unpackb(out.read_bytes(), raw=False, strict_map_key=False)
+        del tree["rnn"]["layer_1"]["backward_rnn"]["cell"]["hf"]
+        bad.write_bytes(msgpack.packb(tree, use_bin_type=True))
+        want = "are not the model's: missing"
+    with pytest.raises(AssertionError, match=want):
+        run_target(target, bad, "rnn", layer.x, stated)
