@@ -361,7 +361,7 @@ def extract(
     scope, exclude, map = as_patterns(scope, "scope"), as_patterns(exclude, "exclude"), as_maps(map)  # noqa: A001
     rename = as_renames(rename)
     index = source if isinstance(source, CheckpointIndex) else open(source, allow_globals=allow_globals)
-    if index.format == "onnx" and scope:
+    if index.format in ("onnx", "tflite") and scope:
         from .rnn.onnx_graph import expand_scopes
 
         scope = expand_scopes(index, scope, regex, always=to is not None)  # a node's scope selects what it reads

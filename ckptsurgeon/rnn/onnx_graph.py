@@ -306,9 +306,10 @@ def _escape(path: str, regex: bool) -> str:
 def expand_scopes(index: CheckpointIndex, patterns: tuple[str, ...], regex: bool = False, *,
                   always: bool = True) -> tuple[str, ...]:
     """Selection patterns with each recurrent node group they match (by its node scope) standing for its
-    tensors: ``--scope rnn/LSTM`` selects the initializers (or folded sources) that node reads. With
-    ``always=False`` only patterns that select no tensor themselves are looked at (no recognition otherwise)."""
-    if not patterns or not is_model_file(index):
+    tensors: ``--scope rnn/LSTM`` selects the initializers (or folded sources) that node reads; a TFLite LSTM
+    op's group (named by its output) the tensors it reads likewise. With ``always=False`` only patterns that
+    select no tensor themselves are looked at (no recognition otherwise)."""
+    if not patterns or not (index.format == "tflite" or is_model_file(index)):
         return patterns
     from ..scopes import compile_glob, compile_regex, matches
 
@@ -316,7 +317,12 @@ def expand_scopes(index: CheckpointIndex, patterns: tuple[str, ...], regex: bool
     if not always and all(any(matches(compile_(p), path) for path in index) for p in patterns):
         return patterns
     try:
-        groups = recognize(index, RecognizeOptions())
+        if index.format == "tflite":
+            from .recognize import recognize as recognize_any  # every adapter (here: the TFLite graph's)
+
+            groups = recognize_any(index, RecognizeOptions())
+        else:
+            groups = recognize(index, RecognizeOptions())
     except CheckpointError:
         return patterns
     out: list[str] = []

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from cf_rules import OVER_REFUSED, expected, label, match_reasons  # noqa: E402
-from cf_sources import ROOT, Source, build, tf1_grid_source, tfkeras_source  # noqa: E402
+from cf_sources import ROOT, Source, build, new_format_sources, tf1_grid_source, tfkeras_source  # noqa: E402
 from cf_space import TARGETS, Config  # noqa: E402
 
 __all__ = ["ROWS", "table", "README", "START", "END"]
@@ -77,6 +77,12 @@ ROWS: list[tuple[str, str, Callable[[Path], Source] | Config]] = [
     ("TF1 `bidirectional_dynamic_rnn(MultiRNNCell, ...)`", "independent stacks",
      lambda tmp: tf1_grid_source("bi_multi2_lstm")),
     ("hand-built per-gate TF1 cell", "`--orientation xw`", lambda tmp: tf1_grid_source("handbuilt_lstmcell_in4")),
+    ("Flax linen `Bidirectional(LSTMCell)`", "written by flax", lambda tmp: new_format_sources()["flax"]()),
+    ("PaddlePaddle `nn.LSTM`", "2 layers, bidirectional, `paddle.save`", lambda tmp: new_format_sources()["paddle"]()),
+    ("TFLite `BIDIRECTIONAL_SEQUENCE_LSTM`", "", lambda tmp: new_format_sources()["tflite_bidi"]()),
+    ("TFLite `UNIDIRECTIONAL_SEQUENCE_LSTM`", "the converter's `cell_clip` 10", lambda tmp: new_format_sources()["tflite_lstm"]()),
+    ("TFLite `UNIDIRECTIONAL_SEQUENCE_LSTM`", "peepholes, projection, clips",
+     lambda tmp: new_format_sources()["tflite_peephole_proj"]()),
 ]
 
 _SHORT = {"missing": "fact not stated (flag)", "halves": "halves differ", "widths": "widths differ",

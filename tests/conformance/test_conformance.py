@@ -21,7 +21,8 @@ from hypothesis import example, given  # noqa: E402
 
 from cf_check import Mismatch, check_source  # noqa: E402
 from cf_fw import live_targets  # noqa: E402
-from cf_sources import build, tf1_grid_cases, tf1_grid_source, tfkeras_grid_cases, tfkeras_source  # noqa: E402
+from cf_sources import (build, new_format_sources, tf1_grid_cases, tf1_grid_source, tfkeras_grid_cases,  # noqa: E402
+                        tfkeras_source)
 from cf_space import TARGETS, Config, cell_configs, keras_configs, suite_settings, torch_configs  # noqa: E402
 from cf_tf1_targets import CASES as TF1_CASES  # noqa: E402
 from cf_tf1_targets import FOLDER as TF1_FOLDER  # noqa: E402
@@ -121,6 +122,13 @@ def test_tf1_grid(tmp_path, name):
     """Every TF1 checkpoint TensorFlow wrote, into every target, against TensorFlow's recorded outputs."""
     source = tf1_grid_source(name)
     check_source(source, _targets(), tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(new_format_sources()))
+def test_new_format_files(tmp_path, name):
+    """Files flax, paddle and the TFLite converter wrote, every group into every target, against each framework's
+    own recorded forward pass (exact in the real target framework, or refused as the rule table says)."""
+    check_source(new_format_sources()[name](), _targets(), tmp_path)
 
 
 @pytest.mark.parametrize("file", ["model.h5", "weights.h5", "ckpt"])
