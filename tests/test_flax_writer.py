@@ -268,3 +268,16 @@ def test_graft_into_a_real_flax_template_computes_what_torch_computed(tmp_path):
     with np.load(tmp_path / "y.npz") as y, torch.no_grad():
         assert float(np.abs(y["bilstm"] - model.bilstm(x)[0].numpy()).max()) <= 1e-5
         assert float(np.abs(y["gru"] - model.gru(x)[0].numpy()).max()) <= 1e-5
+
+
+@pytest.mark.parametrize("case, note", [
+    ("lstm_relu", "build the linen cells with gate_fn computing"),
+    ("lstm_go_backwards", "build the nn.RNN with reverse=True, keep_order=False"),
+    ("bi_lstm_sum", "build the nn.Bidirectional with merge_fn computing the sum"),
+])
+def test_what_params_cannot_state_is_said_in_a_note(tmp_path, case, note):
+    """flax computes these (gate_fn/activation_fn, reverse+keep_order, merge_fn) but stores none of them in params:
+    converted, with the way to build the model in a note (tests/conformance runs each in real flax)."""
+    src = ROOT / "fixtures" / "keras" / "tfkeras_grid" / case / "model.h5"
+    res = CliRunner().invoke(cli, ["extract", str(src), "--to", "flax", "-o", str(tmp_path / "o.msgpack")])
+    assert res.exit_code == 0 and note in res.output, res.output

@@ -70,7 +70,10 @@ TARGETS: dict[str, _Target] = {
     "keras": _Target("/", lambda s, g, o: keras_layout.write(s), None, (True, False), False, False, False, True,
                      merges=True, cell_activations=None),
     # flax.linen LSTMCell/GRUCell in nn.RNN/Bidirectional: gate_fn=sigmoid, activation_fn=tanh (not stored), reset-after
-    "flax": _Target("/", lambda s, g, o: flax_layout.write(s), ("sigmoid",), (True,), False, False, False, False),
+    # (any activation: the cells' gate_fn/activation_fn; go_backwards: nn.RNN(reverse=True, keep_order=False);
+    # a Keras merge: nn.Bidirectional(merge_fn=...); none of them stored in params: carried in notes)
+    "flax": _Target("/", lambda s, g, o: flax_layout.write(s), None, (True,), False, False, False, True, merges=True,
+                    cell_activations=None),
     # paddle.nn.LSTM/GRU: PyTorch's gate orders and formulas (paddle/nn/layer/rnn.py), reset-after, biases always
     "paddle": _Target(".", lambda s, g, o: torch_layout.write_paddle(s), ("sigmoid",), (True,), False, False, False, False),
     # paddle.nn.LSTMCell/GRUCell (nn.RNN(cell) holds it under cell/): PyTorch's cell names, biases always
@@ -290,6 +293,17 @@ def _notes(sem: RecurrentGroup, target: str) -> list[str]:
     if target == "keras" and sem.directions == 2 and sem.merge_mode not in (None, "concat"):
         mode = "None" if sem.merge_mode == "none" else repr(sem.merge_mode)
         notes.append(f"build the Keras Bidirectional with merge_mode={mode}")
+    if target == "flax":
+        acts = (sem.recurrent_activation, sem.activation)
+        if acts != ("sigmoid", "tanh"):
+            notes.append(f"build the linen cells with gate_fn computing {formula(acts[0])} ({acts[0]}) and activation_fn "
+                         f"computing {formula(acts[1])} ({acts[1]}): flax stores no activation")
+        if sem.go_backwards:
+            notes.append("build the nn.RNN with reverse=True, keep_order=False (Keras's go_backwards: last step first, "
+                         "outputs in that order)")
+        if sem.directions == 2 and sem.merge_mode in ("sum", "mul", "ave"):
+            notes.append(f"build the nn.Bidirectional with merge_fn computing the {sem.merge_mode} of its two outputs "
+                         "(Keras merge_mode; flax concatenates by default)")
     if target == "tf1" and (sem.cell_clip is not None or sem.proj_clip is not None):
         notes.append(f"build the TF1 LSTMCell with {_clips(sem)}")
     if target == "tf1" and sem.activation != "tanh":

@@ -56,9 +56,6 @@ ACTIVATION_FREE = {"keras", "gates", "flax"}
 # an over-refusal is no silent wrong result, so the suite expects it, and the matrix marks it; remove the entry
 # when convert.py converts it (the suite then runs it in the real framework: cf_fw_side.py builds these models).
 OVER_REFUSED: dict[tuple[str, str], str] = {
-    ("flax", "activations"): "flax.linen LSTMCell/GRUCell(gate_fn=..., activation_fn=...) compute any of them",
-    ("flax", "go_backwards"): "flax nn.RNN(cell, reverse=True, keep_order=False) is Keras's go_backwards",
-    ("flax", "merge"): "flax nn.Bidirectional(merge_fn=...) merges with sum, mul or ave",
     ("paddle", "projection"): "paddle.nn.LSTM(proj_size=...) computes it; ckptsurgeon refuses (a paddle 3.3 "
                               "state-dict naming defect, per convert.py)",
 }
