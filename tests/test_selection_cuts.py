@@ -65,11 +65,19 @@ def test_matrices_outside_groups_are_named_as_passed_through(tmp_path):
     assert result.notes == []  # nothing passed through: nothing to say
 
 
-def test_a_module_missing_one_bias_is_refused_not_zero_filled(tmp_path):
-    """A file whose nn.GRU has bias_hh_l0 but no bias_ih_l0 (paddle 3 writes its bias_ih_attr=False GRUs so): no cell
-    runs with a zero for the bias that is not there."""
-    gru = torch.nn.GRU(4, 6)
-    state = {f"gru.{k}": v for k, v in gru.state_dict().items() if k != "bias_ih_l0"}
+def test_a_module_missing_one_bias_of_one_layer_is_refused_not_zero_filled(tmp_path):
+    """A file whose 2-layer nn.GRU lacks bias_ih_l1 only: no cell runs with a zero for the bias that is not there."""
+    gru = torch.nn.GRU(4, 6, num_layers=2)
+    state = {f"gru.{k}": v for k, v in gru.state_dict().items() if k != "bias_ih_l1"}
     torch.save(state, tmp_path / "m.pt")
     res = CliRunner().invoke(cli, ["extract", str(tmp_path / "m.pt"), "--to", "keras", "-o", str(tmp_path / "o.safetensors")])
-    assert res.exit_code == 1 and "its cells are incomplete (layer 0 has no bias_ih)" in res.output, res.output
+    assert res.exit_code == 1 and "its cells are incomplete (layer 1 has no bias_ih)" in res.output, res.output
+
+
+def test_one_bias_in_every_cell_is_read_with_the_other_as_zeros_and_said(tmp_path):
+    """A hand remap that writes bias_ih only, in every cell (docs/reference/graft-remap.md): read with bias_hh as
+    zeros, and the listing says so."""
+    lstm = torch.nn.LSTM(4, 6)
+    torch.save({f"rnn.{k}": v for k, v in lstm.state_dict().items() if not k.startswith("bias_hh")}, tmp_path / "m.pt")
+    res = CliRunner().invoke(cli, ["rnn", str(tmp_path / "m.pt")])
+    assert res.exit_code == 0 and "bias_hh is read as zeros" in res.output, res.output

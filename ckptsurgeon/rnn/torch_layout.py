@@ -112,7 +112,15 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
     every = {"weight_ih", "weight_hh"} | ({"bias_ih", "bias_hh"} if has_bias else set()) | (roles & {"weight_hr"})
     holes = [f"layer {layer}{' reverse' if d else ''} has no {', '.join(sorted(r for r in every if (r, layer, d) not in parts))}"
              for layer in layers for d in range(dirs) if any((r, layer, d) not in parts for r in every)]
-    if holes:  # a cell without one of its biases would run as if it were zero
+    one_sided = sorted(r for r in ("bias_ih", "bias_hh") if r in roles and all(
+        (r, layer, d) in parts for layer in layers for d in range(dirs)))
+    uniform = len(one_sided) == 1 and not (roles & {"bias_ih", "bias_hh"}) - set(one_sided)
+    notes = []
+    if holes and uniform and index.format != "paddle":  # every cell holds one bias, none the other (a hand remap)
+        other = "bias_hh" if one_sided == ["bias_ih"] else "bias_ih"
+        notes.append(f"its cells hold {one_sided[0]} only: {other} is read as zeros (PyTorch's "
+                     "load_state_dict(strict=True) refuses such a file)")
+    elif holes:  # a cell without one of its biases would run as if it were zero
         hint = (" (paddle 3 names a layer built with bias_ih_attr=False out of step: its cells' own names, "
                 f"{scope}/0/cell/..., are right; select them)" if index.format == "paddle" else "")
         provenance["tensors"] = (f"missing: its cells are incomplete ({'; '.join(holes[:4])}), and every cell of a "
@@ -125,7 +133,7 @@ def _group(index: CheckpointIndex, scope: str, parts: dict, pos: dict[str, int])
         scope=scope, kind=kind, layout="torch-cell" if is_cell else "torch", variant=name,
         input_size=index[w_ih].shape[1], hidden_size=hidden, num_layers=len(layers), directions=dirs, proj_size=proj,
         bias="two" if has_bias else "none", reset_after=True if kind == "gru" else None,
-        members=sorted(parts.values(), key=pos.__getitem__), load=load, provenance=provenance,
+        members=sorted(parts.values(), key=pos.__getitem__), load=load, provenance=provenance, notes=notes,
     )
 
 
