@@ -445,8 +445,9 @@ def convert_index(index: CheckpointIndex, target: str, options: ConvertOptions |
             done.append(convert_group(g, target, options) if convert is None else convert(g, len(done)))
         except ConversionError as exc:
             problems.append(str(exc))
-    if problems:
-        raise ConversionError("; ".join(problems))
+    if problems:  # each names its group; the file once, in front
+        where = index.files[0] if index.files else ""
+        raise ConversionError((f"{where}: " if where and not problems[0].startswith(where) else "") + "; ".join(problems))
     first = {c.group.members[0]: c for c in done}
     out: list[tuple[str, str, object]] = []
     for path, ref in index.items():

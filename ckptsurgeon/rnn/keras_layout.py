@@ -223,7 +223,8 @@ def _stacked(index: CheckpointIndex, scope: str, found: list[tuple[str, Recurren
                               "biases) or do not chain; its layers have different widths, which no target's stack holds")
     group = RecurrentGroup(**{
         **first.__dict__, "scope": layer, "num_layers": len(order), "input_size": first.input_size,
-        "variant": f"Keras RNN(StackedRNNCells of {len(order)} {first.variant})", "provenance": {**first.provenance, **prov},
+        "variant": (f"Keras RNN(StackedRNNCells of {len(order)} {first.variant})" if len({g.variant for g in order}) == 1
+                    else f"Keras RNN(StackedRNNCells of {', '.join(g.variant for g in order)})"), "provenance": {**first.provenance, **prov},
         "members": [p for g in order for p in g.members], "notes": [n for g in order for n in g.notes]})
     if facts:
         group.activation, group.recurrent_activation = facts[0]["activation"][0], facts[0]["recurrent_activation"][0]

@@ -370,8 +370,7 @@ class StreamedGroup:
             self.check.update(GroupCheck(g.scope, self.back.scope, g.kind, self.worst, ok, self.atol, source_facts(g),
                                          "" if ok else _why(g, self.back)).as_dict())
             if not ok:
-                raise SelectionError(f"{g.scope or '/'}: converted outputs differ by {self.worst:.3g} (> {self.atol:g}); "
-                                     f"nothing written{_half_hint(self.dtypes.values())}")
+                raise SelectionError(_differ(self.index, g.scope, self.worst, self.atol, self.dtypes.values()))
 
     def _cell(self, key: Key) -> None:
         """Convert (and verify, in order, with every cell before it) the cell ``key``; its tensors wait in the cache."""
@@ -451,10 +450,18 @@ def stream_index(index: CheckpointIndex, target: str, options: ConvertOptions, a
         found = verify_converted(c, atol=atol, seed=i)
         checks.append(found.as_dict())
         if not found.ok:
-            raise SelectionError(f"{found.source or '/'}: converted outputs differ by {found.max_abs_diff:.3g} "
-                                 f"(> {atol:g}); nothing written"
-                                 f"{_half_hint(np.asarray(v).dtype for v in c.tensors.values())}")
+            raise SelectionError(_differ(index, found.source, found.max_abs_diff, atol,
+                                         [np.asarray(v).dtype for v in c.tensors.values()]))
     return rows, done, checks
+
+
+def _differ(index: CheckpointIndex, scope: str, worst: float, atol: float, dtypes: Iterable[Any]) -> str:
+    """The one-line refusal of a conversion whose check failed: the file, the group, by how much, and why."""
+    where = f"{index.files[0]}: {scope or '/'}" if index.files else scope or "/"
+    if worst != worst:  # NaN: the source's own outputs are not finite
+        return (f"{where}: its weights are not finite (inf or NaN), so its outputs are NaN and the conversion cannot be "
+                "checked against them; nothing written (pass --no-verify to convert the values as stored)")
+    return f"{where}: converted outputs differ by {worst:.3g} (> {atol:g}); nothing written{_half_hint(dtypes)}"
 
 
 def _half_hint(dtypes: Iterable[Any]) -> str:

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script
     sys.path.insert(0, str(HERE.parent.parent))
     __package__ = "tests.fuzz"
 
-from .harness import ALL_COMMANDS, Limits, Outcome, run_case  # noqa: E402
+from .harness import ALL_COMMANDS, WRITE_COMMANDS, Limits, Outcome, read_files, run_case, write_files  # noqa: E402
 from .mutators import mutate  # noqa: E402
 from .remote import MODES, RemoteRig, set_timeouts  # noqa: E402
 from .seeds import CLASSES, FORMATS, Seed, load_seeds  # noqa: E402
@@ -93,12 +93,10 @@ def save(seed: Seed, files: dict[str, bytes], outcome: Outcome, note: str, folde
     digest = hashlib.sha256(b"".join(files[n] for n in sorted(files))).hexdigest()[:10]
     out = folder / f"{seed.fmt}-{outcome.command}-{outcome.kind}-{digest}"
     out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (out / name).write_bytes(data)
+    write_files(out, files)
     if outcome.command in ("verify", "diff", "validate"):
         (out / "ref").mkdir(exist_ok=True)
-        for name, data in seed.files.items():
-            (out / "ref" / name).write_bytes(data)
+        write_files(out / "ref", seed.files)
     (out / "case.json").write_text(json.dumps({
         "format": seed.fmt, "seed": seed.name, "target": seed.target, "mutator": seed.mutator, "mode": mode,
         "command": outcome.command, "signature": outcome.signature, "mutation": note,
@@ -121,9 +119,9 @@ def replay(folder: Path, commands: list[str], limits: Limits) -> dict:
     with RemoteRig() as rig:
         for case in sorted(folder.glob("*/case.json")):
             info = json.loads(case.read_text())
-            files = {p.name: p.read_bytes() for p in case.parent.iterdir() if p.is_file() and p.name != "case.json"}
+            files = read_files(case.parent, skip=("case.json", "ref"))
             ref = case.parent / "ref"
-            ref_files = {p.name: p.read_bytes() for p in ref.iterdir()} if ref.is_dir() else files
+            ref_files = read_files(ref) if ref.is_dir() else files
             seed = Seed(info["format"], info["seed"], ref_files, info["target"], info.get("mutator", ""))
             mode = info.get("mode", "")
             serve = rig.serving(mode, seed.target) if mode else None
@@ -196,6 +194,7 @@ def run(*, seed: int, seconds: float | None, cases: int | None, formats: tuple[s
             counts[fmt] += 1
             outcomes = run_case(base, files, todo, limits, serve=serve)
             executions[fmt] += len(outcomes)
+            saved_here: set[str] = set()  # a reader's failure shows in every command: one reproducer per case
             for outcome in outcomes:
                 kinds[outcome.kind] += 1
                 by_command[outcome.command] += 1
@@ -207,7 +206,9 @@ def run(*, seed: int, seconds: float | None, cases: int | None, formats: tuple[s
                 if key not in seen:
                     seen.add(key)
                     log(f"NEW {key}  ({base.name}: {note})  {outcome.stderr[-300:]!r}")
-                    if save_new:
+                    same = f"{outcome.kind}:{outcome.detail}"
+                    if save_new and same not in saved_here:
+                        saved_here.add(same)
                         small = shrink(base, files, outcome, limits, serve)
                         record["reproducer"] = str(save(base, small, outcome, note, mode=mode))
                         record["reproducer_bytes"] = sum(len(d) for d in small.values())
@@ -289,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=None, help="mutants per format (instead of --seconds)")
     ap.add_argument("--cases-for", default="", help="other counts for some formats: remote=4,rnn=7")
     ap.add_argument("--formats", default=",".join(FORMATS))
-    ap.add_argument("--commands", default="ls,extract,scan", help="comma-separated, or 'all' (harness.COMMANDS)")
+    ap.add_argument("--commands", default="ls,extract,scan",
+                    help="comma-separated; 'all' (harness.ALL_COMMANDS: the readers') and 'writers' (to-flax, to-paddle, "
+                         "to-paddle-cell, graft-flax, cut-flax) name groups")
     ap.add_argument("--remote-commands", default=",".join(REMOTE_COMMANDS),
                     help="what remote cases run (of ls,extract,scan: the commands that read URLs)")
     ap.add_argument("--timeout", type=float, default=10.0)
@@ -319,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     import ckptsurgeon.formats.pickles  # noqa: F401
     import ckptsurgeon.formats.hdf5.h5probe  # noqa: F401
 
-    if args.commands == "all":
-        args.commands = ",".join(ALL_COMMANDS)
+    named = {"all": ALL_COMMANDS, "writers": WRITE_COMMANDS}
+    args.commands = ",".join(c for part in args.commands.split(",") for c in named.get(part, (part,)))
     set_timeouts()  # remote cases: a stalling server costs a second, not the harness's time limit
     import ckptsurgeon.remote  # noqa: F401
     import ckptsurgeon.remote_http  # noqa: F401

@@ -28,7 +28,7 @@ from typing import Callable
 
 from .seeds import Seed
 
-__all__ = ["Outcome", "run_case", "COMMANDS", "ALL_COMMANDS", "FINDING_COMMANDS", "Limits"]
+__all__ = ["Outcome", "run_case", "write_files", "read_files", "COMMANDS", "ALL_COMMANDS", "WRITE_COMMANDS", "FINDING_COMMANDS", "Limits"]
 
 # The commands an input can go through; OUT is the case's output folder, REF the unmutated seed's target.
 COMMANDS: dict[str, list[str]] = {
@@ -40,8 +40,19 @@ COMMANDS: dict[str, list[str]] = {
     "verify": ["verify", "{target}", "{ref}"],
     "diff": ["diff", "--json", "{target}", "{ref}"],
     "validate": ["validate", "{target}", "--like", "{ref}", "--check-finite", "--include-optimizer"],
+    "tree": ["tree", "{target}"],
+    # the writers and targets of issue 24: Flax msgpack and Paddle pdparams outputs, a graft into a Flax template
+    # (``{tpl}``: seeds/rnn_linen.msgpack, copied beside the input), and a selection that cuts groups' cells
+    "to-flax": ["extract", "{target}", "-s", "**", "--to", "flax", "-o", "{out}/x.msgpack"],
+    "to-paddle": ["extract", "{target}", "-s", "**", "--to", "paddle", "-o", "{out}/x.pdparams"],
+    "to-paddle-cell": ["extract", "{target}", "-s", "**", "--to", "paddle-cell", "-o", "{out}/x.pdparams"],
+    "graft-flax": ["graft", "{target}", "--into", "{tpl}", "-o", "{out}/x.msgpack"],
+    "cut-flax": ["extract", "{target}", "-s", "**", "--exclude", "**/*bias*", "--to", "flax", "-o", "{out}/x.msgpack"],
 }
-ALL_COMMANDS = tuple(COMMANDS)
+TEMPLATE = Path(__file__).resolve().parent / "seeds" / "rnn_linen.msgpack"  # what graft-flax grafts into
+# the writer commands (issue 24) run when asked for, ``--commands writers``: not in ``all`` (CI's reader campaigns)
+WRITE_COMMANDS = ("to-flax", "to-paddle", "to-paddle-cell", "graft-flax", "cut-flax")
+ALL_COMMANDS = tuple(c for c in COMMANDS if c not in WRITE_COMMANDS)
 # Exit 1 with a report on stdout and an empty stderr is an answer, not a refusal.
 FINDING_COMMANDS = frozenset({"scan", "verify", "diff", "validate"})
 
@@ -157,8 +168,9 @@ MAX_RSS = 1 << 30  # a command on a small input that needs more than this has a 
 
 
 def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers: list[str],
-          input_changed: bool, seconds: float, names: str = "") -> Outcome:
-    """The outcome of one command; ``names`` must appear in an error line (the input's folder)."""
+          input_changed: bool, seconds: float, names: str | tuple[str, ...] = "") -> Outcome:
+    """The outcome of one command; one of ``names`` must appear in an error line (the input's folder, or the
+    template a graft writes into)."""
     # "note: ..." lines are the CLI's own remarks (a deprecated option, quantized tensors listed): not failures
     lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: ")]
 
@@ -198,10 +210,24 @@ def judge(command: str, rc: int | None, stderr: str, timed_out: bool, leftovers:
         if m:
             detail = m.group(1) + ":" + _NUMBERS.sub("N", (m.group(2) or "")[:50])
             return out("internal", detail)
-        if names and names not in lines[0]:
-            return out("unnamed", _NUMBERS.sub("N", lines[0][7:47]))
+        if names and not any(n in lines[0] for n in ((names,) if isinstance(names, str) else names)):
+            # one signature per kind of message (its first words), not per group or tensor name it quotes
+            return out("unnamed", _NUMBERS.sub("N", " ".join(lines[0][7:].split()[:2])))
         return out("refused")
     return out("exit", str(rc))
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def read_files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``folder`` by its relative path (``/``-separated), but those under a top-level ``skip``."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).parts[0] not in skip}
 
 
 def run_case(seed: Seed, files: dict[str, bytes], commands: list[str], limits: Limits,
@@ -210,27 +236,29 @@ def run_case(seed: Seed, files: dict[str, bytes], commands: list[str], limits: L
     outcomes. ``serve(input folder)``, for remote cases, puts the input behind a server and returns the URL to read."""
     root = Path(tempfile.mkdtemp(prefix="ckfuzz-", dir=keep))
     try:
-        inp, ref, out, scratch = root / "in", root / "ref", root / "out", root / "scratch"
-        for d in (inp, ref, out, scratch):
+        inp, ref, out, scratch, tpl = root / "in", root / "ref", root / "out", root / "scratch", root / "tpl"
+        for d in (inp, ref, out, scratch, tpl):
             d.mkdir()
-        for name, data in files.items():
-            (inp / name).write_bytes(data)
-        for name, data in seed.files.items():
-            (ref / name).write_bytes(data)
+        write_files(inp, files)  # names may hold folders (an Orbax checkpoint's d/, ocdbt.process_0/ ...)
+        write_files(ref, seed.files)
+        template = tpl / TEMPLATE.name
+        template.write_bytes(TEMPLATE.read_bytes())
         target = str(inp / seed.target) if seed.target else str(inp)
         reference = str(ref / seed.target) if seed.target else str(ref)
         names = str(inp)
         if serve is not None:
             target = serve(inp)
             names = target.split("/", 3)[2]  # 127.0.0.1:PORT: an error names the URL it was reading
-        before = _digest(root / "in"), _digest(ref)
+        before = _digest(root / "in"), _digest(ref), _digest(tpl)
         results = []
         for command in commands:
-            argv = [a.format(target=target, out=str(out), ref=reference) for a in COMMANDS[command]]
+            argv = [a.format(target=target, out=str(out), ref=reference, tpl=str(template)) for a in COMMANDS[command]]
             rc, err, seconds, timed_out = _run(argv, str(out), str(scratch), limits)
-            left = [p.name for p in out.iterdir() if not (command == "extract" and rc == 0 and p.name == "x.safetensors")]
-            changed = (_digest(inp), _digest(ref)) != before
-            outcome = judge(command, rc, err, timed_out, left, changed, seconds, names=names)
+            made = Path(argv[argv.index("-o") + 1]).name if "-o" in argv and rc == 0 else None  # the output written
+            left = [p.name for p in out.iterdir() if p.name != made]
+            changed = (_digest(inp), _digest(ref), _digest(tpl)) != before
+            allowed = (names, str(template)) if command == "graft-flax" else names
+            outcome = judge(command, rc, err, timed_out, left, changed, seconds, names=allowed)
             if command == "scan" and outcome.kind == "ok" and any(r.command == "ls" and r.kind == "refused" for r in results):
                 ls = next(r for r in results if r.command == "ls")
                 outcome = Outcome(command, "scan-passed-refused", rc, ls.stderr, outcome.seconds)

@@ -5,7 +5,8 @@
 Seeds are small on purpose (mutations then hit structure, not bulk data) and committed, so the
 fuzzer needs none of these libraries at run time. TensorFlow seeds are the bundles in
 ``fixtures/tensorflow`` (written by TensorFlow itself), DCP folders from ``fixtures/dcp`` (written by
-torch.distributed.checkpoint).
+torch.distributed.checkpoint). ``recorded`` copies small files recorded by Orbax, Paddle and TFLite (``fixtures/``)
+into ``orbax/``, ``paddle_jit/`` and ``tflite_rnn/``.
 """
 from __future__ import annotations
 
@@ -158,8 +159,54 @@ def gguf_seeds() -> None:
     w.close()
 
 
+# Files recorded by their own frameworks (fixtures/, made by fixtures/*/make_*_fixtures.py), copied small: an Orbax
+# folder of each storage (OCDBT, zarr3 in OCDBT), a paddle.jit.save pair and TFLite recurrent ops.
+RECORDED = {
+    "orbax/rnn_ocdbt": "orbax/rnn_ocdbt",  # OCDBT: manifest.ocdbt + d/ data files, flax linen LSTM/GRU/bidirectional
+    "orbax/misc_zarr3": "orbax/misc_zarr3",  # zarr3 arrays in OCDBT, bf16/int8/0-d/optimizer state
+    "paddle_jit/model.json": "paddle/jit/model.json",  # paddle.jit.save: the program
+    "paddle_jit/model.pdiparams": "paddle/jit/model.pdiparams",  # ... and its parameters
+    "tflite_rnn/bidi.tflite": "tflite/bidi.tflite",  # BIDIRECTIONAL_SEQUENCE_LSTM
+    "tflite_rnn/lstm_full_peephole_proj.tflite": "tflite/lstm_full_peephole_proj.tflite",  # LSTM op, peephole+proj
+    "tflite_rnn/useq_cifg.tflite": "tflite/useq_cifg.tflite",  # UNIDIRECTIONAL_SEQUENCE_LSTM, CIFG
+    "tflite_rnn/useq_layer_norm.tflite": "tflite/useq_layer_norm.tflite",  # layer-norm LSTM
+}
+
+
+def recorded_seeds() -> None:
+    import shutil
+
+    fixtures = SEEDS.parent.parent.parent / "fixtures"
+    for dest, src in RECORDED.items():
+        target, source = SEEDS / dest, fixtures / src
+        if source.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(source, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
+def keras_stacked_seeds() -> None:
+    """``RNN(StackedRNNCells(...))`` of two LSTM cells, then of two GRU cells: layers whose cells are a stack
+    (keras_layout's ``_stacked``)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4, 3))
+    cells = keras.layers.StackedRNNCells([keras.layers.LSTMCell(2), keras.layers.LSTMCell(2)])
+    x = keras.layers.RNN(cells, return_sequences=True, name="stack")(inp)
+    x = keras.layers.RNN(keras.layers.StackedRNNCells([keras.layers.GRUCell(2), keras.layers.GRUCell(2)]),
+                         name="gstack")(x)
+    model = keras.Model(inp, keras.layers.Dense(1, name="head")(x))
+    (SEEDS / "stacked").mkdir(exist_ok=True)
+    model.save(SEEDS / "stacked" / "stacked.keras")
+    model.save_weights(SEEDS / "stacked" / "stacked.weights.h5")
+
+
 MAKERS = {"torch": torch_seeds, "torchscript": torchscript_seeds, "numpy": numpy_seeds, "safetensors": safetensors_seeds,
-          "hdf5": hdf5_seeds, "keras": keras_seeds, "onnx": onnx_seeds, "sharded": sharded_seeds, "gguf": gguf_seeds}
+          "hdf5": hdf5_seeds, "keras": keras_seeds, "onnx": onnx_seeds, "sharded": sharded_seeds, "gguf": gguf_seeds,
+          "recorded": recorded_seeds, "keras_stacked": keras_stacked_seeds}
 
 
 def main() -> None:

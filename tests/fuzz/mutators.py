@@ -627,6 +627,57 @@ def mutate_values(fmt: str, files: Files, rng: random.Random) -> tuple[Files, st
     return {**files, name: new}, f"{name}: {note}"
 
 
+def _json_paths(node, path=()):
+    yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _json_paths(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _json_paths(v, (*path, i))
+
+
+def mutate_json_tree(content: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """Parse the JSON and replace one value (or drop one key) anywhere in it; byte-level if it does not parse."""
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        return mutate_json_text(content, rng)
+    paths = [p for p in _json_paths(doc) if p]
+    if not paths:
+        return json.dumps(rng.choice(JSON_VALUES)).encode(), "root replaced"
+    path = rng.choice(paths)
+    parent = doc
+    for k in path[:-1]:
+        parent = parent[k]
+    if isinstance(parent, dict) and rng.random() < 0.25:
+        del parent[path[-1]]
+        return json.dumps(doc).encode(), f"del {'/'.join(map(str, path))[-60:]}"
+    value = rng.choice(JSON_VALUES) if rng.random() < 0.7 else rng.choice([p[-1] for p in paths])
+    parent[path[-1]] = value
+    return json.dumps(doc).encode(), f"{'/'.join(map(str, path))[-60:]}={json.dumps(value)[:20]}"
+
+
+def _is_json(name: str, data: bytes) -> bool:
+    return data[:1] in (b"{", b"[") or name.endswith((".json", ".zarray", "_METADATA", "_sharding"))
+
+
+def mutate_folder(files: Files, rng: random.Random) -> tuple[Files, str]:
+    """A file inside a checkpoint folder (an Orbax step, a paddle.jit pair): JSON metadata parsed and changed, binary
+    files (OCDBT manifests, zarr chunks, .pdiparams) hit byte-wise; now and then one file dropped or emptied."""
+    name = rng.choice(sorted(files))
+    data, r = files[name], rng.random()
+    if r < 0.06 and len(files) > 1:
+        return {n: d for n, d in files.items() if n != name}, f"{name}: removed"
+    if r < 0.1:
+        return {**files, name: b""}, f"{name}: emptied"
+    if _is_json(name, data):
+        new, note = mutate_json_tree(data, rng) if rng.random() < 0.7 else mutate_json_text(data, rng)
+    else:
+        new, note = generic(data, rng)
+    return {**files, name: new}, f"{name}: {note}"
+
+
 def _single(mutator: Callable[[bytes, random.Random], tuple[bytes, str]]):
     def run(files: Files, rng: random.Random) -> tuple[Files, str]:
         (name, data), = files.items()
@@ -654,6 +705,8 @@ MUTATORS: dict[str, Callable[[Files, random.Random], tuple[Files, str]]] = {
     "flax": _single(generic),  # msgpack: byte flips, truncations, length fields hit at random
     "paddle": _single(mutate_pickle),  # a pickle of arrays
     "tflite": _single(generic),  # a flatbuffer: offsets and counts hit at random
+    "orbax": mutate_folder,
+    "paddle-jit": mutate_folder,
 }
 
 

@@ -13,7 +13,7 @@ SEEDS = HERE / "seeds"
 ROOT = HERE.parent.parent
 TF = ROOT / "fixtures" / "tensorflow"
 
-__all__ = ["Seed", "load_seeds", "FORMATS", "CLASSES", "REMOTE_KINDS"]
+__all__ = ["Seed", "load_seeds", "FORMATS", "CLASSES", "NEW_CLASSES", "REMOTE_KINDS"]
 
 
 @dataclass
@@ -106,6 +106,24 @@ def class_seeds() -> list[Seed]:
     for rel, kind in REMOTE_KINDS:
         name = rel.rsplit("/", 1)[-1]
         out.append(Seed("remote", rel, {name: (SEEDS / rel).read_bytes()}, name, kind))
+    return out + recorded_seeds()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def recorded_seeds() -> list[Seed]:
+    """Issue 24's classes (``make_seeds.py recorded keras_stacked``): ``orbax`` folders (their JSON metadata, OCDBT
+    manifests and data files mutated inside the folder), ``paddle-jit`` pairs (the program JSON and its
+    ``.pdiparams``; the CLI given either), ``tflite-rnn`` recurrent ops, ``keras-stacked`` RNN(StackedRNNCells)."""
+    out = [Seed("orbax", p.name, _tree(p), "", "orbax") for p in sorted((SEEDS / "orbax").iterdir())]
+    pair = _tree(SEEDS / "paddle_jit")
+    out += [Seed("paddle-jit", name, pair, name, "paddle-jit") for name in ("model.pdiparams", "model.json")]
+    out += [Seed("tflite-rnn", p.name, {p.name: p.read_bytes()}, p.name, "tflite")
+            for p in sorted((SEEDS / "tflite_rnn").iterdir())]
+    out += [Seed("keras-stacked", p.name, {p.name: p.read_bytes()}, p.name, _kind(p.name))
+            for p in sorted((SEEDS / "stacked").iterdir())]
     return out
 
 
@@ -115,8 +133,10 @@ def _folder(fmt: str, folder: Path, keep=lambda p: True) -> Seed:
 
 
 FORMATS = ("safetensors", "pytorch", "pytorch-legacy", "torchscript", "pickle", "npy", "npz", "hdf5", "keras", "tensorflow", "onnx", "dcp",
-           "hf-sharded", "gguf", "flax", "paddle", "tflite", "rnn", "nonfinite", "remote")
-CLASSES = ("rnn", "nonfinite", "remote")
+           "hf-sharded", "gguf", "flax", "paddle", "tflite", "rnn", "nonfinite", "remote", "orbax", "paddle-jit",
+           "tflite-rnn", "keras-stacked")
+CLASSES = ("rnn", "nonfinite", "remote", "orbax", "paddle-jit", "tflite-rnn", "keras-stacked")
+NEW_CLASSES = CLASSES[3:]  # issue 24
 
 
 def _round_robin(seeds: list[Seed]) -> list[Seed]:

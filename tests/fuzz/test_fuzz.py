@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 CASES_PER_FORMAT = 60
 SEED = 20260513
@@ -49,6 +50,29 @@ def test_fuzz_flax_paddle_tflite(tmp_path):
     result = _campaign(tmp_path, "--seed", str(SEED), "--cases", "12", "--no-save", "--formats", "flax,paddle,tflite",
                        "--commands", "all", "--max-seconds", "60", timeout=300)
     assert set(result["mutants"]) == {"flax", "paddle", "tflite"} and result["total_executions"] > 0
+    assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
+
+
+NEW_CLASSES = "orbax,paddle-jit,tflite-rnn,keras-stacked"
+NEW_COMMANDS = "ls,tree,rnn,stats,diff,scan,graft-flax,cut-flax"
+
+
+def test_fuzz_orbax_paddle_jit_tflite_rnn_keras_stacked(tmp_path):
+    """Issue 24's readers and writers: Orbax folders (metadata, manifests and chunks mutated inside the folder),
+    paddle.jit.save pairs, TFLite recurrent ops and Keras RNN(StackedRNNCells), read by every reader command and
+    converted to Flax and Paddle files (and grafted into a Flax template)."""
+    result = _campaign(tmp_path, "--seed", str(SEED), "--cases", "6", "--no-save", "--formats", NEW_CLASSES,
+                       "--commands", NEW_COMMANDS, "--max-seconds", "90", "--atheris-share", "0", timeout=400)
+    assert set(result["mutants"]) == set(NEW_CLASSES.split(",")) and result["total_executions"] > 0
+    assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
+
+
+def test_fuzz_new_classes_to_flax_and_paddle(tmp_path):
+    """``extract --to flax|paddle|paddle-cell`` of issue 24's classes: every refusal must name the file."""
+    result = _campaign(tmp_path, "--seed", str(SEED), "--cases", "4", "--no-save", "--formats", NEW_CLASSES,
+                       "--commands", "to-flax,to-paddle,to-paddle-cell", "--max-seconds", "60", "--atheris-share", "0",
+                       timeout=300)
+    assert result["total_executions"] > 0
     assert not result["failures"], json.dumps(result["failures"][:5], indent=1)
 
 

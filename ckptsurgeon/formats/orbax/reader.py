@@ -55,6 +55,16 @@ def _tensorstore(path: str) -> Any:
     return tensorstore
 
 
+def _ts(path: str, what: str, call: Callable[[], Any]) -> Any:
+    """``call()``, a tensorstore read; its errors (a damaged OCDBT manifest or b-tree node, a zarr chunk that does not
+    decode: tensorstore raises ValueError/TypeError with an absl status) as one FormatError naming the checkpoint."""
+    try:
+        return call()
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        text = " ".join(str(exc).split()).replace(f"file://{os.path.abspath(path)}/", "").replace(os.path.abspath(path) + "/", "")
+        raise FormatError(f"{path}: {what}: tensorstore cannot read it: {text[:300]}") from None
+
+
 def _json(path: str, data: bytes, what: str) -> Any:
     try:
         return json.loads(data)
@@ -104,8 +114,8 @@ class _Store:
         self.path, self.ocdbt, self.zarr3 = path, ocdbt, zarr3
         self.root = os.path.abspath(path)
         # an OCDBT database is read through tensorstore from the start; zarr folders' metadata are plain JSON files
-        self.kv = _tensorstore(path).KvStore.open({"driver": "ocdbt", "base": f"file://{self.root}/"}).result() \
-            if ocdbt else None
+        self.kv = _ts(path, "its OCDBT database (manifest.ocdbt)", lambda: _tensorstore(path).KvStore.open(
+            {"driver": "ocdbt", "base": f"file://{self.root}/"}).result()) if ocdbt else None
 
     def kvstore(self, name: str) -> dict[str, Any]:
         if self.ocdbt:
@@ -115,7 +125,8 @@ class _Store:
     def zarr_metadata(self, name: str) -> dict[str, Any]:
         member = "zarr.json" if self.zarr3 else ".zarray"
         if self.kv is not None:
-            data = self.kv.read(f"{name}/{member}").result().value
+            kv = self.kv
+            data = _ts(self.path, f"array {name!r}: {member}", lambda: kv.read(f"{name}/{member}").result().value)
         else:
             data = loc.read_small(os.path.join(self.root, name, member), MAX_ZARR_METADATA, "zarr metadata")
         if not data:
@@ -131,11 +142,12 @@ class _Store:
         spec = {"driver": "zarr3" if self.zarr3 else "zarr", "kvstore": self.kvstore(name)}
 
         def load() -> np.ndarray:
-            store = _tensorstore(self.path).open(spec, open=True, read=True).result()
+            ts = _tensorstore(self.path)
+            store = _ts(self.path, f"array {name!r}", lambda: ts.open(spec, open=True, read=True).result())
             if tuple(store.shape) != shape or store.dtype.numpy_dtype != dtype:
                 raise FormatError(f"{self.path}: array {name!r} changed since it was opened "
                                   f"({store.dtype.numpy_dtype}{list(store.shape)}, was {dtype}{list(shape)})")
-            return np.asarray(store.read().result())
+            return _ts(self.path, f"array {name!r}", lambda: np.asarray(store.read().result()))
 
         return load
 
@@ -161,7 +173,7 @@ def read(path: str) -> CheckpointIndex:
     for keys, value in leaves:
         p, name = join_path(keys), ".".join(keys)
         kind = value.get("value_type")
-        if kind not in ARRAY_TYPES or value.get("skip_deserialize"):
+        if not isinstance(kind, str) or kind not in ARRAY_TYPES or value.get("skip_deserialize"):
             notes.append(f"{p}: an Orbax {kind} leaf{' (skip_deserialize)' if value.get('skip_deserialize') else ''}; "
                          "listed, not read")
             metadata[p] = f"<orbax {kind}>"
