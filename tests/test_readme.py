@@ -17,7 +17,7 @@ HEAD = """# ckptsurgeon
 
 ```bash
 bash scripts/demo.sh    # set up .venv (core only), then scan, list, extract and convert the bundled example checkpoints
-bash scripts/test.sh    # set up .venv with the test dependencies (and .tfvenv with TensorFlow), lint, type-check, run every test
+bash scripts/test.sh    # set up .venv with the test dependencies (.tfvenv: TensorFlow; .fwvenv: JAX/Flax, paddle), lint, type-check, run every test
 ```
 """
 E2E = re.compile(r"<!-- e2e:start -->\s*```bash\n(.*?)```\s*<!-- e2e:end -->", re.S)
