@@ -27,8 +27,19 @@ BENIGN = {"benign0_v0.pkl", "benign0_v3.pkl", "benign0_v4.pkl", "pytorch_model.b
           "int_array.npy", "int_arrays.npz", "int_arrays_compressed.npz"}  # as in test_security
 CORPUS_FILES = sorted(p for p in CORPUS.glob("*/*") if p.name != "LICENSE") if CORPUS.exists() else []
 # (``ref``: the good second input of a diff/verify reproducer)
-REPRODUCERS = sorted(p for p in (HERE / "fuzz" / "reproducers").glob("*/*") if p.name not in ("case.json", "ref")) + sorted(
-    (HERE / "reproducers").glob("*.h5"))
+def _reproducer_samples() -> list[Path]:
+    """Each saved fuzz case's checkpoint: its files, or the case folder itself when the checkpoint is a folder (an
+    Orbax checkpoint: its inner folders are no samples of their own)."""
+    out: list[Path] = []
+    for case in sorted((HERE / "fuzz" / "reproducers").glob("*/case.json")):
+        if json.loads(case.read_text()).get("target") == "" and case.parent.joinpath("_METADATA").exists():
+            out.append(case.parent)
+        else:
+            out += sorted(p for p in case.parent.iterdir() if p.name not in ("case.json", "ref"))
+    return out
+
+
+REPRODUCERS = _reproducer_samples() + sorted((HERE / "reproducers").glob("*.h5"))
 
 
 def _scan_json(*paths: str) -> tuple[int, dict]:
