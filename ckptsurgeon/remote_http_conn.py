@@ -90,11 +90,16 @@ class Clock:
 class _Raw(io.RawIOBase):
     """The socket's bytes, each ``recv_into`` under the connection's clock."""
 
-    def __init__(self, sock: socket.socket, clock: Clock) -> None:
-        self._sock, self._clock = sock, clock
+    def __init__(self, sock: socket.socket, clock: Clock, owner: _Sock | None = None) -> None:
+        self._sock, self._clock, self._owner = sock, clock, owner
 
     def readable(self) -> bool:
         return True
+
+    def close(self) -> None:
+        if not self.closed and self._owner is not None:
+            self._owner.released()
+        super().close()
 
     def readinto(self, buf: Any) -> int:
         while True:
@@ -114,16 +119,28 @@ class _Sock:
 
     def __init__(self, sock: socket.socket, clock: Clock) -> None:
         self._sock, self._clock = sock, clock
+        self._readers, self._closing = 0, False
 
     def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(_Raw(self._sock, self._clock))
+        self._readers += 1
+        return io.BufferedReader(_Raw(self._sock, self._clock, self))
 
     def sendall(self, data: Any) -> None:
         self._sock.settimeout(self._clock.read)
         self._sock.sendall(data)
 
     def close(self) -> None:
-        self._sock.close()
+        """Closed once no reader is left, as ``socket.socket`` does with its ``makefile`` readers: ``http.client``
+        closes the connection as soon as an answer says ``Connection: close``, while its response still reads the
+        body from the socket."""
+        self._closing = True
+        if self._readers <= 0:
+            self._sock.close()
+
+    def released(self) -> None:
+        self._readers -= 1
+        if self._closing and self._readers <= 0:
+            self._sock.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
