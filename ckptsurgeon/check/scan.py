@@ -20,7 +20,7 @@ import stat
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from .. import location
 from ..errors import CheckpointError, FormatError, UnsafeCheckpointError
@@ -352,10 +352,11 @@ def _findings_by_file(findings: Sequence[Finding], files: Sequence[str]) -> dict
     known = set(files)
     out: dict[str, list[Finding]] = {}
     for f in findings:
-        cuts = [i for i, c in enumerate(f.path) if c in ":@"] + [len(f.path)]
-        owner = next((f.path[:i] for i in reversed(cuts) if f.path[:i] in known), None)
-        if owner is not None:
-            out.setdefault(owner, []).append(f)
+        path, cut = f.path, len(f.path)
+        while cut >= 0 and path[:cut] not in known:
+            cut = max(path.rfind(":", 0, cut), path.rfind("@", 0, cut))
+        if cut >= 0:
+            out.setdefault(path[:cut], []).append(f)
     return out
 
 
@@ -379,6 +380,7 @@ def scan_file(path: str, *, allow_globals: Sequence[str] = ()) -> ScanResult:
     return result
 
 
+T = TypeVar("T")
 PARALLEL_MIN_FILES = 256  # fewer files are scanned in this process alone (bench/scan_vs_picklescan)
 _H5_NAMES = (".h5", ".hdf5")  # files put together in one chunk: one child describes them all (``_prefetch_hdf5``)
 
@@ -541,8 +543,8 @@ class _Pool:
         numbered = list(enumerate(tasks))
         h5 = [it for it in numbered if it[1].path.lower().endswith(_H5_NAMES)]  # first, in one chunk
         rest = [it for it in numbered if not it[1].path.lower().endswith(_H5_NAMES)]
-        size = max(1, len(rest) // (jobs * 16), -(-len(rest) // (MAX_CHUNKS - 1)))  # small: the last one is waited for
-        chunks = ([h5] if h5 else []) + [rest[i:i + size] for i in range(0, len(rest), size)]
+        rest.sort(key=lambda it: -_size(it[1].path))  # the largest first: the last chunks, waited for, are quick
+        chunks = ([h5] if h5 else []) + _guided(rest, jobs)
         self.shared = SharedChunks(chunks, _run_chunk, min(jobs, len(chunks)) - 1)
 
     def results(self) -> list[_Done]:
@@ -550,6 +552,28 @@ class _Pool:
 
     def close(self) -> None:
         self.shared.close()
+
+
+_LEAST_CHUNK = 4  # files
+
+
+def _size(path: str) -> int:
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
+
+
+def _guided(items: list[T], jobs: int) -> list[list[T]]:
+    """``items`` in chunks that shrink as they go (each a ``4 * jobs``-th of what is left, down to ``_LEAST_CHUNK``):
+    few chunks to take, and the last ones, which the others wait for, small whatever files they hold."""
+    least = max(_LEAST_CHUNK, -(-len(items) // (MAX_CHUNKS // 2)))
+    chunks, at = [], 0
+    while at < len(items):
+        size = max(least, (len(items) - at) // (4 * jobs))
+        chunks.append(items[at:at + size])
+        at += size
+    return chunks
 
 
 def _in_pool(tasks: list[_Task], jobs: int) -> _Pool:

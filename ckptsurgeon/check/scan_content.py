@@ -29,6 +29,7 @@ from ..formats.npy import numpy_fmt
 from ..formats.pickles import MAX_PICKLE
 from ..formats.pytorch import torchscript
 from ..formats.pytorch.pickle_static import PickleFacts, analyze
+from ..formats.pytorch.pickle_walk import Irregular, Truncated, first_pickle
 from ..formats.pytorch.safepickle import safe_load
 from ..formats.pytorch.torch_legacy import MAGIC_NUMBER
 from ..formats.tree import work_budget
@@ -377,13 +378,13 @@ class _Walk:
                 self._npy(blob, pos, end)
                 return
             if claims:
-                stop, complete = self._pickle_end(blob, pos, end)
+                stop, complete, facts = self._pickle_end(blob, pos, end)
                 if not complete:
                     stop = end  # the damaged rest: its analysis says what is wrong with it
                 if stop - pos > MAX_PICKLE:
                     raise FormatError(f"{blob.label}: pickle at byte {pos} is over {MAX_PICKLE:,} bytes")
                 data = blob.read(pos, stop - pos)
-                self.pickle(blob.at(pos), data, blob.script)
+                self.pickle(blob.at(pos), data, blob.script, facts)
                 if legacy_left < 0:  # after a legacy torch file's magic number: 4 more pickles, then raw storages
                     legacy_left = 4 if _is_magic(data, blob.label) else 1 << 62
                 elif legacy_left == 1:
@@ -394,7 +395,7 @@ class _Walk:
                     return
                 pos = stop
                 continue
-            data, complete, capped = self._sniff(blob, pos, end, head)
+            data, complete, capped, facts = self._sniff(blob, pos, end, head)
             if capped:  # parses as a pickle for a mebibyte: read it as one
                 if not self.inflate(blob):
                     self.finding("archive", blob.label, f"{blob.label}: a compressed member that parses as a pickle "
@@ -403,7 +404,7 @@ class _Walk:
                 claims = True
                 continue
             stop = pos + len(data)
-            facts = analyze(data, work_budget(len(data)))
+            facts = facts or analyze(data, work_budget(len(data)))
             if not _imports(facts):
                 quiet += 1
                 if not complete or quiet > MAX_QUIET:
@@ -416,35 +417,62 @@ class _Walk:
             pos = stop
 
     @staticmethod
-    def _pickle_end(blob: _Bytes, pos: int, end: int) -> tuple[int, bool]:
-        """One past the STOP of the pickle at ``pos`` (parsed as a stream: nothing run, nothing built)."""
+    def _pickle_end(blob: _Bytes, pos: int, end: int) -> tuple[int, bool, PickleFacts | None]:
+        """One past the STOP of the pickle at ``pos`` (parsed as a stream: nothing run, nothing built), whether it
+        has one, and its analysis when the walk that found its end made it."""
+        n = 1 << 16
+        while True:  # the first mebibytes by the walk, which analyses the pickle as it goes
+            head = blob.read(pos, min(n, end - pos))
+            try:
+                facts = first_pickle(head)
+                return pos + facts.end, True, facts
+            except Truncated:
+                if len(head) == end - pos or n >= SNIFF_CAP:
+                    break
+                n *= 16
+            except Irregular:
+                break
         assert blob.source is not None
         with io.BufferedReader(blob.source.window(blob.base + pos, end - pos), 1 << 16) as fh:
             try:
                 for op, _arg, _at in pickletools.genops(fh):
                     if op.name == "STOP":
-                        return pos + fh.tell(), True
+                        return pos + fh.tell(), True, None
             except Exception:  # noqa: BLE001 - the static analysis reports the damage itself
                 pass
-        return end, False
+        return end, False, None
 
     @staticmethod
-    def _sniff(blob: _Bytes, pos: int, end: int, head: bytes) -> tuple[bytes, bool, bool]:
+    def _sniff(blob: _Bytes, pos: int, end: int, head: bytes) -> tuple[bytes, bool, bool, PickleFacts | None]:
         """How far the bytes at ``pos`` (``head``: the first of them) parse as a pickle, reading little for bytes
-        that do not: (the pickle, or the bytes read; whether it reached STOP; whether it still parsed at SNIFF_CAP)."""
+        that do not: (the pickle, or the bytes read; whether it reached STOP; whether it still parsed at SNIFF_CAP;
+        its analysis, when the walk that found its end made it)."""
         n = len(head)
         while True:
+            try:
+                facts = first_pickle(head)
+                return head[:facts.end], True, False, facts
+            except Truncated:  # genops too would parse all of ``head`` and want more
+                if len(head) == end - pos:
+                    return head, False, False, None
+                if n >= SNIFF_CAP:
+                    return head, False, True, None
+                n *= 16
+                head = blob.read(pos, min(n, end - pos))
+                continue
+            except Irregular:
+                pass
             fh = io.BytesIO(head)
             try:
                 for op, _arg, _at in pickletools.genops(fh):
                     if op.name == "STOP":
-                        return head[:fh.tell()], True, False
+                        return head[:fh.tell()], True, False, None
             except Exception:  # noqa: BLE001 - not a pickle, or not all of it read yet
                 pass
             if fh.tell() < len(head) or len(head) == end - pos:
-                return head[:fh.tell()], False, False
+                return head[:fh.tell()], False, False, None
             if n >= SNIFF_CAP:
-                return head, False, True
+                return head, False, True, None
             n *= 16
             head = blob.read(pos, min(n, end - pos))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -56,7 +57,8 @@ def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[n
     if start + n > len(head):
         raise FormatError(f"{where}: truncated .npy header ({n} bytes declared)")
     try:
-        d = ast.literal_eval(head[start:start + n].decode(encoding))
+        text = head[start:start + n].decode(encoding)
+        d = _plain_header(text) or ast.literal_eval(text)
     except (SyntaxError, ValueError, UnicodeDecodeError, MemoryError, RecursionError, TypeError) as exc:
         raise FormatError(f"{where}: invalid .npy header: {type(exc).__name__}") from None
     if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
@@ -73,6 +75,22 @@ def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[n
     if dtype.hasobject and not allow_object:
         raise UnsafeCheckpointError(f"{where}: object array (needs pickle); refusing")
     return dtype, tuple(shape), fortran, start + n
+
+
+# The header numpy writes for a plain array, e.g. "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }":
+# read without the parser. Anything else (structured dtypes, other spacing) goes to ``ast.literal_eval``.
+_PLAIN_HEADER = re.compile(r"\{'descr': '([^'\\\n]*)', 'fortran_order': (True|False), "
+                           r"'shape': \(((?:(?:0|[1-9][0-9]*)(?:, (?:0|[1-9][0-9]*))*,?)?)\), \} *\n?")
+
+
+def _plain_header(text: str) -> dict[str, Any] | None:
+    """The header's dict when it is exactly as numpy writes it (what ``ast.literal_eval`` would give), else None."""
+    m = _PLAIN_HEADER.fullmatch(text)
+    if m is None:
+        return None
+    descr, fortran, dims = m.groups()
+    return {"descr": descr, "fortran_order": fortran == "True",
+            "shape": tuple(int(x) for x in dims.split(",") if x.strip())}
 
 
 def _fortran_stride(shape: tuple[int, ...]) -> tuple[int, ...] | None:

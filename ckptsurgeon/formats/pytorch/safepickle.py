@@ -24,6 +24,7 @@ import numpy as np
 from ...dtypes import ML_NAMES, TORCH_DTYPES, TORCH_STORAGE_DTYPES, ml_dtype
 from ...errors import FormatError, UnsafeCheckpointError
 from ..tree import work_budget
+from .pickle_memo import BytesMemo
 from .pickle_static import analyze
 
 __all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES",
@@ -595,6 +596,9 @@ def storage_from_pid(pid: Any) -> StorageRef:
     return StorageRef(key, stype.dtype, numel, location if type(location) is str else str(location), view)
 
 
+_SCANNED: BytesMemo[set[int] | None] = BytesMemo()  # a pickle's memo reads, once it passed ``scan_opcodes``
+
+
 def safe_load(
     data: bytes, where: str, persistent: Callable[[Any], Any] = storage_from_pid, allow_globals: Iterable[str] = (),
     extra_globals: Mapping[tuple[str, str], Any] | None = None,
@@ -603,7 +607,7 @@ def safe_load(
 
     ``extra_globals`` adds inert stand-ins a format needs (the DCP metadata classes), by exact name.
     """
-    reads = scan_opcodes(data, where)
+    reads = _SCANNED.get(data, None, lambda: scan_opcodes(data, where))  # its refusals name ``where``: not kept
     allowed = dict(_SAFE_GLOBALS)
     allowed.update(extra_globals or {})
     for spec in allow_globals:

@@ -16,6 +16,7 @@ from typing import Any
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex
 from ...source import ByteSource, open_source
+from .pickle_walk import Irregular, Truncated, first_pickle
 from .safepickle import StorageRef, safe_load, storage_from_pid
 from .torch_common import StorageBytes, build_torch_index
 
@@ -31,8 +32,23 @@ def sniff(head: bytes) -> bool:
     return head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c", b"N", b"I")
 
 
+FAST_SPAN = 1 << 20  # pickles up to this size are walked in memory (``pickle_walk``), larger ones by genops
+
+
 def _pickle_span(fh: Any, start: int, where: str) -> int:
     """Find where the pickle that starts at ``start`` ends (parsing only, nothing executed)."""
+    n = 1 << 16
+    while n <= FAST_SPAN:  # the walk steps over arguments in place: several times faster than genops
+        fh.seek(start)
+        head = fh.read(n)
+        try:
+            return start + first_pickle(head).end
+        except Truncated:
+            if len(head) < n:
+                break
+            n *= 16
+        except Irregular:
+            break
     fh.seek(start)
     try:
         for op, _arg, _pos in pickletools.genops(fh):
