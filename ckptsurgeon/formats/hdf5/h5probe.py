@@ -105,15 +105,17 @@ def _attrs(obj: Any, where: str) -> dict[str, Any]:
     """Every attribute; one that cannot be read becomes ``{"__error__": why}`` (raised only if used)."""
     out: dict[str, Any] = {}
     try:
-        names = list(obj.attrs.keys())
+        attrs = obj.attrs  # the property makes a new manager on every use: one for all of them
+        names = list(attrs.keys())
     except Exception as exc:  # noqa: BLE001
         raise FormatError(f"{where}: damaged attributes of {obj.name}: {exc}") from None
+    owner = obj.name if names else ""
     for name in names:
         if not isinstance(name, str):
-            raise FormatError(f"{where}: attribute name {name!r} of {obj.name} is not UTF-8 text; refusing")
-        what = f"attribute {name!r} of {obj.name}"
+            raise FormatError(f"{where}: attribute name {name!r} of {owner} is not UTF-8 text; refusing")
+        what = f"attribute {name!r} of {owner}"
         try:
-            out[name] = _attr_value(obj.attrs[name], what)
+            out[name] = _attr_value(attrs[name], what)
         except FormatError as exc:
             out[name] = {"__error__": str(exc)}
         except Exception as exc:  # noqa: BLE001 - unknown string encodings, damaged dataspaces ...
@@ -142,6 +144,26 @@ def _dataset(dset: Any, name: str, where: str) -> dict[str, Any]:
     return d
 
 
+def _decoded(name: bytes) -> str | bytes:
+    """A stored name as h5py gives it: UTF-8 text, else the bytes."""
+    try:
+        return name.decode("utf8")
+    except UnicodeDecodeError:
+        return name
+
+
+def _node(oid: Any, h5py: Any) -> Any:
+    """The object ``oid`` opened, as ``group[name]`` gives it (a Group, a read-only Dataset, a Datatype)."""
+    kind = h5py.h5i.get_type(oid)
+    if kind == h5py.h5i.GROUP:
+        return h5py.Group(oid)
+    if kind == h5py.h5i.DATASET:
+        return h5py.Dataset(oid, readonly=True)
+    if kind == h5py.h5i.DATATYPE:
+        return h5py.Datatype(oid)
+    raise TypeError("Unknown object type")
+
+
 def describe(args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     """The file's metadata as ``{"objects": [...]}``: one flat entry per group and dataset, by path."""
     import h5py
@@ -160,34 +182,39 @@ def describe(args: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
             entry: dict[str, Any] = {"kind": "group", "name": path, "attrs": _attrs(group, where), "links": []}
             objects.append(entry)
             try:
-                names = list(group.keys())
+                names = list(group.id.__iter__())  # the link names as stored (bytes), in the order keys() gives
             except Exception as exc:  # noqa: BLE001
                 raise FormatError(f"{where}: damaged HDF5 group {path}: {exc}") from None
             children = []
-            for name in names:
+            links = group.id.links
+            for raw in names:
+                name = _decoded(raw)
                 if not isinstance(name, str):
                     raise FormatError(f"{where}: link name {name!r} in group {path} is not UTF-8 text; refusing")
                 if len(objects) + len(entry["links"]) > max_objects:
                     raise UnsafeCheckpointError(f"{where}: more than {max_objects:,} HDF5 objects for a file of "
                                                 f"{int(args['size']):,} bytes; refusing")
                 full = path.rstrip("/") + "/" + name
-                try:
-                    link = group.get(name, getlink=True)
+                try:  # the link's kind, as group.get(name, getlink=True) reads it, without its other lookups
+                    kind = links.get_info(raw).type
+                    if kind == h5py.h5l.TYPE_SOFT:
+                        entry["links"].append([name, "soft", _text(_decoded(links.get_val(raw)), f"soft link {full}")])
+                        continue
+                    if kind != h5py.h5l.TYPE_HARD:
+                        link = group.get(name, getlink=True)
                 except Exception as exc:  # noqa: BLE001
                     raise FormatError(f"{where}: damaged HDF5 link {full}: {exc}") from None
-                if isinstance(link, h5py.SoftLink):
-                    entry["links"].append([name, "soft", _text(link.path, f"soft link {full}")])
+                if kind != h5py.h5l.TYPE_HARD:
+                    if isinstance(link, h5py.ExternalLink):
+                        entry["links"].append([name, "external", _text(link.filename, f"link {full}"),
+                                               _text(link.path, f"link {full}")])
+                    else:
+                        entry["links"].append([name, "other"])
                     continue
-                if isinstance(link, h5py.ExternalLink):
-                    entry["links"].append([name, "external", _text(link.filename, f"link {full}"),
-                                           _text(link.path, f"link {full}")])
-                    continue
-                if not isinstance(link, h5py.HardLink):
-                    entry["links"].append([name, "other"])
-                    continue
-                try:
-                    node = group[name]
-                    addr = int(h5py.h5o.get_info(node.id).addr)
+                try:  # group[name], opened directly
+                    oid = h5py.h5o.open(group.id, raw, lapl=group._lapl)
+                    addr = int(h5py.h5o.get_info(oid).addr)
+                    node = _node(oid, h5py)
                 except Exception as exc:  # noqa: BLE001
                     raise FormatError(f"{where}: damaged HDF5 object {full}: {exc}") from None
                 entry["links"].append([name, "hard"])
