@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 
 __all__ = ["BytesMemo", "MAX_ENTRIES", "MAX_BYTES"]
 
-MAX_ENTRIES = 64
+MAX_ENTRIES = 32
 MAX_BYTES = 256 << 10  # larger pickles (a torch checkpoint's own) are parsed once per reading anyway
 
 T = TypeVar("T")
