@@ -245,3 +245,44 @@ def test_findings_go_to_the_longest_file_they_name():
     got = {k: [f.path for f in v] for k, v in _findings_by_file(findings, files).items()}
     assert got == {"d/a.pt": ["d/a.pt:archive/data.pkl", "d/a.pt@5"], "d/a.pt:x": ["d/a.pt:x@12"],
                    "d/b": ["d/b", "d/b@1:z@2"]}
+
+
+# Found by an independent differential fuzzing run (409k byte strings against analyze_genops).
+@pytest.mark.parametrize("head", [b"q\x04.$.", b"\x80\x02Nr\x00\x01\x00\x00." + b"\x00" * 300, b"Np6\n.\x83"])
+def test_first_pickle_checks_memo_indices_against_the_pickles_own_end(head):
+    """A memo index larger than the pickle but not than the bytes after it is still the problem genops names."""
+    try:
+        facts = pickle_walk.first_pickle(head)
+    except pickle_walk.Irregular:
+        return  # the caller then finds the end by genops and analyses the pickle alone
+    exact = _uncached(head[:facts.end], work_budget(facts.end))
+    assert _same(facts, exact)
+
+
+@pytest.mark.parametrize("head", [b"I\n", b"F\n", b"L\n", b"p\x0e\n", b"S\n", b"S'a\n", b"S'\\'\n", b"c\xb9\n", b"c\\\n"])
+def test_a_whole_line_that_does_not_parse_is_not_truncation(head):
+    """More bytes cannot mend a complete text line genops refuses: not ``Truncated`` (which reads on)."""
+    with pytest.raises(pickle_walk.Irregular) as info:
+        pickle_walk.first_pickle(head)
+    assert not isinstance(info.value, pickle_walk.Truncated)
+    with pytest.raises(pickle_walk.Truncated):
+        pickle_walk.first_pickle(head[:-1])  # the same line without its newline: out of bytes
+
+
+def test_many_tuples_past_the_budget_take_linear_time():
+    """Each tuple past the budget once checked the problems found so far: quadratic in hostile pickles."""
+    k = 20_000
+    data = b"\x80\x04" + b"NN\x93" * k + b")" + b"2\x86" * k + b"."
+    budget = work_budget(len(data))
+    fast, ref = _uncached(data, budget), analyze_genops(data, budget)
+    assert _same(fast, ref) and sum(p.startswith("a tuple") for p in ref.problems) == 1
+
+
+@pytest.mark.parametrize("text", [
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (3), }",  # (3) is the number 3, not a shape
+    "{'descr': '<f\x00', 'fortran_order': False, 'shape': (3,), }",
+    "{'descr': '<f\r', 'fortran_order': False, 'shape': (3,), }",
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (" + "9" * 5000 + ",), }",  # Python's own digit limit
+])
+def test_npy_near_misses_found_by_fuzzing_go_to_the_parser(text):
+    assert _plain_header(text) is None

@@ -79,8 +79,9 @@ def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[n
 
 # The header numpy writes for a plain array, e.g. "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }":
 # read without the parser. Anything else (structured dtypes, other spacing) goes to ``ast.literal_eval``.
-_PLAIN_HEADER = re.compile(r"\{'descr': '([^'\\\n]*)', 'fortran_order': (True|False), "
-                           r"'shape': \(((?:(?:0|[1-9][0-9]*)(?:, (?:0|[1-9][0-9]*))*,?)?)\), \} *\n?")
+_DIM = r"(?:0|[1-9][0-9]{0,17})"  # longer numbers: the parser (Python's own limits and messages)
+_PLAIN_HEADER = re.compile(r"\{'descr': '([^'\\\n\r\x00]*)', 'fortran_order': (True|False), "
+                           rf"'shape': \((|{_DIM},|{_DIM}(?:, {_DIM})+,?)\), \}} *\n?")
 
 
 def _plain_header(text: str) -> dict[str, Any] | None:

@@ -98,8 +98,9 @@ def analyze_genops(data: bytes, budget: int) -> PickleFacts:
 
     def tuple_of(items: list[tuple[str, int, str | None]], pos: int) -> None:
         size = min(1 + sum(i[1] for i in items), budget + 1)
+        told = facts.largest_tuple > budget  # the first tuple past the budget is the problem (a flag: no search)
         facts.largest_tuple = max(facts.largest_tuple, size)
-        if size > budget and not any(p.startswith("a tuple") for p in facts.problems):
+        if size > budget and not told:
             facts.problems.append(f"a tuple at byte {pos} expands to more than {budget:,} elements (shared parts "
                                   "repeated); hashing or comparing it would not end")
         stack.append(("tuple", size, None))

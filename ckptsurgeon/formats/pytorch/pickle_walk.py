@@ -179,7 +179,9 @@ def walk(data: bytes, budget: int, *, stream: bool = False) -> PickleFacts:
                 try:
                     arg = _READER[code](text)
                 except Exception as exc:  # noqa: BLE001 - genops fails here the same way: the reference says how
-                    raise (Truncated if text.tell() >= end else Irregular) from exc
+                    # out of bytes only when genops' reader found no newline: a whole line that does not parse
+                    # fails however many bytes follow
+                    raise (Truncated if str(exc).startswith("no newline found") else Irregular) from exc
                 pos = text.tell()
             else:
                 if pos + n > end:
@@ -272,6 +274,8 @@ def walk(data: bytes, budget: int, *, stream: bool = False) -> PickleFacts:
             push(_OBJ)
         else:  # pragma: no cover - every action is dispatched above
             raise Irregular
+    if stream and memo and max(memo) > pos:
+        raise Irregular  # a memo index past the pickle's own end (known only now): the reference words the problem
     facts.end = pos
     facts.opcodes = Counter({_NAME[c]: counts[c] for c in order})
     facts.first_at = {_NAME[c]: first[c] for c in order}
@@ -299,9 +303,10 @@ def _pop_mark(stack: list[tuple[str, int, str | None]], marks: list[int]) -> lis
 
 def _tuple(facts: PickleFacts, items: list[tuple[str, int, str | None]], at: int, budget: int, push: Any) -> None:
     size = min(1 + sum([i[1] for i in items]), budget + 1)
+    told = facts.largest_tuple > budget  # the first tuple past the budget is the problem (one flag, not a search)
     if size > facts.largest_tuple:
         facts.largest_tuple = size
-    if size > budget and not any(p.startswith("a tuple") for p in facts.problems):
+    if size > budget and not told:
         facts.problems.append(f"a tuple at byte {at} expands to more than {budget:,} elements (shared parts "
                               "repeated); hashing or comparing it would not end")
     push(("tuple", size, None))
