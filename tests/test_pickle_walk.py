@@ -164,7 +164,9 @@ def test_the_walk_names_what_the_reference_names():
 def test_first_pickle_stops_at_stop_and_says_truncated():
     data = pickle.dumps({"a": [1, 2, 3], "b": "x" * 300}, protocol=2)
     facts = pickle_walk.first_pickle(data + b"\x00" * 1000)  # the raw storages of a legacy file follow
+    remembered = analyze(data, work_budget(len(data)))  # what first_pickle left for the pickle alone
     assert facts.end == len(data) and _same(facts, _uncached(data, work_budget(len(data))))
+    assert _same(remembered, analyze_genops(data, work_budget(len(data))))
     for cut in (1, len(data) // 2, len(data) - 1):
         with pytest.raises(pickle_walk.Truncated):
             pickle_walk.first_pickle(data[:cut])
@@ -195,6 +197,7 @@ def test_bytes_memo_is_bounded_and_remembers_no_failure():
     big = b"x" * (pickle_memo.MAX_BYTES + 1)
     assert memo.get(big, None, lambda: 1) == 1 and memo.get(big, None, lambda: 2) == 2  # too large: not kept
     assert memo.get(b"0", "other", lambda: 5) == 5  # the extra key part tells answers apart
+    assert memo.get(bytearray(b"0"), "other", lambda: 6) == 5  # what a reader hands over: the same bytes
 
 
 @settings(max_examples=200, deadline=None)

@@ -24,18 +24,27 @@ class BytesMemo(Generic[T]):
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple[bytes, Hashable], T] = OrderedDict()
 
-    def get(self, data: bytes, extra: Hashable, compute: Callable[[], T]) -> T:
-        if len(data) > MAX_BYTES or type(data) is not bytes:
+    def get(self, data: bytes | bytearray, extra: Hashable, compute: Callable[[], T]) -> T:
+        if len(data) > MAX_BYTES:
             return compute()
-        key = (data, extra)
+        key = (data if type(data) is bytes else bytes(data), extra)  # a reader's bytearray: its small copy
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
         value = compute()  # an exception is not remembered: the next call raises it again
+        self._keep(key, value)
+        return value
+
+    def put(self, data: bytes, extra: Hashable, value: T) -> None:
+        """Remember ``value`` as what ``compute`` gives for ``data``, found another way."""
+        if len(data) <= MAX_BYTES:
+            self._keep((data if type(data) is bytes else bytes(data), extra), value)
+
+    def _keep(self, key: tuple[bytes, Hashable], value: T) -> None:
         self._entries[key] = value
+        self._entries.move_to_end(key)
         if len(self._entries) > MAX_ENTRIES:
             self._entries.popitem(last=False)
-        return value
 
     def clear(self) -> None:
         self._entries.clear()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .pickle_memo import BytesMemo
 
-__all__ = ["PickleFacts", "analyze", "analyze_genops", "OPCODE_CLASSES", "opcode_class"]
+__all__ = ["PickleFacts", "analyze", "analyze_genops", "remember", "OPCODE_CLASSES", "opcode_class"]
 
 # What each opcode makes the unpickler do, for people reading a scan.
 OPCODE_CLASSES: dict[str, tuple[str, ...]] = {
@@ -63,6 +63,11 @@ def analyze(data: bytes, budget: int) -> PickleFacts:
     ``analyze_genops``, whose findings and messages are the reference: both give the same facts. The facts of
     recent small pickles are remembered (``pickle_memo``): they are shared, not to be changed."""
     return _MEMO.get(data, budget, lambda: _analyze(data, budget))
+
+
+def remember(data: bytes, budget: int, facts: PickleFacts) -> None:
+    """``facts`` are ``analyze(data, budget)``, found by another walk (``pickle_walk.first_pickle``)."""
+    _MEMO.put(data, budget, facts)
 
 
 def _analyze(data: bytes, budget: int) -> PickleFacts:

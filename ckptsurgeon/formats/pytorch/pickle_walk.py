@@ -15,7 +15,7 @@ from typing import Any
 
 from ..tree import work_budget
 from .pickle_memo import BytesMemo
-from .pickle_static import PickleFacts
+from .pickle_static import PickleFacts, remember
 
 __all__ = ["walk", "first_pickle", "Irregular", "Truncated"]
 
@@ -109,6 +109,7 @@ def _first_pickle(head: bytes) -> PickleFacts:
     if facts.largest_tuple > exact:  # the budget of the pickle's own size decides: walk it alone
         return walk(head[:facts.end], exact)
     facts.size = facts.end
+    remember(head[:facts.end], exact, facts)  # what analyze() of the pickle alone gives: ls asks for it next
     return facts
 
 
