@@ -134,6 +134,7 @@ class _Bytes:
         return _Bytes(self.label, size, self.src, self.base + offset, script=self.script, source=self.source)
 
 
+_OPCODE_BYTES = frozenset(op.code.encode("latin-1")[0] for op in pickletools.opcodes)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,255}")
 
 
@@ -395,6 +396,8 @@ class _Walk:
                     return
                 pos = stop
                 continue
+            if head[0] not in _OPCODE_BYTES:
+                return  # not a pickle: genops stops at its first byte (most tensor data starts so)
             data, complete, capped, facts = self._sniff(blob, pos, end, head)
             if capped:  # parses as a pickle for a mebibyte: read it as one
                 if not self.inflate(blob):

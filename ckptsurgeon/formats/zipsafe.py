@@ -55,7 +55,9 @@ class SafeZip:
         self.file_size = self._src.size - offset if size is None else size
         if offset < 0 or self.file_size < 0 or offset + self.file_size > self._src.size:
             raise FormatError(f"{path}: archive at bytes {offset}..{offset + self.file_size} lies past the end of the file")
-        kept = _HANDED_OFF.pop(path, None) if offset == 0 and size is None else None
+        whole = offset == 0 and self.file_size == self._src.size
+        # the whole file: the reader takes the parse detection kept; another look (scan's) only borrows it
+        kept = (_HANDED_OFF.pop(path, None) if size is None else _HANDED_OFF.get(path)) if whole else None
         if kept is not None and kept[0] is self._src:
             self._start_dir, self.members = kept[1], kept[2]
             return
