@@ -289,3 +289,27 @@ def test_many_tuples_past_the_budget_take_linear_time():
 ])
 def test_npy_near_misses_found_by_fuzzing_go_to_the_parser(text):
     assert _plain_header(text) is None
+
+
+def test_bytes_memo_shared_by_threads():
+    """Threads (a Python API user's) share the memo: each gets the right answer and nothing raises."""
+    import threading
+
+    memo: pickle_memo.BytesMemo[int] = pickle_memo.BytesMemo()
+    errors: list[BaseException] = []
+
+    def work(seed: int) -> None:
+        try:
+            for i in range(5000):
+                k = (i * 7 + seed) % (pickle_memo.MAX_ENTRIES * 2)
+                if memo.get(b"%d" % k, None, lambda k=k: k * 3) != k * 3:
+                    raise AssertionError(k)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(memo._entries) <= pickle_memo.MAX_ENTRIES

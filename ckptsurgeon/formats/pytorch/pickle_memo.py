@@ -2,10 +2,12 @@
 for pickles, and then again as ``ls`` opens the file; the second parse finds the same bytes and the same answer.
 
 Bounded (``MAX_ENTRIES`` pickles of up to ``MAX_BYTES`` each), least recently used first out; only answers that
-depend on nothing but the bytes are kept, and callers treat them as read-only.
+depend on nothing but the bytes are kept, and callers treat them as read-only. Threads may share it: a race costs
+at most a second computation.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
@@ -28,11 +30,14 @@ class BytesMemo(Generic[T]):
         if len(data) > MAX_BYTES:
             return compute()
         key = (data if type(data) is bytes else bytes(data), extra)  # a reader's bytearray: its small copy
-        if key in self._entries:
+        try:
+            value = self._entries[key]
+        except KeyError:
+            value = compute()  # an exception is not remembered: the next call raises it again
+            self._keep(key, value)
+            return value
+        with contextlib.suppress(KeyError):  # another thread may have let it go meanwhile
             self._entries.move_to_end(key)
-            return self._entries[key]
-        value = compute()  # an exception is not remembered: the next call raises it again
-        self._keep(key, value)
         return value
 
     def put(self, data: bytes, extra: Hashable, value: T) -> None:
@@ -41,10 +46,11 @@ class BytesMemo(Generic[T]):
             self._keep((data if type(data) is bytes else bytes(data), extra), value)
 
     def _keep(self, key: tuple[bytes, Hashable], value: T) -> None:
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        if len(self._entries) > MAX_ENTRIES:
-            self._entries.popitem(last=False)
+        with contextlib.suppress(KeyError):  # threads share the memo: an entry may go between two steps
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > MAX_ENTRIES:
+                self._entries.popitem(last=False)
 
     def clear(self) -> None:
         self._entries.clear()
