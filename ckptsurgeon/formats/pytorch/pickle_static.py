@@ -73,6 +73,8 @@ def remember(data: bytes, budget: int, facts: PickleFacts) -> None:
 def _analyze(data: bytes, budget: int) -> PickleFacts:
     from .pickle_walk import Irregular, walk
 
+    if not isinstance(data, (bytes, bytearray)):  # what genops takes for bytes; anything else is its to judge
+        return analyze_genops(data, budget)
     try:
         return walk(data, budget)
     except Irregular:

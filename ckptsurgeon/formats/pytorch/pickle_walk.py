@@ -104,6 +104,8 @@ def first_pickle(head: bytes) -> PickleFacts:
 
 
 def _first_pickle(head: bytes) -> PickleFacts:
+    if not isinstance(head, (bytes, bytearray)):
+        raise Irregular  # genops decides what it is
     facts = walk(head, work_budget(len(head)), stream=True)
     exact = work_budget(facts.end)
     if facts.largest_tuple > exact:  # the budget of the pickle's own size decides: walk it alone
