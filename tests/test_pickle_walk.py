@@ -313,3 +313,22 @@ def test_bytes_memo_shared_by_threads():
     for t in threads:
         t.join()
     assert not errors and len(memo._entries) <= pickle_memo.MAX_ENTRIES
+
+
+@pytest.mark.parametrize("tensors", [3, 3000])  # a pickle well within the walked 64 KiB, and one past it (genops)
+def test_legacy_torch_files_either_side_of_the_walked_span(tmp_path, tensors):
+    """torch.save's legacy format: pickles followed by raw storages. ``ls`` and ``scan`` find every tensor and no
+    finding, whether the walk or genops finds where the object pickle ends."""
+    torch = pytest.importorskip("torch")
+    import ckptsurgeon
+    from ckptsurgeon.check.scan import scan_file
+
+    state = {f"layer{i}.weight": torch.full((2, 3), float(i)) for i in range(tensors)}
+    path = tmp_path / "legacy.pt"
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    index = ckptsurgeon.open(str(path))
+    assert len(list(index)) == tensors
+    assert np.array_equal(index[f"layer{tensors - 1}/weight"].numpy(), np.full((2, 3), tensors - 1, np.float32))
+    result = scan_file(str(path))
+    assert result.ok, [f.message for f in result.findings]
+    assert max(p.nbytes for p in result.pickles) > (64 << 10) if tensors > 1000 else True

@@ -15,6 +15,7 @@ most ``MAX_ARCHIVES`` archives and ``MAX_PICKLES`` pickles, compressed members a
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import pickletools
@@ -48,6 +49,7 @@ MAX_ARCHIVES = 10_000  # archives in one file, nested and concatenated
 MAX_PICKLES = 10_000  # pickles in one file
 MAX_INFLATE = 1 << 30  # compressed members inflated in memory to look inside them, in all, per file
 MAX_FORWARD = 1 << 30  # how far past a zip's first header its end record is looked for
+_WALKED = 1 << 16  # a claimed pickle ending within this is found and analysed by one walk
 SNIFF_CAP = 1 << 20  # how far a member of any name is parsed to tell whether it is a pickle
 MAX_QUIET = 64  # pickles that import nothing, one after another, before the rest is taken for data
 MAX_CONFIG = 64 << 20  # a .keras config.json, as its reader limits it
@@ -423,18 +425,10 @@ class _Walk:
     def _pickle_end(blob: _Bytes, pos: int, end: int) -> tuple[int, bool, PickleFacts | None]:
         """One past the STOP of the pickle at ``pos`` (parsed as a stream: nothing run, nothing built), whether it
         has one, and its analysis when the walk that found its end made it."""
-        n = 1 << 16
-        while True:  # the first mebibytes by the walk, which analyses the pickle as it goes
-            head = blob.read(pos, min(n, end - pos))
-            try:
-                facts = first_pickle(head)
-                return pos + facts.end, True, facts
-            except Truncated:
-                if len(head) == end - pos or n >= SNIFF_CAP:
-                    break
-                n *= 16
-            except Irregular:
-                break
+        head = blob.read(pos, min(_WALKED, end - pos))
+        with contextlib.suppress(Irregular):  # the walk analyses the pickle as it finds its end; a longer one: genops
+            facts = first_pickle(head)
+            return pos + facts.end, True, facts
         assert blob.source is not None
         with io.BufferedReader(blob.source.window(blob.base + pos, end - pos), 1 << 16) as fh:
             try:

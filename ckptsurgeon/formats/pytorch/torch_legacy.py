@@ -6,6 +6,7 @@ then each storage as an int64 element count followed by its little-endian bytes.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import pickletools
@@ -16,7 +17,7 @@ from typing import Any
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex
 from ...source import ByteSource, open_source
-from .pickle_walk import Irregular, Truncated, first_pickle
+from .pickle_walk import Irregular, first_pickle
 from .safepickle import StorageRef, safe_load, storage_from_pid
 from .torch_common import StorageBytes, build_torch_index
 
@@ -32,23 +33,16 @@ def sniff(head: bytes) -> bool:
     return head[:1] == b"\x80" or head[:1] in (b"(", b"}", b"]", b"c", b"N", b"I")
 
 
-FAST_SPAN = 1 << 20  # pickles up to this size are walked in memory (``pickle_walk``), larger ones by genops
+FAST_SPAN = 1 << 16  # a pickle ending within this is walked in memory (``pickle_walk``); a longer one by genops,
+# which streams (walking it in memory first would be work thrown away)
 
 
 def _pickle_span(fh: Any, start: int, where: str) -> int:
     """Find where the pickle that starts at ``start`` ends (parsing only, nothing executed)."""
-    n = 1 << 16
-    while n <= FAST_SPAN:  # the walk steps over arguments in place: several times faster than genops
-        fh.seek(start)
-        head = fh.read(n)
-        try:
-            return start + first_pickle(head).end
-        except Truncated:
-            if len(head) < n:
-                break
-            n *= 16
-        except Irregular:
-            break
+    fh.seek(start)
+    head = fh.read(FAST_SPAN)
+    with contextlib.suppress(Irregular):  # the walk steps over arguments in place: several times faster than genops
+        return start + first_pickle(head).end
     fh.seek(start)
     try:
         for op, _arg, _pos in pickletools.genops(fh):
