@@ -91,6 +91,7 @@ def _net(net: dict, x):
 def tf1(spec: dict) -> dict:
     x_val = np.load(spec["x"])["x"]
     with tf.Graph().as_default():
+        v1.set_random_seed(spec.get("seed", 0))  # the same fresh variables every run: statistical checks do not flake
         x = v1.placeholder(tf.float32, x_val.shape)
         outs = {net["scope"]: _net(net, x) for net in spec["nets"]}
         names = sorted(v.op.name for v in v1.global_variables())
