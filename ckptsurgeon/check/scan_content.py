@@ -32,7 +32,7 @@ from ..formats.pytorch import torchscript
 from ..formats.pytorch.pickle_static import PickleFacts, analyze
 from ..formats.pytorch.pickle_walk import Irregular, Truncated, first_pickle
 from ..formats.pytorch.safepickle import safe_load
-from ..formats.pytorch.torch_legacy import MAGIC_NUMBER
+from ..formats.pytorch.torch_legacy import FAST_SPAN, MAGIC_NUMBER
 from ..formats.tree import work_budget
 from ..formats.zipsafe import MAX_SMALL_MEMBER, Member, SafeZip
 from ..source import ByteSource, SourceWindow, open_source, register_scheme
@@ -49,7 +49,6 @@ MAX_ARCHIVES = 10_000  # archives in one file, nested and concatenated
 MAX_PICKLES = 10_000  # pickles in one file
 MAX_INFLATE = 1 << 30  # compressed members inflated in memory to look inside them, in all, per file
 MAX_FORWARD = 1 << 30  # how far past a zip's first header its end record is looked for
-_WALKED = 1 << 16  # a claimed pickle ending within this is found and analysed by one walk
 SNIFF_CAP = 1 << 20  # how far a member of any name is parsed to tell whether it is a pickle
 MAX_QUIET = 64  # pickles that import nothing, one after another, before the rest is taken for data
 MAX_CONFIG = 64 << 20  # a .keras config.json, as its reader limits it
@@ -425,19 +424,13 @@ class _Walk:
     def _pickle_end(blob: _Bytes, pos: int, end: int) -> tuple[int, bool, PickleFacts | None]:
         """One past the STOP of the pickle at ``pos`` (parsed as a stream: nothing run, nothing built), whether it
         has one, and its analysis when the walk that found its end made it."""
-        head = blob.read(pos, min(_WALKED, end - pos))
+        head = blob.read(pos, min(FAST_SPAN, end - pos))  # as ls reads a legacy file
         with contextlib.suppress(Irregular):  # the walk analyses the pickle as it finds its end; a longer one: genops
             facts = first_pickle(head)
             return pos + facts.end, True, facts
         assert blob.source is not None
         with io.BufferedReader(blob.source.window(blob.base + pos, end - pos), 1 << 16) as fh:
-            try:
-                for op, _arg, _at in pickletools.genops(fh):
-                    if op.name == "STOP":
-                        return pos + fh.tell(), True, None
-            except Exception:  # noqa: BLE001 - the static analysis reports the damage itself
-                pass
-        return end, False, None
+            return (pos + fh.tell(), True, None) if _genops_stop(fh) else (end, False, None)
 
     @staticmethod
     def _sniff(blob: _Bytes, pos: int, end: int, head: bytes) -> tuple[bytes, bool, bool, PickleFacts | None]:
@@ -450,24 +443,14 @@ class _Walk:
                 facts = first_pickle(head)
                 return head[:facts.end], True, False, facts
             except Truncated:  # genops too would parse all of ``head`` and want more
-                if len(head) == end - pos:
-                    return head, False, False, None
-                if n >= SNIFF_CAP:
-                    return head, False, True, None
-                n *= 16
-                head = blob.read(pos, min(n, end - pos))
-                continue
+                parsed = len(head)
             except Irregular:
-                pass
-            fh = io.BytesIO(head)
-            try:
-                for op, _arg, _at in pickletools.genops(fh):
-                    if op.name == "STOP":
-                        return head[:fh.tell()], True, False, None
-            except Exception:  # noqa: BLE001 - not a pickle, or not all of it read yet
-                pass
-            if fh.tell() < len(head) or len(head) == end - pos:
-                return head[:fh.tell()], False, False, None
+                fh = io.BytesIO(head)
+                if _genops_stop(fh):
+                    return head[:fh.tell()], True, False, None
+                parsed = fh.tell()
+            if parsed < len(head) or len(head) == end - pos:
+                return head[:parsed], False, False, None
             if n >= SNIFF_CAP:
                 return head, False, True, None
             n *= 16
@@ -487,6 +470,17 @@ class _Walk:
         else:
             data = blob.read(pos + hlen, end - pos - hlen)
         self.pickle(f"{blob.label}@{pos + hlen}", data, False)
+
+
+def _genops_stop(fh: Any) -> bool:
+    """Whether genops reaches a STOP in ``fh`` (then at ``fh.tell()``); else ``fh`` stops where parsing failed."""
+    try:
+        for op, _arg, _at in pickletools.genops(fh):
+            if op.name == "STOP":
+                return True
+    except Exception:  # noqa: BLE001 - not a pickle, or not all of it read: the static analysis says which
+        pass
+    return False
 
 
 def _is_magic(data: bytes, where: str) -> bool:

@@ -144,9 +144,10 @@ def walk(data: bytes, budget: int, *, stream: bool = False) -> PickleFacts:
         if code == _BINPUT:
             if pos + 2 > end:
                 raise Truncated
-            if data[pos + 1] > end:
+            index = data[pos + 1]
+            if index > end:
                 raise Irregular  # the memo index bomb: the reference words the problem
-            memo[data[pos + 1]] = stack[-1] if stack else _OBJ
+            memo[index] = stack[-1] if stack else _OBJ
             pos += 2
             continue
         if code == _BINGET:
