@@ -31,12 +31,19 @@ def _time_major(arr, layout: str) -> np.ndarray:
 
 
 def _tf1_declared(meta) -> ConvertOptions:
-    """The facts TF1 used that its checkpoint does not store, declared as a user would (--forget-bias, --activation)."""
+    """The facts TF1 used that its checkpoint does not store, declared as a user would (--forget-bias, --activation);
+    nothing for a case saved with its MetaGraph, which states them."""
+    if meta["spec"].get("meta_graph"):
+        return ConvertOptions()
     config = meta["layers"][0]["config"]
     fb, act = config.get("forget_bias"), config.get("activation")
     return ConvertOptions(forget_bias=None if fb in (None, 1.0) else fb, activation=None if act in (None, "tanh") else act,
                           orientation="xw" if meta["structure"] == "hand_built" else None,  # its code: x @ wx
                           cell_clip=config.get("cell_clip"), proj_clip=config.get("proj_clip"))
+
+
+# cases saved with a MetaGraph that shows facts one group cannot hold -> (fact, what its refusal names)
+_META_REFUSED = {"meta_multi2_lstm_fb_mixed": ("forget_bias", "cells disagree"), "meta_gru_relu6": ("activation", "Relu6")}
 
 
 def _tf1_want(meta, arrays) -> np.ndarray:
@@ -59,6 +66,14 @@ def test_tf1_case_computes_what_tf_recorded(name):
     if name == "multi2_lstm_mixed":
         assert "different widths" in group.provenance["layers"] and refusals(group, "gates")
         return
+    if name in _META_REFUSED:  # the MetaGraph shows what no one set of facts holds: every conversion refuses, saying why
+        fact, why = _META_REFUSED[name]
+        assert group.provenance[fact].startswith("missing") and why in group.provenance[fact]
+        assert all(any(why in r for r in refusals(group, t)) for t in ("torch", "keras", "tf1", "onnx", "gates"))
+        return
+    if meta["spec"].get("meta_graph"):  # what the variables cannot say comes from the graph, not a default or a flag
+        facts = ("activation",) + (("forget_bias",) if group.kind == "lstm" else ())
+        assert all(group.provenance[f].startswith("file: MetaGraph") for f in facts), group.provenance
     cells = group.cells()
     lengths = meta.get("sequence_length") or [x.shape[0]] * x.shape[1]
     for b, n in enumerate(lengths):  # sequence_length: each sequence is its own length (bw starts at its end)
@@ -80,7 +95,8 @@ torch = pytest.importorskip("torch")
 @pytest.mark.parametrize("name", ["lstm", "lstm_fb05", "basic_lstm_fb03", "lstm_proj", "multi2_lstm", "stack_bi2_lstm",
                                   "stack_bi3_lstm", "bi_lstm", "cudnn_compat_lstm", "multi2_cudnn_compat",
                                   "lstm_block_fused", "old_lstm", "old_multi2_basic_lstm", "old_lstm_peep_proj",
-                                  "stack_bi2_cudnn_compat"])
+                                  "stack_bi2_cudnn_compat", "meta_basic_lstm_fb0",
+                                  "meta_multi2_lstm_fb0", "meta_stack_bi2_lstm_fb0", "meta_lstm_block_fused_fb025"])
 def test_tf1_case_into_a_real_torch_module(tmp_path, name):
     """extract --to torch (verified by default), loaded strictly into nn.LSTM: TF's outputs."""
     from click.testing import CliRunner

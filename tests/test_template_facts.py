@@ -1,6 +1,8 @@
 """A graft template's facts its file does not state, declared (``--template-fact``, ``template_facts=``): a TF1
 Saver checkpoint of ``LSTMCell(forget_bias=0.0)`` stores no forget_bias (found by an independent review: grafting
-assumed 1.0, verified, and TensorFlow computed 0.14 away). TensorFlow restores the result and is the judge."""
+assumed 1.0, verified, and TensorFlow computed 0.14 away). With the Saver's MetaGraph beside it (``PREFIX.meta``, what
+a Saver writes by default) the file does state it, and nothing needs declaring. TensorFlow restores the result and is
+the judge."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,7 +26,8 @@ def case(tmp_path):
     torch.save({f"rnn.{k}": v for k, v in lstm.state_dict().items()}, tmp_path / "src.pt")
     x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype("float32")
     np.savez(tmp_path / "x.npz", x=x)
-    run_tf("tf1", tmp_path, x=str(tmp_path / "x.npz"), nets=[NET], save_with_meta=str(tmp_path / "tpl" / "model.ckpt"))
+    run_tf("tf1", tmp_path, x=str(tmp_path / "x.npz"), nets=[NET], save_template=str(tmp_path / "tpl" / "model.ckpt"),
+           save_with_meta=str(tmp_path / "tplmeta" / "model.ckpt"))
     with torch.no_grad():
         want = lstm(torch.from_numpy(x))[0].numpy()
     return tmp_path, want
@@ -45,6 +48,21 @@ def test_declared_template_forget_bias_reaches_tensorflows_outputs(case, declare
         assert err > 1e-2
     else:
         assert err < 1e-5
+
+
+def test_a_template_metagraph_states_forget_bias(case):
+    """The same template saved with its MetaGraph: forget_bias 0 is read from the graph, TensorFlow computes torch's
+    outputs without a declaration, and a declaration against the graph is refused."""
+    tmp_path, want = case
+    template = tmp_path / "tplmeta" / "model.ckpt"
+    group = ckptsurgeon.rnn(template).groups[0]
+    assert group.to_dict()["forget_bias"] == 0.0 and group.provenance["forget_bias"].startswith("file: MetaGraph model.ckpt.meta")
+    out = tmp_path / "out" / "model.ckpt"
+    out.parent.mkdir()
+    ckptsurgeon.graft(tmp_path / "src.pt", template, str(out))
+    assert float(np.max(np.abs(_tf_output(tmp_path, out) - want))) < 1e-5
+    with pytest.raises(SelectionError, match="the file states forget_bias"):
+        ckptsurgeon.graft(tmp_path / "src.pt", template, str(tmp_path / "o" / "model.ckpt"), template_facts=["forget_bias=1"])
 
 
 def test_a_declared_fact_never_overrides_what_the_template_states(tmp_path):

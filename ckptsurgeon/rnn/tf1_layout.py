@@ -23,11 +23,13 @@ from collections import defaultdict
 import numpy as np
 
 from ..errors import FormatError
+from ..formats.tensorflow.graph_def import load_graph
 from ..index import CheckpointIndex
 from .cell import Cell, Stack
 from .gates import ORDERS, reorder, transposed
 from .facts import stated_scopes
-from .group import RecognizeOptions, RecurrentGroup
+from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup, origin
+from .tf1_graph import UNSEEN, gru_facts, lstm_facts
 
 __all__ = ["recognize", "write", "DEFAULT_FORGET_BIAS"]
 
@@ -141,23 +143,62 @@ def recognize(index: CheckpointIndex, options: RecognizeOptions) -> list[Recurre
         group = _group(index, scope, found)
         if group is not None:
             _wrappers(group, index)
+            _graph_facts(group, index, [v[2] for v in found.values()])
             groups.append(group)
     return groups
 
 
 def _wrappers(group: RecurrentGroup, index: CheckpointIndex) -> None:
     """A cell wrapper the checkpoint's MetaGraph shows (its variables cannot) makes the group unusable."""
-    first = index.files[0] if index.files else ""
-    if index.format != "tensorflow" or not first.endswith(".index"):
+    meta = _meta_path(index)
+    if meta is None:
         return
     from ..formats.tensorflow.meta_graph import wrappers_near
 
-    meta = first[: -len(".index")] + ".meta"
     found = wrappers_near(meta, group.members)
     if found:
         what = "; ".join(f"a {name} ({does})" for name, does in found)
         group.provenance["wrapper"] = (f"missing: the MetaGraph {os.path.basename(meta)} shows {what} around its cells, "
                                        "which the checkpoint's variables cannot show and no target's cells compute")
+
+
+def _meta_path(index: CheckpointIndex) -> str | None:
+    """``PREFIX.meta`` beside a TF1 bundle's index (what a Saver writes with it), if the checkpoint is one."""
+    first = index.files[0] if index.files else ""
+    if index.format != "tensorflow" or not first.endswith(".index"):
+        return None
+    return first[: -len(".index")] + ".meta"
+
+
+def _graph_facts(group: RecurrentGroup, index: CheckpointIndex, cells: list[dict[str, str]]) -> None:
+    """The facts the cells' variables cannot state, as the Saver's MetaGraph shows them (``tf1_graph``): they replace
+    version defaults; what the graph shows but cannot settle is missing, so that conversions refuse and say why."""
+    meta = _meta_path(index)
+    graph = load_graph(meta) if meta is not None else None
+    kernel = "kernel" if group.kind == "lstm" else "ck"
+    if graph is None or any(("", c[kernel]) not in graph.nodes for c in cells):
+        return  # no MetaGraph, or one that does not hold these variables (another Saver's names): nothing to read
+    found = lstm_facts(graph, cells) if group.kind == "lstm" else gru_facts(graph, cells)
+    name = os.path.basename(meta)
+    for fact, reading in found.items():
+        current = group.provenance.get(fact, "")
+        if reading.where == UNSEEN:
+            group.notes.append(f"the MetaGraph {name} holds the variables of {group.scope or '/'} but {reading.problem}; "
+                               f"{fact} is {current}")
+            continue
+        if origin(current) != "version default":
+            if reading.problem or reading.value == getattr(group, fact):
+                continue
+            group.notes.append(f"the MetaGraph {name} shows {fact}={reading.value} ({reading.where}) for {group.scope or '/'}, "
+                               f"where {current}")
+            continue
+        if reading.problem:
+            group.provenance[fact] = (f"missing: the MetaGraph {name} shows the cells but not their {fact}: {reading.problem}; "
+                                      f"pass {FACT_FLAGS[fact]} if you know it")
+            if fact == "activation":
+                group.activation = None
+        else:
+            group.set_fact(fact, reading.value, f"file: MetaGraph {name} ({reading.where})")
 
 
 def _group(index, scope, found) -> RecurrentGroup | None:

@@ -215,13 +215,20 @@ def tf1_grid_cases() -> list[str]:
 
 
 def tf1_declared(meta: dict) -> dict:
-    """The facts TF1 used that its checkpoint does not store, declared as a user would."""
+    """The facts TF1 used that its checkpoint does not store, declared as a user would; nothing for a case saved
+    with its MetaGraph, which states them."""
+    if meta["spec"].get("meta_graph"):
+        return {}
     config = meta["layers"][0]["config"]
     fb, act = config.get("forget_bias"), config.get("activation")
     opts = {"forget_bias": None if fb in (None, 1.0) else fb, "activation": None if act in (None, "tanh") else act,
             "orientation": "xw" if meta["structure"] == "hand_built" else None,
             "cell_clip": config.get("cell_clip"), "proj_clip": config.get("proj_clip")}
     return {k: v for k, v in opts.items() if v is not None}
+
+
+# cases whose MetaGraph shows facts no one group holds (cells that disagree, an op with no formula): nothing settles them
+_META_MISSING = {"meta_multi2_lstm_fb_mixed": ("forget_bias",), "meta_gru_relu6": ("activation",)}
 
 
 def tf1_truth(meta: dict) -> Truth:
@@ -232,10 +239,10 @@ def tf1_truth(meta: dict) -> Truth:
     return Truth("gru" if layer["class"] == "GRUCell" else "lstm", layers=meta["num_layers"],
                  directions=len(meta["directions"]), reset_after=False,
                  peepholes=bool(config.get("use_peepholes") or args.get("use_peephole")),
-                 proj=config.get("num_proj") or 0, activation="relu" if "relu" in str(act) else "tanh",
+                 proj=config.get("num_proj") or 0, activation={"relu": "relu", "relu6": None}.get(str(act), "tanh"),
                  topology="independent" if meta["structure"] == "bidirectional_dynamic_rnn(MultiRNNCell, MultiRNNCell)"
                  else "interleaved", clip=bool(config.get("cell_clip") or config.get("proj_clip")),
-                 widths_differ=len(widths) > 1)
+                 widths_differ=len(widths) > 1, missing=_META_MISSING.get(meta["name"], ()))
 
 
 def tf1_want(meta: dict, arrays) -> np.ndarray:

@@ -8,10 +8,7 @@ Only node names are read (MetaGraphDef.graph_def.node[].name), never an op is bu
 """
 from __future__ import annotations
 
-import os
-
-from ...errors import FormatError
-from ..protowire import decode
+from .graph_def import META_LIMIT, load_graph
 
 __all__ = ["WRAPPERS", "META_LIMIT", "cell_scopes", "wrappers_near"]
 
@@ -25,37 +22,13 @@ WRAPPERS = {
     "InputProjectionWrapper": "projects the input first",
     "OutputProjectionWrapper": "projects the output after",
 }
-META_LIMIT = 256 << 20  # a MetaGraph larger than this is not read (its constants, not its names, make it big)
-
-
-def _names(meta: bytes) -> list[str]:
-    graph = decode(meta).get(2) or []  # MetaGraphDef.graph_def
-    out = []
-    for g in graph:
-        if isinstance(g, bytes):
-            for node in decode(g).get(1) or []:  # GraphDef.node
-                if isinstance(node, bytes):
-                    name = decode(node).get(1)  # NodeDef.name
-                    if name and isinstance(name[0], bytes):
-                        out.append(name[0].decode("utf-8", "replace"))
-    return out
 
 
 def cell_scopes(meta_path: str) -> dict[str, list[str]]:
     """``{scope the RNN ran in: [cell class names, outer first, each once]}`` from the zero-state name scopes;
     ``{}`` when there is no MetaGraph or it is too large to read."""
-    try:
-        size = os.path.getsize(meta_path)
-    except OSError:
-        return {}
-    if size > META_LIMIT:
-        return {}
-    with open(meta_path, "rb") as f:
-        data = f.read()
-    try:
-        names = _names(data)
-    except FormatError:
-        return {}
+    graph = load_graph(meta_path)
+    names = [name for scope, name in graph.nodes if not scope] if graph is not None else []
     out: dict[str, list[str]] = {}
     for name in names:
         segs = name.split("/")

@@ -1,0 +1,230 @@
+"""What a TF1 Saver's MetaGraph says its cells compute: the run-time facts their variables do not store.
+
+From each cell's kernel, data flow leads to the ops of every step (in the graph, or in a TF 2 loop's body):
+- LSTMCell, BasicLSTMCell: ``MatMul(concat([x, h]), kernel) -> BiasAdd -> Split(4)`` = i, j, f, o. ``forget_bias`` is
+  the constant added to f (``split:2``); ``activation`` is the op applied to j (``split:1``) before ``sigmoid(i) *``
+  takes it (j taken as it is: linear); ``cell_clip`` is a ``Minimum(new c, C)``, ``Maximum(.., -C)`` pair after the
+  new cell state, ``proj_clip`` the same after ``MatMul(m, projection/kernel)``.
+- LSTMBlockCell, LSTMBlockFusedCell (ops ``LSTMBlockCell``, ``BlockLSTM``): the op's ``forget_bias`` and
+  ``cell_clip`` attributes (a clip <= 0 is none, as in the kernel); activation tanh.
+- GRUCell: ``MatMul(concat([x, r * h]), candidate/kernel) -> BiasAdd -> activation`` before ``(1 - u) *`` takes it;
+  GRUBlockCell (op ``GRUBlockCell``): tanh.
+A fact is read only when every step of every cell of a group shows it, and they agree: a group has one value.
+Anything else (a cell whose steps are not in this shape, steps that disagree, an activation op with no known
+formula) is reported, and the fact stays what the variables alone can say.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ..formats.tensorflow.graph_def import Graph, Node, Tensor
+from .activations import ACTIVATIONS, parametric_name
+
+__all__ = ["Reading", "UNSEEN", "lstm_facts", "gru_facts"]
+
+# TF op -> activation name (activations.ACTIVATIONS); Elu and LeakyRelu are named with their parameter
+_ACT_OPS = {"Tanh": "tanh", "Relu": "relu", "Sigmoid": "sigmoid", "Softsign": "softsign", "Softplus": "softplus",
+            "Identity": "linear"}
+_ADD = ("Add", "AddV2")
+# fused ops -> input position of the kernel
+_LSTM_BLOCK = {"LSTMBlockCell": 3, "BlockLSTM": 4}
+_GRU_BLOCK = {"GRUBlockCell": 3}  # w_c: the candidate kernel
+UNSEEN = "unseen"  # Reading.where of a fact whose cell has no step the graph shows in a known shape
+
+
+class Reading(NamedTuple):
+    """One fact as the graph shows it: its value (None for a clip: none), where, or why it cannot be read."""
+
+    value: Any
+    where: str
+    problem: str = ""
+
+
+Step = dict[str, Reading]
+
+
+def _label(node: Node) -> str:
+    return node.name + (f" (in {node.scope})" if node.scope else "")
+
+
+def _out(node: Node, k: int = 0) -> Tensor:
+    return (node.scope, node.name, k)
+
+
+def _consumer(graph: Graph, tensor: Tensor, ops: tuple[str, ...], pos: int | None = None) -> Node | None:
+    found = [n for n, p in graph.consumers(tensor) if n.op in ops and (pos is None or p == pos)]
+    return found[0] if len(found) == 1 else None
+
+
+def _other(node: Node, tensor: Tensor) -> Tensor | None:
+    """The other input of a two-input node that reads ``tensor``."""
+    if len(node.inputs) != 2 or tensor not in node.inputs:
+        return None
+    return node.inputs[1] if node.inputs[0] == tensor else node.inputs[0]
+
+
+def _const(graph: Graph, tensor: Tensor | None) -> float | None:
+    node = graph.source(tensor) if tensor is not None else None
+    return node.scalar() if node is not None else None
+
+
+def _float(value: float) -> float:
+    """A float32 constant as the shortest decimal that is the same float32 (0.3, not 0.30000001192092896)."""
+    import numpy as np
+
+    return float(str(np.float32(value)))
+
+
+def _activation(graph: Graph, pre: Tensor, taker: Callable[[Node, Tensor], bool]) -> Reading:
+    """The activation applied to ``pre`` before ``taker`` (a product of the step) reads it."""
+    if any(taker(n, pre) for n, _ in graph.consumers(pre)):
+        return Reading("linear", f"{pre[1]} is used as it is")
+    ops = [n for n, _ in graph.consumers(pre)]
+    if len(ops) != 1:
+        return Reading(None, pre[1], f"{len(ops)} ops read {pre[1]}:{pre[2]}, not one activation")
+    act = ops[0]
+    if not any(taker(n, _out(act)) for n, _ in graph.consumers(_out(act))):
+        return Reading(None, act.name, f"{act.op} {_label(act)} is not what the step's product reads")
+    if act.op in _ACT_OPS:
+        return Reading(_ACT_OPS[act.op], f"{act.op} {_label(act)}")
+    if act.op == "Elu":
+        name = parametric_name("Elu", 1.0, None)
+    elif act.op == "LeakyRelu":
+        name = parametric_name("LeakyRelu", act.attr_float("alpha") or 0.2, None)
+    else:
+        return Reading(None, act.name, f"activation op {act.op} ({_label(act)}) has no formula in ckptsurgeon")
+    return Reading(name, f"{act.op} {_label(act)}") if name in ACTIVATIONS else Reading(None, act.name, f"op {act.op}")
+
+
+def _clip(graph: Graph, value: Tensor) -> Reading:
+    """``Minimum(value, C)`` then ``Maximum(.., -C)``: C; no Minimum: no clip."""
+    low = [n for n, _ in graph.consumers(value) if n.op == "Minimum"]
+    if not low:
+        return Reading(None, f"no clip_by_value after {value[1]}")
+    high = _consumer(graph, _out(low[0]), ("Maximum",))
+    top, bottom = _const(graph, _other(low[0], value)), _const(graph, _other(high, _out(low[0])) if high else None)
+    if len(low) != 1 or top is None or bottom is None or bottom != -top:
+        return Reading(None, low[0].name, f"{_label(low[0])} is not a clip_by_value(-C, C) of {value[1]}")
+    return Reading(_float(top), f"clip_by_value {_label(low[0]).replace('/Minimum', '', 1)}")
+
+
+def _sigmoid_product(node: Node, tensor: Tensor, graph: Graph) -> bool:
+    """``node`` is ``sigmoid(..) * tensor``."""
+    other = _other(node, tensor) if node.op == "Mul" else None
+    producer = graph.producer(other) if other is not None else None
+    return producer is not None and producer.op == "Sigmoid"
+
+
+def _gates(graph: Graph, matmul: Node, parts: int) -> Node | None:
+    """``MatMul -> BiasAdd -> Split(parts)`` from a step's kernel product, or None."""
+    if matmul.attr_bool("transpose_a") or matmul.attr_bool("transpose_b"):
+        return None
+    biased = _consumer(graph, _out(matmul), ("BiasAdd",), 0)
+    split = _consumer(graph, _out(biased), ("Split",), 1) if biased is not None else None
+    return split if split is not None and split.attr_int("num_split") == parts else None
+
+
+def _lstm_step(graph: Graph, matmul: Node) -> Step | None:
+    split = _gates(graph, matmul, 4)
+    if split is None:
+        return None
+    step: Step = {}
+    add = _consumer(graph, _out(split, 2), _ADD)
+    bias = _const(graph, _other(add, _out(split, 2))) if add is not None else None
+    step["forget_bias"] = (Reading(_float(bias), f"{_label(add)} adds it to the forget gate") if add is not None and bias is not None
+                           else Reading(None, split.name, f"no constant is added to {split.name}:2 (the forget gate)"))
+    step["activation"] = act = _activation(graph, _out(split, 1), lambda n, t: _sigmoid_product(n, t, graph))
+    if act.value is None:
+        return step
+    j = _out(split, 1) if act.value == "linear" else _out(graph.consumers(_out(split, 1))[0][0])
+    product = next(n for n, _ in graph.consumers(j) if _sigmoid_product(n, j, graph))
+    new_c = _consumer(graph, _out(product), _ADD)
+    step["cell_clip"] = _clip(graph, _out(new_c)) if new_c is not None else Reading(None, product.name, "no new cell state")
+    return step
+
+
+def _block_step(node: Node) -> Step:
+    clip = node.attr_float("cell_clip")
+    fb = node.attr_float("forget_bias")
+    where = f"op {node.op} {_label(node)}"
+    return {"forget_bias": Reading(_float(fb), f"{where}: forget_bias") if fb is not None else
+            Reading(None, where, f"{where} has no forget_bias attribute"),
+            "activation": Reading("tanh", f"{where} (always tanh)"),
+            "cell_clip": Reading(_float(clip) if clip is not None and clip > 0 else None, f"{where}: cell_clip")}
+
+
+def _steps(graph: Graph, kernel: str, blocks: dict[str, int], step: Callable[[Graph, Node], Step | None]) -> list[Step]:
+    out = []
+    for node, pos in graph.uses(kernel):
+        if blocks.get(node.op) == pos:
+            out.append(_block_step(node) if node.op in _LSTM_BLOCK else {"activation": Reading("tanh", f"op {node.op} {_label(node)} (always tanh)")})
+        elif node.op == "MatMul" and pos == 1:
+            found = step(graph, node)
+            if found is not None:
+                out.append(found)
+    return out
+
+
+def _projection_step(graph: Graph, kernel: str) -> list[Step]:
+    return [{"proj_clip": _clip(graph, _out(node))} for node, pos in graph.uses(kernel)
+            if node.op == "MatMul" and pos == 1 and not node.attr_bool("transpose_b")]
+
+
+def _merge(per_cell: list[tuple[str, list[Step]]], facts: tuple[str, ...]) -> dict[str, Reading]:
+    """One Reading per fact for the whole group: every step of every cell agrees, or the problem says why not."""
+    out: dict[str, Reading] = {}
+    for fact in facts:
+        values: dict[Any, str] = {}
+        problem = ""
+        unseen = [kernel for kernel, steps in per_cell if not any(fact in s for s in steps)]
+        if unseen:
+            out[fact] = Reading(None, UNSEEN, f"shows no step of the cell whose kernel is {unseen[0]} in a shape "
+                                              "ckptsurgeon reads")
+            continue
+        for kernel, steps in per_cell:
+            for r in (s[fact] for s in steps if fact in s):
+                if r.problem:
+                    problem = problem or r.problem
+                else:
+                    values.setdefault(r.value, r.where)
+        if problem:
+            out[fact] = Reading(None, "", problem)
+        elif len(values) > 1:
+            shown = ", ".join(f"{v} ({w})" for v, w in values.items())
+            out[fact] = Reading(None, "", f"its cells disagree: {fact} {shown}; a group has one value")
+        elif values:
+            (value, where), = values.items()
+            n = sum(len(steps) for _, steps in per_cell)
+            out[fact] = Reading(value, where + (f"; the same in all {n} places the graph runs these cells" if n > 1 else ""))
+    return out
+
+
+def lstm_facts(graph: Graph, cells: list[dict[str, str]]) -> dict[str, Reading]:
+    """forget_bias, activation, cell_clip (and proj_clip with a projection) of the LSTM cells whose variables are
+    ``cells`` (role -> variable name: kernel, projection)."""
+    per_cell = [(c["kernel"], _steps(graph, c["kernel"], _LSTM_BLOCK, _lstm_step)) for c in cells]
+    found = _merge(per_cell, ("forget_bias", "activation", "cell_clip"))
+    if all("projection" in c for c in cells) and cells:
+        found.update(_merge([(c["projection"], _projection_step(graph, c["projection"])) for c in cells], ("proj_clip",)))
+    return found
+
+
+def _gru_step(graph: Graph, matmul: Node) -> Step | None:
+    if matmul.attr_bool("transpose_a") or matmul.attr_bool("transpose_b"):
+        return None
+    biased = _consumer(graph, _out(matmul), ("BiasAdd",), 0)
+    if biased is None:
+        return None
+    # new_h = u * h + (1 - u) * c: the candidate's product is with (1 - u), a Sub
+    def taker(n: Node, t: Tensor) -> bool:
+        other = _other(n, t) if n.op == "Mul" else None
+        producer = graph.producer(other) if other is not None else None
+        return producer is not None and producer.op == "Sub"
+
+    return {"activation": _activation(graph, _out(biased), taker)}
+
+
+def gru_facts(graph: Graph, cells: list[dict[str, str]]) -> dict[str, Reading]:
+    """The activation of the GRU cells whose candidate kernels are ``cells[k]["ck"]``."""
+    return _merge([(c["ck"], _steps(graph, c["ck"], _GRU_BLOCK, _gru_step)) for c in cells], ("activation",))
