@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from ..formats.tensorflow.graph_def import Graph, Node, Tensor
 from .activations import ACTIVATIONS, parametric_name
 
-__all__ = ["Reading", "UNSEEN", "lstm_facts", "gru_facts"]
+__all__ = ["Reading", "UNSEEN", "DISAGREE", "lstm_facts", "gru_facts"]
 
 # TF op -> activation name (activations.ACTIVATIONS); Elu and LeakyRelu are named with their parameter
 _ACT_OPS = {"Tanh": "tanh", "Relu": "relu", "Sigmoid": "sigmoid", "Softsign": "softsign", "Softplus": "softplus",
@@ -31,6 +31,7 @@ _ADD = ("Add", "AddV2")
 _LSTM_BLOCK = {"LSTMBlockCell": 3, "BlockLSTM": 4}
 _GRU_BLOCK = {"GRUBlockCell": 3}  # w_c: the candidate kernel
 UNSEEN = "unseen"  # Reading.where of a fact whose cell has no step the graph shows in a known shape
+DISAGREE = "disagree"  # Reading.where of a fact the group's cells hold different values of
 
 
 class Reading(NamedTuple):
@@ -192,7 +193,7 @@ def _merge(per_cell: list[tuple[str, list[Step]]], facts: tuple[str, ...]) -> di
             out[fact] = Reading(None, "", problem)
         elif len(values) > 1:
             shown = ", ".join(f"{v} ({w})" for v, w in values.items())
-            out[fact] = Reading(None, "", f"its cells disagree: {fact} {shown}; a group has one value")
+            out[fact] = Reading(None, DISAGREE, f"its cells disagree: {fact} {shown}")
         elif values:
             (value, where), = values.items()
             n = sum(len(steps) for _, steps in per_cell)

@@ -29,7 +29,7 @@ from .cell import Cell, Stack
 from .gates import ORDERS, reorder, transposed
 from .facts import stated_scopes
 from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup, origin
-from .tf1_graph import UNSEEN, gru_facts, lstm_facts
+from .tf1_graph import DISAGREE, UNSEEN, gru_facts, lstm_facts
 
 __all__ = ["recognize", "write", "DEFAULT_FORGET_BIAS"]
 
@@ -193,6 +193,9 @@ def _graph_facts(group: RecurrentGroup, index: CheckpointIndex, cells: list[dict
                                f"where {current}")
             continue
         if reading.problem:
+            if reading.where == DISAGREE:  # no flag settles this: one value would be wrong for some cells
+                group.provenance["cell_differences"] = (f"missing: the MetaGraph {name} shows that {reading.problem}, which "
+                                                        "no target's one set of facts holds; select the cells that agree")
             group.provenance[fact] = (f"missing: the MetaGraph {name} shows the cells but not their {fact}: {reading.problem}; "
                                       f"pass {FACT_FLAGS[fact]} if you know it")
             if fact == "activation":

@@ -36,6 +36,7 @@ class Truth:
     halves_differ: bool = False  # Keras Bidirectional whose two layers compute different things
     missing: tuple[str, ...] = ()  # facts nothing settles (flags not passed)
     widths_differ: bool = False  # TF1 MultiRNNCell of layers of different widths
+    cells_differ: bool = False  # TF1 cells whose MetaGraph shows different run-time facts (forget_bias ...)
     allow_concat_merge: bool = False  # the user passed --allow-concat-merge
     unexplained: bool = False  # tensors its layout does not explain (a LayerNorm cell), or layers missing (0, 2)
 
@@ -88,6 +89,8 @@ RULES: tuple[Rule, ...] = (
          lambda t, target: t.halves_differ),
     Rule("widths", "TF1 layers of different widths", 0, r"different widths",
          lambda t, target: t.widths_differ),
+    Rule("cells_differ", "TF1 cells whose MetaGraph facts differ", 0, r"its cells disagree",
+         lambda t, target: t.cells_differ),
     Rule("reset_before", "reset-before GRU", 1, r"reset-before GRU",
          lambda t, target: t.kind == "gru" and not t.reset_after and target in ("torch", "torch-cell", "flax", "paddle")),
     Rule("reset_after", "reset-after GRU", 1, r"reset-after GRU",

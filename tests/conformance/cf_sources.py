@@ -228,7 +228,7 @@ def tf1_declared(meta: dict) -> dict:
 
 
 # cases whose MetaGraph shows facts no one group holds (cells that disagree, an op with no formula): nothing settles them
-_META_MISSING = {"meta_multi2_lstm_fb_mixed": ("forget_bias",), "meta_gru_relu6": ("activation",)}
+_META_MISSING = {"meta_gru_relu6": ("activation",)}
 
 
 def tf1_truth(meta: dict) -> Truth:
@@ -242,7 +242,8 @@ def tf1_truth(meta: dict) -> Truth:
                  proj=config.get("num_proj") or 0, activation={"relu": "relu", "relu6": None}.get(str(act), "tanh"),
                  topology="independent" if meta["structure"] == "bidirectional_dynamic_rnn(MultiRNNCell, MultiRNNCell)"
                  else "interleaved", clip=bool(config.get("cell_clip") or config.get("proj_clip")),
-                 widths_differ=len(widths) > 1, missing=_META_MISSING.get(meta["name"], ()))
+                 widths_differ=len(widths) > 1, missing=_META_MISSING.get(meta["name"], ()),
+                 cells_differ=meta["name"] == "meta_multi2_lstm_fb_mixed")
 
 
 def tf1_want(meta: dict, arrays) -> np.ndarray:

@@ -69,6 +69,9 @@ ROWS: list[tuple[str, str, Callable[[Path], Source] | Config]] = [
     ("TF1 `LSTMCell`", "`num_proj`", lambda tmp: tf1_grid_source("lstm_proj")),
     ("TF1 `LSTMCell`", "`cell_clip`, `proj_clip` (`--cell-clip`, `--proj-clip`)", lambda tmp: tf1_grid_source("lstm_clip")),
     ("TF1 `LSTMCell`", "`activation=relu` (`--activation relu`)", lambda tmp: tf1_grid_source("lstm_relu")),
+    ("TF1 `BasicLSTMCell` with its `.meta`", "forget_bias 0 read from the MetaGraph",
+     lambda tmp: tf1_grid_source("meta_basic_lstm_fb0")),
+    ("TF1 `MultiRNNCell` with its `.meta`", "layers of forget_bias 0 and 1", lambda tmp: tf1_grid_source("meta_multi2_lstm_fb_mixed")),
     ("TF1 `CudnnCompatibleLSTMCell`", "no forget bias", lambda tmp: tf1_grid_source("cudnn_compat_lstm")),
     ("TF1 `GRUCell`", "reset-before", lambda tmp: tf1_grid_source("gru")),
     ("TF1 `MultiRNNCell`", "2 layers", lambda tmp: tf1_grid_source("multi2_lstm")),
@@ -89,7 +92,7 @@ _SHORT = {"missing": "fact not stated (flag)", "halves": "halves differ", "width
           "reset_before": "reset-before GRU", "reset_after": "reset-after GRU", "peepholes": "peepholes",
           "projection": "projection", "one_cell": "more than one cell", "independent": "independent stacks",
           "forward_backwards": "forward runs backwards", "go_backwards": "go_backwards", "no_formula": "no formula",
-          "clip": "clip", "merge": "merge (`--allow-concat-merge`)", "activations": "activations (`--allow-approx`)"}
+          "clip": "clip", "cells_differ": "cells differ", "merge": "merge (`--allow-concat-merge`)", "activations": "activations (`--allow-approx`)"}
 
 
 def _cell(source: Source, target: str) -> str:
@@ -106,7 +109,7 @@ def _cell(source: Source, target: str) -> str:
     if set(got) != set(want) or None in got:
         raise AssertionError(f"{source.label} -> {target}: ckptsurgeon gives {got} ({reasons}), the rule table {want}")
     return "exact" if not got else "refused: " + ", ".join(_SHORT[n] + ("†" if (target, n) in OVER_REFUSED else "")
-                                                        for n in got)
+                                                        for n in dict.fromkeys(got))
 
 
 def table() -> str:

@@ -1,0 +1,127 @@
+"""TF1 run-time facts from the Saver's MetaGraph (``formats/tensorflow/graph_def.py``, ``rnn/tf1_graph.py``): the values
+TensorFlow was built with, read back from MetaGraphs TensorFlow wrote (fixtures/tensorflow/tf1_grid/meta_*); a damaged,
+linked or foreign MetaGraph never breaks reading and never lends a fact. TensorFlow is never imported."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import ckptsurgeon
+from ckptsurgeon.errors import FormatError
+from ckptsurgeon.formats.tensorflow.graph_def import load_graph, parse
+from ckptsurgeon.rnn import ConvertOptions, recognize
+from conftest import FIXTURES
+
+GRID = FIXTURES / "tensorflow" / "tf1_grid"
+META_CASES = sorted(p.name for p in GRID.iterdir() if (p / "model.ckpt.meta").exists())
+
+
+def _config(name: str) -> dict:
+    return json.loads((GRID / name / "case.json").read_text())["layers"][0]["config"]
+
+
+def _copy(tmp_path, name: str):
+    folder = tmp_path / name
+    shutil.copytree(GRID / name, folder)
+    return folder
+
+
+def test_the_grid_has_metagraphs_of_both_control_flows():
+    flows = {json.loads((GRID / n / "case.json").read_text())["spec"]["meta_graph"] for n in META_CASES}
+    assert len(META_CASES) >= 10 and flows == {"v1", "v2"}
+
+
+@pytest.mark.parametrize("name", [n for n in META_CASES if n not in ("meta_multi2_lstm_fb_mixed", "meta_gru_relu6")])
+def test_facts_are_the_arguments_tensorflow_was_built_with(name):
+    config = _config(name)
+    group = recognize(ckptsurgeon.open(GRID / name / "model.ckpt"))[0]
+    assert group.activation == config.get("activation", "tanh")
+    if group.kind == "lstm":
+        assert group.forget_bias == pytest.approx(config.get("forget_bias", 1.0))
+        assert group.cell_clip == config.get("cell_clip") and group.proj_clip == config.get("proj_clip")
+        assert group.provenance["forget_bias"].startswith("file: MetaGraph model.ckpt.meta")
+
+
+def test_without_its_metagraph_the_same_checkpoint_falls_back_to_version_defaults(tmp_path):
+    folder = _copy(tmp_path, "meta_basic_lstm_fb0")
+    os.remove(folder / "model.ckpt.meta")
+    group = recognize(ckptsurgeon.open(folder / "model.ckpt"))[0]
+    assert group.forget_bias == 1.0 and group.provenance["forget_bias"].startswith("version default")
+
+
+def test_a_linked_metagraph_is_not_followed(tmp_path):
+    folder = _copy(tmp_path, "meta_basic_lstm_fb0")
+    os.rename(folder / "model.ckpt.meta", tmp_path / "elsewhere.meta")
+    os.symlink(tmp_path / "elsewhere.meta", folder / "model.ckpt.meta")
+    group = recognize(ckptsurgeon.open(folder / "model.ckpt"))[0]
+    assert group.provenance["forget_bias"].startswith("version default")
+
+
+def test_a_metagraph_of_other_variables_lends_no_fact(tmp_path):
+    """The .meta of another model beside this bundle (a renamed Saver, a copied file): its cells are not these."""
+    folder = _copy(tmp_path, "lstm_fb05")
+    shutil.copy(GRID / "meta_basic_lstm_fb0" / "model.ckpt.meta", folder / "model.ckpt.meta")
+    group = recognize(ckptsurgeon.open(folder / "model.ckpt"))[0]
+    assert group.forget_bias == 1.0 and group.provenance["forget_bias"].startswith("version default")
+
+
+def test_a_flag_against_the_graph_is_ignored_with_a_note():
+    group = recognize(ckptsurgeon.open(GRID / "meta_basic_lstm_fb0" / "model.ckpt"),
+                      ConvertOptions(forget_bias=1.0))[0]
+    assert group.forget_bias == 0.0 and any("--forget-bias 1.0 ignored" in n for n in group.notes)
+
+
+def test_a_flag_settles_what_the_graph_shows_but_cannot_read():
+    """relu6 has no formula here: the activation is missing (every conversion refuses) until a flag declares one."""
+    index = ckptsurgeon.open(GRID / "meta_gru_relu6" / "model.ckpt")
+    assert recognize(index)[0].activation is None
+    declared = recognize(index, ConvertOptions(activation="relu"))[0]
+    assert declared.activation == "relu" and declared.provenance["activation"] == "flag: --activation relu"
+
+
+def _damaged(data: bytes, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    blob = bytearray(data[: int(rng.integers(0, len(data)))] if seed % 3 == 0 else data)
+    for _ in range(int(rng.integers(1, 8))):
+        if blob:
+            blob[int(rng.integers(0, len(blob)))] = int(rng.integers(0, 256))
+    return bytes(blob)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_a_damaged_metagraph_never_breaks_reading(tmp_path, seed):
+    """Truncated or overwritten bytes: the graph is refused or read; a fact comes from it only in its exact shape."""
+    name = META_CASES[seed % len(META_CASES)]
+    folder = _copy(tmp_path, name)
+    data = (GRID / name / "model.ckpt.meta").read_bytes()
+    (folder / "model.ckpt.meta").write_bytes(_damaged(data, seed))
+    for group in recognize(ckptsurgeon.open(folder / "model.ckpt")):
+        assert all(isinstance(v, str) for v in group.provenance.values())
+        group.describe()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=512))
+def test_parse_takes_any_bytes(blob):
+    try:
+        graph = parse(blob)
+    except FormatError:
+        return
+    for node in graph.nodes.values():  # every accessor answers or says None, whatever the attribute bytes hold
+        node.scalar(), node.attr_float("forget_bias"), node.attr_int("num_split"), node.attr_func("body")
+
+
+def test_load_graph_refuses_what_it_should_not_read(tmp_path):
+    assert load_graph(str(tmp_path / "none.meta")) is None
+    (tmp_path / "dir.meta").mkdir()
+    assert load_graph(str(tmp_path / "dir.meta")) is None
+    (tmp_path / "junk.meta").write_bytes(b"\xff" * 64)
+    assert load_graph(str(tmp_path / "junk.meta")) is None
+    graph = load_graph(str(GRID / "meta_lstm_relu_fb0" / "model.ckpt.meta"))
+    assert graph is not None and graph.args  # control flow v2: the loop body is a function of the library
