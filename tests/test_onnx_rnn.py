@@ -21,7 +21,22 @@ pytest.importorskip("onnxruntime")
 RNG = np.random.default_rng(11)
 
 
-def check_against_ort(path, group, *, layout: int = 0, seq: int = 5, batch: int = 2, inp: int = 3, scale: float = 2.0):
+@pytest.fixture(autouse=True)
+def _seeded(request, monkeypatch):
+    """Each test's weights and inputs depend on its own name, not on which tests ran before it: a run of a subset
+    (``-k``) sees the data the whole suite sees. (Some cases, LeakyRelu gates, let the state grow until float32
+    onnxruntime and the float64 reference part by more than 1e-5 on some draws; fixed data keeps them comparable.)"""
+    import zlib
+
+    import onnx_models
+
+    seed = zlib.crc32(request.node.nodeid.encode())
+    monkeypatch.setattr(onnx_models, "RNG", np.random.default_rng(seed))
+    monkeypatch.setattr(__import__(__name__), "RNG", np.random.default_rng(seed + 1), raising=False)
+
+
+def check_against_ort(path, group, *, layout: int = 0, seq: int = 5, batch: int = 2, inp: int = 3, scale: float = 2.0,
+                      of_largest: float = 0.0):
     """The group's reference cells compute what onnxruntime computes running the model (layout=1, which
     onnxruntime refuses to run: onnx.reference, for nodes with the semantics it implements)."""
     shape = (seq, batch, inp) if layout == 0 else (batch, seq, inp)
@@ -31,7 +46,10 @@ def check_against_ort(path, group, *, layout: int = 0, seq: int = 5, batch: int 
     got = run_stack(group.cells(), xs)
     if group.go_backwards:
         got = got[::-1]  # Keras order (last step first) -> ONNX reverse's Y, aligned with X
-    np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
+    if of_largest:  # a tolerance relative to the largest output, for states that grow (see the caller)
+        assert np.abs(got - y).max() <= of_largest * max(1.0, float(np.abs(y).max())), np.abs(got - y).max()
+    else:
+        np.testing.assert_allclose(got, y, rtol=1e-5, atol=1e-5)
     return np.abs(got - y).max()
 
 
@@ -103,7 +121,10 @@ def test_gru_activations_match_onnxruntime(tmp_path, acts, alpha, beta, names, l
     assert (g.recurrent_activation, g.activation) == names and g.reset_after is bool(lbr)
     assert g.provenance["reset_after"] == f"file: node enc/rnn states linear_before_reset={lbr}"
     no_assumed(g)
-    check_against_ort(path, g)
+    # LeakyRelu gates are unbounded: the update gate passes 1, the state grows (to 1e5 in 5 steps on some draws) and
+    # (1 - z) * h~ + z * h cancels, so float32 onnxruntime and the float64 reference part by up to 2e-5 of the largest
+    # output (measured over 300 draws); a formula that differs is off by far more (a wrong alpha: 1e-1)
+    check_against_ort(path, g, of_largest=1e-4 if acts[0] == "LeakyRelu" else 0.0)
 
 
 # ------------------------------------------------------------------ clip, input_forget, peepholes, direction, layout
