@@ -125,3 +125,25 @@ def test_load_graph_refuses_what_it_should_not_read(tmp_path):
     assert load_graph(str(tmp_path / "junk.meta")) is None
     graph = load_graph(str(GRID / "meta_lstm_relu_fb0" / "model.ckpt.meta"))
     assert graph is not None and graph.args  # control flow v2: the loop body is a function of the library
+
+
+@pytest.mark.parametrize("flow", ["v1", "v2"])
+def test_a_trained_graph_states_its_facts_and_tensorflow_agrees(tmp_path, flow):
+    """A training graph, as users save them (gradients, Adam's slots, a global step, PREFIX-N.meta), of two
+    stacked RNNs: the facts are read through it, and the reference cells compute TensorFlow's outputs."""
+    from ckptsurgeon.rnn import run_stack
+    from tfenv import run_tf
+
+    x = np.random.default_rng(3).standard_normal((2, 5, 3)).astype("float32")
+    np.savez(tmp_path / "x.npz", x=x)
+    nets = [{"scope": "enc", "kind": "basic_lstm", "hidden": 4, "forget_bias": 0.0, "activation": "softplus"},
+            {"scope": "dec", "kind": "lstm", "hidden": 4, "forget_bias": 0.25, "cell_clip": 0.5}]
+    want = run_tf("tf1", tmp_path, x=str(tmp_path / "x.npz"), nets=nets, train_steps=3, control_flow=flow,
+                  random_biases=True, save_with_meta=str(tmp_path / "model.ckpt"))
+    groups = {g.scope: g for g in recognize(ckptsurgeon.open(tmp_path / "model.ckpt"))}
+    enc, dec = groups["enc"], groups["dec"]
+    assert (enc.forget_bias, enc.activation, dec.forget_bias, dec.cell_clip) == (0.0, "softplus", 0.25, 0.5)
+    assert all(g.provenance[f].startswith("file: MetaGraph") for g in (enc, dec) for f in ("forget_bias", "activation"))
+    for scope, group in groups.items():
+        got = run_stack(group.cells(), x.transpose(1, 0, 2)).transpose(1, 0, 2)
+        np.testing.assert_allclose(got, want[scope], atol=1e-5, err_msg=scope)

@@ -8,6 +8,7 @@ Each command reads its spec (JSON), does one thing with TensorFlow itself, and w
   load       every tensor of ``prefix`` read by tf.train.load_checkpoint
   tf1        build TF1 recurrent graphs (``nets``), restore them from ``prefix`` with init_from_checkpoint
              (``assignment_map``) or a Saver, run them on ``x``; with ``save_template`` save fresh ones instead
+             (``train_steps``: Adam steps first, in a training graph; ``control_flow``: "v1" for TF 1.x loops)
   init       fresh TF1 variables with the initializers named, saved at ``prefix``
   keras      build a tf.keras 2 model (``layers``) or load one (``load_saved_model``), save_weights(``template``),
              save a SavedModel (``saved_model``) or load_weights(``prefix``), and run it
@@ -47,13 +48,14 @@ def load(spec: dict) -> dict:
 def _cell(net: dict):
     rnn = v1.nn.rnn_cell
     kind, hidden = net["kind"], net["hidden"]
+    act = {"activation": getattr(tf.nn, net["activation"])} if net.get("activation") else {}
     if kind == "gru":
-        cell = rnn.GRUCell(hidden)
+        cell = rnn.GRUCell(hidden, **act)
     elif kind == "basic_lstm":
-        cell = rnn.BasicLSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0))
+        cell = rnn.BasicLSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0), **act)
     else:
         cell = rnn.LSTMCell(hidden, forget_bias=net.get("forget_bias", 1.0), use_peepholes=net.get("peepholes", False),
-                            num_proj=net.get("num_proj"))
+                            num_proj=net.get("num_proj"), cell_clip=net.get("cell_clip"), **act)
     wrapper = net.get("wrapper")  # a wrapper adds no variable: only the MetaGraph shows it
     if wrapper == "residual":
         return rnn.ResidualWrapper(cell)
@@ -89,11 +91,17 @@ def _net(net: dict, x):
 
 
 def tf1(spec: dict) -> dict:
+    if spec.get("control_flow") == "v1":  # TF 1.x's own loops (Enter/Merge/Switch in the graph)
+        v1.disable_control_flow_v2()
     x_val = np.load(spec["x"])["x"]
     with tf.Graph().as_default():
         v1.set_random_seed(spec.get("seed", 0))  # the same fresh variables every run: statistical checks do not flake
         x = v1.placeholder(tf.float32, x_val.shape)
         outs = {net["scope"]: _net(net, x) for net in spec["nets"]}
+        train = None
+        if spec.get("train_steps"):  # a training graph: gradients, Adam's slots and a global step, as users saved them
+            loss = tf.add_n([tf.reduce_sum(tf.square(o)) for o in outs.values()])
+            train = v1.train.AdamOptimizer(0.01).minimize(loss, global_step=v1.train.get_or_create_global_step())
         names = sorted(v.op.name for v in v1.global_variables())
         if spec.get("restore") == "init_from_checkpoint":
             v1.train.init_from_checkpoint(spec["prefix"], spec["assignment_map"])
@@ -106,6 +114,8 @@ def tf1(spec: dict) -> dict:
                 for var in v1.global_variables():
                     if "bias" in var.name:
                         var.load(rng.uniform(-0.5, 0.5, var.shape.as_list()).astype(np.float32), sess)
+            for _ in range(spec.get("train_steps", 0)):
+                sess.run(train, {x: x_val})
             if spec.get("save_template"):
                 v1.train.Saver().save(sess, spec["save_template"], write_meta_graph=False)
             if spec.get("save_with_meta"):  # as users save: the bundle and its MetaGraph (PREFIX.meta)

@@ -30,6 +30,8 @@ _ADD = ("Add", "AddV2")
 # fused ops -> input position of the kernel
 _LSTM_BLOCK = {"LSTMBlockCell": 3, "BlockLSTM": 4}
 _GRU_BLOCK = {"GRUBlockCell": 3}  # w_c: the candidate kernel
+# ops that keep a forward value for the backward pass of a training graph (TF 1.x loops: stacks; TF 2: tensor lists)
+_KEPT_FOR_GRADIENTS = frozenset({"StackPushV2", "StackPush", "TensorListPushBack"})
 UNSEEN = "unseen"  # Reading.where of a fact whose cell has no step the graph shows in a known shape
 DISAGREE = "disagree"  # Reading.where of a fact the group's cells hold different values of
 
@@ -81,7 +83,7 @@ def _activation(graph: Graph, pre: Tensor, taker: Callable[[Node, Tensor], bool]
     """The activation applied to ``pre`` before ``taker`` (a product of the step) reads it."""
     if any(taker(n, pre) for n, _ in graph.consumers(pre)):
         return Reading("linear", f"{pre[1]} is used as it is")
-    ops = [n for n, _ in graph.consumers(pre)]
+    ops = [n for n, _ in graph.consumers(pre) if n.op not in _KEPT_FOR_GRADIENTS]
     if len(ops) != 1:
         return Reading(None, pre[1], f"{len(ops)} ops read {pre[1]}:{pre[2]}, not one activation")
     act = ops[0]
