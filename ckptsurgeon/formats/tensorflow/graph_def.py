@@ -13,6 +13,7 @@ inputs (``^name``) are dropped. A tensor is ``(scope, node, k)``, scope ``""`` f
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 from collections import defaultdict
@@ -36,13 +37,29 @@ _CALLS = {"While": (("body",), 0), "StatelessWhile": (("body",), 0), "If": (("th
 _FLOAT_DTYPES = {1: ("<f", 4), 2: ("<d", 8)}  # DT_FLOAT, DT_DOUBLE
 
 
-@dataclass(frozen=True)
+@dataclass
 class Node:
     scope: str
     name: str
     op: str
     inputs: tuple[Tensor, ...]
-    attrs: dict[str, bytes]  # attribute name -> its encoded AttrValue
+    raw_attrs: list  # NodeDef.attr map entries, decoded on first use (most nodes' are never read)
+    _attrs: dict[str, bytes] | None = None
+
+    @property
+    def attrs(self) -> dict[str, bytes]:
+        """Attribute name -> its encoded AttrValue."""
+        if self._attrs is None:
+            self._attrs = {}
+            for entry in self.raw_attrs:
+                try:
+                    e = decode(entry) if isinstance(entry, bytes) else {}
+                except FormatError:
+                    continue
+                key, value = e.get(1), e.get(2)
+                if key and value and isinstance(value[-1], bytes):
+                    self._attrs[_text(key[-1])] = value[-1]
+        return self._attrs
 
     def _attr(self, key: str, field: int) -> int | bytes | None:
         """Field ``field`` of attribute ``key`` (a number or bytes), None when absent or damaged."""
@@ -179,19 +196,18 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
 
 
+_GRADIENTS = re.compile(rb"\x0a[\x00-\x7f]gradients(?:_\d+)?/")  # NodeDef.name (field 1, written first) of a backward op
+
+
 def _nodes(raw_nodes: list, scope: str, out: list[Node]) -> None:
     for raw in raw_nodes:
         if not isinstance(raw, bytes):
             raise FormatError("a node is not a message")
+        if _GRADIENTS.match(raw):
+            continue  # tf.gradients' ops (most of a training graph) never run a cell forward: not decoded
         f = decode(raw)
         inputs = tuple(t for t in (_input(_text(v), scope) for v in f.get(3, [])) if t is not None)
-        attrs = {}
-        for entry in f.get(5, []):
-            e = decode(entry) if isinstance(entry, bytes) else {}
-            key, value = e.get(1), e.get(2)
-            if key and value and isinstance(value[-1], bytes):
-                attrs[_text(key[-1])] = value[-1]
-        out.append(Node(scope, _text(f.get(1, [b""])[-1]), _text(f.get(2, [b""])[-1]), inputs, attrs))
+        out.append(Node(scope, _text(f.get(1, [b""])[-1]), _text(f.get(2, [b""])[-1]), inputs, f.get(5, [])))
 
 
 def parse(meta: bytes) -> Graph:
