@@ -147,3 +147,36 @@ def test_a_trained_graph_states_its_facts_and_tensorflow_agrees(tmp_path, flow):
     for scope, group in groups.items():
         got = run_stack(group.cells(), x.transpose(1, 0, 2)).transpose(1, 0, 2)
         np.testing.assert_allclose(got, want[scope], atol=1e-5, err_msg=scope)
+
+
+# activation= as users wrote it -> what the graph must give (None: refused, with the op named)
+ACTIVATIONS = {"tanh": "tanh", "relu": "relu", "elu": "Elu(alpha=1)", "leaky_relu": "LeakyRelu(alpha=0.2)",
+               "leaky_relu0": "LeakyRelu(alpha=0)", "softsign": "softsign", "softplus": "softplus", "sigmoid": "sigmoid",
+               "identity": "linear", "python_identity": "linear", "relu6": None, "selu": None, "gelu": None,
+               "swish": None, "x_sigmoid": None, "two_tanh": None}
+
+
+@pytest.mark.parametrize("flow", ["v1", "v2"])
+def test_every_activation_is_read_or_refused_never_guessed(tmp_path, flow):
+    """One BasicLSTMCell and one GRUCell per activation (an independent review found swish read as linear, tf.identity
+    crash the reading and leaky_relu(alpha=0) read as alpha 0.2): what is read computes TensorFlow's outputs, what
+    is composed of several ops (swish, 2 * tanh) or has no formula (relu6) is refused."""
+    from ckptsurgeon.rnn import refusals, run_stack
+    from tfenv import run_tf
+
+    x = np.random.default_rng(4).standard_normal((2, 5, 3)).astype("float32")
+    np.savez(tmp_path / "x.npz", x=x)
+    nets = [{"scope": f"{kind}_{name}", "kind": kind, "hidden": 4, "forget_bias": 0.0, "activation": name}
+            for name in ACTIVATIONS for kind in ("basic_lstm", "gru")]
+    want = run_tf("tf1", tmp_path, x=str(tmp_path / "x.npz"), nets=nets, control_flow=flow, random_biases=True,
+                  save_with_meta=str(tmp_path / "model.ckpt"))
+    groups = {g.scope: g for g in recognize(ckptsurgeon.open(tmp_path / "model.ckpt"))}
+    for net in nets:
+        group, expected = groups[net["scope"]], ACTIVATIONS[net["activation"]]
+        if expected is None:
+            assert group.activation is None and group.provenance["activation"].startswith("missing"), net
+            assert refusals(group, "gates") and refusals(group, "keras"), net
+            continue
+        assert group.activation == expected and group.provenance["activation"].startswith("file: MetaGraph"), net
+        got = run_stack(group.cells(), x.transpose(1, 0, 2)).transpose(1, 0, 2)
+        np.testing.assert_allclose(got, want[net["scope"]], atol=1e-5, err_msg=net["scope"])

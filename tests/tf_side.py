@@ -45,10 +45,17 @@ def load(spec: dict) -> dict:
     return out
 
 
+# activations that are not one tf.nn function (a net's "activation": these names, else tf.nn.<name>)
+_ACTIVATIONS = {"identity": tf.identity, "leaky_relu0": lambda x: tf.nn.leaky_relu(x, alpha=0.0),
+                "two_tanh": lambda x: 2.0 * tf.tanh(x), "x_sigmoid": lambda x: x * tf.sigmoid(x),
+                "python_identity": lambda x: x}
+
+
 def _cell(net: dict):
     rnn = v1.nn.rnn_cell
     kind, hidden = net["kind"], net["hidden"]
-    act = {"activation": getattr(tf.nn, net["activation"])} if net.get("activation") else {}
+    act = {"activation": _ACTIVATIONS.get(net["activation"]) or getattr(tf.nn, net["activation"])} \
+        if net.get("activation") else {}
     if kind == "gru":
         cell = rnn.GRUCell(hidden, **act)
     elif kind == "basic_lstm":

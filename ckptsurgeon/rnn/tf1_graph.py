@@ -30,6 +30,10 @@ _ADD = ("Add", "AddV2")
 # fused ops -> input position of the kernel
 _LSTM_BLOCK = {"LSTMBlockCell": 3, "BlockLSTM": 4}
 _GRU_BLOCK = {"GRUBlockCell": 3}  # w_c: the candidate kernel
+# attribute defaults of the op definitions (tensorflow/core/ops/rnn_ops.cc, nn_ops.cc), for attributes a graph omits;
+# a cell_clip <= 0 clips nothing (the kernels clip only when cell_clip > 0)
+_OP_DEFAULTS = {"LSTMBlockCell": {"forget_bias": 1.0, "cell_clip": 3.0}, "BlockLSTM": {"forget_bias": 1.0, "cell_clip": 3.0},
+                "LeakyRelu": {"alpha": 0.2}}
 # ops that keep a forward value for the backward pass of a training graph (TF 1.x loops: stacks; TF 2: tensor lists)
 _KEPT_FOR_GRADIENTS = frozenset({"StackPushV2", "StackPush", "TensorListPushBack"})
 UNSEEN = "unseen"  # Reading.where of a fact whose cell has no step the graph shows in a known shape
@@ -79,25 +83,34 @@ def _float(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _activation(graph: Graph, pre: Tensor, taker: Callable[[Node, Tensor], bool]) -> Reading:
-    """The activation applied to ``pre`` before ``taker`` (a product of the step) reads it."""
-    if any(taker(n, pre) for n, _ in graph.consumers(pre)):
-        return Reading("linear", f"{pre[1]} is used as it is")
-    ops = [n for n, _ in graph.consumers(pre) if n.op not in _KEPT_FOR_GRADIENTS]
-    if len(ops) != 1:
-        return Reading(None, pre[1], f"{len(ops)} ops read {pre[1]}:{pre[2]}, not one activation")
-    act = ops[0]
-    if not any(taker(n, _out(act)) for n, _ in graph.consumers(_out(act))):
-        return Reading(None, act.name, f"{act.op} {_label(act)} is not what the step's product reads")
+def _readers(graph: Graph, tensor: Tensor) -> list[Node]:
+    """The ops that compute with ``tensor`` (not those that keep it for a training graph's backward pass)."""
+    return [n for n, _ in graph.consumers(tensor) if n.op not in _KEPT_FOR_GRADIENTS]
+
+
+def _activation(graph: Graph, pre: Tensor, taker: Callable[[Node, Tensor], bool]) -> tuple[Reading, Node | None]:
+    """The activation applied to ``pre``, which only ``taker`` (the step's product) may then read; and that product."""
+    readers = _readers(graph, pre)
+    if len(readers) == 1 and taker(readers[0], pre):
+        return Reading("linear", f"{pre[1]} is used as it is"), readers[0]
+    if len(readers) != 1:
+        return Reading(None, pre[1], f"{len(readers)} ops read {pre[1]}:{pre[2]}, not one activation"), None
+    act = readers[0]
+    after = _readers(graph, _out(act))
+    if len(after) != 1 or not taker(after[0], _out(act)):
+        return Reading(None, act.name, f"{act.op} {_label(act)} is not read by the step's product alone"), None
     if act.op in _ACT_OPS:
-        return Reading(_ACT_OPS[act.op], f"{act.op} {_label(act)}")
+        return Reading(_ACT_OPS[act.op], f"{act.op} {_label(act)}"), after[0]
     if act.op == "Elu":
         name = parametric_name("Elu", 1.0, None)
     elif act.op == "LeakyRelu":
-        name = parametric_name("LeakyRelu", act.attr_float("alpha") or 0.2, None)
+        alpha = act.attr_float("alpha")
+        name = parametric_name("LeakyRelu", _OP_DEFAULTS["LeakyRelu"]["alpha"] if alpha is None else alpha, None)
     else:
-        return Reading(None, act.name, f"activation op {act.op} ({_label(act)}) has no formula in ckptsurgeon")
-    return Reading(name, f"{act.op} {_label(act)}") if name in ACTIVATIONS else Reading(None, act.name, f"op {act.op}")
+        return Reading(None, act.name, f"activation op {act.op} ({_label(act)}) has no formula in ckptsurgeon"), None
+    if name not in ACTIVATIONS:
+        return Reading(None, act.name, f"activation op {act.op} ({_label(act)}) has no formula in ckptsurgeon"), None
+    return Reading(name, f"{act.op} {_label(act)}"), after[0]
 
 
 def _clip(graph: Graph, value: Tensor) -> Reading:
@@ -112,11 +125,25 @@ def _clip(graph: Graph, value: Tensor) -> Reading:
     return Reading(_float(top), f"clip_by_value {_label(low[0]).replace('/Minimum', '', 1)}")
 
 
-def _sigmoid_product(node: Node, tensor: Tensor, graph: Graph) -> bool:
-    """``node`` is ``sigmoid(..) * tensor``."""
+def _input_gate_product(node: Node, tensor: Tensor, graph: Graph, split: Node) -> bool:
+    """``node`` is ``sigmoid(i) * tensor``, i the input gate (``split:0``, plus a peephole term with peepholes)."""
     other = _other(node, tensor) if node.op == "Mul" else None
-    producer = graph.producer(other) if other is not None else None
-    return producer is not None and producer.op == "Sigmoid"
+    sig = graph.producer(other) if other is not None else None
+    if sig is None or sig.op != "Sigmoid" or not sig.inputs:
+        return False
+    gate = _out(split, 0)
+    pre = graph.producer(sig.inputs[0])
+    return sig.inputs[0] == gate or (pre is not None and pre.op in _ADD and gate in pre.inputs)
+
+
+def _update_product(node: Node, tensor: Tensor, graph: Graph) -> bool:
+    """``node`` is ``(1 - u) * tensor``, u a gate of the GRU's gate Split."""
+    other = _other(node, tensor) if node.op == "Mul" else None
+    sub = graph.producer(other) if other is not None else None
+    if sub is None or sub.op != "Sub" or len(sub.inputs) != 2 or _const(graph, sub.inputs[0]) != 1.0:
+        return False
+    gates = graph.producer(sub.inputs[1])
+    return gates is not None and gates.op == "Split"
 
 
 def _gates(graph: Graph, matmul: Node, parts: int) -> Node | None:
@@ -137,24 +164,23 @@ def _lstm_step(graph: Graph, matmul: Node) -> Step | None:
     bias = _const(graph, _other(add, _out(split, 2))) if add is not None else None
     step["forget_bias"] = (Reading(_float(bias), f"{_label(add)} adds it to the forget gate") if add is not None and bias is not None
                            else Reading(None, split.name, f"no constant is added to {split.name}:2 (the forget gate)"))
-    step["activation"] = act = _activation(graph, _out(split, 1), lambda n, t: _sigmoid_product(n, t, graph))
-    if act.value is None:
+    step["activation"], product = _activation(graph, _out(split, 1), lambda n, t: _input_gate_product(n, t, graph, split))
+    if product is None:
         return step
-    j = _out(split, 1) if act.value == "linear" else _out(graph.consumers(_out(split, 1))[0][0])
-    product = next(n for n, _ in graph.consumers(j) if _sigmoid_product(n, j, graph))
     new_c = _consumer(graph, _out(product), _ADD)
     step["cell_clip"] = _clip(graph, _out(new_c)) if new_c is not None else Reading(None, product.name, "no new cell state")
     return step
 
 
 def _block_step(node: Node) -> Step:
-    clip = node.attr_float("cell_clip")
-    fb = node.attr_float("forget_bias")
+    """An attribute the graph does not hold (a MetaGraph saved with strip_default_attrs) is the op's default."""
     where = f"op {node.op} {_label(node)}"
-    return {"forget_bias": Reading(_float(fb), f"{where}: forget_bias") if fb is not None else
-            Reading(None, where, f"{where} has no forget_bias attribute"),
+    found = {key: node.attr_float(key) for key in ("forget_bias", "cell_clip")}
+    fb, clip = ((_OP_DEFAULTS[node.op][k] if v is None else v) for k, v in found.items())
+    said = {k: "" if v is not None else " (the op's default)" for k, v in found.items()}
+    return {"forget_bias": Reading(_float(fb), f"{where}: forget_bias{said['forget_bias']}"),
             "activation": Reading("tanh", f"{where} (always tanh)"),
-            "cell_clip": Reading(_float(clip) if clip is not None and clip > 0 else None, f"{where}: cell_clip")}
+            "cell_clip": Reading(_float(clip) if clip > 0 else None, f"{where}: cell_clip{said['cell_clip']}")}
 
 
 def _steps(graph: Graph, kernel: str, blocks: dict[str, int], step: Callable[[Graph, Node], Step | None]) -> list[Step]:
@@ -219,13 +245,8 @@ def _gru_step(graph: Graph, matmul: Node) -> Step | None:
     biased = _consumer(graph, _out(matmul), ("BiasAdd",), 0)
     if biased is None:
         return None
-    # new_h = u * h + (1 - u) * c: the candidate's product is with (1 - u), a Sub
-    def taker(n: Node, t: Tensor) -> bool:
-        other = _other(n, t) if n.op == "Mul" else None
-        producer = graph.producer(other) if other is not None else None
-        return producer is not None and producer.op == "Sub"
-
-    return {"activation": _activation(graph, _out(biased), taker)}
+    # new_h = u * h + (1 - u) * c: the candidate is taken by (1 - u)
+    return {"activation": _activation(graph, _out(biased), lambda n, t: _update_product(n, t, graph))[0]}
 
 
 def gru_facts(graph: Graph, cells: list[dict[str, str]]) -> dict[str, Reading]:
