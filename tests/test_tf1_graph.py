@@ -180,3 +180,63 @@ def test_every_activation_is_read_or_refused_never_guessed(tmp_path, flow):
         assert group.activation == expected and group.provenance["activation"].startswith("file: MetaGraph"), net
         got = run_stack(group.cells(), x.transpose(1, 0, 2)).transpose(1, 0, 2)
         np.testing.assert_allclose(got, want[net["scope"]], atol=1e-5, err_msg=net["scope"])
+
+
+def _saved(tmp_path, nets, **spec):
+    from tfenv import run_tf
+
+    x = np.random.default_rng(5).standard_normal((2, 5, 3)).astype("float32")
+    np.savez(tmp_path / "x.npz", x=x)
+    want = run_tf("tf1", tmp_path, x=str(tmp_path / "x.npz"), nets=nets, random_biases=True,
+                  save_with_meta=str(tmp_path / "model.ckpt"), **spec)
+    return x, want, {g.scope: g for g in recognize(ckptsurgeon.open(tmp_path / "model.ckpt"))}
+
+
+def _computes(group, x, want) -> None:
+    from ckptsurgeon.rnn import run_stack
+
+    got = run_stack(group.cells(), x.transpose(1, 0, 2)).transpose(1, 0, 2)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_a_saver_that_renames_its_variables_is_followed_to_the_graph(tmp_path):
+    """Saver(var_list={"renamed/" + name: variable}): the checkpoint's names are not the graph's; the Saver's SaveV2 op
+    maps one to the other (found by an independent review: the graph was ignored and 1.0 assumed, 0.33 off)."""
+    x, want, groups = _saved(tmp_path, [{"scope": "enc", "kind": "lstm", "hidden": 4, "forget_bias": 0.0}],
+                             saved_prefix="renamed/")
+    group = groups["renamed/enc"]
+    assert group.forget_bias == 0.0 and group.provenance["forget_bias"].startswith("file: MetaGraph")
+    _computes(group, x, want["enc"])
+
+
+def test_a_getter_between_variable_and_cell_leaves_the_facts_missing(tmp_path):
+    """A custom getter (here ``var * 1.0``; fp16 training casts) hides the cell's step from the shape read here:
+    the facts are missing, not the version defaults (found by the review: 1.0 assumed for a forget_bias 0, 0.27 off)."""
+    _, _, groups = _saved(tmp_path, [{"scope": "enc", "kind": "lstm", "hidden": 4, "forget_bias": 0.0,
+                                      "getter": "scaled"}])
+    group = groups["enc"]
+    assert group.provenance["forget_bias"].startswith("missing: the MetaGraph model.ckpt.meta holds the cells' variables")
+    assert any("--forget-bias" in r for r in ckptsurgeon.rnn.refusals(group, "torch"))
+
+
+def test_one_cell_object_for_every_layer_is_refused(tmp_path):
+    """MultiRNNCell([cell] * 2) (old PTB code): one layer's variables, run as two stacked layers. The variables look like
+    one layer; the graph shows the second step reading the first one's output (found by the review: 0.81 off)."""
+    _, _, groups = _saved(tmp_path, [{"scope": "enc", "kind": "lstm", "hidden": 3, "forget_bias": 0.0, "layers": 2,
+                                      "shared_layers": True}])
+    group = groups["enc"]
+    assert group.num_layers == 1 and group.provenance["shared_layers"].startswith("missing")
+    assert all(any("sharing one layer's weights" in r for r in ckptsurgeon.rnn.refusals(group, t)) for t in ("torch", "tf1"))
+
+
+@pytest.mark.parametrize("flow,name,static", [("v1", "tower_0/gradients", False), ("v2", "grads", False),
+                                              ("v1", "grads", True), ("v1", "tower_0/gradients", True)])
+def test_gradients_under_any_name_do_not_hide_the_cells(tmp_path, flow, name, static):
+    """A tower's gradients (``tower_0/gradients/...``) or tf.gradients(..., name="grads") (TF 1.x loops take only
+    names that start with "gradients"): the backward ops read the forward values under a scope of their own (found by
+    the review: refused as "Tanh is not read by the step's product alone" once those ops were no longer skipped)."""
+    nets = [{"scope": "enc", "kind": "lstm", "hidden": 4, "forget_bias": 0.0, "cell_clip": 0.5, "static": static}]
+    x, want, groups = _saved(tmp_path, nets, train_steps=2, gradients_name=name, control_flow=flow)
+    group = groups["enc"]
+    assert (group.forget_bias, group.activation, group.cell_clip) == (0.0, "tanh", 0.5)
+    _computes(group, x, want["enc"])

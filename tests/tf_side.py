@@ -8,13 +8,16 @@ Each command reads its spec (JSON), does one thing with TensorFlow itself, and w
   load       every tensor of ``prefix`` read by tf.train.load_checkpoint
   tf1        build TF1 recurrent graphs (``nets``), restore them from ``prefix`` with init_from_checkpoint
              (``assignment_map``) or a Saver, run them on ``x``; with ``save_template`` save fresh ones instead
-             (``train_steps``: Adam steps first, in a training graph; ``control_flow``: "v1" for TF 1.x loops)
+             (``train_steps``: Adam steps first, in a training graph, its gradients named ``gradients_name``;
+             ``control_flow``: "v1" for TF 1.x loops; ``saved_prefix``: the Saver writes each variable under
+             that prefix + its name)
   init       fresh TF1 variables with the initializers named, saved at ``prefix``
   keras      build a tf.keras 2 model (``layers``) or load one (``load_saved_model``), save_weights(``template``),
              save a SavedModel (``saved_model``) or load_weights(``prefix``), and run it
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -71,6 +74,10 @@ def _cell(net: dict):
     return cell
 
 
+# custom getters (a net's "getter"): what sits between a variable and the ops that read it
+_GETTERS = {"scaled": lambda getter, *args, **kwargs: getter(*args, **kwargs) * 1.0}
+
+
 def _net(net: dict, x):
     """One network under ``variable_scope(net['scope'])``, named as TF1 names it; returns [B, T, units].
 
@@ -78,10 +85,18 @@ def _net(net: dict, x):
     cell's own arguments; ``bidi_scope``: the ``scope=`` given to bidirectional_dynamic_rnn."""
     layers, bi = net.get("layers", 1), net.get("bidirectional", False)
     per_layer = net.get("per_layer") or [{}] * layers
-    with v1.variable_scope(net["scope"]):
+    getter = _GETTERS[net["getter"]] if net.get("getter") else None
+    with v1.variable_scope(net["scope"], custom_getter=getter):
+        if net.get("shared_layers"):  # one cell object for every layer: one layer's variables, run as a stack
+            shared = _cell(net)
+            out, _ = v1.nn.dynamic_rnn(v1.nn.rnn_cell.MultiRNNCell([shared] * layers), x, dtype=tf.float32)
+            return out
         if not bi:
             cell = _cell(net) if layers == 1 else v1.nn.rnn_cell.MultiRNNCell([_cell({**net, **per_layer[k]})
                                                                                 for k in range(layers)])
+            if net.get("static"):  # static_rnn: every step's ops in the graph itself, no loop
+                outs, _ = v1.nn.static_rnn(cell, tf.unstack(x, axis=1), dtype=tf.float32)
+                return tf.stack(outs, axis=1)
             out, _ = v1.nn.dynamic_rnn(cell, x, dtype=tf.float32)
             return out
         if layers == 1:
@@ -108,7 +123,12 @@ def tf1(spec: dict) -> dict:
         train = None
         if spec.get("train_steps"):  # a training graph: gradients, Adam's slots and a global step, as users saved them
             loss = tf.add_n([tf.reduce_sum(tf.square(o)) for o in outs.values()])
-            train = v1.train.AdamOptimizer(0.01).minimize(loss, global_step=v1.train.get_or_create_global_step())
+            variables = v1.trainable_variables()  # tf.gradients' scope: "gradients", or the name= users gave it
+            outer, _, name = spec.get("gradients_name", "gradients").rpartition("/")  # "tower_0/gradients": a tower's
+            with (tf.name_scope(outer) if outer else contextlib.nullcontext()):
+                grads = tf.gradients(loss, variables, name=name)
+            train = v1.train.AdamOptimizer(0.01).apply_gradients(zip(grads, variables),
+                                                                  global_step=v1.train.get_or_create_global_step())
         names = sorted(v.op.name for v in v1.global_variables())
         if spec.get("restore") == "init_from_checkpoint":
             v1.train.init_from_checkpoint(spec["prefix"], spec["assignment_map"])
@@ -126,7 +146,8 @@ def tf1(spec: dict) -> dict:
             if spec.get("save_template"):
                 v1.train.Saver().save(sess, spec["save_template"], write_meta_graph=False)
             if spec.get("save_with_meta"):  # as users save: the bundle and its MetaGraph (PREFIX.meta)
-                v1.train.Saver().save(sess, spec["save_with_meta"])
+                renamed = {spec.get("saved_prefix", "") + v.op.name: v for v in v1.global_variables()}
+                v1.train.Saver(renamed).save(sess, spec["save_with_meta"])
             values = sess.run(outs, {x: x_val})
     return {**values, "__variables__": np.array(names)}
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from ..formats.tensorflow.graph_def import Graph, Node, Tensor
 from .activations import ACTIVATIONS, parametric_name
 
-__all__ = ["Reading", "UNSEEN", "DISAGREE", "lstm_facts", "gru_facts"]
+__all__ = ["Reading", "UNSEEN", "DISAGREE", "lstm_facts", "gru_facts", "shared_layers"]
 
 # TF op -> activation name (activations.ACTIVATIONS); Elu and LeakyRelu are named with their parameter
 _ACT_OPS = {"Tanh": "tanh", "Relu": "relu", "Sigmoid": "sigmoid", "Softsign": "softsign", "Softplus": "softplus",
@@ -59,8 +59,18 @@ def _out(node: Node, k: int = 0) -> Tensor:
     return (node.scope, node.name, k)
 
 
+def _forward(graph: Graph, tensor: Tensor) -> list[tuple[Node, int]]:
+    """(node, position) of the ops of the step itself that read ``tensor``. A training graph's backward ops read
+    forward values too: ``tf.gradients`` names each after the forward op inside its own scope (``gradients/``,
+    ``tower_0/gradients/``, any ``name=``), so a reader whose name holds the forward op's scope below another one
+    is a backward op; so are the ops that keep values for them (stack and list pushes)."""
+    scope = "/" + tensor[1].rsplit("/", 1)[0] + "/" if "/" in tensor[1] else None
+    return [(n, p) for n, p in graph.consumers(tensor)
+            if n.op not in _KEPT_FOR_GRADIENTS and not (scope and scope in n.name and not ("/" + n.name).startswith(scope))]
+
+
 def _consumer(graph: Graph, tensor: Tensor, ops: tuple[str, ...], pos: int | None = None) -> Node | None:
-    found = [n for n, p in graph.consumers(tensor) if n.op in ops and (pos is None or p == pos)]
+    found = [n for n, p in _forward(graph, tensor) if n.op in ops and (pos is None or p == pos)]
     return found[0] if len(found) == 1 else None
 
 
@@ -85,7 +95,7 @@ def _float(value: float) -> float:
 
 def _readers(graph: Graph, tensor: Tensor) -> list[Node]:
     """The ops that compute with ``tensor`` (not those that keep it for a training graph's backward pass)."""
-    return [n for n, _ in graph.consumers(tensor) if n.op not in _KEPT_FOR_GRADIENTS]
+    return [n for n, _ in _forward(graph, tensor)]
 
 
 def _activation(graph: Graph, pre: Tensor, taker: Callable[[Node, Tensor], bool]) -> tuple[Reading, Node | None]:
@@ -115,7 +125,7 @@ def _activation(graph: Graph, pre: Tensor, taker: Callable[[Node, Tensor], bool]
 
 def _clip(graph: Graph, value: Tensor) -> Reading:
     """``Minimum(value, C)`` then ``Maximum(.., -C)``: C; no Minimum: no clip."""
-    low = [n for n, _ in graph.consumers(value) if n.op == "Minimum"]
+    low = [n for n, _ in _forward(graph, value) if n.op == "Minimum"]
     if not low:
         return Reading(None, f"no clip_by_value after {value[1]}")
     high = _consumer(graph, _out(low[0]), ("Maximum",))
@@ -164,12 +174,27 @@ def _lstm_step(graph: Graph, matmul: Node) -> Step | None:
     bias = _const(graph, _other(add, _out(split, 2))) if add is not None else None
     step["forget_bias"] = (Reading(_float(bias), f"{_label(add)} adds it to the forget gate") if add is not None and bias is not None
                            else Reading(None, split.name, f"no constant is added to {split.name}:2 (the forget gate)"))
-    step["activation"], product = _activation(graph, _out(split, 1), lambda n, t: _input_gate_product(n, t, graph, split))
-    if product is None:
-        return step
-    new_c = _consumer(graph, _out(product), _ADD)
-    step["cell_clip"] = _clip(graph, _out(new_c)) if new_c is not None else Reading(None, product.name, "no new cell state")
+    step["activation"], _ = _activation(graph, _out(split, 1), lambda n, t: _input_gate_product(n, t, graph, split))
+    new_c = _new_cell_state(graph, add) if add is not None else None
+    step["cell_clip"] = (_clip(graph, _out(new_c)) if new_c is not None else
+                         Reading(None, split.name, f"no new cell state after the forget gate {split.name}:2"))
     return step
+
+
+def _new_cell_state(graph: Graph, add: Node) -> Node | None:
+    """``sigmoid(f + forget_bias [+ peephole]) * c + ...``: the new cell state, reached from the forget gate's
+    ``add`` (whatever the activation is, so that a clip is read even when the activation cannot be)."""
+    tensor = _out(add)
+    for _ in range(2):  # f + forget_bias, then + w_f_diag * c with peepholes
+        sig = _consumer(graph, tensor, ("Sigmoid",))
+        if sig is not None:
+            product = _consumer(graph, _out(sig), ("Mul",))
+            return _consumer(graph, _out(product), _ADD) if product is not None else None
+        nxt = _consumer(graph, tensor, _ADD)
+        if nxt is None:
+            return None
+        tensor = _out(nxt)
+    return None
 
 
 def _block_step(node: Node) -> Step:
@@ -208,8 +233,9 @@ def _merge(per_cell: list[tuple[str, list[Step]]], facts: tuple[str, ...]) -> di
         problem = ""
         unseen = [kernel for kernel, steps in per_cell if not any(fact in s for s in steps)]
         if unseen:
-            out[fact] = Reading(None, UNSEEN, f"shows no step of the cell whose kernel is {unseen[0]} in a shape "
-                                              "ckptsurgeon reads")
+            out[fact] = Reading(None, UNSEEN, f"the graph runs the cell whose kernel is {unseen[0]} in no shape "
+                                              "ckptsurgeon reads (a cast or a custom getter between the variable and "
+                                              "its product, hand-written step code ...)")
             continue
         for kernel, steps in per_cell:
             for r in (s[fact] for s in steps if fact in s):
@@ -227,6 +253,26 @@ def _merge(per_cell: list[tuple[str, list[Step]]], facts: tuple[str, ...]) -> di
             n = sum(len(steps) for _, steps in per_cell)
             out[fact] = Reading(value, where + (f"; the same in all {n} places the graph runs these cells" if n > 1 else ""))
     return out
+
+
+def _on_itself(graph: Graph, kernel: str) -> Reading | None:
+    """A cell whose step reads, as its input x, what another step of the same variables made in the same scope:
+    one cell object used for several layers (``MultiRNNCell([cell] * 2)``), which stores one layer's variables
+    and runs them as a stack."""
+    steps = [n for n, pos in graph.uses(kernel) if n.op == "MatMul" and pos == 1]
+    scopes = {(n.scope, n.name.rsplit("/", 1)[0] + "/") for n in steps if "/" in n.name}
+    for step in steps:
+        concat = graph.producer(step.inputs[0]) if step.inputs else None
+        x = graph.source(concat.inputs[0]) if concat is not None and concat.op == "ConcatV2" and concat.inputs else None
+        if x is not None and any(x.scope == sc and x.name.startswith(prefix) for sc, prefix in scopes):
+            return Reading(None, "", f"{_label(step)} reads {_label(x)}, made by another step of the same variables: "
+                                     "one cell object runs as several stacked layers, sharing one layer's weights")
+    return None
+
+
+def shared_layers(graph: Graph, kernels: list[str]) -> Reading | None:
+    """Why the cells of ``kernels`` run as stacked layers of one set of variables, if they do (else None)."""
+    return next((r for r in (_on_itself(graph, k) for k in kernels) if r is not None), None)
 
 
 def lstm_facts(graph: Graph, cells: list[dict[str, str]]) -> dict[str, Reading]:

@@ -29,7 +29,7 @@ from .cell import Cell, Stack
 from .gates import ORDERS, reorder, transposed
 from .facts import stated_scopes
 from .group import FACT_FLAGS, RecognizeOptions, RecurrentGroup, origin
-from .tf1_graph import DISAGREE, UNSEEN, gru_facts, lstm_facts
+from .tf1_graph import DISAGREE, UNSEEN, gru_facts, lstm_facts, shared_layers
 
 __all__ = ["recognize", "write", "DEFAULT_FORGET_BIAS"]
 
@@ -175,29 +175,37 @@ def _graph_facts(group: RecurrentGroup, index: CheckpointIndex, cells: list[dict
     version defaults; what the graph shows but cannot settle is missing, so that conversions refuse and say why."""
     meta = _meta_path(index)
     graph = load_graph(meta) if meta is not None else None
-    kernel = "kernel" if group.kind == "lstm" else "ck"
-    if graph is None or any(("", c[kernel]) not in graph.nodes for c in cells):
-        return  # no MetaGraph, or one that does not hold these variables (another Saver's names): nothing to read
+    if graph is None:
+        return
+    name, where = os.path.basename(meta), group.scope or "/"
+    saved = graph.saved_as()  # Saver(var_list={name: variable}) saves variables under other names
+    cells = [{role: saved.get(v, v) for role, v in c.items()} for c in cells]
+    kernels = [c["kernel" if group.kind == "lstm" else "ck"] for c in cells]
+    absent = [k for k in kernels if ("", k) not in graph.nodes]
+    if absent:  # another model's graph, or a Saver whose names the graph does not show
+        group.notes.append(f"the MetaGraph {name} beside the checkpoint holds no variable {absent[0]} (nor a Saver that "
+                           f"wrote it under that name): its facts are not read for {where}")
+        return
+    shared = shared_layers(graph, kernels if group.kind == "lstm" else [c["gk"] for c in cells])
+    if shared is not None:
+        group.provenance["shared_layers"] = (f"missing: the MetaGraph {name} shows that {shared.problem}; no target's "
+                                             "layers share their weights")
     found = lstm_facts(graph, cells) if group.kind == "lstm" else gru_facts(graph, cells)
-    name = os.path.basename(meta)
     for fact, reading in found.items():
         current = group.provenance.get(fact, "")
-        if reading.where == UNSEEN:
-            group.notes.append(f"the MetaGraph {name} holds the variables of {group.scope or '/'} but {reading.problem}; "
-                               f"{fact} is {current}")
-            continue
         if origin(current) != "version default":
             if reading.problem or reading.value == getattr(group, fact):
                 continue
-            group.notes.append(f"the MetaGraph {name} shows {fact}={reading.value} ({reading.where}) for {group.scope or '/'}, "
+            group.notes.append(f"the MetaGraph {name} shows {fact}={reading.value} ({reading.where}) for {where}, "
                                f"where {current}")
             continue
         if reading.problem:
             if reading.where == DISAGREE:  # no flag settles this: one value would be wrong for some cells
                 group.provenance["cell_differences"] = (f"missing: the MetaGraph {name} shows that {reading.problem}, which "
                                                         "no target's one set of facts holds; select the cells that agree")
-            group.provenance[fact] = (f"missing: the MetaGraph {name} shows the cells but not their {fact}: {reading.problem}; "
-                                      f"pass {FACT_FLAGS[fact]} if you know it")
+            said = (f"holds the cells' variables, but {reading.problem}, so it does not show their {fact}"
+                    if reading.where == UNSEEN else f"shows the cells but not their {fact}: {reading.problem}")
+            group.provenance[fact] = f"missing: the MetaGraph {name} {said}; pass {FACT_FLAGS[fact]} if you know it"
             if fact == "activation":
                 group.activation = None
         else:
