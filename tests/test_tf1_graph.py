@@ -240,3 +240,17 @@ def test_gradients_under_any_name_do_not_hide_the_cells(tmp_path, flow, name, st
     group = groups["enc"]
     assert (group.forget_bias, group.activation, group.cell_clip) == (0.0, "tanh", 0.5)
     _computes(group, x, want["enc"])
+
+
+def test_into_tf1_the_output_names_the_forget_bias_it_was_written_for(tmp_path):
+    """The source's cells added 0 at run time; the output is written for TF1's default 1.0, and says so (a user
+    rebuilding the source's forget_bias=0.0 cell would be 0.39 off)."""
+    from click.testing import CliRunner
+
+    from ckptsurgeon.cli import cli
+
+    res = CliRunner().invoke(cli, ["extract", str(GRID / "meta_basic_lstm_fb0" / "model.ckpt"), "--to", "tf1",
+                                   "-o", str(tmp_path / "model.ckpt")])
+    assert res.exit_code == 0 and "written for TF1 cells with forget_bias=1 " in res.output, res.output
+    assert "written for TF1 cells" not in CliRunner().invoke(cli, ["extract", str(GRID / "lstm" / "model.ckpt"), "--to", "tf1",
+                                                           "-o", str(tmp_path / "b.ckpt")]).output

@@ -363,6 +363,10 @@ def describe_converted(group: RecurrentGroup, sem: RecurrentGroup, target: str, 
     extra: dict[str, Any] = {}
     if target == "tf1" and group.kind == "lstm":
         extra["forget_bias"] = sem.forget_bias
+        if into is None and group.forget_bias != sem.forget_bias:  # the source's own cells added another constant
+            notes.append(f"the forget-gate bias is written for TF1 cells with forget_bias={sem.forget_bias:g} (the "
+                         f"constructors' default), not the source's {group.forget_bias:g}: build the cells with "
+                         f"forget_bias={sem.forget_bias:g}")
     if target == "onnx":
         extra["onnx"] = onnx_layout.node_attributes(sem)  # every layer's node takes the same attributes
     if target == "gates":
