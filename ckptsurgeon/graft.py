@@ -23,7 +23,7 @@ from .index import CheckpointIndex, TensorRef
 from .remap import PlanError, Remap, Rule, load_rules, parse_map
 from .rnn.convert import ConversionError, ConvertOptions, convert_group
 from .rnn.cell import Stack
-from .rnn.group import RecognizeOptions, RecurrentGroup
+from .rnn.group import RecognizeOptions, RecurrentGroup, origin
 from .rnn.layers import join_layers
 from .rnn.pairing import pair_groups, render_scope, signature
 from .rnn.recognize import recognize
@@ -144,6 +144,23 @@ def _check_stack(s: RecurrentGroup, layers: list[RecurrentGroup], atol: float, s
     return GroupCheck(s.scope, chain.scope, s.kind, diff, diff <= atol, atol)
 
 
+# facts that decide what a group's tensors mean (the layout: gate order and shapes; constants folded into them)
+_MEANING = ("kind", "layout", "forget_bias", "activation", "recurrent_activation", "reset_after", "cell_clip", "proj_clip",
+            "go_backwards")
+
+
+def _differs(s: RecurrentGroup, t: RecurrentGroup) -> list[str]:
+    """The facts both groups state (neither unknown nor missing) and differ in: tensors copied from one to the other
+    as they are would compute something else."""
+    out = []
+    for fact in _MEANING:
+        a, b = getattr(s, fact), getattr(t, fact)
+        known = all(origin(g.provenance.get(fact, "file")) not in ("missing", "assumed") for g in (s, t))
+        if a is not None and b is not None and known and a != b:
+            out.append(f"{fact} {a!r} -> {b!r}")
+    return out
+
+
 def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequence[Rule] = (),
                options: ConvertOptions | None = None, *, verify_atol: float | None = 1e-5) -> GraftReport:
     """Every replacement, checked (and each recurrent group verified unless ``verify_atol`` is None);
@@ -244,10 +261,22 @@ def plan_graft(source: CheckpointIndex, template: CheckpointIndex, rules: Sequen
         except PlanError as exc:
             problems.extend(exc.problems)
             plan = None
+        member_of = {m: g for g in sg for m in g.members}
+        template_member_of = {m: g for g in tg for m in g.members}
         for row in plan.mapped if plan else []:
             target = row.target if row.target in template else row.target.replace(".", "/")
             if target not in template:
                 problems.append(f"{row.source!r} maps to {row.target!r}, which the template does not have")
+                continue
+            s_group, t_group = member_of.get(row.source), template_member_of.get(target)
+            differ = _differs(s_group, t_group) if s_group is not None and t_group is not None else []
+            if s_group is not None and t_group is not None and differ:
+                problems.append(f"{row.source!r} of recurrent group {s_group.scope or '/'} ({s_group.variant}) maps to "
+                                f"{target!r} of template group {t_group.scope or '/'} ({t_group.variant}), which computes "
+                                f"otherwise ({', '.join(differ)}): a tensor copied as it is would not compute what it "
+                                "did; map the groups' "
+                                f"scopes instead (--map '{s_group.scope or '/'}={t_group.scope or '/'}'), so that the "
+                                "group is converted and verified")
                 continue
             add(target, row.source, row.value, row.shape, resolve_dtype(row.dtype) if row.dtype != "bfloat16" else template[target].dtype)
             used.add(row.source)
