@@ -193,6 +193,12 @@ TF_DTYPE_NAMES: dict[int, str] = {
 }
 
 
+def tf_dtype_name(code: int | None) -> str:
+    """A TensorFlow DataType enum's name: numpy's for the array types (``float16``), TF's for the others."""
+    found = TF_DTYPES.get(code) if code is not None else None
+    return dtype_name(found) if found is not None else TF_DTYPE_NAMES.get(code or 0, f"dtype {code}")
+
+
 def dtype_name(dtype: np.dtype) -> str:
     """The name numpy (with ml_dtypes) gives a dtype: ``float32``, ``bfloat16``, ``bool``."""
     return np.dtype(dtype).name

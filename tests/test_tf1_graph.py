@@ -216,7 +216,17 @@ def test_a_getter_between_variable_and_cell_leaves_the_facts_missing(tmp_path):
                                       "getter": "scaled"}])
     group = groups["enc"]
     assert group.provenance["forget_bias"].startswith("missing: the MetaGraph model.ckpt.meta holds the cells' variables")
+    assert "its value goes first to Mul (" in group.provenance["forget_bias"]  # the getter's op, named
     assert any("--forget-bias" in r for r in ckptsurgeon.rnn.refusals(group, "torch"))
+
+
+def test_a_kernel_cast_to_half_is_named_as_mixed_precision(tmp_path):
+    """A getter casting the variables to float16 (mixed precision's shape): the refusal names the Cast and its type,
+    so the user learns why, not only that the cell was not read."""
+    _, _, groups = _saved(tmp_path, [{"scope": "enc", "kind": "lstm", "hidden": 4, "forget_bias": 0.0,
+                                      "getter": "half"}])
+    said = groups["enc"].provenance["forget_bias"]
+    assert said.startswith("missing:") and "goes first to Cast to float16 (" in said and "mixed precision" in said
 
 
 def test_one_cell_object_for_every_layer_is_refused(tmp_path):

@@ -75,7 +75,9 @@ def _cell(net: dict):
 
 
 # custom getters (a net's "getter"): what sits between a variable and the ops that read it
-_GETTERS = {"scaled": lambda getter, *args, **kwargs: getter(*args, **kwargs) * 1.0}
+_GETTERS = {"scaled": lambda getter, *args, **kwargs: getter(*args, **kwargs) * 1.0,
+            # mixed precision's shape: the variable cast to half (here cast back, so the cell runs in float32)
+            "half": lambda getter, *args, **kwargs: tf.cast(tf.cast(getter(*args, **kwargs), tf.float16), tf.float32)}
 
 
 def _net(net: dict, x):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ..dtypes import tf_dtype_name
 from ..formats.tensorflow.graph_def import Graph, Node, Tensor
 from .activations import ACTIVATIONS, parametric_name
 
@@ -225,7 +226,31 @@ def _projection_step(graph: Graph, kernel: str) -> list[Step]:
             if node.op == "MatMul" and pos == 1 and not node.attr_bool("transpose_b")]
 
 
-def _merge(per_cell: list[tuple[str, list[Step]]], facts: tuple[str, ...]) -> dict[str, Reading]:
+_NOT_COMPUTING = ("Assign", "ResourceApply", "ResourceSparseApply", "Apply", "SparseApply")  # op name prefixes
+_STATE_OPS = frozenset({"VarIsInitializedOp", "IsVariableInitialized", "SaveV2", "RestoreV2", "DestroyResourceOp"})
+
+
+def _first_readers(graph: Graph, kernel: str) -> str:
+    """What the graph does with ``kernel`` first, for a refusal: the ops reading it (a Cast names its type: fp16 or
+    bfloat16 mixed precision), else that nothing reads it."""
+    ops = []
+    for node, _pos in graph.uses(kernel):
+        if node.op.startswith(_NOT_COMPUTING) or node.op in _STATE_OPS or node.name.startswith("save/"):
+            continue  # initializing, saving, restoring, training the variable: not the cell's computation
+        what = node.op
+        if node.op == "Cast":
+            what += f" to {tf_dtype_name(node.attr_type('DstT'))}"
+        ops.append(f"{what} ({_label(node)})")
+    if not ops:
+        return "no op reads it"
+    shown = sorted(set(ops))
+    hint = (" (mixed precision: ckptsurgeon reads cells that compute in the kernel's own type)"
+            if any(o.startswith("Cast to") for o in shown) else
+            " (a custom getter between the variable and its product, hand-written step code ...)")
+    return f"its value goes first to {', '.join(shown[:3])}{' ...' if len(shown) > 3 else ''}{hint}"
+
+
+def _merge(per_cell: list[tuple[str, list[Step]]], facts: tuple[str, ...], graph: Graph) -> dict[str, Reading]:
     """One Reading per fact for the whole group: every step of every cell agrees, or the problem says why not."""
     out: dict[str, Reading] = {}
     for fact in facts:
@@ -234,8 +259,7 @@ def _merge(per_cell: list[tuple[str, list[Step]]], facts: tuple[str, ...]) -> di
         unseen = [kernel for kernel, steps in per_cell if not any(fact in s for s in steps)]
         if unseen:
             out[fact] = Reading(None, UNSEEN, f"the graph runs the cell whose kernel is {unseen[0]} in no shape "
-                                              "ckptsurgeon reads (a cast or a custom getter between the variable and "
-                                              "its product, hand-written step code ...)")
+                                              f"ckptsurgeon reads: {_first_readers(graph, unseen[0])}")
             continue
         for kernel, steps in per_cell:
             for r in (s[fact] for s in steps if fact in s):
@@ -279,9 +303,10 @@ def lstm_facts(graph: Graph, cells: list[dict[str, str]]) -> dict[str, Reading]:
     """forget_bias, activation, cell_clip (and proj_clip with a projection) of the LSTM cells whose variables are
     ``cells`` (role -> variable name: kernel, projection)."""
     per_cell = [(c["kernel"], _steps(graph, c["kernel"], _LSTM_BLOCK, _lstm_step)) for c in cells]
-    found = _merge(per_cell, ("forget_bias", "activation", "cell_clip"))
+    found = _merge(per_cell, ("forget_bias", "activation", "cell_clip"), graph)
     if all("projection" in c for c in cells) and cells:
-        found.update(_merge([(c["projection"], _projection_step(graph, c["projection"])) for c in cells], ("proj_clip",)))
+        found.update(_merge([(c["projection"], _projection_step(graph, c["projection"])) for c in cells], ("proj_clip",),
+                            graph))
     return found
 
 
@@ -297,4 +322,4 @@ def _gru_step(graph: Graph, matmul: Node) -> Step | None:
 
 def gru_facts(graph: Graph, cells: list[dict[str, str]]) -> dict[str, Reading]:
     """The activation of the GRU cells whose candidate kernels are ``cells[k]["ck"]``."""
-    return _merge([(c["ck"], _steps(graph, c["ck"], _GRU_BLOCK, _gru_step)) for c in cells], ("activation",))
+    return _merge([(c["ck"], _steps(graph, c["ck"], _GRU_BLOCK, _gru_step)) for c in cells], ("activation",), graph)

@@ -81,6 +81,11 @@ class Node:
         value = self._attr(key, 3)
         return value if isinstance(value, int) else None
 
+    def attr_type(self, key: str) -> int | None:
+        """A DataType attribute (``DstT`` of a Cast) as its enum number."""
+        value = self._attr(key, 6)
+        return value if isinstance(value, int) else None
+
     def attr_bool(self, key: str) -> bool | None:
         value = self._attr(key, 5)
         return bool(value) if isinstance(value, int) else None

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import google_crc32c
 import numpy as np
 
-from ...dtypes import TF_DTYPE_NAMES, TF_DTYPES, TF_STRING
+from ...dtypes import TF_DTYPES, TF_STRING, tf_dtype_name
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
 from ...scopes import join_path
@@ -384,7 +384,7 @@ def read(path: str, **_: Any) -> CheckpointIndex:
             continue
         dtype = TF_DTYPES.get(e.dtype)
         if dtype is None:
-            metadata[path_] = f"<{TF_DTYPE_NAMES.get(e.dtype, f'dtype {e.dtype}')} tensor, not readable as an array>"
+            metadata[path_] = f"<{tf_dtype_name(e.dtype)} tensor, not readable as an array>"
             continue
         if dtype.itemsize > 1:
             dtype = ordered.get(e.dtype) or ordered.setdefault(e.dtype, dtype.newbyteorder(bundle.byteorder))
