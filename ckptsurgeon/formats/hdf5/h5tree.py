@@ -1,5 +1,6 @@
 """An HDF5 file's metadata as plain Python objects, built from what ``h5probe.describe`` found in a
-child process. The readers walk this tree; libhdf5 never runs in the reading process.
+child process, or what ``h5plain`` read in this one for a plain file (the same description). The readers walk
+this tree; libhdf5 never runs in the reading process.
 
 The classes keep the small part of h5py's vocabulary the readers use (``keys()``, ``attrs``,
 ``get(name, getlink=True)``, ``[name]``, ``HardLink``/``SoftLink``/``ExternalLink``), so reading a
@@ -16,7 +17,8 @@ import numpy as np
 
 from ...errors import FormatError, UnsafeCheckpointError
 from ...isolate import Limits, run_isolated
-from ...source import url_scheme
+from ...source import open_source, url_scheme
+from .h5plain import describe_plain
 
 __all__ = ["H5Source", "Group", "Dataset", "HardLink", "SoftLink", "ExternalLink", "OtherLink", "Attrs",
            "describe_file", "read_dataset_bytes", "metadata_limits"]
@@ -250,7 +252,12 @@ def prefetch(paths: list[str]) -> None:
         key = _identity(path)
         if key is None or key in _PREFETCHED:
             continue
-        requests.append(H5Source(path, 0, key[1], path).request())
+        source = H5Source(path, 0, key[1], path)
+        plain = _plain(source)
+        if plain is not None:
+            _PREFETCHED[key] = plain
+            continue
+        requests.append(source.request())
         keys.append(key)
     if len(requests) < 2:
         return
@@ -272,8 +279,21 @@ def forget_prefetched() -> None:
     _PREFETCHED.clear()
 
 
+def _plain(source: H5Source) -> dict[str, Any] | None:
+    """``describe``'s answer read in this process (``h5plain``) for a plain image not inside compressed bytes,
+    else None; ``CKPTSURGEON_HDF5_READER=libhdf5`` always gives None (libhdf5 reads every file)."""
+    if source.inflate or os.environ.get("CKPTSURGEON_HDF5_READER") == "libhdf5":
+        return None
+    try:
+        src = open_source(source.name)  # shared with the readers (a cache of open sources): not closed here
+    except (OSError, FormatError):
+        return None
+    return describe_plain(src, source.offset, source.size)
+
+
 def describe_file(source: H5Source) -> Group:
-    """The metadata of the HDF5 image at ``source``, parsed by libhdf5 in a child process."""
+    """The metadata of the HDF5 image at ``source``: read in this process if it is plain (``h5plain``), else parsed
+    by libhdf5 in a child process."""
     if _PREFETCHED and not source.inflate and source.offset == 0 and not url_scheme(source.name):
         key = _identity(source.name)
         found = _PREFETCHED.get(key) if key is not None and key[1] == source.size else None
@@ -281,6 +301,9 @@ def describe_file(source: H5Source) -> Group:
             if "error" in found:
                 raise (UnsafeCheckpointError if found.get("class") == "UnsafeCheckpointError" else FormatError)(found["error"])
             return build(found, source.where)
+    plain = _plain(source)
+    if plain is not None:
+        return build(plain, source.where)
     inflated = source.usize if source.inflate else 0  # a deflated .keras member is inflated in the child's memory
     header, _ = run_isolated("hdf5.describe", source.request(), metadata_limits(inflated, max(source.size, inflated)),
                              where=source.where,

@@ -1,4 +1,5 @@
-"""HDF5 read defensively: libhdf5 parses the file only in a child process (``h5tree``/``h5probe``);
+"""HDF5 read defensively: a plain file's metadata is read in Python (``h5plain``), any other file's by libhdf5 in a
+child process only (``h5tree``/``h5probe``);
 no link is followed out of the file, no dataset reads another file, declared sizes are checked
 against stored sizes, and plain datasets are read by byte range without libhdf5 at all."""
 from __future__ import annotations
@@ -21,7 +22,8 @@ BOMB_MIN = 16 << 20
 
 
 def open_h5(source: H5Source) -> Group:
-    """The file's metadata tree (parsed by libhdf5 in a child process with time and memory limits)."""
+    """The file's metadata tree (read in Python if the file is plain, else parsed by libhdf5 in a child process
+    with time and memory limits)."""
     return describe_file(source)
 
 
