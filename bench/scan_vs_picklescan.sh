@@ -6,7 +6,10 @@
 # /tmp/ckptsurgeon-scan-trees), built once:
 #   all-formats: fixtures/ (every format: HDF5/Keras, TensorFlow, DCP, ONNX, PyTorch ...), the picklescan corpus
 #                twice and 20 copies of a PyTorch checkpoint (849 files);
-#   pickles:     only what picklescan reads: the corpus four times, the PyTorch fixtures and the 20 copies.
+#   pickles:     only what picklescan reads: the corpus four times, the PyTorch fixtures and the 20 copies;
+#   models:      what a model download folder holds (598 MiB, 12 files): three models of torch.save'd
+#                pytorch_model.bin + model.safetensors + config.json, a Lightning checkpoint, an .npz and a
+#                tf.keras .h5 (written by bench/make_models_tree.py with the real torch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${PICKLESCAN_VENV:-/tmp/picklescan-venv}
@@ -28,8 +31,9 @@ if [ ! -d "$TREES" ]; then
         cp fixtures/torch/model.pt "$TREES/pickles/torch-copies/model_$i.pt"
     done
 fi
+[ -d "$TREES/models" ] || .venv/bin/python bench/make_models_tree.py "$TREES/models"
 # byte-compiled now: with PYTHONDONTWRITEBYTECODE set, a module edited since its .pyc was written is compiled again
 # by every run (tens of ms of a 0.3 s scan); picklescan's venv was compiled when it was installed
 .venv/bin/python -m compileall -q ckptsurgeon >/dev/null
 echo "picklescan $("$VENV/bin/pip" show picklescan 2>/dev/null | sed -n 's/^Version: //p'); ckptsurgeon $(.venv/bin/ckptsurgeon --version)"
-exec .venv/bin/python bench/scan_vs_picklescan.py "$VENV/bin/picklescan" "$TREES/all-formats" "$TREES/pickles" "$@"
+exec .venv/bin/python bench/scan_vs_picklescan.py "$VENV/bin/picklescan" "$TREES/all-formats" "$TREES/pickles" "$TREES/models" "$@"

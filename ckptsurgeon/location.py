@@ -11,6 +11,7 @@ location registered for their scheme (``ckptsurgeon.remote`` registers fsspec's)
 from __future__ import annotations
 
 import os
+import stat
 import posixpath
 from typing import Protocol
 
@@ -49,9 +50,13 @@ def kind(name: str) -> str | None:
     if is_url(name):
         loc = _remote(name)
         return loc.kind(name) if loc is not None else "file"
-    if os.path.isdir(name):
-        return "directory"
-    return "file" if os.path.lexists(name) else None
+    try:  # one lstat for a regular file (isdir + lexists took two); a link is followed as isdir follows it
+        mode = os.lstat(name).st_mode
+        if stat.S_ISLNK(mode):
+            mode = os.stat(name).st_mode
+    except (OSError, ValueError):
+        return "file" if os.path.lexists(name) else None  # a dangling link still exists; a bad name does not
+    return "directory" if stat.S_ISDIR(mode) else "file"
 
 
 def exists(name: str) -> bool:

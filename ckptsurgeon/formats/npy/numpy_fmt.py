@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
 import re
 import struct
@@ -56,6 +57,22 @@ def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[n
                                     f"limit {MAX_HEADER}); refusing")
     if start + n > len(head):
         raise FormatError(f"{where}: truncated .npy header ({n} bytes declared)")
+    key = (bytes(head[:start + n]), allow_object)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = _parse_text(head, start, n, encoding, where, allow_object)
+        if len(_PARSED) >= 4096:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return parsed
+
+
+# headers parsed, by their bytes (scan reads an archive's headers by content, then opens it as ls does)
+_PARSED: dict[tuple[bytes, bool], tuple[np.dtype, tuple[int, ...], bool, int]] = {}
+
+
+def _parse_text(head: bytes, start: int, n: int, encoding: str, where: str,
+                allow_object: bool) -> tuple[np.dtype, tuple[int, ...], bool, int]:
     try:
         text = head[start:start + n].decode(encoding)
         d = _plain_header(text) or ast.literal_eval(text)
@@ -146,7 +163,7 @@ def read_npz(path: str) -> CheckpointIndex:
             where = f"{path}:{name}"
             dtype, shape, fortran, hlen = parse_header(zf.read_head(name, min(member.size, MAX_HEADER + 12)), where)
             check_shape(where, key, dtype, shape)
-            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            nbytes = math.prod(shape) * dtype.itemsize
             if hlen + nbytes != member.size:
                 raise FormatError(f"{where}: member holds {member.size - hlen} data bytes, {dtype} x {list(shape)} needs {nbytes}")
             p = join_path(split_key(key, sep))

@@ -23,6 +23,7 @@ from ...source import ByteSource
 __all__ = ["Payload", "Skeleton", "skeleton", "payload_of", "MAX_SKELETON"]
 
 MAX_SKELETON = 256 << 20  # bytes of structure (names, shapes, dtypes) a pickle may hold besides its payloads
+_IN_MEMORY = 4 << 20  # bytes: files up to this are read whole (their payloads too: a few MB at most)
 MAX_LINE = 1 << 16  # a text-protocol argument (GLOBAL's module and name, INT, FLOAT ...)
 _MARK = "\ue000ckptsurgeon-payload:"  # a private-use character: no real string starts so
 
@@ -69,7 +70,9 @@ def skeleton(src: ByteSource, *, threshold: int = 256, text_threshold: int = 102
     out = bytearray()
     payloads: list[Payload] = []
     pos, size = 0, src.size
-    with io.BufferedReader(src.window(), 1 << 14) as fh:  # small: after each skipped payload it is filled anew
+    # a small file in memory at once (one read); a large one through a small buffer, filled anew after each payload
+    small = size <= _IN_MEMORY
+    with (io.BytesIO(src.read(0, size)) if small else io.BufferedReader(src.window(), 1 << 14)) as fh:
 
         def take(n: int) -> bytes:
             nonlocal pos
