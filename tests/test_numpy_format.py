@@ -82,3 +82,49 @@ def test_zero_d_arrays_keep_their_shape(tmp_path, suffix):
             got = {k: f[k][()] for k in f}
     assert np.asarray(got["step"]).shape == () and int(got["step"]) == 7
     assert got["w"].shape == (2, 3)
+
+
+def _npy_bytes(arr: np.ndarray, version: tuple[int, int] | None = None) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    if version is None:
+        np.save(buf, arr)
+    else:
+        np.lib.format.write_array(buf, arr, version=version)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("arr, version", [
+    (np.zeros((3, 4), np.float32), None),
+    (np.zeros(2, np.int64), (2, 0)),
+    (np.array(["é"]), (3, 0)),
+    (np.zeros(0, np.float16), None),
+    (np.zeros(2, [(f"field_{i:03d}", np.float32) for i in range(40)]), None),  # a header of over 1 KiB
+    (np.zeros(2, [(f"f{i:04d}", np.float32) for i in range(600)]), None),  # over MAX_HEADER: refused either way
+])
+def test_header_bytes_reads_what_the_whole_header_read_gives(arr, version):
+    """``header_bytes`` reads 256 bytes, and a second time only for a longer header; ``parse_header`` of what it
+    returns equals its parse of the first MAX_HEADER + 12 bytes (the read it replaces), refusal included."""
+    from ckptsurgeon.errors import CheckpointError
+    from ckptsurgeon.formats.npy.numpy_fmt import MAX_HEADER, header_bytes, parse_header
+
+    data = _npy_bytes(arr, version)
+    reads: list[int] = []
+
+    def read(n: int) -> bytes:
+        reads.append(n)
+        return data[:n]
+
+    def parsed(head: bytes):
+        try:
+            return parse_header(head, "x.npy")
+        except CheckpointError as exc:
+            return type(exc), str(exc)
+
+    assert parsed(header_bytes(read, len(data))) == parsed(data[:MAX_HEADER + 12])
+    hlen = data.index(b"\n") + 1
+    assert len(reads) == (1 if hlen <= 256 or hlen > MAX_HEADER + 12 else 2), reads
+    assert max(reads) <= max(256, hlen)
+    for cut in (5, 11, 200, hlen - 1):  # cut short: the same refusal as before
+        assert parsed(header_bytes(lambda n, d=data[:cut]: d[:n], cut)) == parsed(data[:cut][:MAX_HEADER + 12])

@@ -565,6 +565,74 @@ def test_a_file_opened_before_its_folder_was_read_is_told_as_serially(tmp_path):
             assert len(serial.findings) == (not covered)  # ls's refusal, unless a folder's reading covers it
 
 
+def test_a_file_a_folder_reading_leaves_uncovered_is_opened_while_the_workers_scan(tmp_path, monkeypatch):
+    """With workers, this process opens the files of checkpoint folders that the folders' readings leave
+    uncovered while the workers scan (``_open_uncovered``), not one by one after the pool; ``_finish`` takes that
+    outcome and tells it exactly as opening the file then would (a refusal told once, after the content's)."""
+    import shutil
+
+    from ckptsurgeon.check import scan as scan_mod
+
+    tree = tmp_path / "tree"
+    shutil.copytree(FIXTURES / "dcp" / "torch-2.13.0" / "dist2", tree / "dcp")
+    shutil.copy(FIXTURES / "torch" / "model.pt", tree / "dcp" / "extra.pt")  # uncovered, clean
+    stray = _cut_legacy(tree / "dcp" / "stray.pt")  # uncovered, refused by ls
+    shutil.copy(FIXTURES / "torch" / "model.pt", tree / "plain.pt")  # in no checkpoint folder: not deferred
+    plans, tasks = scan_mod._plan([str(tree)], ())
+    begun = [scan_mod._begin(p, w, ()) if w is not None else None for p, w in plans]
+    opened = scan_mod._open_uncovered(plans, begun, tasks)
+    names = {Path(tasks[i].path).name: o for i, o in opened.items()}
+    assert {"extra.pt", "stray.pt"} <= set(names) and "plain.pt" not in names  # only deferred files
+    assert all(Path(tasks[i].path).parent == tree / "dcp" for i in opened)
+    assert names["extra.pt"].refusal is None and "truncated" in str(names["stray.pt"].refusal)
+    for at, outcome in opened.items():  # _finish with the outcome equals _finish opening the file itself
+        task = tasks[at]
+        with_opened = scan_mod._finish(scan_mod._run(task), task, False, outcome).findings
+        assert with_opened == scan_mod._finish(scan_mod._run(task), task, False).findings
+    real = scan_mod.open_checkpoint
+    reopened = []
+    monkeypatch.setattr(scan_mod, "open_checkpoint", lambda path, **k: reopened.append(path) or real(path, **k))
+    parallel = scan_mod.scan_files([str(tree)], jobs=2)[0].as_dict()
+    assert str(stray) in reopened  # by _open_uncovered, in this process (the workers' openings are not seen here)
+    assert reopened.count(str(stray)) == 1  # and not again after the pool
+    monkeypatch.undo()
+    assert parallel == scan_mod.scan_files([str(tree)], jobs=1)[0].as_dict()
+
+
+def test_only_folders_holding_a_checkpoint_name_are_probed_as_checkpoints(tmp_path):
+    """The walk of a folder tree probes a folder as a checkpoint (DCP, HF index, TensorFlow) only when its entries
+    hold a name such a checkpoint needs; the checkpoints it finds are those probing every folder finds, on the
+    fixtures and on folders made of those names."""
+    import itertools
+    import os
+
+    from ckptsurgeon.check import scan as scan_mod
+
+    walked = scan_mod.walk_folder(str(FIXTURES))
+    every = [str(FIXTURES), *walked.below]
+    assert walked.checkpoints == frozenset(f for f in every if scan_mod._names_a_checkpoint(f))
+    assert len(walked.checkpoints) >= 20
+    for f in every:  # the prefilter never drops a folder the probes take
+        if scan_mod._names_a_checkpoint(f):
+            assert scan_mod._may_name_a_checkpoint(set(os.listdir(f))), f
+    names = [".metadata", "checkpoint", "variables", "model.safetensors.index.json", "pytorch_model.bin.index.json",
+             "m.index", "m.data-00000-of-00001", "notes.txt", "model.pt"]
+    for k, combo in enumerate(itertools.combinations(names, 2)):
+        folder = tmp_path / f"f{k}"
+        folder.mkdir()
+        for name in combo:
+            if name == "variables":
+                (folder / name).mkdir()
+                (folder / name / "variables.index").write_bytes(b"x")
+            elif name == "checkpoint":
+                (folder / name).write_text('model_checkpoint_path: "m"\n')
+            else:
+                (folder / name).write_bytes(b"{}")
+    walked = scan_mod.walk_folder(str(tmp_path))
+    assert walked.checkpoints == frozenset(f for f in [str(tmp_path), *walked.below] if scan_mod._names_a_checkpoint(f))
+    assert walked.checkpoints  # some of them are
+
+
 def test_a_chunk_a_worker_did_not_finish_is_run_again_here():
     """A worker that dies on a chunk, or fails on it, leaves it to this process, which runs it (and would raise
     what a serial run raises); every chunk's results come back once, in order, and no worker is left behind."""

@@ -37,6 +37,20 @@ def test_ls_and_extract_of_safetensors_import_nothing_heavy(tmp_path):
     assert _loaded(_modules_after("extract", str(src), "-s", "encoder", "-o", str(tmp_path / "o.safetensors")), HEAVY) == []
 
 
+def test_scan_of_files_no_reader_takes_imports_no_reader(tmp_path):
+    """Detection recognizes GGUF, TFLite, Flax, ONNX and DCP folders from ``formats.magic``: a scan of a folder of
+    files no reader takes (JSON, text) imports none of those readers, nor a report module it does not write."""
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    (tmp_path / "notes.txt").write_text("a folder of a model's side files\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "README.md").write_text("# model\n")
+    loaded = _modules_after("scan", str(tmp_path), "--summary")
+    assert "ckptsurgeon.formats.magic" in loaded  # detection ran through every sniffer
+    assert _loaded(loaded, ("ckptsurgeon.formats.gguf", "ckptsurgeon.formats.tflite", "ckptsurgeon.formats.flax",
+                            "ckptsurgeon.formats.onnx.onnx_fmt", "ckptsurgeon.formats.onnx.model",
+                            "ckptsurgeon.formats.dcp", "xml.etree", "zipfile", "hashlib", "tempfile")) == []
+
+
 def test_bfloat16_rows_resolve_ml_dtypes_when_first_seen(tmp_path):
     """ml_dtypes is imported only for a bf16/fp8 tensor, and then every table sees its rows."""
     import ml_dtypes

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 __all__ = ["LFS_MAGIC", "is_lfs_pointer", "lfs_message"]
 
@@ -12,11 +13,12 @@ _MAX_POINTER = 1024  # pointer files are about 130 bytes
 def is_lfs_pointer(path: str) -> bool:
     """Whether ``path`` is a local file holding a Git LFS pointer instead of the object it points to."""
     try:
-        if not os.path.isfile(path) or os.path.islink(path) or os.path.getsize(path) > _MAX_POINTER:
+        st = os.lstat(path)  # one call: a link, a folder or a large file is no pointer
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_POINTER:
             return False
         with open(path, "rb") as fh:
             return fh.read(len(LFS_MAGIC)) == LFS_MAGIC
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a name with a NUL byte
         return False
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from xml.etree import ElementTree as ET
+from typing import TYPE_CHECKING, Any
 
 from .findings import KINDS, Case, Finding
+
+if TYPE_CHECKING:  # the reports that need it import it: text and JSON reports do without (start-up)
+    from xml.etree import ElementTree as ET
 
 __all__ = ["render", "render_reports", "FileReport", "FORMATS", "format_counts", "escape_github", "escape_property",
            "junit_suite"]
@@ -110,6 +112,8 @@ def _text(reports: Sequence[FileReport]) -> str:
 
 
 def _junit(reports: Sequence[FileReport]) -> str:
+    from xml.etree import ElementTree as ET
+
     root = ET.Element("testsuites", name="ckptsurgeon validate")
     totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     for r in reports:
@@ -149,6 +153,8 @@ def _junit(reports: Sequence[FileReport]) -> str:
 
 
 def junit_suite(parent: ET.Element | None, name: str, file: str, kinds: Sequence[str], findings: Sequence[Finding]) -> ET.Element:
+    from xml.etree import ElementTree as ET
+
     attrs = dict(name=name, tests=str(len(kinds)), failures=str(len({f.kind for f in findings})), errors="0")
     suite = ET.Element("testsuite", attrs) if parent is None else ET.SubElement(parent, "testsuite", attrs)
     for kind in kinds:

@@ -25,11 +25,11 @@ from typing import Any, NamedTuple, TypeVar
 from .. import location
 from ..errors import CheckpointError, FormatError, UnsafeCheckpointError
 from ..formats import detect, open_checkpoint
-from ..formats.dcp.dcp_reader import sniff_folder as dcp_sniff_folder
+from ..formats.magic import DCP_METADATA, sniff_dcp_folder as dcp_sniff_folder
 from ..formats.pickles import PICKLE_WALKERS, extra_globals
 from ..formats.pytorch.pickle_static import PickleFacts, analyze, opcode_class
 from ..formats.pytorch.safepickle import ALLOWED_OPCODES, global_allowed
-from ..formats.sharded.hf_index import sniff_folder as hf_sniff_folder
+from ..formats.sharded.hf_index import INDEX_NAMES as hf_index_names, sniff_folder as hf_sniff_folder
 from ..formats.tensorflow.tf_paths import resolve_prefix
 from ..formats.tree import work_budget
 from ..source import is_url
@@ -299,14 +299,17 @@ class _Walked(NamedTuple):
 def walk_folder(path: str) -> _Walked:
     """Every entry under a local folder, as ``_Walked`` tells them."""
     findings: list[Finding] = []
-    entries = _walk_folder(path, findings)
+    names: dict[str, set[str]] = {}
+    entries = _walk_folder(path, findings, names)
     below = sorted({os.path.dirname(f) for f, _ in entries} - {path, os.path.normpath(path)})
-    return _Walked(entries, findings, below, frozenset(f for f in [path, *below] if _names_a_checkpoint(f)))
+    return _Walked(entries, findings, below, frozenset(
+        f for f in [path, *below] if (f not in names or _may_name_a_checkpoint(names[f])) and _names_a_checkpoint(f)))
 
 
-def _walk_folder(path: str, findings: list[Finding]) -> list[tuple[str, bool]]:
+def _walk_folder(path: str, findings: list[Finding], names: dict[str, set[str]] | None = None) -> list[tuple[str, bool]]:
     """Every entry under ``path``, depth first in name order: (path, whether it is a regular file to read).
-    Links are not followed and other special files not opened: each is a finding."""
+    Links are not followed and other special files not opened: each is a finding. ``names``: filled with each
+    folder's entry names."""
     out: list[tuple[str, bool]] = []
     stack = [path]
     while stack:
@@ -316,18 +319,21 @@ def _walk_folder(path: str, findings: list[Finding]) -> list[tuple[str, bool]]:
         except OSError as exc:
             findings.append(Finding("damaged", folder, f"{folder}: cannot list the folder: {exc.strerror or exc}"))
             continue
+        if names is not None:
+            names[folder] = {e.name for e in entries}
         subfolders = []
         for entry in entries:
             if len(out) >= MAX_FOLDER_FILES:
                 findings.append(Finding("archive", path, f"{path}: more than {MAX_FOLDER_FILES:,} files; the rest is "
                                         "not looked at"))
                 return out
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if stat.S_ISDIR(mode):
+            # the entry's type from the listing (no system call where the file system gives it), never a link's target
+            if entry.is_dir(follow_symlinks=False):
                 subfolders.append(entry.path)
-            elif stat.S_ISREG(mode):
+            elif entry.is_file(follow_symlinks=False):
                 out.append((entry.path, True))
             else:
+                mode = entry.stat(follow_symlinks=False).st_mode
                 what = f"a symbolic link to {os.readlink(entry.path)!r}" if stat.S_ISLNK(mode) else \
                     "not a regular file (a FIFO, socket or device)"
                 findings.append(Finding("unsafe", entry.path, f"{entry.path}: is {what}; scan follows no links and "
@@ -336,6 +342,16 @@ def _walk_folder(path: str, findings: list[Finding]) -> list[tuple[str, bool]]:
                 out.append((entry.path, False))
         stack.extend(reversed(subfolders))
     return out
+
+
+# Entry names without which ``ls`` takes no folder for a checkpoint (``_names_a_checkpoint``): DCP's metadata,
+# HF indexes, a TensorFlow state file, a SavedModel's variables; and any ``*.index`` (a TensorFlow bundle).
+_CHECKPOINT_NAMES = frozenset({DCP_METADATA, "checkpoint", "variables", *hf_index_names})
+
+
+def _may_name_a_checkpoint(names: set[str]) -> bool:
+    """False when a folder holding ``names`` cannot be a checkpoint folder: spares most folders their probes."""
+    return not _CHECKPOINT_NAMES.isdisjoint(names) or any(n.endswith(".index") for n in names)
 
 
 def _names_a_checkpoint(path: str) -> bool:
@@ -419,13 +435,26 @@ def _run(task: _Task) -> _Done:
     return _Done(fmt, part, before, scan.errors if task.defer else None)
 
 
-def _finish(done: _Done, task: _Task, covered: bool) -> ScanResult:
-    """A member's part as ``_Scan.member(file, covered)`` makes it, from what ``_run`` did before ``covered`` was known."""
+class _Opened(NamedTuple):
+    """A file opened as ``ls`` opens it ahead of its ``_finish`` (``_open_uncovered``): the format it was opened
+    as, and the refusal if any."""
+
+    fmt: str
+    refusal: CheckpointError | None
+
+
+def _finish(done: _Done, task: _Task, covered: bool, opened: _Opened | None = None) -> ScanResult:
+    """A member's part as ``_Scan.member(file, covered)`` makes it, from what ``_run`` did before ``covered`` was known;
+    ``opened``: the file already opened as ``ls`` opens it, as that format."""
     if done.fmt is not None:
         if task.defer and not covered:
             scan = _Scan(done.part, task.allow)
             scan.errors = done.errors or set()
-            scan.open_as_ls(task.path, done.fmt)
+            if opened is not None and opened.fmt == done.fmt:
+                if opened.refusal is not None:
+                    scan.refused(opened.refusal, task.path, "what ls says")
+            else:
+                scan.open_as_ls(task.path, done.fmt)
         elif covered and not task.defer:
             del done.part.findings[done.before_ls:]
     return done.part
@@ -466,15 +495,16 @@ def scan_files(paths: Sequence[str], *, allow_globals: Sequence[str] = (), jobs:
     pool = _in_pool(tasks, jobs) if jobs > 1 and len(tasks) >= least and can_fork() else None
     try:  # this process reads the checkpoint folders while the workers scan files, then joins them
         begun = [_begin(path, walked, allow) if walked is not None else None for path, walked in plans]
+        opened = _open_uncovered(plans, begun, tasks) if pool is not None else {}
         done = pool.results() if pool is not None else [d for _, d in _run_chunk(list(enumerate(tasks)))]
     finally:
         if pool is not None:
             pool.close()
-    outcomes, todo = iter(done), iter(tasks)
+    outcomes, todo = iter(enumerate(done)), iter(tasks)
     results = []
     for (_path, walked), folder in zip(plans, begun):
         if walked is None or folder is None:
-            results.append(next(outcomes).part)
+            results.append(next(outcomes)[1].part)
             next(todo)
             continue
         scan, covered = folder
@@ -482,8 +512,8 @@ def scan_files(paths: Sequence[str], *, allow_globals: Sequence[str] = (), jobs:
         for file, regular in walked.entries:
             fmt = None
             if regular:
-                outcome = next(outcomes)
-                scan.merge(_finish(outcome, next(todo), os.path.normpath(file) in covered))
+                at, outcome = next(outcomes)
+                scan.merge(_finish(outcome, next(todo), os.path.normpath(file) in covered, opened.get(at)))
                 fmt = outcome.fmt
             files.append((file, fmt))
         scan.folder_end(files)
@@ -506,6 +536,36 @@ def _plan(paths: Sequence[str], allow: tuple[str, ...]) -> tuple[list[tuple[str,
             plans.append((path, None))
             tasks.append(_Task(True, path, False, allow))
     return plans, tasks
+
+
+def _open_uncovered(plans: Sequence[tuple[str, _Walked | None]], begun: Sequence[tuple[_Scan, set[str]] | None],
+                    tasks: Sequence[_Task]) -> dict[int, _Opened]:
+    """The files of checkpoint folders that the folders' readings do not cover, opened as ``ls`` opens them by this
+    process while the workers scan, by task number; ``_finish`` would otherwise open them one by one after the pool.
+    A file this process cannot tell the format of is left to ``_finish``."""
+    out: dict[int, _Opened] = {}
+    numbered = iter(enumerate(tasks))
+    for (_path, walked), folder in zip(plans, begun):
+        if walked is None or folder is None:
+            next(numbered)
+            continue
+        covered = folder[1]
+        for file, regular in walked.entries:
+            if not regular:
+                continue
+            at, task = next(numbered)
+            if not task.defer or os.path.normpath(file) in covered:
+                continue
+            try:
+                fmt = detect(task.path)
+            except (CheckpointError, RecursionError, OSError):
+                continue
+            try:
+                list(open_checkpoint(task.path, allow_globals=task.allow, detected=fmt).files)
+                out[at] = _Opened(fmt, None)
+            except CheckpointError as exc:
+                out[at] = _Opened(fmt, exc)
+    return out
 
 
 def _begin(path: str, walked: _Walked, allow: tuple[str, ...]) -> tuple[_Scan, set[str]]:

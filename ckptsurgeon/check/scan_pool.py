@@ -14,7 +14,6 @@ import os
 import pickle
 import signal
 import struct
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from typing import IO, Generic, TypeVar
@@ -52,6 +51,8 @@ class SharedChunks(Generic[T, R]):
             os.write(feed, b"".join(_INDEX.pack(i) for i in range(len(chunks))))
             for _ in range(workers):
                 try:
+                    import tempfile  # here: a scan of few files starts no worker
+
                     out = tempfile.TemporaryFile()
                     pid = os.fork()
                 except OSError:  # no room for a file or a process: the workers started (and this one) do it all

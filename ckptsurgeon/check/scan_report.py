@@ -10,7 +10,6 @@ import json
 import re
 from collections import Counter
 from collections.abc import Sequence
-from xml.etree import ElementTree as ET
 
 from .report import format_counts, escape_github, escape_property, junit_suite
 from .scan import LEVELS, SCAN_KINDS, ScanResult, _findings_by_file, finding_level, level_of
@@ -78,6 +77,8 @@ def render_scan(results: Sequence[ScanResult], fmt: str, fail_on: str = "unsafe"
                                                             f"{_levels(results)})" if bad else f"{len(results)} file(s) clean"))
         return "\n".join(lines)
     if fmt == "junit":
+        from xml.etree import ElementTree as ET
+
         root = ET.Element("testsuites", name="ckptsurgeon scan")
         for r in results:
             failing = [f for f in r.findings if fails(finding_level(f), fail_on)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import import_module
@@ -37,8 +38,9 @@ def _is_tar(src: ByteSource) -> bool:
 
 
 def _module(name: str) -> ModuleType:
-    """``ckptsurgeon.formats.<name>``, imported on first use."""
-    return import_module(f"{__name__}.{name}")
+    """``ckptsurgeon.formats.<name>``, imported on first use (detection asks for a few per file: the lookup first)."""
+    full = f"{__name__}.{name}"
+    return sys.modules.get(full) or import_module(full)
 
 
 def detect(path: str) -> str:
@@ -47,7 +49,7 @@ def detect(path: str) -> str:
         raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links (pass the real file)")
     kind = location.kind(path)
     if kind != "file":  # a folder (remote folders cannot be told from missing names: probe what they hold)
-        if _module("dcp.dcp_reader").sniff_folder(path):
+        if _module("magic").sniff_dcp_folder(path):
             return "dcp"
         if _module("sharded.hf_index").sniff_folder(path):
             return "hf-sharded"
@@ -68,7 +70,7 @@ def detect(path: str) -> str:
     # safetensors first: the commonest format, and its sniffer cannot match the magic bytes below
     if _module("safetensors.safetensors_fmt").sniff(head, size):
         return "safetensors"
-    if _module("gguf.reader").sniff(head):  # before the pickle sniffers: a GGUF listing imports no pickle code
+    if _module("magic").sniff_gguf(head):  # before the pickle sniffers: a GGUF listing imports no pickle code
         return "gguf"
     if head.startswith(ZIP_MAGICS):
         names = _module("zipsafe").SafeZip(path, hand_off=True).names()
@@ -87,9 +89,9 @@ def detect(path: str) -> str:
         return "npy"
     if _is_tar(src):
         return "pytorch-tar"
-    if _module("tflite.reader").sniff(head):
+    if _module("magic").sniff_tflite(head):
         return "tflite"
-    if _module("flax.reader").sniff(head):
+    if _module("magic").sniff_flax(head):
         return "flax"
     if _module("paddle.pdparams").sniff(head, src):
         return "paddle"
@@ -97,7 +99,7 @@ def detect(path: str) -> str:
         return "paddle-inference"
     if _module("pytorch.torch_legacy").sniff(head):
         return "pytorch-legacy"
-    if _module("onnx.onnx_fmt").sniff(head, size):
+    if _module("magic").sniff_onnx(head, size):
         return "onnx"
     known = next((name for magic, at, name in _NOT_READ if head[at:at + len(magic)] == magic), None)
     if known:

@@ -21,19 +21,15 @@ from ...source import open_source
 from ..pytorch.safepickle import LazyTensor, safe_load, storage_from_pid
 from ..pytorch.torch_common import StorageBytes, build_torch_index
 from ..tree import flatten, is_optimizer_path, to_jsonable
+from ..magic import DCP_METADATA as METADATA, sniff_dcp_folder as sniff_folder
 from ..zipsafe import SafeZip
 from .dcp_metadata import ChunkInfo, DcpMetadata, StorageInfo, TensorInfo, load_metadata
 
 __all__ = ["FORMAT", "METADATA", "sniff_folder", "read"]
 
 FORMAT = "dcp"
-METADATA = ".metadata"
 MAX_METADATA = 1 << 30
 MAX_BYTES_ITEM = 16 << 20  # non-tensor items larger than this are listed by size, not read
-
-
-def sniff_folder(path: str) -> bool:
-    return loc.isfile(loc.join(path, METADATA))
 
 
 def _file(folder: str, info: StorageInfo, fqn: str) -> str:

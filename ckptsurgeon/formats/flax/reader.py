@@ -24,6 +24,7 @@ from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path
 from ...source import open_source, read_exact
 from ..tree import is_optimizer_path, to_jsonable
+from ..magic import sniff_flax as sniff
 from .wire import Bin, Ext, Walker
 
 __all__ = ["sniff", "read", "FORMAT", "NDARRAY", "COMPLEX", "NPSCALAR", "CHUNKED", "METADATA_KEY"]
@@ -35,27 +36,6 @@ METADATA_KEY = "__metadata__"  # a map of strings at the top: the metadata ckpts
 OPTIMIZER_SCOPES = ("opt_state",)  # flax.training.train_state.TrainState
 _KINDS = frozenset("biufc")  # numeric and bool dtypes; flax refuses object and structured ones
 MAX_SCALAR = 64  # bytes of a numpy scalar's payload read into the metadata
-
-
-def sniff(head: bytes) -> bool:
-    """A msgpack map of at least one entry whose first key is a string (a state dict's first name)."""
-    if len(head) < 2 or not (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
-        return False
-    at = 1 if head[0] <= 0x8F else 3 if head[0] == 0xDE else 5
-    if at >= len(head):
-        return False
-    b = head[at]
-    if 0xA0 <= b <= 0xBF:
-        n, at = b & 0x1F, at + 1
-    elif b == 0xD9 and at + 1 < len(head):
-        n, at = head[at + 1], at + 2
-    else:
-        return False
-    try:
-        head[at:at + n].decode("utf-8")
-    except UnicodeDecodeError:
-        return at + n > len(head)  # a character cut by the end of ``head``
-    return True
 
 
 class _Array(NamedTuple):

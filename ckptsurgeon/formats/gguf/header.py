@@ -20,10 +20,11 @@ from typing import Any
 
 from ...errors import FormatError, UnsafeCheckpointError
 from ...source import ByteSource
+from ..magic import GGUF_MAGIC
 
 __all__ = ["MAGIC", "GGUFHeader", "TensorInfo", "parse_header", "DEFAULT_ALIGNMENT", "KEEP_ARRAY"]
 
-MAGIC = b"GGUF"
+MAGIC = GGUF_MAGIC
 DEFAULT_ALIGNMENT = 32
 KEEP_ARRAY = 64  # arrays up to this length are kept whole in the metadata; longer ones are summarized
 MAX_STRING_ARRAY = 1 << 24  # strings in one array (a vocabulary holds a few hundred thousand)

@@ -21,16 +21,14 @@ from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape, lazy
 from ...scopes import key_path
 from ...source import open_source, read_exact
 from .ggml_types import GGML_TYPES, PLAIN_DTYPES, GGMLType
-from .header import MAGIC, parse_header
+from ..magic import sniff_gguf as sniff
+from .header import parse_header
 
 __all__ = ["sniff", "read", "QuantizedRef", "dequantizing", "FORMAT"]
 
 FORMAT = "gguf"
 _DEQUANTIZE: ContextVar[bool] = ContextVar("ckptsurgeon_gguf_dequantize", default=False)
 
-
-def sniff(head: bytes) -> bool:
-    return head.startswith(MAGIC)
 
 
 @contextlib.contextmanager

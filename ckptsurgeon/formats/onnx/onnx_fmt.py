@@ -11,68 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...errors import FormatError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...source import open_source
 from .model import Graph, Model, TensorInfo, name_segments, parse_model
 from .tensors import scalar_ref, sparse_ref, tensor_ref
-from .wire import Wire, _varint
+from .wire import Wire
+from ..magic import sniff_onnx as sniff
 
 __all__ = ["sniff", "read", "load_model", "tensor_entries", "FORMAT"]
 
 FORMAT = "onnx"
-# ModelProto fields (onnx.proto) and their wire types; a file must start with ir_version (field 1).
-_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
-MAX_IR_VERSION = 64
-
-
-def _small_varint(buf: bytes, pos: int) -> tuple[int, int] | None:
-    """A varint at ``pos``, or None when ``buf`` ends inside it (or it is malformed)."""
-    try:
-        return _varint(buf, pos, "")
-    except FormatError:
-        return None
-
-
-def sniff(head: bytes, size: int) -> bool:
-    """Whether ``head`` (the file's first bytes) starts like a serialized ModelProto.
-
-    protobuf writes fields in number order, so a model starts with ``ir_version`` (tag 0x08, a small
-    number); then only ModelProto fields with their wire types may follow, strings must be UTF-8 and
-    every length must fit in the file, up to the graph (field 7) or the end of ``head``.
-    """
-    if len(head) < 4 or head[0] != 0x08:
-        return False
-    got = _small_varint(head, 1)
-    if got is None or not 1 <= got[0] <= MAX_IR_VERSION:
-        return False
-    pos, fields = got[1], 0
-    while pos < len(head):
-        got = _small_varint(head, pos)
-        if got is None:
-            return fields > 0
-        (_tag, pos), number, wire = got, got[0] >> 3, got[0] & 7
-        if _MODEL_FIELDS.get(number) != wire:
-            return False
-        got = _small_varint(head, pos)
-        if got is None:
-            return fields > 0
-        value, pos = got
-        fields += 1
-        if wire == 0:
-            continue
-        if pos + value > size:
-            return False
-        if number in (7, 8):
-            return True
-        text = head[pos:pos + value]
-        try:
-            text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            if pos + value <= len(head) or exc.start < len(text) - 3:  # only a character cut by head's end is fine
-                return False
-        pos += value
-    return fields > 0
 
 
 def load_model(path: str) -> Model:

@@ -21,6 +21,7 @@ import numpy as np
 from ...errors import FormatError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...source import open_source
+from ..magic import sniff_tflite as sniff
 from . import schema as S
 from .flatbuf import Buffer, Table, root
 
@@ -29,9 +30,6 @@ __all__ = ["sniff", "read", "FORMAT"]
 FORMAT = "tflite"
 MAX_SCALES = 1 << 16  # per-channel scales kept in the metadata (a conv layer has thousands at most)
 
-
-def sniff(head: bytes) -> bool:
-    return len(head) >= 8 and head[4:8] == S.IDENTIFIER
 
 
 def read(path: str) -> CheckpointIndex:

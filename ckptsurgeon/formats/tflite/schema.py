@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from ...dtypes import ML, DtypeTable
+from ..magic import TFLITE_IDENTIFIER
 
 __all__ = ["IDENTIFIER", "MODEL", "SUBGRAPH", "TENSOR", "BUFFER", "QUANT", "OPCODE", "OPERATOR", "METADATA",
            "TENSOR_TYPES", "TYPE_NAMES", "BUILTIN_OPS", "op_name", "RECURRENT_OPTIONS", "ACTIVATIONS", "LSTM_INPUTS", "CELL_INPUTS",
            "BIDI_LSTM_INPUTS", "LSTM_KERNEL_TYPES", "BASIC_LSTM_INPUTS"]
 
-IDENTIFIER = b"TFL3"
+IDENTIFIER = TFLITE_IDENTIFIER
 
 # table -> field name -> its index in the schema (declaration order)
 MODEL = {"version": 0, "operator_codes": 1, "subgraphs": 2, "description": 3, "buffers": 4, "metadata_buffer": 5,
