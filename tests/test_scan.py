@@ -614,7 +614,7 @@ def test_only_folders_holding_a_checkpoint_name_are_probed_as_checkpoints(tmp_pa
     assert len(walked.checkpoints) >= 20
     for f in every:  # the prefilter never drops a folder the probes take
         if scan_mod._names_a_checkpoint(f):
-            assert scan_mod._may_name_a_checkpoint(set(os.listdir(f))), f
+            assert scan_mod._may_name_a_checkpoint({n.casefold() for n in os.listdir(f)}), f
     names = [".metadata", "checkpoint", "variables", "model.safetensors.index.json", "pytorch_model.bin.index.json",
              "m.index", "m.data-00000-of-00001", "notes.txt", "model.pt"]
     for k, combo in enumerate(itertools.combinations(names, 2)):
@@ -631,6 +631,23 @@ def test_only_folders_holding_a_checkpoint_name_are_probed_as_checkpoints(tmp_pa
     walked = scan_mod.walk_folder(str(tmp_path))
     assert walked.checkpoints == frozenset(f for f in [str(tmp_path), *walked.below] if scan_mod._names_a_checkpoint(f))
     assert walked.checkpoints  # some of them are
+
+
+def test_the_checkpoint_name_prefilter_ignores_case(tmp_path, monkeypatch):
+    """On a case-insensitive file system (macOS, Windows) the probes find ``Checkpoint`` or ``.METADATA`` for the names
+    they ask for: a folder holding such a name in any case is probed, one holding none is not (the review's case)."""
+    from ckptsurgeon.check import scan as scan_mod
+
+    for k, name in enumerate(("Checkpoint", ".METADATA", "Variables", "M.INDEX", "Model.Safetensors.Index.JSON")):
+        (tmp_path / f"f{k}").mkdir()
+        (tmp_path / f"f{k}" / name).write_bytes(b"nonsense")
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("x")
+    probed: list[str] = []
+    real = scan_mod._names_a_checkpoint
+    monkeypatch.setattr(scan_mod, "_names_a_checkpoint", lambda f: probed.append(f) or real(f))
+    scan_mod.walk_folder(str(tmp_path))
+    assert sorted(Path(f).name for f in probed) == ["f0", "f1", "f2", "f3", "f4"]
 
 
 def test_a_chunk_a_worker_did_not_finish_is_run_again_here():

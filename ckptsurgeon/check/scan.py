@@ -320,7 +320,7 @@ def _walk_folder(path: str, findings: list[Finding], names: dict[str, set[str]] 
             findings.append(Finding("damaged", folder, f"{folder}: cannot list the folder: {exc.strerror or exc}"))
             continue
         if names is not None:
-            names[folder] = {e.name for e in entries}
+            names[folder] = {e.name.casefold() for e in entries}
         subfolders = []
         for entry in entries:
             if len(out) >= MAX_FOLDER_FILES:
@@ -345,12 +345,14 @@ def _walk_folder(path: str, findings: list[Finding], names: dict[str, set[str]] 
 
 
 # Entry names without which ``ls`` takes no folder for a checkpoint (``_names_a_checkpoint``): DCP's metadata,
-# HF indexes, a TensorFlow state file, a SavedModel's variables; and any ``*.index`` (a TensorFlow bundle).
-_CHECKPOINT_NAMES = frozenset({DCP_METADATA, "checkpoint", "variables", *hf_index_names})
+# HF indexes, a TensorFlow state file, a SavedModel's variables; and any ``*.index`` (a TensorFlow bundle). Compared
+# case-folded: on a case-insensitive file system (macOS, Windows) the probes find ``Checkpoint`` for ``checkpoint``.
+_CHECKPOINT_NAMES = frozenset(n.casefold() for n in (DCP_METADATA, "checkpoint", "variables", *hf_index_names))
 
 
 def _may_name_a_checkpoint(names: set[str]) -> bool:
-    """False when a folder holding ``names`` cannot be a checkpoint folder: spares most folders their probes."""
+    """False when a folder whose entries have these case-folded ``names`` cannot be a checkpoint folder: spares
+    most folders their probes."""
     return not _CHECKPOINT_NAMES.isdisjoint(names) or any(n.endswith(".index") for n in names)
 
 

@@ -458,7 +458,7 @@ class _Walk:
 
     def _npy(self, blob: _Bytes, pos: int, end: int) -> None:
         """An .npy header; an object array's pickle follows it (numpy's own reader would unpickle it)."""
-        head = numpy_fmt.header_bytes(lambda n: blob.read(pos, n), end - pos)
+        head = blob.read(pos, min(end - pos, numpy_fmt.MAX_HEADER + 12))
         dtype, _shape, _fortran, hlen = numpy_fmt.parse_header(head, blob.label, allow_object=True)
         if not dtype.hasobject:
             return

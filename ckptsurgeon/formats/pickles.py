@@ -80,7 +80,7 @@ def _npy_object(head: bytes, where: str) -> int | None:
 
 def _npy(path: str) -> list[tuple[str, bytes]]:
     src = open_source(path)
-    start = _npy_object(numpy_fmt.header_bytes(lambda n: bytes(src.read(0, n)), src.size), path)
+    start = _npy_object(bytes(src.read(0, min(src.size, numpy_fmt.MAX_HEADER + 12))), path)
     if start is None:
         return []
     if src.size - start > MAX_PICKLE:
@@ -94,7 +94,7 @@ def _npz(path: str) -> list[tuple[str, bytes]]:
     try:
         for name in zf.names():
             member = zf.members[name]
-            start = _npy_object(numpy_fmt.header_bytes(lambda n: zf.read_head(name, n), member.size), f"{path}:{name}")
+            start = _npy_object(zf.read_head(name, min(member.size, numpy_fmt.MAX_HEADER + 12)), f"{path}:{name}")
             if start is not None:
                 out.append((f"{path}:{name}@{start}", zf.read(name, limit=MAX_PICKLE)[start:]))
     finally:

@@ -7,7 +7,7 @@ import math
 import os
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,20 +33,6 @@ def sniff_names(names: list[str]) -> bool:
 
 
 MAX_HEADER = 16384  # numpy writes a few hundred bytes for any plain array; never parse a long one
-
-
-_FIRST_READ = 256  # bytes: numpy pads a header to a multiple of 64, 128 for nearly every array
-
-
-def header_bytes(read: Callable[[int], bytes], size: int) -> bytes:
-    """The first bytes of an .npy of ``size`` bytes that ``parse_header`` needs, ``read(n)`` giving its first ``n``:
-    one small read for nearly every array, a second one for a longer header (up to ``MAX_HEADER``)."""
-    head = read(min(size, _FIRST_READ))
-    if len(head) >= 12 and head.startswith(NPY_MAGIC) and len(head) < size:
-        start, n = (10, int.from_bytes(head[8:10], "little")) if head[6] == 1 else (12, int.from_bytes(head[8:12], "little"))
-        if len(head) < start + n <= MAX_HEADER + 12:
-            head = read(min(size, start + n))
-    return head
 
 
 def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[np.dtype, tuple[int, ...], bool, int]:
@@ -146,7 +132,7 @@ def _metadata(path: str, zf: SafeZip) -> dict[str, str] | None:
     name = METADATA_MEMBER + ".npy"
     if name not in zf.members or zf.members[name].size > 64 << 20:
         return None
-    head = header_bytes(lambda n: zf.read_head(name, n), zf.members[name].size)
+    head = zf.read_head(name, min(zf.members[name].size, MAX_HEADER + 12))
     dtype, shape, _fortran, _hlen = parse_header(head, f"{path}:{name}")  # bounded, before numpy parses it
     if dtype.kind != "U" or shape != ():
         return None
@@ -174,7 +160,7 @@ def read_npz(path: str) -> CheckpointIndex:
         for name, key in zip(names, keys):
             member = zf.members[name]
             where = f"{path}:{name}"
-            dtype, shape, fortran, hlen = parse_header(header_bytes(lambda n: zf.read_head(name, n), member.size), where)
+            dtype, shape, fortran, hlen = parse_header(zf.read_head(name, min(member.size, MAX_HEADER + 12)), where)
             check_shape(where, key, dtype, shape)
             nbytes = math.prod(shape) * dtype.itemsize
             if hlen + nbytes != member.size:
@@ -203,7 +189,7 @@ def _load_member(path: str, name: str, where: str) -> np.ndarray:
 
 def read_npy(path: str) -> CheckpointIndex:
     src = open_source(path)
-    dtype, shape, fortran, hlen = parse_header(header_bytes(lambda n: bytes(src.read(0, n)), src.size), path)
+    dtype, shape, fortran, hlen = parse_header(bytes(src.read(0, min(src.size, MAX_HEADER + 12))), path)
     key = os.path.splitext(os.path.basename(path))[0]
     check_shape(path, key, dtype, shape)
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
