@@ -30,7 +30,7 @@ from ..formats.pickles import PICKLE_WALKERS, extra_globals
 from ..formats.pytorch.pickle_static import PickleFacts, analyze, opcode_class
 from ..formats.pytorch.safepickle import ALLOWED_OPCODES, global_allowed
 from ..formats.sharded.hf_index import INDEX_NAMES as hf_index_names, sniff_folder as hf_sniff_folder
-from ..formats.tensorflow.tf_paths import resolve_prefix
+from ..formats.tensorflow.tf_paths import SAVED_MODEL_VARIABLES, STATE_FILE, resolve_prefix
 from ..formats.tree import work_budget
 from ..source import is_url
 from .lfs import is_lfs_pointer, lfs_message
@@ -347,7 +347,7 @@ def _walk_folder(path: str, findings: list[Finding], names: dict[str, set[str]] 
 # Entry names without which ``ls`` takes no folder for a checkpoint (``_names_a_checkpoint``): DCP's metadata,
 # HF indexes, a TensorFlow state file, a SavedModel's variables; and any ``*.index`` (a TensorFlow bundle). Compared
 # case-folded: on a case-insensitive file system (macOS, Windows) the probes find ``Checkpoint`` for ``checkpoint``.
-_CHECKPOINT_NAMES = frozenset(n.casefold() for n in (DCP_METADATA, "checkpoint", "variables", *hf_index_names))
+_CHECKPOINT_NAMES = frozenset(n.casefold() for n in (DCP_METADATA, STATE_FILE, SAVED_MODEL_VARIABLES, *hf_index_names))
 
 
 def _may_name_a_checkpoint(names: set[str]) -> bool:

@@ -20,6 +20,8 @@ _STATE = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 _ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|(.))", re.S)
 _SIMPLE = {"n": 10, "t": 9, "r": 13, "a": 7, "b": 8, "f": 12, "v": 11, "\\": 92, "'": 39, '"': 34, "?": 63}
 MAX_STATE = 1 << 20
+STATE_FILE = "checkpoint"  # a folder's state file naming its latest checkpoint
+SAVED_MODEL_VARIABLES = "variables"  # a SavedModel's folder of its variables bundle
 
 
 def _unescape(text: str, where: str) -> str:
@@ -41,7 +43,7 @@ def _unescape(text: str, where: str) -> str:
 
 
 def _from_state(folder: str) -> str:
-    state = loc.join(folder, "checkpoint")
+    state = loc.join(folder, STATE_FILE)
     text = loc.read_small(state, MAX_STATE, "checkpoint state file").decode("utf-8", "replace")
     match = _STATE.search(text)
     if not match:
@@ -89,10 +91,10 @@ def resolve_prefix(path: str) -> str | None:
     """The checkpoint prefix for ``path``, or None when ``path`` is not a TF checkpoint."""
     kind = loc.kind(path)
     if kind == "directory" or (kind is None and is_url(path)):
-        saved = loc.join(path, "variables", "variables")
+        saved = loc.join(path, SAVED_MODEL_VARIABLES, "variables")
         if loc.isfile(saved + ".index"):
             return saved  # SavedModel
-        if loc.isfile(loc.join(path, "checkpoint")):
+        if loc.isfile(loc.join(path, STATE_FILE)):
             return _from_state(path)
         if kind == "directory" and not is_url(path):
             found = _bundles(path)
