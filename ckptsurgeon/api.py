@@ -7,8 +7,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
-import numpy as np
-
 from .errors import CheckpointError, CheckpointIsADirectoryError, FormatError, OutputError, SelectionError
 from .formats import WRITERS, no_cycle_collection, open_checkpoint, writer_for
 from .index import CheckpointIndex, IndexBuilder, TensorRef, rename_path
@@ -16,11 +14,15 @@ from .scopes import as_patterns, as_renames
 from .source import CHUNK, open_source
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .formats.sharded.hf_shards import ShardedOutput
+else:
+    from .lazy import numpy as np
 
 __all__ = ["open", "save", "save_sharded", "extract", "ExtractResult", "file_sha256", "provenance", "Progress", "as_maps"]
 
-Tensors = Union[CheckpointIndex, Mapping[str, Union[np.ndarray, TensorRef]]]
+Tensors = Union[CheckpointIndex, Mapping[str, Union["np.ndarray", TensorRef]]]
 Progress = Callable[[int, int], None]  # progress(bytes just done, total bytes of the operation)
 
 
@@ -120,7 +122,7 @@ def _materialize(tensors: Tensors) -> dict[str, np.ndarray | TensorRef]:
     return dict(tensors)  # type: ignore[arg-type]
 
 
-class _LazyArrays(Mapping[str, np.ndarray]):
+class _LazyArrays(Mapping[str, "np.ndarray"]):
     """Reads each tensor when the writer asks for it, so one tensor is in memory at a time."""
 
     def __init__(self, items: Mapping[str, np.ndarray | TensorRef], progress: Callable[[int], None] | None = None) -> None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import sys
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from .dtype_lite import LiteDtype
 from .errors import FormatError, SelectionError, TensorNotFoundError, UnsafeCheckpointError
 from .scopes import as_patterns, closest_scopes, compile_glob, compile_regex, matches
+from .lazy import is_np_integer
 from .source import read_exact
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from .lazy import numpy as np
 
 __all__ = ["TensorRef", "CheckpointIndex", "IndexBuilder", "rename_path", "memory_index", "allow_expanded_views",
            "EXPAND_RATIO", "EXPAND_MIN", "lazy_sha256"]
@@ -35,7 +40,6 @@ def allow_expanded_views(allow: bool = True) -> Iterator[None]:
         _ALLOW_EXPANDED.reset(token)
 
 
-@dataclass(slots=True, unsafe_hash=True)
 class TensorRef:
     """A lazy reference to one tensor: where its bytes are and how to read them.
 
@@ -43,21 +47,66 @@ class TensorRef:
     C-contiguous data. ``loader`` replaces the plain file read for data that is not one byte range
     (a compressed zip member, a partitioned TF variable).
 
-    Treated as immutable (``with_path``/``dataclasses.replace`` make changed copies) but not declared
-    ``frozen``: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, 7x slower,
-    0.1 s of listing 100,000 tensors. Hash and equality are a frozen one's.
+    A reader may give the dtype as a ``LiteDtype`` (``dtype_lite``): ``dtype`` makes the numpy dtype on first
+    use, so a listing or a scan imports no numpy; ``nbytes``, ``span``, ``dtype_name`` and ``dtype_spec`` ask
+    nothing of numpy. Treated as immutable (``with_path``/``replace`` make changed copies); a hand-written class,
+    not a frozen dataclass: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, 7x
+    slower, 0.1 s of listing 100,000 tensors. Hash and equality are a frozen one's, the loader left out.
     """
 
-    path: str
-    key: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    file: str
-    offset: int = 0
-    stride: tuple[int, ...] | None = None
-    optimizer: bool = False
-    loader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
-    raw: bool | None = None  # offset/stride locate the stored bytes in ``file`` (None: when no loader)
+    __slots__ = ("path", "key", "_dtype", "shape", "file", "offset", "stride", "optimizer", "loader", "raw")
+
+    def __init__(self, path: str, key: str, dtype: np.dtype | LiteDtype, shape: tuple[int, ...], file: str,
+                 offset: int = 0, stride: tuple[int, ...] | None = None, optimizer: bool = False,
+                 loader: Callable[[], np.ndarray] | None = None, raw: bool | None = None) -> None:
+        self.path, self.key, self._dtype, self.shape, self.file = path, key, dtype, shape, file
+        self.offset, self.stride, self.optimizer = offset, stride, optimizer
+        self.loader = loader
+        self.raw = raw  # offset/stride locate the stored bytes in ``file`` (None: when no loader)
+
+    @property
+    def dtype(self) -> np.dtype:
+        d = self._dtype
+        if type(d) is LiteDtype:
+            d = self._dtype = d.resolve()
+        return d  # type: ignore[return-value]
+
+    @property
+    def dtype_spec(self) -> np.dtype | LiteDtype:
+        """The dtype as the reader gave it: its ``itemsize``, ``kind``, ``name`` and ``str`` without numpy."""
+        return self._dtype
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.path, self.key, self.dtype, self.shape, self.file, self.offset, self.stride, self.optimizer,
+                self.raw)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:  # the dataclass's, the numpy dtype shown (made now if need be)
+        fields = {**self._init_kwargs(), "dtype": self.dtype}
+        del fields["loader"]
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
+    def _init_kwargs(self) -> dict[str, Any]:
+        """What ``__init__`` takes to make this very reference again."""
+        return {"path": self.path, "key": self.key, "dtype": self._dtype, "shape": self.shape, "file": self.file,
+                "offset": self.offset, "stride": self.stride, "optimizer": self.optimizer, "loader": self.loader,
+                "raw": self.raw}
+
+    def replace(self, **changes: Any) -> TensorRef:
+        """A copy with ``changes`` (field names as ``__init__`` takes them)."""
+        fields = self._init_kwargs()
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
+        fields.update(changes)
+        return type(self)(**fields)
 
     @property
     def in_place(self) -> bool:
@@ -70,13 +119,16 @@ class TensorRef:
 
     @property
     def nbytes(self) -> int:
-        return self.numel * self.dtype.itemsize
+        return self.numel * self._dtype.itemsize
 
     @property
     def dtype_name(self) -> str:
-        name = _DTYPE_NAMES.get(self.dtype)  # numpy computes ``dtype.name`` in Python each time
+        d = self._dtype
+        if type(d) is LiteDtype:
+            return d.name
+        name = _DTYPE_NAMES.get(d)  # numpy computes ``dtype.name`` in Python each time
         if name is None:
-            name = _DTYPE_NAMES[self.dtype] = self.dtype.name
+            name = _DTYPE_NAMES[d] = d.name
         return name
 
     def span(self) -> int:
@@ -86,7 +138,7 @@ class TensorRef:
         if self.stride is None:
             return self.nbytes
         extent = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride))
-        return extent * self.dtype.itemsize
+        return extent * self._dtype.itemsize
 
     def numpy(self) -> np.ndarray:
         """Read this tensor's bytes (only those) into a C-contiguous, native-order array."""
@@ -126,14 +178,14 @@ class TensorRef:
         if 0 in self.shape:  # no element
             return None
         if self.loader is None if self.raw is None else self.raw:  # in place
-            return (self.file, self.offset, self.dtype.str, self.shape, self.stride)
-        return None if self.loader is None else ("loader", id(self.loader), self.dtype.str, self.shape)
+            return (self.file, self.offset, self._dtype.str, self.shape, self.stride)
+        return None if self.loader is None else ("loader", id(self.loader), self._dtype.str, self.shape)
 
     def with_path(self, path: str, key: str | None = None) -> TensorRef:
-        return replace(self, path=path, key=self.key if key is None else key)
+        return self.replace(path=path, key=self.key if key is None else key)
 
 
-_LITTLE = np.little_endian
+_LITTLE = sys.byteorder == "little"
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 
 
@@ -348,7 +400,7 @@ class IndexBuilder:
         self._refs: dict[str, TensorRef] = {}
 
     def add(self, ref: TensorRef) -> None:
-        check_shape(self.file, ref.key, ref.dtype, ref.shape)
+        check_shape(self.file, ref.key, ref.dtype_spec, ref.shape)
         prior = self._refs.get(ref.path)
         if prior is not None:
             raise FormatError(
@@ -377,10 +429,10 @@ MAX_DIMS = 64  # numpy's limit
 MAX_BYTES = 1 << 62
 
 
-_PASSED: dict[tuple[int, np.dtype], tuple[Any, ...]] = {}  # (id(shape), dtype) -> that very tuple, which passed
+_PASSED: dict[tuple[int, np.dtype | LiteDtype], tuple[Any, ...]] = {}  # (id(shape), dtype) -> that very tuple, which passed
 
 
-def check_shape(file: str, key: str, dtype: np.dtype, shape: Sequence[Any]) -> None:
+def check_shape(file: str, key: str, dtype: np.dtype | LiteDtype, shape: Sequence[Any]) -> None:
     """What every tensor must be, whatever its format says: a dtype with a size, at most 64 dimensions,
     each a count, and a total size that fits in memory arithmetic (else numpy fails later, obscurely).
 
@@ -395,7 +447,7 @@ def check_shape(file: str, key: str, dtype: np.dtype, shape: Sequence[Any]) -> N
         _PASSED[(id(shape), dtype)] = shape
 
 
-def _check_shape(file: str, key: str, dtype: np.dtype, shape: Sequence[Any]) -> None:
+def _check_shape(file: str, key: str, dtype: np.dtype | LiteDtype, shape: Sequence[Any]) -> None:
     if dtype.itemsize < 1:
         raise FormatError(f"{file}: tensor {key!r} has dtype {dtype} of size {dtype.itemsize}; not a tensor")
     if dtype.subdtype is not None:  # numpy would turn each element into an array of its own
@@ -404,7 +456,7 @@ def _check_shape(file: str, key: str, dtype: np.dtype, shape: Sequence[Any]) -> 
         raise FormatError(f"{file}: tensor {key!r} has {len(shape)} dimensions (at most {MAX_DIMS})")
     total = dtype.itemsize
     for d in shape:
-        if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or not 0 <= d < MAX_BYTES:
+        if not (isinstance(d, int) or is_np_integer(d)) or isinstance(d, bool) or not 0 <= d < MAX_BYTES:
             raise FormatError(f"{file}: tensor {key!r} has an invalid dimension {d!r} in shape {list(shape)[:8]}")
         total *= int(d)
     if total > MAX_BYTES:

@@ -51,6 +51,39 @@ def test_scan_of_files_no_reader_takes_imports_no_reader(tmp_path):
                             "ckptsurgeon.formats.dcp", "xml.etree", "zipfile", "hashlib", "tempfile")) == []
 
 
+def test_scan_and_ls_of_a_model_folder_import_no_numpy(tmp_path):
+    """numpy takes longer to import than the rest of a scan's start-up: listing and scanning what a model download
+    holds (torch.save, safetensors, an .npz, a Keras .h5, a Lightning checkpoint) never imports it. Then reading a
+    tensor does, and gives the dtype the file states."""
+    import h5py
+    import torch
+    from safetensors.torch import save_file as save_torch
+
+    model = torch.nn.LSTM(4, 3)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    torch.save({"state_dict": model.state_dict(), "epoch": 3, "lr": 0.5}, tmp_path / "lightning.ckpt")
+    save_torch({k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    np.savez(tmp_path / "emb.npz", w=np.arange(6, dtype=">f4").reshape(2, 3), ids=np.arange(3), mask=np.ones(2, bool))
+    with h5py.File(tmp_path / "model.h5", "w") as f:
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["scale"] = np.float16(0.5)
+        f.attrs["sizes"] = np.arange(6, dtype=">i2").reshape(2, 3)
+        f.create_dataset("dense/kernel:0", data=np.ones((3, 2), "<f8"))
+    (tmp_path / "config.json").write_text('{"hidden_size": 3}')
+    scanned = _modules_after("scan", str(tmp_path), "--summary")
+    assert "ckptsurgeon.formats.pytorch.torch_zip" in scanned and "ckptsurgeon.formats.hdf5.h5plain" in scanned
+    assert _loaded(scanned, ("numpy", "ml_dtypes")) == []
+    for name in ("pytorch_model.bin", "lightning.ckpt", "model.safetensors", "emb.npz", "model.h5"):
+        assert _loaded(_modules_after("ls", str(tmp_path / name), "--json"), ("numpy", "ml_dtypes")) == [], name
+    code = ("import sys, ckptsurgeon; i = ckptsurgeon.open(sys.argv[1]); "
+            "assert 'numpy' not in sys.modules; print(i[sys.argv[2]].numpy().dtype.name, 'numpy' in sys.modules)")
+    for name, path, dtype in (("emb.npz", "w", "float32"), ("model.safetensors", "weight_ih_l0", "bfloat16"),
+                              ("model.h5", "dense/kernel", "float64"), ("pytorch_model.bin", "bias_hh_l0", "float32")):
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / name), path], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.stdout.split() == [dtype, "True"], (name, proc.stderr)
+
+
 def test_bfloat16_rows_resolve_ml_dtypes_when_first_seen(tmp_path):
     """ml_dtypes is imported only for a bf16/fp8 tensor, and then every table sees its rows."""
     import ml_dtypes

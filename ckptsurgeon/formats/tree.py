@@ -5,9 +5,8 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
-
 from ..errors import UnsafeCheckpointError
+from ..lazy import is_ndarray, is_np_generic
 
 __all__ = ["flatten", "work_budget", "short_repr", "to_jsonable", "OPTIMIZER_SCOPES", "is_optimizer_path"]
 
@@ -102,9 +101,9 @@ def to_jsonable(value: Any) -> Any:
         return value.decode("utf-8", "replace") if len(value) < 4096 else f"<{len(value)} bytes>"
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray) and value.size <= 64:
+    if is_ndarray(value) and value.size <= 64:
         return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
+    if is_np_generic(value):
         return to_jsonable(value.item())
     return short_repr(value)
 
@@ -140,8 +139,8 @@ def short_repr(value: Any, limit: int = 200) -> str:
             return put("...")
         shape = items(v)
         if shape is None:
-            bounded = isinstance(v, (str, bytes, int, float, complex, bool, type(None), np.generic)) or (
-                isinstance(v, np.ndarray) and v.size <= 64)
+            bounded = isinstance(v, (str, bytes, int, float, complex, bool, type(None))) or is_np_generic(v) or (
+                is_ndarray(v) and v.size <= 64)
             return put(repr(v)[: limit + 1] if bounded else f"<{type(v).__name__}>")
         open_, close, pairs = shape
         if not put(open_):

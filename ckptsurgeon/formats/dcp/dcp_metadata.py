@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
+from ...dtype_lite import LiteDtype
 from ...errors import FormatError
 from ..pytorch.safepickle import safe_load, torch_dtype_of
 
@@ -156,7 +155,7 @@ class ChunkInfo:
 @dataclass(frozen=True)
 class TensorInfo:
     fqn: str
-    dtype: np.dtype
+    dtype: LiteDtype
     shape: tuple[int, ...]
     chunks: tuple[ChunkInfo, ...]
 

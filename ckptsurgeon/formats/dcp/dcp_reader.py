@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ... import location as loc
 from ...errors import FormatError, UnsafeCheckpointError
@@ -24,6 +22,11 @@ from ..tree import flatten, is_optimizer_path, to_jsonable
 from ..magic import DCP_METADATA as METADATA, sniff_dcp_folder as sniff_folder
 from ..zipsafe import SafeZip
 from .dcp_metadata import ChunkInfo, DcpMetadata, StorageInfo, TensorInfo, load_metadata
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["FORMAT", "METADATA", "sniff_folder", "read"]
 
@@ -71,8 +74,8 @@ def _read_chunk(folder: str, t: TensorInfo, chunk: ChunkInfo) -> TensorRef:
     if not isinstance(obj, LazyTensor):
         raise FormatError(f"{file}: {what} does not hold a tensor")
     ref = build_torch_index(obj, storages, file=file, format="pytorch", byteorder="<")["_"]
-    if ref.shape != chunk.sizes or ref.dtype.newbyteorder("=") != t.dtype.newbyteorder("="):
-        raise FormatError(f"{file}: {what} holds {ref.dtype.name} {list(ref.shape)}, the metadata says "
+    if ref.shape != chunk.sizes or t.dtype.newbyteorder("=") != ref.dtype_spec.newbyteorder("="):
+        raise FormatError(f"{file}: {what} holds {ref.dtype_name} {list(ref.shape)}, the metadata says "
                           f"{t.dtype.name} {list(chunk.sizes)}")
     return ref
 
@@ -118,7 +121,7 @@ def _assembler(folder: str, t: TensorInfo):
     def load() -> np.ndarray:
         if len(t.chunks) == 1:
             return _read_chunk(folder, t, t.chunks[0]).numpy()
-        full = np.empty(t.shape, dtype=t.dtype.newbyteorder("="))
+        full = np.empty(t.shape, dtype=t.dtype.newbyteorder("=").resolve())
         for chunk in t.chunks:
             ref = _read_chunk(folder, t, chunk)
             box = full[tuple(slice(o, o + s) for o, s in zip(chunk.offsets, chunk.sizes))]

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
-
-from ...dtypes import ML_NAMES, ml_dtype
+from ...dtype_lite import NAMES, LiteDtype, as_numpy, from_typestr, python_values
+from ...dtypes import ML_NAMES
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path
@@ -26,6 +25,11 @@ from ...source import open_source, read_exact
 from ..tree import is_optimizer_path, to_jsonable
 from ..magic import sniff_flax as sniff
 from .wire import Bin, Ext, Walker
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["sniff", "read", "FORMAT", "NDARRAY", "COMPLEX", "NPSCALAR", "CHUNKED", "METADATA_KEY"]
 
@@ -39,18 +43,18 @@ MAX_SCALAR = 64  # bytes of a numpy scalar's payload read into the metadata
 
 
 class _Array(NamedTuple):
-    dtype: np.dtype
+    dtype: np.dtype | LiteDtype
     shape: tuple[int, ...]
     offset: int  # absolute, of the C-order bytes
 
 
-def _dtype(path: str, name: Any, where: str) -> np.dtype:
+def _dtype(path: str, name: Any, where: str) -> np.dtype | LiteDtype:
     if isinstance(name, Bin) and name.size <= 32:
         name = bytes(read_exact(path, name.offset, name.size)).decode("ascii", "replace")
     if not isinstance(name, str) or len(name) > 32:
         raise FormatError(f"{path}: array {where!r}: dtype name {str(name)[:40]!r} is not a dtype name")
     try:
-        dtype = ml_dtype(name) if name in ML_NAMES else np.dtype(name)
+        dtype = (LiteDtype(name) if name in NAMES else from_typestr(name)) or np.dtype(name)
     except TypeError:
         raise FormatError(f"{path}: array {where!r}: unknown dtype {name!r}") from None
     if dtype.kind not in _KINDS and name not in ML_NAMES:
@@ -75,7 +79,7 @@ def _array(path: str, ext: Ext, where: str) -> _Array:
     return _Array(dtype, shape, payload[2].offset)
 
 
-def _chunked(path: str, node: dict[Any, Any], where: str) -> tuple[np.dtype, tuple[int, ...], list[_Array]]:
+def _chunked(path: str, node: dict[Any, Any], where: str) -> tuple[np.dtype | LiteDtype, tuple[int, ...], list[_Array]]:
     """A chunked array (flax's ``_chunk``): its dtype, shape and flat chunks in order."""
     shape_d, chunks_d = node.get("shape"), node.get("chunks")
     if not isinstance(shape_d, dict) or not isinstance(chunks_d, dict) or set(node) != {CHUNKED, "shape", "chunks"}:
@@ -91,7 +95,7 @@ def _chunked(path: str, node: dict[Any, Any], where: str) -> tuple[np.dtype, tup
     dtypes = {c.dtype for c in chunks}
     if len(dtypes) > 1 or any(len(c.shape) != 1 for c in chunks):
         raise FormatError(f"{path}: {where!r}: chunks of a chunked array must be flat and of one dtype")
-    dtype = chunks[0].dtype if chunks else np.dtype("<f4")
+    dtype = chunks[0].dtype if chunks else LiteDtype("float32").newbyteorder("<")
     check_shape(path, where, dtype, shape)
     if sum(c.shape[0] for c in chunks) != math.prod(shape):
         raise FormatError(f"{path}: {where!r}: chunks hold {sum(c.shape[0] for c in chunks):,} elements, shape "
@@ -99,8 +103,9 @@ def _chunked(path: str, node: dict[Any, Any], where: str) -> tuple[np.dtype, tup
     return dtype, shape, chunks
 
 
-def _chunk_loader(path: str, dtype: np.dtype, shape: tuple[int, ...], chunks: list[_Array]) -> Callable[[], np.ndarray]:
+def _chunk_loader(path: str, lite: np.dtype | LiteDtype, shape: tuple[int, ...], chunks: list[_Array]) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
+        dtype = as_numpy(lite)
         out = np.empty(math.prod(shape), dtype)
         pos = 0
         for c in chunks:
@@ -161,7 +166,9 @@ def _value(path: str, leaf: Any, where: str, notes: list[str]) -> Any:
         arr = _array(path, leaf, where)
         if arr.shape != () or arr.dtype.itemsize > MAX_SCALAR:
             raise FormatError(f"{path}: {where!r}: a numpy scalar of shape {list(arr.shape)}")
-        return to_jsonable(np.frombuffer(read_exact(path, arr.offset, arr.dtype.itemsize), arr.dtype)[0])
+        raw = read_exact(path, arr.offset, arr.dtype.itemsize)
+        plain = python_values(arr.dtype, raw, 1) if type(arr.dtype) is LiteDtype else None
+        return to_jsonable(plain[0] if plain is not None else np.frombuffer(raw, as_numpy(arr.dtype))[0])
     if isinstance(leaf, Ext) and leaf.code == COMPLEX:
         pair = leaf.value
         if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, (int, float)) for x in pair)):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 
-from ...dtypes import ML, DtypeTable
+from ...dtypes import DtypeTable
 
 __all__ = ["GGMLType", "GGML_TYPES", "PLAIN_DTYPES"]
 
@@ -79,12 +78,12 @@ GGML_TYPES: dict[int, GGMLType] = {row.code: row for row in _ROWS}
 
 # The plain types' numpy dtypes (little-endian; a big-endian file's are swapped by the reader).
 PLAIN_DTYPES = DtypeTable({
-    0: np.dtype("<f4"),
-    1: np.dtype("<f2"),
-    24: np.dtype("i1"),
-    25: np.dtype("<i2"),
-    26: np.dtype("<i4"),
-    27: np.dtype("<i8"),
-    28: np.dtype("<f8"),
-    30: ML("bfloat16"),
+    0: "<f4",
+    1: "<f2",
+    24: "i1",
+    25: "<i2",
+    26: "<i4",
+    27: "<i8",
+    28: "<f8",
+    30: "bfloat16",
 })

@@ -12,9 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FormatError, MissingDependencyError, OutputError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape, lazy_range_sha256
@@ -23,6 +21,11 @@ from ...source import open_source, read_exact
 from .ggml_types import GGML_TYPES, PLAIN_DTYPES, GGMLType
 from ..magic import sniff_gguf as sniff
 from .header import parse_header
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["sniff", "read", "QuantizedRef", "dequantizing", "FORMAT"]
 
@@ -41,13 +44,21 @@ def dequantizing(allow: bool = True) -> Iterator[None]:
         _DEQUANTIZE.reset(token)
 
 
-@dataclass(slots=True, unsafe_hash=True)
 class QuantizedRef(TensorRef):
     """A quantized GGUF tensor: ``dtype`` is what reading it gives (float32, dequantized), ``ggml`` the
     stored type's name (shown as its dtype), ``stored`` its size in the file (what ``nbytes`` reports)."""
 
-    ggml: str = ""
-    stored: int = 0
+    __slots__ = ("ggml", "stored")
+
+    def __init__(self, *args: Any, ggml: str = "", stored: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ggml, self.stored = ggml, stored
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (*super()._fields(), self.ggml, self.stored)
+
+    def _init_kwargs(self) -> dict[str, Any]:
+        return {**super()._init_kwargs(), "ggml": self.ggml, "stored": self.stored}
 
     @property
     def dtype_name(self) -> str:

@@ -5,9 +5,7 @@ Also the ``--format h5`` writer: one dataset per tensor at its scope path, prove
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FormatError, OutputError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
@@ -18,6 +16,11 @@ from .keras_config import layer_paths, layer_summaries, parse_config
 from .keras_h5 import is_keras_h5, keras_h5_refs
 from .keras_v3 import is_keras_v3, keras_v3_refs
 from ..tree import is_optimizer_path
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["read", "read_source", "write"]
 

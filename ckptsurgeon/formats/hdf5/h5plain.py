@@ -15,8 +15,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import numpy as np
-
+from ...dtype_lite import LiteDtype, from_typestr, python_values
 from ...errors import CheckpointError
 from ...source import ByteSource
 from .h5probe import MAX_ATTR_ELEMENTS, MAX_DEPTH
@@ -420,10 +419,19 @@ _KNOWN = frozenset({_DATASPACE, _LINK_INFO, _DATATYPE, _LINK, _EXTERNAL, _LAYOUT
 
 # --------------------------------------------------------------------- types and spaces
 class _Type:
-    """A datatype this reader decodes: numbers (``dtype``), fixed or variable-length text."""
+    """A datatype this reader decodes: numbers (``dtype``), fixed or variable-length text (``name``: numpy's
+    ``str`` of the dtype h5py gives it)."""
 
-    def __init__(self, dtype: np.dtype, size: int, text: str | None = None, pad: int = 1) -> None:
+    def __init__(self, dtype: LiteDtype | None, size: int, text: str | None = None, pad: int = 1,
+                 name: str = "") -> None:
         self.dtype, self.size, self.text, self.pad = dtype, size, text, pad  # text: "fixed" | "vlen" | None
+        self.name = str(dtype) if dtype is not None else name
+
+
+def _number(typestr: str, size: int) -> _Type:
+    dtype = from_typestr(typestr)
+    assert dtype is not None
+    return _Type(dtype, size)
 
 
 def _datatype(body: bytes) -> _Type:
@@ -437,21 +445,22 @@ def _datatype(body: bytes) -> _Type:
         offset, precision = struct.unpack_from("<HH", body, 8)
         if size not in (1, 2, 4, 8) or offset or precision != 8 * size or bits & ~0x09:
             raise _Unplain("an integer of unusual bits")
-        return _Type(np.dtype(f"{order if size > 1 else '|'}{'i' if bits & 8 else 'u'}{size}"), size)
+        return _number(f"{order if size > 1 else '|'}{'i' if bits & 8 else 'u'}{size}", size)
     if cls == 1:  # IEEE floats as numpy has them
         if (size, bits & 0xFFFFFE, body[8:20]) not in _IEEE:
             raise _Unplain("a float that is not IEEE half/single/double")
-        return _Type(np.dtype(f"{order}f{size}"), size)
+        return _number(f"{order}f{size}", size)
     if cls == 3:  # fixed-length string
         if not 1 <= size <= _MAX_STRING or bits >> 4 & 0x0F > 1 or bits & 0x0F > 2:
             raise _Unplain("a string type")
-        return _Type(np.dtype(f"S{size}"), size, "fixed", bits & 0x0F)
+        return _Type(None, size, "fixed", bits & 0x0F, name=f"|S{size}")
     if cls == 8 and bits == 2 and size == 1 and body[8:8 + len(_BOOL_ENUM)] == _BOOL_ENUM:  # h5py's bool: enum FALSE=0, TRUE=1 of int8
-        return _Type(np.dtype(bool), 1)
+        return _number("|b1", 1)
     if cls == 9 and size == 16 and bits & 0x0F == 1 and (bits >> 8 & 0x0F) <= 1:  # variable-length string
-        if body[8] & 0x0F or _datatype(body[8:]).dtype.str not in ("|u1", "|i1"):  # its characters: bytes
+        chars = _datatype(body[8:]).dtype
+        if body[8] & 0x0F or chars is None or chars.str not in ("|u1", "|i1"):  # its characters: bytes
             raise _Unplain("a variable-length string of other characters")
-        return _Type(np.dtype(object), 16, "vlen")
+        return _Type(None, 16, "vlen", name="object")
     raise _Unplain(f"datatype class {cls}")
 
 
@@ -523,9 +532,19 @@ def _values(reader: _Reader, kind: _Type, dims: tuple[int, ...], data: bytes, wh
     elif kind.text == "vlen":
         texts = [_text(reader.vlen(*struct.unpack_from("<IQI", data, 16 * i)), what) for i in range(n)]
     else:
-        array = np.frombuffer(data, kind.dtype, n).reshape(dims)
-        return array.item() if not dims else array.tolist()
+        assert kind.dtype is not None
+        flat = python_values(kind.dtype, data, n)
+        assert flat is not None  # _datatype makes only integers, IEEE floats and bools
+        return flat[0] if not dims else _nest(flat, dims)
     return texts[0] if not dims else texts
+
+
+def _nest(flat: list[Any], dims: tuple[int, ...]) -> list[Any]:
+    """``flat`` (C order) as nested lists of ``dims``, as numpy's ``reshape(dims).tolist()``."""
+    if len(dims) == 1:
+        return flat
+    step = _count(dims[1:])
+    return [_nest(flat[i * step:(i + 1) * step], dims[1:]) for i in range(dims[0])]
 
 
 def _attributes(reader: _Reader, msgs: list[tuple[int, bytes]], owner: str) -> dict[str, Any]:
@@ -595,10 +614,10 @@ def _dataset(reader: _Reader, msgs: list[tuple[int, bytes]], name: str) -> dict[
             raise _Unplain("compact data of another size")
     else:
         raise _Unplain("chunked or virtual layout")
-    dtype = kind.dtype
-    numeric = kind.text is None
+    numeric = kind.dtype is not None and kind.text is None
     return {"kind": "dataset", "name": name, "virtual": False, "external": False,
-            "dtype": dtype.str if numeric else None, "dtype_text": str(dtype), "shape": list(dims), "chunks": None,
+            "dtype": kind.dtype.str if numeric and kind.dtype is not None else None, "dtype_text": kind.name,
+            "shape": list(dims), "chunks": None,
             "filters": 0, "storage": storage, "offset": offset,
             "attrs": _attributes(reader, msgs, name)}
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FormatError, UnsafeCheckpointError
 from ...source import open_source
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["describe", "read_dataset", "MAX_ATTR_ELEMENTS", "MAX_DEPTH"]
 

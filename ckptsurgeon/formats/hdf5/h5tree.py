@@ -8,17 +8,22 @@ Keras layout looks the same as it would with h5py.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ...dtype_lite import LiteDtype, as_numpy, from_typestr
 from ...errors import FormatError, UnsafeCheckpointError
 from ...isolate import Limits, run_isolated
 from ...source import open_source, url_scheme
 from .h5plain import describe_plain
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["H5Source", "Group", "Dataset", "HardLink", "SoftLink", "ExternalLink", "OtherLink", "Attrs",
            "describe_file", "read_dataset_bytes", "metadata_limits"]
@@ -123,7 +128,7 @@ class OtherLink:
 class Dataset:
     name: str
     attrs: Attrs
-    dtype: np.dtype | None
+    dtype: np.dtype | LiteDtype | None
     dtype_text: str
     shape: tuple[int, ...] | None
     chunks: tuple[int, ...] | None
@@ -170,9 +175,12 @@ class Group:
         return node
 
 
-def _dtype(text: str | None, where: str, name: str) -> np.dtype | None:
+def _dtype(text: str | None, where: str, name: str) -> np.dtype | LiteDtype | None:
     if text is None:
         return None
+    plain = from_typestr(text) if type(text) is str else None
+    if plain is not None:
+        return plain  # numeric: "biufc" and a size, as below
     try:
         dtype = np.dtype(text)
     except TypeError:
@@ -315,7 +323,7 @@ def describe_file(source: H5Source) -> Group:
 def read_dataset_bytes(source: H5Source, dset: Dataset) -> np.ndarray:
     """A dataset that is not one plain byte range (chunked, compressed, compact), read in a child process."""
     assert dset.dtype is not None and dset.shape is not None
-    nbytes = int(np.prod(dset.shape, dtype=object)) * dset.dtype.itemsize
+    nbytes = math.prod(dset.shape) * dset.dtype.itemsize
     request = dict(source.request(), path=dset.name, dtype=dset.dtype.str, shape=list(dset.shape))
     limits = metadata_limits(nbytes)
     header, payload = run_isolated("hdf5.read", request, limits, where=source.where,
@@ -324,4 +332,4 @@ def read_dataset_bytes(source: H5Source, dset: Dataset) -> np.ndarray:
     if header.get("dtype") != dset.dtype.str or header.get("shape") != list(dset.shape) or len(payload) != nbytes:
         raise FormatError(f"{source.where}: dataset {dset.name} read back as {header.get('dtype')} "
                           f"{header.get('shape')} ({len(payload)} bytes), not {dset.dtype.str} {list(dset.shape)}")
-    return np.frombuffer(bytearray(payload), dset.dtype).reshape(dset.shape)
+    return np.frombuffer(bytearray(payload), as_numpy(dset.dtype)).reshape(dset.shape)

@@ -4,15 +4,20 @@ no link is followed out of the file, no dataset reads another file, declared siz
 against stored sizes, and plain datasets are read by byte range without libhdf5 at all."""
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ...dtype_lite import LiteDtype, as_numpy
 from ...dtypes import resolve_dtype
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import TensorRef
 from .h5tree import Dataset, ExternalLink, Group, H5Source, HardLink, SoftLink, describe_file, read_dataset_bytes
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["open_h5", "child", "walk", "dataset_ref", "DTYPE_ATTR"]
 
@@ -62,7 +67,7 @@ def walk(group: Group, where: str, prefix: str = "") -> Iterator[tuple[str, Data
             yield rel, node
 
 
-def _check(dset: Dataset, where: str) -> np.dtype:
+def _check(dset: Dataset, where: str) -> np.dtype | LiteDtype:
     name = dset.name
     if dset.virtual:
         raise UnsafeCheckpointError(f"{where}: dataset {name} is a virtual dataset reading other files; refusing")
@@ -73,7 +78,7 @@ def _check(dset: Dataset, where: str) -> np.dtype:
     if dset.shape is None or dset.dtype is None:
         raise FormatError(f"{where}: dataset {name} holds {dset.dtype_text} data, not a numeric tensor")
     dtype = dset.dtype
-    declared = int(np.prod(dset.shape, dtype=object)) * dtype.itemsize
+    declared = math.prod(dset.shape) * dtype.itemsize
     if declared > BOMB_MIN and dset.storage * BOMB_RATIO < declared:
         raise UnsafeCheckpointError(
             f"{where}: dataset {name} declares {declared} bytes but stores {dset.storage}; refusing a shape bomb")
@@ -94,11 +99,11 @@ def dataset_ref(dset: Dataset, *, path: str, key: str, file: str, where: str,
     any other (chunked, compressed, compact) is read by libhdf5 in a child process when asked for."""
     dtype = _check(dset, where)
     assert dset.shape is not None
-    nbytes = int(np.prod(dset.shape, dtype=object)) * dtype.itemsize
+    nbytes = math.prod(dset.shape) * dtype.itemsize
     if nbytes == 0:
         shape = dset.shape
         return TensorRef(path=path, key=key, dtype=dtype, shape=shape, file=file, optimizer=optimizer,
-                         loader=lambda: np.zeros(shape, dtype), raw=False)
+                         loader=lambda: np.zeros(shape, as_numpy(dtype)), raw=False)
     if dset.contiguous and source.direct:
         assert dset.offset is not None
         if dset.storage != nbytes or dset.offset < 0 or dset.offset + nbytes > source.size:
@@ -108,8 +113,8 @@ def dataset_ref(dset: Dataset, *, path: str, key: str, file: str, where: str,
                          offset=source.offset + dset.offset)
 
     def load() -> np.ndarray:
-        arr = read_dataset_bytes(source, dset)
-        return arr.view(dtype) if arr.dtype != dtype else arr
+        arr, want = read_dataset_bytes(source, dset), as_numpy(dtype)
+        return arr.view(want) if arr.dtype != want else arr
 
     return TensorRef(path=path, key=key, dtype=dtype, shape=dset.shape, file=file, optimizer=optimizer,
                      loader=load, raw=False)

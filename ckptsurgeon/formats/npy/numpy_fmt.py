@@ -8,16 +8,20 @@ import os
 import re
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from ...dtype_lite import LiteDtype, from_typestr
 from ...errors import FormatError, OutputError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path, split_key
 from ...source import open_source
 from ..tree import is_optimizer_path
 from ..zipsafe import SafeZip
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["sniff_npy", "sniff_names", "parse_header", "read_npz", "read_npy", "write_npz"]
 
@@ -35,7 +39,7 @@ def sniff_names(names: list[str]) -> bool:
 MAX_HEADER = 16384  # numpy writes a few hundred bytes for any plain array; never parse a long one
 
 
-def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[np.dtype | LiteDtype, tuple[int, ...], bool, int]:
     """Parse a .npy header from its first bytes; returns dtype, shape, fortran order, header length.
 
     Not numpy's parser: that one falls back to Python's tokenizer on headers that are not literals,
@@ -67,11 +71,11 @@ def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[n
 
 
 # headers parsed, by their bytes (scan reads an archive's headers by content, then opens it as ls does)
-_PARSED: dict[tuple[bytes, bool], tuple[np.dtype, tuple[int, ...], bool, int]] = {}
+_PARSED: dict[tuple[bytes, bool], tuple[np.dtype | LiteDtype, tuple[int, ...], bool, int]] = {}
 
 
 def _parse_text(head: bytes, start: int, n: int, encoding: str, where: str,
-                allow_object: bool) -> tuple[np.dtype, tuple[int, ...], bool, int]:
+                allow_object: bool) -> tuple[np.dtype | LiteDtype, tuple[int, ...], bool, int]:
     try:
         text = head[start:start + n].decode(encoding)
         d = _plain_header(text) or ast.literal_eval(text)
@@ -84,13 +88,18 @@ def _parse_text(head: bytes, start: int, n: int, encoding: str, where: str,
         raise FormatError(f"{where}: invalid .npy header: shape {str(shape)[:80]}")
     if not isinstance(fortran, bool):
         raise FormatError(f"{where}: invalid .npy header: fortran_order {str(fortran)[:20]}")
+    descr = d["descr"]
     try:
-        dtype = np.lib.format.descr_to_dtype(d["descr"])
+        dtype = ((type(descr) is str and (LiteDtype("object") if descr in _OBJECT else from_typestr(descr)))
+                 or np.lib.format.descr_to_dtype(descr))
     except Exception as exc:  # noqa: BLE001 - numpy's dtype parser raises SyntaxError, TypeError ... on odd strings
         raise FormatError(f"{where}: invalid .npy header: descr {str(d['descr'])[:80]}: {type(exc).__name__}") from None
     if dtype.hasobject and not allow_object:
         raise UnsafeCheckpointError(f"{where}: object array (needs pickle); refusing")
     return dtype, tuple(shape), fortran, start + n
+
+
+_OBJECT = ("|O", "O")  # an object array's descr as numpy writes it (its pickle follows the header)
 
 
 # The header numpy writes for a plain array, e.g. "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }":
@@ -192,7 +201,7 @@ def read_npy(path: str) -> CheckpointIndex:
     dtype, shape, fortran, hlen = parse_header(bytes(src.read(0, min(src.size, MAX_HEADER + 12))), path)
     key = os.path.splitext(os.path.basename(path))[0]
     check_shape(path, key, dtype, shape)
-    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     if hlen + nbytes > src.size:
         raise FormatError(f"{path}: truncated .npy: {dtype} x {list(shape)} needs {nbytes} bytes")
     ref = TensorRef(path=join_path([key]), key=key, dtype=dtype, shape=shape, file=path, offset=hlen,

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...errors import MissingDependencyError, OutputError
 from ...index import TensorRef
 from .model import A_FLOAT, A_FLOATS, A_INT, A_INTS, A_STRING, A_STRINGS, Node
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["DATA_INPUTS", "FOLDABLE", "Chain", "fold", "write_back"]
 

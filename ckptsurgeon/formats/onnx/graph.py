@@ -18,15 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FormatError, OutputError
 from ...index import TensorRef
 from .fold import DATA_INPUTS, FOLDABLE, Chain, fold, topo_order, write_back
 from .model import Graph, Model, Node, SparseInfo, TensorInfo
 from .onnx_fmt import _refs, load_model, tensor_entries
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["QUANTIZED_RECURRENT", "quantized_recurrent", "RECURRENT_OPS", "INPUT_ROLES", "ATTRIBUTE_DEFAULTS", "SourceTensor", "NodeInput", "RecurrentNode",
            "describe_recurrent"]

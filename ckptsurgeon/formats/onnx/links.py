@@ -11,11 +11,15 @@ nodes stay separate groups, which is never wrong, only less convenient.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .graph import RECURRENT_OPS, RecurrentNode, _Scopes
 from .model import Graph, Model, Node
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["MOVE_OPS", "layer_links"]
 

@@ -15,15 +15,20 @@ import math
 import os
 import posixpath
 import stat
+from typing import TYPE_CHECKING
 
-import numpy as np
-
+from ...dtype_lite import LiteDtype
 from ...dtypes import ONNX_DTYPE_NAMES, ONNX_DTYPES, ONNX_PACKED_BITS, ONNX_STRING
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import TensorRef
 from ...source import is_url, open_source
 from .model import SparseInfo, TensorInfo
 from .wire import Wire, decode_packed
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["tensor_ref", "sparse_ref", "string_values", "external_path", "stored_nbytes", "load_array", "MAX_DENSE"]
 
@@ -40,12 +45,12 @@ TYPED_FIELD: dict[int, int] = {
     12: UINT64_DATA, 13: UINT64_DATA,  # uint32, uint64
     **{t: INT32_DATA for t in (2, 3, 4, 5, 6, 9, 10, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26)},
 }
-_BIT_PATTERNS = {4: np.uint16, 5: np.uint16, 10: np.uint16, 16: np.uint16,  # 16-bit: low half of each int32
-                 9: np.uint8, 17: np.uint8, 18: np.uint8, 19: np.uint8, 20: np.uint8, 24: np.uint8}
+_BIT_PATTERNS = {4: "uint16", 5: "uint16", 10: "uint16", 16: "uint16",  # 16-bit: low half of each int32
+                 9: "uint8", 17: "uint8", 18: "uint8", 19: "uint8", 20: "uint8", 24: "uint8"}
 
 
-def dtype_of(info: TensorInfo, where: str) -> np.dtype:
-    dt = ONNX_DTYPES.get(info.data_type)
+def dtype_of(info: TensorInfo, where: str) -> LiteDtype:
+    dt = ONNX_DTYPES.lite(info.data_type)
     if dt is None:
         name = ONNX_DTYPE_NAMES.get(info.data_type, f"data type {info.data_type}")
         raise FormatError(f"{where}: tensor {info.name!r} has {name} elements, which ckptsurgeon cannot read")
@@ -55,7 +60,7 @@ def dtype_of(info: TensorInfo, where: str) -> np.dtype:
 def stored_nbytes(info: TensorInfo, numel: int) -> int:
     """Bytes of the tensor's raw (or external) form: sub-byte types are packed."""
     bits = ONNX_PACKED_BITS.get(info.data_type)
-    return (numel * bits + 7) // 8 if bits else numel * ONNX_DTYPES[info.data_type].itemsize
+    return (numel * bits + 7) // 8 if bits else numel * ONNX_DTYPES.row(info.data_type).itemsize
 
 
 def external_path(model: str, location: str, tensor: str) -> str:
@@ -197,7 +202,7 @@ def tensor_ref(model: str, info: TensorInfo, path: str, key: str) -> TensorRef |
     return TensorRef(path, key, dtype, shape, model, loader=load)
 
 
-def _ranged(path: str, key: str, dtype: np.dtype, shape: tuple[int, ...], file: str, offset: int, nbytes: int,
+def _ranged(path: str, key: str, dtype: LiteDtype, shape: tuple[int, ...], file: str, offset: int, nbytes: int,
             info: TensorInfo, packed: bool) -> TensorRef:
     if not packed:
         return TensorRef(path, key, dtype, shape, file, offset)

@@ -19,9 +19,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ... import location as loc
 from ...dtypes import ML_NAMES, ml_dtype
@@ -29,6 +27,11 @@ from ...errors import FormatError, MissingDependencyError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path
 from ..tree import is_optimizer_path
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["FORMAT", "METADATA", "sniff_folder", "read"]
 

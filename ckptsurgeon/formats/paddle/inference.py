@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
 from ... import location
-from ...dtypes import ML, DtypeTable
+from ...dtypes import DtypeTable
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import key_path
@@ -40,9 +39,9 @@ _PIR_MAGIC = b'"magic":"pir"'
 
 # TensorDesc.data_type (paddle/fluid/framework/framework.proto, VarType.Type) -> numpy, and the program's name of it
 DTYPES = DtypeTable({
-    0: np.dtype("bool"), 1: np.dtype("int16"), 2: np.dtype("int32"), 3: np.dtype("int64"), 4: np.dtype("float16"),
-    5: np.dtype("float32"), 6: np.dtype("float64"), 20: np.dtype("uint8"), 21: np.dtype("int8"), 22: ML("bfloat16"),
-    23: np.dtype("complex64"), 24: np.dtype("complex128"),
+    0: "bool", 1: "int16", 2: "int32", 3: "int64", 4: "float16",
+    5: "float32", 6: "float64", 20: "uint8", 21: "int8", 22: "bfloat16",
+    23: "complex64", 24: "complex128",
 })
 PIR_DTYPES = {"t_bool": 0, "t_i16": 1, "t_i32": 2, "t_i64": 3, "t_f16": 4, "t_f32": 5, "t_f64": 6, "t_ui8": 20,
               "t_i8": 21, "t_bf16": 22, "t_c64": 23, "t_c128": 24}
@@ -152,7 +151,7 @@ def _records(src: ByteSource, count: int) -> Iterator[tuple[int, tuple[int, ...]
                                   f"{desc_size} bytes; not a paddle combined parameter record")
             dtype, dims = _desc(src.name, i, take(desc_size, "TensorDesc"))
             yield dtype, dims, pos
-            nbytes = int(np.prod(dims, dtype=np.int64)) * DTYPES[dtype].itemsize
+            nbytes = math.prod(dims) * DTYPES.row(dtype).itemsize  # dims passed check_shape: no overflow
             skip(nbytes, f"record {i}'s data")
         if pos != size:
             raise UnsafeCheckpointError(f"{src.name}: {size - pos:,} bytes follow the {count} records its program names; "
@@ -207,12 +206,12 @@ def read(path: str, *, allow_globals: Sequence[str] = ()) -> CheckpointIndex:
     records = _records(src, len(names))
     for (name, want_dtype, want_dims), (dtype, dims, offset) in zip(names, records):
         if (want_dtype is not None and want_dtype != dtype) or (want_dims is not None and want_dims != dims):
-            raise FormatError(f"{params}: tensor {name!r} is {DTYPES[dtype]} {list(dims)} in the parameters, but the "
-                              f"program {program} declares {DTYPES[want_dtype] if want_dtype is not None else 'its type'} "
+            raise FormatError(f"{params}: tensor {name!r} is {DTYPES.lite(dtype)} {list(dims)} in the parameters, but the "
+                              f"program {program} declares {(DTYPES.lite(want_dtype) or f'data type {want_dtype}') if want_dtype is not None else 'its type'} "
                               f"{list(want_dims) if want_dims is not None else ''}: the pair does not match")
-        np_dtype = DTYPES[dtype]
-        check_shape(params, name, np_dtype, dims)
-        builder.add(TensorRef(key_path(name, "."), name, np_dtype, dims, params, offset=offset))
+        lite = DTYPES.row(dtype)
+        check_shape(params, name, lite, dims)
+        builder.add(TensorRef(key_path(name, "."), name, lite, dims, params, offset=offset))
     for _ in records:  # past the last record: the check that nothing follows it
         pass
     return CheckpointIndex(builder.refs, format=FORMAT, files=[params, program], key_sep=".")

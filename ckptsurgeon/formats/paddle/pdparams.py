@@ -19,10 +19,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
@@ -31,6 +28,11 @@ from ...source import ByteSource, open_source, read_exact
 from ..pickles import MAX_PICKLE, register_pickle_walker
 from ..tree import flatten, is_optimizer_path, to_jsonable, work_budget
 from .skeleton import Payload, payload_of, skeleton
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["sniff", "read", "FORMAT", "NAME_TABLE", "UNPACK_INFO", "OPTIMIZER_KEY"]
 
@@ -253,7 +255,7 @@ def _share_copies(path: str, refs: list[TensorRef], names: Any) -> list[TensorRe
             continue
         load = _copies_loader(path, name, copies)
         for ref in copies:
-            shared[ref.path] = replace(ref, loader=load, raw=False)
+            shared[ref.path] = ref.replace(loader=load, raw=False)
     return [shared.get(ref.path, ref) for ref in refs]
 
 

@@ -17,15 +17,19 @@ from collections import OrderedDict
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ...dtypes import ML_NAMES, TORCH_DTYPES, TORCH_STORAGE_DTYPES, ml_dtype
+from ...dtypes import ML_NAMES, TORCH_DTYPES, TORCH_STORAGE_DTYPES, DtypeTable, ml_dtype
+from ...dtype_lite import LiteDtype
 from ...errors import FormatError, UnsafeCheckpointError
 from ..tree import work_budget
 from .pickle_memo import BytesMemo
 from .pickle_static import analyze
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES",
            "torch_dtype_of"]
@@ -45,7 +49,7 @@ class StorageRef:  # and a frozen dataclass's __init__ is 7x slower
     """A storage named by a persistent id: ``('storage', type, key, location, numel[, view])``."""
 
     key: str
-    dtype: np.dtype
+    dtype: LiteDtype
     numel: int
     location: str
     view: tuple[str, int, int] | None = None
@@ -58,7 +62,7 @@ class LazyTensor:
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     parameter: bool = False
-    dtype: np.dtype | None = None  # set by _rebuild_tensor_v3 (untyped storage); else the storage's
+    dtype: LiteDtype | None = None  # set by _rebuild_tensor_v3 (untyped storage); else the storage's
 
 
 class InertObject:
@@ -95,16 +99,13 @@ class InertObject:
 
 
 class _TableDtype:
-    """A torch global standing for a dtype: its name, and the numpy dtype it names in ``table``."""
+    """A torch global standing for a dtype: its name, and the dtype it names in ``table`` (a ``LiteDtype``: the
+    numpy dtype is made when a tensor is read)."""
 
-    def __init__(self, name: str, table: Mapping[str, np.dtype]) -> None:
-        self.name, self._table, self._dtype = name, table, None
-
-    @property
-    def dtype(self) -> np.dtype:
-        if self._dtype is None:  # looked up when first used: bf16/fp8 rows import ml_dtypes
-            self._dtype = self._table[self.name]
-        return self._dtype
+    def __init__(self, name: str, table: DtypeTable) -> None:
+        row = table.lite(name)
+        assert row is not None
+        self.name, self.dtype = name, row
 
 
 class _StorageType(_TableDtype):
@@ -149,8 +150,8 @@ class _TorchDtype(_TableDtype):
         return f"torch.{self.name}"
 
 
-def torch_dtype_of(value: Any) -> np.dtype | None:
-    """The numpy dtype of an unpickled ``torch.<dtype>`` global, else None."""
+def torch_dtype_of(value: Any) -> LiteDtype | None:
+    """The dtype of an unpickled ``torch.<dtype>`` global, else None."""
     return value.dtype if isinstance(value, _TorchDtype) else None
 
 
@@ -225,7 +226,7 @@ def _torch_size(values: Any = ()) -> tuple[int, ...]:
     return _as_ints(tuple(values), "torch.Size")
 
 
-_UNTYPED = {"UntypedStorage": np.dtype("uint8")}
+_UNTYPED = DtypeTable({"UntypedStorage": "uint8"})
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,

@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-import numpy as np
-
+from ...dtype_lite import LiteDtype
 from ...errors import FormatError
+from ...lazy import is_ndarray
 from ...index import CheckpointIndex, IndexBuilder, TensorRef
 from ...scopes import join_path
 from .safepickle import LazyTensor
@@ -39,7 +39,7 @@ def _path_and_key(segs: list[Any]) -> tuple[str, str]:
     return join_path(_segments(segs)) or "_", ".".join(str(s) for s in segs) or "_"
 
 
-_ORDERED: dict[tuple[np.dtype, str], np.dtype] = {}  # (dtype, byte order) -> dtype in that order
+_ORDERED: dict[tuple[LiteDtype, str], LiteDtype] = {}  # (dtype, byte order) -> dtype in that order
 
 
 def _tensor_ref(path: str, key: str, t: LazyTensor, where: StorageBytes, byteorder: str, optimizer: bool) -> TensorRef:
@@ -117,7 +117,7 @@ def build_torch_index(
     metadata: dict[str, Any] = {}
     states = optimizer_entries(obj)
     loaders: dict[int, Any] = {}
-    leaves = flatten(obj, lambda v: isinstance(v, (LazyTensor, np.ndarray)), work_budget(pickle_bytes), file)
+    leaves = flatten(obj, lambda v: isinstance(v, LazyTensor) or is_ndarray(v), work_budget(pickle_bytes), file)
     for segs, leaf in leaves:
         path, key = _path_and_key(segs)
         optimizer = is_optimizer_path(path) or (bool(segs) and segs[0] in states)
@@ -126,7 +126,7 @@ def build_torch_index(
             if where is None:
                 raise FormatError(f"{file}: tensor {key!r} refers to storage {leaf.storage.key!r}, which the file lacks")
             builder.add(_tensor_ref(path, key, leaf, where, byteorder, optimizer))
-        elif isinstance(leaf, np.ndarray):
+        elif is_ndarray(leaf):
             arr = leaf
             loader = loaders.setdefault(id(arr), lambda a=arr: a)
             builder.add(TensorRef(path=path, key=key, dtype=arr.dtype, shape=arr.shape, file=file,

@@ -149,7 +149,7 @@ def _entry(path: str, key: str, info: Any, shapes: dict[tuple[int, ...], tuple[i
     if not _FIELDS.issuperset(info):
         raise FormatError(f"{path}: tensor {key!r}: malformed header entry")
     code = info.get("dtype")
-    dtype = SAFETENSORS_DTYPES.get(code) if isinstance(code, str) else None
+    dtype = SAFETENSORS_DTYPES.lite(code) if isinstance(code, str) else None
     if dtype is None:
         raise FormatError(f"{path}: tensor {key!r}: unsupported dtype {info.get('dtype')!r}")
     shape, offs = info.get("shape"), info.get("data_offsets")

@@ -22,12 +22,15 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...atomic import atomic_files
 from ...errors import OutputError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["SIZE_UNITS", "parse_size", "plan_shards", "shard_names", "ShardedOutput", "write_sharded", "PATTERNS"]
 

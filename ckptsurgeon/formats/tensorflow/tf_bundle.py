@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import google_crc32c
-import numpy as np
 
+from ...dtype_lite import LiteDtype
 from ...dtypes import TF_DTYPES, TF_STRING, tf_dtype_name
 from ...errors import FormatError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, lazy_sha256
@@ -22,6 +22,11 @@ from .. import protowire as pw
 from .sstable import MAX_INDEX, mask, read_table
 from .tf_paths import resolve_prefix
 from .tf_slices import decode_slice_key, parse_slices
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["read", "read_strings"]
 
@@ -214,7 +219,7 @@ class _Bundle:
             raise FormatError(f"{path}: data shard missing or unreadable (tensor {key!r}): {exc}") from None
         return self._sizes[shard_id]
 
-    def check(self, e: Entry, dtype: np.dtype | None) -> str:
+    def check(self, e: Entry, dtype: np.dtype | LiteDtype | None) -> str:
         """Validate offsets, sizes and shape of an entry; returns its shard file."""
         path, size = self.shard(e.shard, e.key)
         if e.offset < 0 or e.size < 0 or e.offset + e.size > size:
@@ -238,15 +243,16 @@ class _Bundle:
         return data
 
 
-def _numeric_loader(bundle: _Bundle, e: Entry, dtype: np.dtype):
+def _numeric_loader(bundle: _Bundle, e: Entry, dtype: LiteDtype):
     def load() -> np.ndarray:
-        return np.frombuffer(bundle.read_bytes(e), dtype=dtype).reshape(e.shape)
+        return np.frombuffer(bundle.read_bytes(e), dtype=dtype.resolve()).reshape(e.shape)
 
     return load
 
 
-def _partitioned_loader(bundle: _Bundle, e: Entry, dtype: np.dtype, parts: list[tuple[tuple, Entry]]):
+def _partitioned_loader(bundle: _Bundle, e: Entry, lite: LiteDtype, parts: list[tuple[tuple, Entry]]):
     def load() -> np.ndarray:
+        dtype = lite.resolve()
         full = np.empty(e.shape, dtype=dtype)
         for extents, part in parts:
             index = tuple(slice(s, s + n) for s, n in extents)
@@ -364,7 +370,7 @@ def read(path: str, **_: Any) -> CheckpointIndex:
     builder = IndexBuilder(bundle.where)
     metadata: dict[str, Any] = {}
     names = set(bundle.entries)
-    ordered: dict[int, np.dtype] = {}  # TF dtype code -> numpy dtype in the bundle's byte order
+    ordered: dict[int, LiteDtype] = {}  # TF dtype code -> its dtype in the bundle's byte order
     renamed = _graph_paths(bundle)
     for key, e in bundle.entries.items():
         path_ = renamed.get(key) or scope_path(key)
@@ -382,7 +388,7 @@ def read(path: str, **_: Any) -> CheckpointIndex:
             else:
                 metadata[path_] = _strings_metadata(values)
             continue
-        dtype = TF_DTYPES.get(e.dtype)
+        dtype = TF_DTYPES.lite(e.dtype)
         if dtype is None:
             metadata[path_] = f"<{tf_dtype_name(e.dtype)} tensor, not readable as an array>"
             continue

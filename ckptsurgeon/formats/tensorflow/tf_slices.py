@@ -4,8 +4,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from ...errors import FormatError, UnsafeCheckpointError
 from .. import protowire as pw
 
@@ -69,7 +67,7 @@ def decode_slice_key(key: bytes, where: str) -> tuple[str, tuple[tuple[int, int]
     return name.decode("utf-8", "replace"), tuple(extents)
 
 
-def parse_slices(bundle: Any, entry: Any, dtype: np.dtype) -> list[tuple[tuple[tuple[int, int], ...], Any]]:
+def parse_slices(bundle: Any, entry: Any, dtype: Any) -> list[tuple[tuple[tuple[int, int], ...], Any]]:
     """Check every slice against the full shape and find its data entry; returns (extents, entry)."""
     parts = []
     covered = 0

@@ -2,11 +2,14 @@
 when the file gives several scales (the reader's ``quantization`` metadata entry of the tensor)."""
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FormatError
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["dequantize"]
 

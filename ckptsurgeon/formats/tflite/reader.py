@@ -16,8 +16,6 @@ import math
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from ...errors import FormatError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...source import open_source
@@ -165,7 +163,7 @@ def _tensor(path: str, buf: Buffer, buffers: list[Table], t: Table, key: str, qu
         return None
     offset, size = where
     type_name = S.TYPE_NAMES[code] if 0 <= code < len(S.TYPE_NAMES) else f"type {code}"
-    dtype = S.TENSOR_TYPES.get(code)
+    dtype = S.TENSOR_TYPES.lite(code)
     if dtype is None:
         unread.append(f"{key} ({type_name})")
         return None
@@ -191,7 +189,7 @@ def _tensor(path: str, buf: Buffer, buffers: list[Table], t: Table, key: str, qu
                 if values:
                     entry[name] = values[:MAX_SCALES]
             quant[key] = entry
-    return TensorRef(path=key, key=key, dtype=np.dtype(dtype), shape=shape, file=path, offset=offset)
+    return TensorRef(path=key, key=key, dtype=dtype, shape=shape, file=path, offset=offset)
 
 
 def _metadata_bytes(buf: Buffer, buffers: list[Table], b: int) -> Any:

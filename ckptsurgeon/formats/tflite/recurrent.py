@@ -20,15 +20,18 @@ directions of different sizes, the LSTM op's basic kernel. int8 weights convert 
 """
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...index import CheckpointIndex
 from ...rnn.cell import Cell
 from ...rnn.group import RecognizeOptions, RecurrentGroup
 from .quant import dequantize
 from .schema import BASIC_LSTM_INPUTS, BIDI_LSTM_INPUTS, CELL_INPUTS, LSTM_INPUTS
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from ...lazy import numpy as np
 
 __all__ = ["recognize", "OPS"]
 

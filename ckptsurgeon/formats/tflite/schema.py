@@ -2,9 +2,8 @@
 read, the tensor types, and the builtin operator names (checked against TF 2.21's ``schema_py_generated``)."""
 from __future__ import annotations
 
-import numpy as np
 
-from ...dtypes import ML, DtypeTable
+from ...dtypes import DtypeTable
 from ..magic import TFLITE_IDENTIFIER
 
 __all__ = ["IDENTIFIER", "MODEL", "SUBGRAPH", "TENSOR", "BUFFER", "QUANT", "OPCODE", "OPERATOR", "METADATA",
@@ -27,21 +26,21 @@ METADATA = {"name": 0, "buffer": 1}
 
 # TensorType -> numpy dtype (little-endian, as TFLite stores every number)
 TENSOR_TYPES = DtypeTable({
-    0: np.dtype("<f4"),  # FLOAT32
-    1: np.dtype("<f2"),  # FLOAT16
-    2: np.dtype("<i4"),  # INT32
-    3: np.dtype("u1"),  # UINT8
-    4: np.dtype("<i8"),  # INT64
-    6: np.dtype("?"),  # BOOL
-    7: np.dtype("<i2"),  # INT16
-    8: np.dtype("<c8"),  # COMPLEX64
-    9: np.dtype("i1"),  # INT8
-    10: np.dtype("<f8"),  # FLOAT64
-    11: np.dtype("<c16"),  # COMPLEX128
-    12: np.dtype("<u8"),  # UINT64
-    15: np.dtype("<u4"),  # UINT32
-    16: np.dtype("<u2"),  # UINT16
-    18: ML("bfloat16"),  # BFLOAT16
+    0: "<f4",  # FLOAT32
+    1: "<f2",  # FLOAT16
+    2: "<i4",  # INT32
+    3: "u1",  # UINT8
+    4: "<i8",  # INT64
+    6: "bool",  # BOOL
+    7: "<i2",  # INT16
+    8: "<c8",  # COMPLEX64
+    9: "i1",  # INT8
+    10: "<f8",  # FLOAT64
+    11: "<c16",  # COMPLEX128
+    12: "<u8",  # UINT64
+    15: "<u4",  # UINT32
+    16: "<u2",  # UINT16
+    18: "bfloat16",  # BFLOAT16
 })
 # every TensorType by name; the ones without a dtype above are listed, not read (strings, handles, packed)
 TYPE_NAMES = ("float32 float16 int32 uint8 int64 string bool int16 complex64 int8 float64 complex128 uint64 "
