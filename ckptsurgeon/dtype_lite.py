@@ -101,7 +101,7 @@ class LiteDtype:
             return False
         return bool(self.resolve() == other)  # a numpy dtype, a type or a name: numpy's own comparison
 
-    def __hash__(self) -> int:
+    def __hash__(self) -> int:  # not a numpy dtype's hash: a set or dict key holds one kind or the other, never both
         return hash((LiteDtype, self.name, self._effective()))
 
     def __reduce__(self) -> tuple[Any, ...]:

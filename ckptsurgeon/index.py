@@ -7,6 +7,7 @@ import re
 import sys
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, Sequence, ValuesView
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .dtype_lite import LiteDtype
@@ -49,9 +50,11 @@ class TensorRef:
 
     A reader may give the dtype as a ``LiteDtype`` (``dtype_lite``): ``dtype`` makes the numpy dtype on first
     use, so a listing or a scan imports no numpy; ``nbytes``, ``span``, ``dtype_name`` and ``dtype_spec`` ask
-    nothing of numpy. Treated as immutable (``with_path``/``replace`` make changed copies); a hand-written class,
-    not a frozen dataclass: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, 7x
-    slower, 0.1 s of listing 100,000 tensors. Hash and equality are a frozen one's, the loader left out.
+    nothing of numpy. Treated as immutable (``with_path``, ``replace`` or ``dataclasses.replace`` make changed
+    copies). Written by hand (its ``dtype`` is a property) but it passes for the dataclass it was: ``dataclasses.fields``,
+    ``replace``, ``asdict`` and ``match`` see its fields. Not a frozen dataclass: a frozen dataclass's ``__init__`` sets
+    each field through ``object.__setattr__``, 7x slower, 0.1 s of listing 100,000 tensors. Hash and equality are a
+    frozen one's, the loader left out.
     """
 
     __slots__ = ("path", "key", "_dtype", "shape", "file", "offset", "stride", "optimizer", "loader", "raw")
@@ -70,6 +73,10 @@ class TensorRef:
         if type(d) is LiteDtype:
             d = self._dtype = d.resolve()
         return d  # type: ignore[return-value]
+
+    @dtype.setter
+    def dtype(self, value: np.dtype | LiteDtype) -> None:
+        self._dtype = value
 
     @property
     def dtype_spec(self) -> np.dtype | LiteDtype:
@@ -185,6 +192,30 @@ class TensorRef:
         return self.replace(path=path, key=self.key if key is None else key)
 
 
+@dataclass
+class _Fields:
+    """What ``dataclasses.fields``/``replace``/``asdict`` and ``match`` see of a ``TensorRef``: the fields the
+    dataclass it was had (``_as_dataclass``); the class itself is written by hand (its ``dtype`` resolves)."""
+
+    path: str
+    key: str
+    dtype: Any
+    shape: tuple[int, ...]
+    file: str
+    offset: int = 0
+    stride: tuple[int, ...] | None = None
+    optimizer: bool = False
+    loader: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+    raw: bool | None = None
+
+
+def _as_dataclass(cls: type, fields: type) -> None:
+    """Make ``cls`` pass for the dataclass ``fields`` describes (its instances have those attributes)."""
+    for name in ("__dataclass_fields__", "__dataclass_params__", "__match_args__"):
+        setattr(cls, name, getattr(fields, name))
+
+
+_as_dataclass(TensorRef, _Fields)
 _LITTLE = sys.byteorder == "little"
 _DTYPE_NAMES: dict[np.dtype, str] = {}
 

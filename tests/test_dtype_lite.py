@@ -125,3 +125,29 @@ def test_every_fixture_tensor_states_the_dtype_its_bytes_read_as():
                 assert ref.numpy().dtype == real.newbyteorder("="), (path, ref.path)
             checked += 1
     assert checked > 1000 and lite > 500, (checked, lite)
+
+
+def test_a_reference_still_passes_for_the_dataclass_it_was():
+    """``TensorRef`` is public and was a dataclass: ``dataclasses.replace/fields/asdict``, ``match`` and assignment
+    work as before (its ``dtype``, resolved, is what they see)."""
+    import dataclasses
+
+    from ckptsurgeon.formats.gguf.reader import QuantizedRef
+
+    a = TensorRef("w", "w", LiteDtype("int16").newbyteorder(">"), (4,), "f", 8, optimizer=True)
+    b = dataclasses.replace(a, path="v")
+    assert type(b) is TensorRef and (b.path, b.dtype, b.offset, b.optimizer) == ("v", np.dtype(">i2"), 8, True)
+    assert [f.name for f in dataclasses.fields(a)] == ["path", "key", "dtype", "shape", "file", "offset", "stride",
+                                                        "optimizer", "loader", "raw"]
+    assert dataclasses.is_dataclass(a) and dataclasses.asdict(a)["dtype"] == np.dtype(">i2")
+    match a:
+        case TensorRef(path, key, dtype, shape):
+            assert (path, key, dtype, shape) == ("w", "w", np.dtype(">i2"), (4,))
+        case _:
+            raise AssertionError("no match")
+    a.dtype = np.dtype("float64")
+    assert a.nbytes == 32 and a.dtype_name == "float64"
+    q = QuantizedRef("q", "q", np.dtype("float32"), (32,), "f", ggml="q4_0", stored=18)
+    r = dataclasses.replace(q, path="p")
+    assert type(r) is QuantizedRef and (r.path, r.ggml, r.stored, r.nbytes, r.dtype_name) == ("p", "q4_0", 18, 18, "q4_0")
+    assert r != q and r == dataclasses.replace(q, path="p") and "ggml='q4_0'" in repr(r)

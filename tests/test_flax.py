@@ -98,10 +98,10 @@ def test_cli_ls_tree_extract_scan(tmp_path):
     assert res.exit_code == 0 and "clean" in res.output
 
 
-def _ext_array(arr: np.ndarray) -> bytes:
+def _ext_array(arr: np.ndarray, dtype_name: str | None = None) -> bytes:
     """flax's ``_ndarray_to_bytes`` layout, written by hand: [shape, dtype name, bytes] in an ext type 1."""
     shape = bytes([0x90 | arr.ndim]) + b"".join(b"\xce" + struct.pack(">I", d) for d in arr.shape)
-    name = arr.dtype.name.encode()
+    name = (dtype_name or arr.dtype.name).encode()
     payload = b"\x93" + shape + bytes([0xA0 | len(name)]) + name + b"\xc6" + struct.pack(">I", arr.nbytes) + arr.tobytes()
     return b"\xc9" + struct.pack(">Ib", len(payload), 1) + payload
 
@@ -124,6 +124,31 @@ def test_listing_reads_no_array_bytes(tmp_path, monkeypatch):
     index = ckptsurgeon.open(path)
     assert sum(read) < 64 << 10 < a.nbytes  # structure only: the 2 MiB array is stepped over
     assert index["a"].shape == (512, 1024) and index["b"].numpy().tolist() == list(range(6))
+
+
+def _packed(value) -> bytes:
+    """msgpack of small maps, strings, ints, booleans and ready-made ext bytes (no msgpack in this venv)."""
+    if isinstance(value, bytes):
+        return value
+    if value is True:
+        return b"\xc3"
+    if isinstance(value, int):
+        return b"\xcd" + struct.pack(">H", value)
+    if isinstance(value, str):
+        return bytes([0xA0 | len(value)]) + value.encode()
+    return bytes([0x80 | len(value)]) + b"".join(_packed(k) + _packed(v) for k, v in value.items())
+
+
+def test_chunks_that_spell_one_dtype_two_ways_are_one_array(tmp_path):
+    """numpy names float32 "single" too: a chunked array whose chunks spell it both ways reads as one float32 array
+    (flax writes ``dtype.name``; a hand-made file may not)."""
+    a = np.arange(6, dtype=np.float32)
+    chunks = {"0": _ext_array(a[:3], "float32"), "1": _ext_array(a[3:], "single")}
+    tree = {"w": {"__msgpack_chunked_array__": True, "shape": {"0": 2, "1": 3}, "chunks": chunks}}
+    path = tmp_path / "mixed.msgpack"
+    path.write_bytes(_packed(tree))
+    ref = ckptsurgeon.open(path)["w"]
+    assert (ref.shape, ref.dtype_name) == ((2, 3), "float32") and ref.numpy().tolist() == a.reshape(2, 3).tolist()
 
 
 def test_damaged_files_are_refused(tmp_path):

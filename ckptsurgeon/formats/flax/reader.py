@@ -57,6 +57,8 @@ def _dtype(path: str, name: Any, where: str) -> np.dtype | LiteDtype:
         dtype = (LiteDtype(name) if name in NAMES else from_typestr(name)) or np.dtype(name)
     except TypeError:
         raise FormatError(f"{path}: array {where!r}: unknown dtype {name!r}") from None
+    if not isinstance(dtype, LiteDtype):  # another spelling ("single", "double"): as its LiteDtype, so that the
+        dtype = from_typestr(dtype.str) or dtype  # chunks of one array compare and hash alike however each spells it
     if dtype.kind not in _KINDS and name not in ML_NAMES:
         raise UnsafeCheckpointError(f"{path}: array {where!r}: dtype {name!r} is not a numeric dtype; refusing")
     return dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype

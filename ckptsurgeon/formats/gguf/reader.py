@@ -12,10 +12,11 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import FormatError, MissingDependencyError, OutputError
-from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape, lazy_range_sha256
+from ...index import CheckpointIndex, IndexBuilder, TensorRef, _as_dataclass, _Fields, check_shape, lazy_range_sha256
 from ...scopes import key_path
 from ...source import open_source, read_exact
 from .ggml_types import GGML_TYPES, PLAIN_DTYPES, GGMLType
@@ -67,6 +68,15 @@ class QuantizedRef(TensorRef):
     @property
     def nbytes(self) -> int:
         return self.stored
+
+
+@dataclass
+class _QuantizedFields(_Fields):
+    ggml: str = ""
+    stored: int = 0
+
+
+_as_dataclass(QuantizedRef, _QuantizedFields)
 
 
 def _dequantizer(file: str, key: str, path: str, info: GGMLType, offset: int, shape: tuple[int, ...], stored: int,
