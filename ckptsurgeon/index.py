@@ -157,11 +157,11 @@ class TensorRef:
             flat = np.frombuffer(raw, dtype=self.dtype)
             if self.stride is None or self.numel == 0:
                 arr = flat.reshape(self.shape)
-            else:
-                item = self.dtype.itemsize
+            else:  # strided as raw items: numpy's as_strided rebuilds the array from its type string, which
+                item = self.dtype.itemsize  # it cannot parse for some ml_dtypes (float8_e5m2 says '<f1')
                 arr = np.lib.stride_tricks.as_strided(
-                    flat, self.shape, tuple(s * item for s in self.stride), writeable=False
-                ).copy()
+                    flat.view(f"V{item}"), self.shape, tuple(s * item for s in self.stride), writeable=False
+                ).copy().view(self.dtype)
         if not arr.flags.c_contiguous:
             arr = arr.copy()  # np.ascontiguousarray would turn a 0-d array into 1-d
         if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not _LITTLE):

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ckptsurgeon
 from ckptsurgeon.dtype_lite import ML_NAMES, NAMES, LiteDtype, as_numpy, from_typestr
 from ckptsurgeon.dtypes import (ONNX_DTYPES, SAFETENSORS_DTYPES, TF_DTYPES, TORCH_DTYPES, TORCH_STORAGE_DTYPES,
                                 CodeTable, DtypeTable, ml_dtype)
@@ -151,3 +152,23 @@ def test_a_reference_still_passes_for_the_dataclass_it_was():
     r = dataclasses.replace(q, path="p")
     assert type(r) is QuantizedRef and (r.path, r.ggml, r.stored, r.nbytes, r.dtype_name) == ("p", "q4_0", 18, 18, "q4_0")
     assert r != q and r == dataclasses.replace(q, path="p") and "ggml='q4_0'" in repr(r)
+
+
+@pytest.mark.parametrize("dtype", ["float8_e5m2", "float8_e4m3fn", "bfloat16", "float16", "complex128", "bool"])
+def test_strided_tensors_of_every_kind_read_as_torch_holds_them(tmp_path, dtype):
+    """A transposed or sliced tensor is read through a strided view of its raw items: numpy rebuilds a strided
+    view from its type string, which it cannot parse for float8_e5m2 ('<f1')."""
+    import torch
+
+    base = torch.arange(15, dtype=torch.float32).reshape(3, 5) / 4
+    t = base.to(getattr(torch, dtype)) if dtype != "complex128" else torch.complex(base, -base).to(torch.complex128)
+    path = tmp_path / "s.pt"
+    torch.save({"t": t.T, "s": t[:, 1:3]}, path)
+    index = ckptsurgeon.open(path)
+    for key, want in (("t", t.T), ("s", t[:, 1:3])):
+        ref = index[key]
+        assert ref.stride is not None and ref.dtype_name == dtype
+        got = ref.numpy()
+        raw = want.contiguous().view(torch.uint8) if want.element_size() == 1 else want.contiguous()
+        expect = raw.view(torch.int16).numpy() if dtype == "bfloat16" else raw.numpy()
+        assert got.shape == tuple(want.shape) and got.tobytes() == expect.tobytes(), key
