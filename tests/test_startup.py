@@ -126,3 +126,11 @@ def test_cli_merge_modes_are_the_recurrent_code_s():
     from ckptsurgeon.rnn.group import MERGE_MODES
 
     assert _MERGE_MODES == MERGE_MODES
+
+
+def test_python_dash_m_runs_the_command():
+    proc = subprocess.run([sys.executable, "-m", "ckptsurgeon", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("ckptsurgeon, version"), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "ckptsurgeon", "ls", "no/such/file.pt"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and proc.stderr.startswith("error: no/such/file.pt"), proc.stderr
