@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["LiteDtype", "lite", "from_typestr", "as_numpy", "python_values", "NAMES", "ML_NAMES"]
+__all__ = ["LiteDtype", "from_typestr", "as_numpy", "python_values", "NAMES", "ML_NAMES"]
 
 NATIVE = "<" if sys.byteorder == "little" else ">"
 
@@ -106,10 +106,6 @@ class LiteDtype:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (LiteDtype, (self.name, self.order))
-
-
-def lite(name: str) -> LiteDtype:
-    return LiteDtype(name)
 
 
 def from_typestr(text: str) -> LiteDtype | None:

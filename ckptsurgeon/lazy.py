@@ -18,8 +18,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["numpy", "is_ndarray", "is_np_integer", "is_np_generic", "numpy_loaded"]
-
+__all__ = ["numpy", "is_ndarray", "is_np_integer", "is_np_generic"]
 
 _PROBES = frozenset(("__wrapped__", "__path__", "__file__", "__getstate__", "__reduce__", "__reduce_ex__", "__copy__",
                      "__deepcopy__", "__mro_entries__", "__class_getitem__", "__all__"))
@@ -41,23 +40,21 @@ class _LazyModule(types.ModuleType):
 numpy: Any = _LazyModule("numpy")
 
 
-def numpy_loaded() -> bool:
-    return "numpy" in sys.modules
+def _is(value: object, name: str) -> bool:
+    cls = getattr(sys.modules.get("numpy"), name, None)  # None too while numpy is being imported
+    return cls is not None and isinstance(value, cls)
 
 
 def is_ndarray(value: object) -> bool:
     """``isinstance(value, numpy.ndarray)``, without importing numpy (no array exists before it is imported)."""
-    cls = getattr(sys.modules.get("numpy"), "ndarray", None)  # None too while numpy is being imported
-    return cls is not None and isinstance(value, cls)
+    return _is(value, "ndarray")
 
 
 def is_np_integer(value: object) -> bool:
     """``isinstance(value, numpy.integer)``, without importing numpy."""
-    cls = getattr(sys.modules.get("numpy"), "integer", None)
-    return cls is not None and isinstance(value, cls)
+    return _is(value, "integer")
 
 
 def is_np_generic(value: object) -> bool:
     """``isinstance(value, numpy.generic)`` (a numpy scalar), without importing numpy."""
-    cls = getattr(sys.modules.get("numpy"), "generic", None)
-    return cls is not None and isinstance(value, cls)
+    return _is(value, "generic")
