@@ -172,3 +172,20 @@ def test_strided_tensors_of_every_kind_read_as_torch_holds_them(tmp_path, dtype)
         raw = want.contiguous().view(torch.uint8) if want.element_size() == 1 else want.contiguous()
         expect = raw.view(torch.int16).numpy() if dtype == "bfloat16" else raw.numpy()
         assert got.shape == tuple(want.shape) and got.tobytes() == expect.tobytes(), key
+
+
+def test_an_npy_naming_an_ml_dtype_reads_alike_in_every_process(tmp_path):
+    """numpy parses the descr 'bfloat16' only once ml_dtypes is imported: a header naming it reads as bfloat16
+    whatever the process imported before (scan's workers did not all agree)."""
+    import subprocess
+    import sys
+
+    header = b"{'descr': 'bfloat16', 'fortran_order': False, 'shape': (2,), }"
+    header += b" " * (63 - len(header) % 64) + b"\n"
+    path = tmp_path / "b.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x80\x3f\x00\x40")
+    code = "import ckptsurgeon; r = ckptsurgeon.open({!r})['b']; print(r.dtype_name, r.numpy().tolist())"
+    for first in ("", "import ml_dtypes; "):
+        proc = subprocess.run([sys.executable, "-c", first + code.format(str(path))], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.stdout.split(None, 1) == ["bfloat16", "[1.0, 2.0]\n"], (first, proc.stderr)

@@ -18,7 +18,7 @@ import os
 import re
 import stat
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
@@ -502,25 +502,42 @@ def scan_files(paths: Sequence[str], *, allow_globals: Sequence[str] = (), jobs:
     finally:
         if pool is not None:
             pool.close()
-    outcomes, todo = iter(enumerate(done)), iter(tasks)
     results = []
-    for (_path, walked), folder in zip(plans, begun):
-        if walked is None or folder is None:
-            results.append(next(outcomes)[1].part)
-            next(todo)
+    for folder, entries in _arguments(plans, begun):
+        if folder is None:  # an argument scanned whole: its one task's part is its result
+            (_, whole), = entries
+            assert whole is not None
+            results.append(done[whole].part)
             continue
         scan, covered = folder
         files: list[tuple[str, str | None]] = []
-        for file, regular in walked.entries:
+        for file, at in entries:
             fmt = None
-            if regular:
-                at, outcome = next(outcomes)
-                scan.merge(_finish(outcome, next(todo), os.path.normpath(file) in covered, opened.get(at)))
+            if at is not None:
+                outcome = done[at]
+                scan.merge(_finish(outcome, tasks[at], os.path.normpath(file) in covered, opened.get(at)))
                 fmt = outcome.fmt
             files.append((file, fmt))
         scan.folder_end(files)
         results.append(scan.result)
     return results
+
+
+def _arguments(plans: Sequence[tuple[str, _Walked | None]], begun: Sequence[tuple[_Scan, set[str]] | None]
+               ) -> Iterator[tuple[tuple[_Scan, set[str]] | None, list[tuple[str, int | None]]]]:
+    """Per argument, its folder's reading (None for an argument scanned whole) and its entries, each with the number
+    of the task that scans it (``_plan``'s order; None for an entry that is not a regular file)."""
+    at = 0
+    for (path, walked), folder in zip(plans, begun):
+        if walked is None or folder is None:
+            yield None, [(path, at)]
+            at += 1
+            continue
+        entries: list[tuple[str, int | None]] = []
+        for file, regular in walked.entries:
+            entries.append((file, at if regular else None))
+            at += regular
+        yield folder, entries
 
 
 def _plan(paths: Sequence[str], allow: tuple[str, ...]) -> tuple[list[tuple[str, _Walked | None]], list[_Task]]:
@@ -546,16 +563,14 @@ def _open_uncovered(plans: Sequence[tuple[str, _Walked | None]], begun: Sequence
     process while the workers scan, by task number; ``_finish`` would otherwise open them one by one after the pool.
     A file this process cannot tell the format of is left to ``_finish``."""
     out: dict[int, _Opened] = {}
-    numbered = iter(enumerate(tasks))
-    for (_path, walked), folder in zip(plans, begun):
-        if walked is None or folder is None:
-            next(numbered)
+    for folder, entries in _arguments(plans, begun):
+        if folder is None:
             continue
         covered = folder[1]
-        for file, regular in walked.entries:
-            if not regular:
+        for file, at in entries:
+            if at is None:
                 continue
-            at, task = next(numbered)
+            task = tasks[at]
             if not task.defer or os.path.normpath(file) in covered:
                 continue
             try:

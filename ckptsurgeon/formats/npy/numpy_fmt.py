@@ -10,7 +10,7 @@ import struct
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...dtype_lite import LiteDtype, from_typestr
+from ...dtype_lite import ML_NAMES, LiteDtype, from_typestr
 from ...errors import FormatError, OutputError, UnsafeCheckpointError
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import join_path, split_key
@@ -90,8 +90,9 @@ def _parse_text(head: bytes, start: int, n: int, encoding: str, where: str,
         raise FormatError(f"{where}: invalid .npy header: fortran_order {str(fortran)[:20]}")
     descr = d["descr"]
     try:
-        dtype = ((type(descr) is str and (LiteDtype("object") if descr in _OBJECT else from_typestr(descr)))
-                 or np.lib.format.descr_to_dtype(descr))
+        dtype = ((type(descr) is str and (LiteDtype("object") if descr in _OBJECT else LiteDtype(descr)
+                                          if descr in ML_NAMES else from_typestr(descr)))
+                 or np.lib.format.descr_to_dtype(descr))  # ml_dtypes' names: numpy knows them only once imported
     except Exception as exc:  # noqa: BLE001 - numpy's dtype parser raises SyntaxError, TypeError ... on odd strings
         raise FormatError(f"{where}: invalid .npy header: descr {str(d['descr'])[:80]}: {type(exc).__name__}") from None
     if dtype.hasobject and not allow_object:
