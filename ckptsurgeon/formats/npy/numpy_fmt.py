@@ -90,9 +90,7 @@ def _parse_text(head: bytes, start: int, n: int, encoding: str, where: str,
         raise FormatError(f"{where}: invalid .npy header: fortran_order {str(fortran)[:20]}")
     descr = d["descr"]
     try:
-        dtype = ((type(descr) is str and (LiteDtype("object") if descr in _OBJECT else LiteDtype(descr)
-                                          if descr in ML_NAMES else from_typestr(descr)))
-                 or np.lib.format.descr_to_dtype(descr))  # ml_dtypes' names: numpy knows them only once imported
+        dtype = _lite_descr(descr) or np.lib.format.descr_to_dtype(descr)
     except Exception as exc:  # noqa: BLE001 - numpy's dtype parser raises SyntaxError, TypeError ... on odd strings
         raise FormatError(f"{where}: invalid .npy header: descr {str(d['descr'])[:80]}: {type(exc).__name__}") from None
     if dtype.hasobject and not allow_object:
@@ -101,6 +99,16 @@ def _parse_text(head: bytes, start: int, n: int, encoding: str, where: str,
 
 
 _OBJECT = ("|O", "O")  # an object array's descr as numpy writes it (its pickle follows the header)
+
+
+def _lite_descr(descr: Any) -> LiteDtype | None:
+    """The dtype of a plain descr without numpy: a numeric type string, an object array's, or an ml_dtypes name
+    (numpy knows those only once ml_dtypes is imported: read alike in every process). None: numpy parses it."""
+    if type(descr) is not str:
+        return None
+    if descr in _OBJECT:
+        return LiteDtype("object")
+    return LiteDtype(descr) if descr in ML_NAMES else from_typestr(descr)
 
 
 # The header numpy writes for a plain array, e.g. "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }":
