@@ -4,8 +4,9 @@ A ``LiteDtype`` answers what a reader asks of a dtype while it checks a file (``
 ``str``, ``str()``, ``newbyteorder``) exactly as the numpy dtype would, and ``resolve()`` makes that numpy dtype
 (importing numpy then) by the same steps the reader would have taken: the base dtype, then the byte order asked
 for. ``TensorRef.dtype`` resolves it on first use, so a listing or a scan that never reads a tensor's values
-never imports numpy. Anything else (strings, structured types, long doubles) is left to numpy: ``from_typestr``
-returns None for it.
+never imports numpy. Fixed-width strings (``<U35``, ``|S5``: an ``.npz``'s metadata member) are known too, by
+numpy's names for them (``str1120``, ``bytes40``). Anything else (structured types, long doubles, datetimes) is left
+to numpy: ``from_typestr`` returns None for it.
 """
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ NAMES: dict[str, tuple[str, int, bool]] = {
 ML_NAMES = frozenset(n for n, (kind, _size, _na) in NAMES.items() if kind == "V" or n.startswith("float8"))
 _BY_CODE = {f"{kind}{size}": name for name, (kind, size, _na) in NAMES.items() if kind in "biufc" and name not in ML_NAMES}
 _TYPESTR = re.compile(r"([<>|=]?)([biufc])([0-9]{1,2})")
+_TEXT_TYPESTR = re.compile(r"([<>|=]?)([US])([0-9]{1,10})")
+_TEXT_NAME = re.compile(r"(str|bytes)([1-9][0-9]{0,11})")  # numpy's names of fixed-width strings: bits, not chars
+_MAX_ITEMSIZE = (1 << 31) - 1  # numpy's bound on a dtype's itemsize (U536870912 and S2147483648 are not types)
 _RESOLVED: dict[tuple[str, str | None], Any] = {}
 
 
@@ -51,24 +55,25 @@ class LiteDtype:
     subdtype = None
 
     def __init__(self, name: str, order: str | None = None) -> None:
-        self.kind, self.itemsize, self._na = NAMES[name]
+        self.kind, self.itemsize, self._na = NAMES[name] if name in NAMES else _text_spec(name)
         self.name, self.order = name, None if self._na or order in (None, "=") else order
 
     @property
     def str(self) -> _Text:
-        """numpy's ``dtype.str``: ``<f4``, ``|u1``, ``<V2`` (bfloat16), ``|O``."""
+        """numpy's ``dtype.str``: ``<f4``, ``|u1``, ``<V2`` (bfloat16), ``|O``, ``<U35`` (35 characters)."""
         if self.kind == "O":
             return "|O"
-        return f"{'|' if self._na else self.order or NATIVE}{self.kind}{self.itemsize}"
+        count = self.itemsize // 4 if self.kind == "U" else self.itemsize
+        return f"{'|' if self._na else self.order or NATIVE}{self.kind}{count}"
 
     @property
     def hasobject(self) -> bool:
         return self.kind == "O"
 
     def newbyteorder(self, order: _Text) -> LiteDtype:
-        if order not in ("<", ">", "="):
+        if order not in ("<", ">", "=", "|"):
             raise ValueError(f"byte order {order!r}")
-        return self if self._na else LiteDtype(self.name, order)
+        return self if self._na or order == "|" else LiteDtype(self.name, order)  # "|": numpy keeps the order
 
     def _effective(self) -> _Text:
         return "|" if self._na else self.order or NATIVE
@@ -82,14 +87,17 @@ class LiteDtype:
 
             from .dtypes import ml_dtype
 
-            dtype = ml_dtype(self.name) if self.name in ML_NAMES else np.dtype(self.name)
-            if self.order is not None:
+            if self.kind in "US":
+                dtype = np.dtype(self.str)  # numpy parses no name of a string type
+            else:
+                dtype = ml_dtype(self.name) if self.name in ML_NAMES else np.dtype(self.name)
+            if self.order is not None and self.kind not in "US":
                 dtype = dtype.newbyteorder(self.order)  # type: ignore[arg-type]
             _RESOLVED[key] = dtype
         return dtype
 
-    def __str__(self) -> _Text:  # numpy's: the name in native order, else the type string
-        return self.name if self._effective() in ("|", NATIVE) else self.str
+    def __str__(self) -> _Text:  # numpy's: the name in native order, else the type string (always, for strings)
+        return self.name if self._effective() in ("|", NATIVE) and self.kind not in "US" else self.str
 
     def __repr__(self) -> _Text:
         return f"dtype({str(self)!r})"
@@ -108,15 +116,38 @@ class LiteDtype:
         return (LiteDtype, (self.name, self.order))
 
 
+def _text_spec(name: str) -> tuple[str, int, bool]:
+    """(kind, itemsize, byte order not applicable) of a fixed-width string type's name: ``str96``, ``bytes24``."""
+    m = _TEXT_NAME.fullmatch(name)
+    bits = int(m.group(2)) if m else 0
+    unit = 32 if m and m.group(1) == "str" else 8
+    if not m or bits % unit or not 0 < bits // 8 <= _MAX_ITEMSIZE:
+        raise KeyError(name)
+    return ("U", bits // 8, False) if unit == 32 else ("S", bits // 8, True)
+
+
 def from_typestr(text: str) -> LiteDtype | None:
-    """The dtype numpy makes of a plain type string (``<f4``, ``|b1``, ``i8``), else None (left to numpy)."""
+    """The dtype numpy makes of a plain type string (``<f4``, ``|b1``, ``i8``, ``<U35``, ``S5``), else None (left
+    to numpy)."""
     m = _TYPESTR.fullmatch(text)
     if m is None:
-        return None
+        return _text_typestr(text)
     order, kind, size = m.groups()
     name = _BY_CODE.get(kind + size)
     if name is None:
         return None
+    return LiteDtype(name, None if order in ("", "|", "=", NATIVE) else order)
+
+
+def _text_typestr(text: str) -> LiteDtype | None:
+    m = _TEXT_TYPESTR.fullmatch(text)
+    if m is None:
+        return None
+    order, kind, count = m.groups()
+    itemsize = int(count) * (4 if kind == "U" else 1)
+    if not 0 < itemsize <= _MAX_ITEMSIZE:
+        return None  # an unsized string type (U0) or one numpy refuses
+    name = f"{'str' if kind == 'U' else 'bytes'}{8 * itemsize}"
     return LiteDtype(name, None if order in ("", "|", "=", NATIVE) else order)
 
 

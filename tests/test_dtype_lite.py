@@ -6,6 +6,7 @@ every table, for any type string, and for every tensor of every fixture."""
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import ml_dtypes  # noqa: F401 - numpy knows the ml_dtypes names once it is imported
@@ -71,7 +72,29 @@ def test_a_type_string_is_taken_only_as_numpy_takes_it(order, kind, size, pad):
         return
     if lite is not None:
         _same(lite, real)
-        assert real.kind in "biufc" and real.itemsize > 0
+        assert real.kind in "biufcSU" and real.itemsize > 0
+
+
+@pytest.mark.parametrize("text", ["<U35", ">U3", "|U3", "=U3", "U03", "S3", ">S3", "=S3", "|S1", "a3", "S0", "U0",
+                                  "U536870911", "U536870912", "S2147483647", "S2147483648", "U99999999999", "<U-1"])
+def test_string_types_are_numpy_s_up_to_its_size_limits(text):
+    """Fixed-width strings (an .npz metadata member is ``<U...``) answer as numpy's, by its names for them
+    (``str96``, ``bytes24``); an unsized or oversized one, or numpy's deprecated alias, is left to numpy."""
+    lite = from_typestr(text)
+    try:
+        real = np.dtype(text)
+    except TypeError:
+        assert lite is None
+        return
+    if text in ("S0", "U0", "a3"):
+        assert lite is None
+        return
+    _same(lite, real)
+    for order in ("<", ">", "=", "|"):
+        _same(lite.newbyteorder(order), real.newbyteorder(order))
+    assert LiteDtype(real.name) == real.newbyteorder("=") and pickle.loads(pickle.dumps(lite)) == lite
+    with pytest.raises(KeyError):
+        LiteDtype("str12")  # not a whole number of 4-byte characters
 
 
 @pytest.mark.parametrize("table", [TORCH_STORAGE_DTYPES, TORCH_DTYPES, SAFETENSORS_DTYPES, TF_DTYPES, ONNX_DTYPES])

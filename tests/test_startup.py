@@ -84,6 +84,36 @@ def test_scan_and_ls_of_a_model_folder_import_no_numpy(tmp_path):
         assert proc.stdout.split() == [dtype, "True"], (name, proc.stderr)
 
 
+def test_numpy_pickles_paddle_files_and_our_npz_list_and_scan_without_numpy(tmp_path):
+    """A pickled numpy dtype or scalar (a Lightning checkpoint's best score, every PaddlePaddle array) and the
+    metadata member of an .npz ckptsurgeon writes are read without numpy, to the values numpy and torch give."""
+    import shutil
+
+    import torch
+
+    from ckptsurgeon.formats.npy.numpy_fmt import write_npz
+
+    fixtures = __import__("pathlib").Path(__file__).resolve().parent.parent / "fixtures" / "paddle"
+    for name in ("lstm.pdparams", "adam.pdopt", "writer/torch_model.pdparams"):
+        shutil.copy(fixtures / name, tmp_path / name.replace("/", "_"))
+    scalars = {"best": np.float64(0.1), "f32": np.float32(1 / 3), "half": np.float16(0.1), "ok": np.bool_(True),
+               "n": np.int64(-7), "u": np.uint8(200)}
+    torch.save({"state_dict": torch.nn.LSTM(2, 2).state_dict(), **scalars}, tmp_path / "np.ckpt")
+    meta = {"ckptsurgeon.source": "ü-\u00e9 \U0001F600 \x00 inner", "rnn:lstm": '{"cell": "lstm"}'}
+    with open(tmp_path / "ours.npz", "wb") as fh:
+        write_npz({"w": np.arange(4, dtype=np.float32)}, fh, meta)
+    assert _loaded(_modules_after("scan", str(tmp_path), "--summary"), ("numpy", "ml_dtypes")) == []
+    for path in sorted(tmp_path.iterdir()):
+        assert _loaded(_modules_after("ls", str(path), "--json"), ("numpy", "ml_dtypes")) == [], path.name
+    import ckptsurgeon
+
+    with np.load(tmp_path / "ours.npz") as npz:
+        assert ckptsurgeon.open(str(tmp_path / "ours.npz")).metadata["__metadata__"] == json.loads(str(npz["__metadata__"])) == meta
+    listed = ckptsurgeon.open(str(tmp_path / "np.ckpt")).metadata
+    assert {k: listed[k] for k in scalars} == {k: v.item() for k, v in scalars.items()}
+    assert all(type(listed[k]) is type(v.item()) for k, v in scalars.items())
+
+
 def test_bfloat16_rows_resolve_ml_dtypes_when_first_seen(tmp_path):
     """ml_dtypes is imported only for a bf16/fp8 tensor, and then every table sees its rows."""
     import ml_dtypes

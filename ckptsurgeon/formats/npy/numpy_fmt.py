@@ -151,19 +151,35 @@ def _metadata(path: str, zf: SafeZip) -> dict[str, str] | None:
     if name not in zf.members or zf.members[name].size > 64 << 20:
         return None
     head = zf.read_head(name, min(zf.members[name].size, MAX_HEADER + 12))
-    dtype, shape, _fortran, _hlen = parse_header(head, f"{path}:{name}")  # bounded, before numpy parses it
+    dtype, shape, _fortran, hlen = parse_header(head, f"{path}:{name}")  # bounded, before numpy parses it
     if dtype.kind != "U" or shape != ():
         return None
-    arr = _load_member(path, name, f"{path}:{name}")
-    if arr.dtype.kind != "U" or arr.shape != ():
-        return None
+    text = _text_of(zf, name, dtype, hlen) if type(dtype) is LiteDtype else None
+    if text is None:
+        arr = _load_member(path, name, f"{path}:{name}")
+        if arr.dtype.kind != "U" or arr.shape != ():
+            return None
+        text = str(arr)
     try:
-        meta = json.loads(str(arr))
+        meta = json.loads(text)
     except ValueError:
         return None
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         return None
     return meta
+
+
+def _text_of(zf: SafeZip, name: str, dtype: LiteDtype, hlen: int) -> str | None:
+    """A 0-d unicode member's string as ``str(numpy.load(...))`` gives it (UCS-4 code points, trailing NULs
+    dropped), decoded without numpy; None where numpy is left to say what it makes of the bytes."""
+    size = hlen + dtype.itemsize
+    data = zf.read_with(name, lambda fh: fh.read(size))
+    if len(data) != size:
+        return None
+    try:
+        return data[hlen:].decode("utf-32-be" if dtype.str[0] == ">" else "utf-32-le").rstrip("\x00")
+    except UnicodeDecodeError:  # a surrogate or a code point past U+10FFFF: numpy's own reading decides
+        return None
 
 
 def read_npz(path: str) -> CheckpointIndex:

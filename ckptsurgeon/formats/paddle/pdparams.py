@@ -21,7 +21,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ...dtype_lite import LiteDtype, as_numpy
 from ...errors import FormatError, UnsafeCheckpointError
+from ...lazy import is_np_dtype
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import key_path
 from ...source import ByteSource, open_source, read_exact
@@ -83,13 +85,13 @@ class _LazyArray:
     payloads: list[Payload] = []  # set per read, on a subclass
 
     def __init__(self, *_args: Any) -> None:
-        self.dtype: np.dtype | None = None
+        self.dtype: np.dtype | LiteDtype | None = None
         self.shape: tuple[int, ...] = ()
         self.fortran = False
         self.data: bytes | Payload | None = None
 
     def __setstate__(self, state: Any) -> None:
-        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(getattr(state[2], "dtype", None), np.dtype)):
+        if not (isinstance(state, tuple) and len(state) == 5 and _is_dtype(getattr(state[2], "dtype", None))):
             raise UnsafeCheckpointError("refusing a numpy array state that is not (version, shape, dtype, order, bytes)")
         _ver, shape, dt, fortran, raw = state
         if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape) or type(fortran) is not bool:
@@ -98,6 +100,10 @@ class _LazyArray:
         self.data = raw if isinstance(raw, (bytes, Payload)) else payload_of(raw, self.payloads)
         if self.data is None:
             raise UnsafeCheckpointError("refusing a numpy array whose data is not plain bytes")
+
+
+def _is_dtype(value: object) -> bool:
+    return type(value) is LiteDtype or is_np_dtype(value)
 
 
 def _encode(payloads: list[Payload]) -> Callable[..., Any]:
@@ -172,8 +178,10 @@ def _ref(path: str, p: str, key: str, arr: _LazyArray, optimizer: bool) -> Tenso
     if isinstance(data, bytes):
         if len(data) != nbytes:
             raise FormatError(f"{path}: tensor {key!r}: {dtype} x {list(shape)} needs {nbytes:,} bytes, the pickle holds {len(data):,}")
-        value = np.frombuffer(data, dtype).reshape(shape, order=order)
-        return TensorRef(p, key, dtype, shape, path, optimizer=optimizer, loader=lambda: value)
+        def inline() -> np.ndarray:
+            return np.frombuffer(data, as_numpy(dtype)).reshape(shape, order=order)
+
+        return TensorRef(p, key, dtype, shape, path, optimizer=optimizer, loader=inline)
     if not isinstance(data, Payload):
         raise FormatError(f"{path}: tensor {key!r}: its pickled array holds {type(data).__name__}, not bytes; refusing")
     if not data.text:
@@ -194,7 +202,7 @@ def _ref(path: str, p: str, key: str, arr: _LazyArray, optimizer: bool) -> Tenso
             raise FormatError(f"{path}: tensor {key!r}: its protocol-2 text is not latin-1 bytes") from None
         if len(raw) != nbytes:
             raise FormatError(f"{path}: tensor {key!r}: {dtype} x {list(shape)} needs {nbytes:,} bytes, the text holds {len(raw):,}")
-        return np.frombuffer(raw, dtype).reshape(shape, order=order)
+        return np.frombuffer(raw, as_numpy(dtype)).reshape(shape, order=order)
 
     return TensorRef(p, key, dtype, shape, path, optimizer=optimizer, loader=load)
 
@@ -248,7 +256,7 @@ def _share_copies(path: str, refs: list[TensorRef], names: Any) -> list[TensorRe
     for ref in refs:
         name = names.get(ref.key)
         if isinstance(name, str) and not ref.optimizer and ref.numel:
-            by_param.setdefault((name, ref.dtype.str, ref.shape), []).append(ref)
+            by_param.setdefault((name, ref.dtype_spec.str, ref.shape), []).append(ref)
     shared: dict[str, TensorRef] = {}
     for (name, _, _), copies in by_param.items():
         if len(copies) < 2:

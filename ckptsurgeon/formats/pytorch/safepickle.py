@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...dtypes import ML_NAMES, TORCH_DTYPES, TORCH_STORAGE_DTYPES, DtypeTable, ml_dtype
-from ...dtype_lite import LiteDtype
+from ...dtype_lite import LiteDtype, as_numpy, from_typestr, python_values
 from ...errors import FormatError, UnsafeCheckpointError
 from ..tree import work_budget
 from .pickle_memo import BytesMemo
@@ -184,23 +184,33 @@ def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
 
 
 class _NumpyDtype:
+    """``numpy.dtype(spec, align, copy)`` + BUILD state (its byte order). numpy pickles a plain type as ``f4``,
+    ``b1`` ...: a ``LiteDtype`` (numpy not imported); any other spec is numpy's to parse."""
+
     def __init__(self, spec: Any, *_args: Any) -> None:
-        try:
-            self.dtype = np.dtype(spec) if isinstance(spec, str) else None
-        except TypeError:  # numpy knows ml_dtypes names only once ml_dtypes is imported
-            self.dtype = ml_dtype(spec) if spec in ML_NAMES else None
+        self.dtype: np.dtype | LiteDtype | None = None
+        if isinstance(spec, str):
+            try:
+                self.dtype = from_typestr(spec) or np.dtype(spec)
+            except TypeError:  # numpy knows ml_dtypes names only once ml_dtypes is imported
+                self.dtype = ml_dtype(spec) if spec in ML_NAMES else None
         if self.dtype is None or self.dtype.hasobject:
             raise UnsafeCheckpointError(f"refusing numpy dtype {spec!r}")
 
     def __setstate__(self, state: Any) -> None:
-        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "=") and self.dtype is not None:
             self.dtype = self.dtype.newbyteorder(state[1])
 
 
 def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
-    if not isinstance(dtype, _NumpyDtype) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+    if not isinstance(dtype, _NumpyDtype) or dtype.dtype is None or not isinstance(data, bytes) \
+            or len(data) != dtype.dtype.itemsize:
         raise UnsafeCheckpointError("refusing numpy scalar without plain bytes")
-    return np.frombuffer(data, dtype.dtype)[0].item()
+    if type(dtype.dtype) is LiteDtype:  # ``.item()``'s bool, int or float, read with struct (numpy not imported)
+        values = python_values(dtype.dtype, data, 1)
+        if values is not None:
+            return values[0]
+    return np.frombuffer(data, as_numpy(dtype.dtype))[0].item()
 
 
 class _NumpyArray:
@@ -215,7 +225,7 @@ class _NumpyArray:
         _ver, shape, dt, fortran, raw = state
         if not isinstance(raw, bytes) or len(raw) != int(np.prod(shape)) * dt.dtype.itemsize:
             raise UnsafeCheckpointError("refusing numpy array whose data is not plain bytes of its size")
-        self.value = np.frombuffer(raw, dt.dtype).reshape(shape, order="F" if fortran else "C").copy()
+        self.value = np.frombuffer(raw, as_numpy(dt.dtype)).reshape(shape, order="F" if fortran else "C").copy()
 
 
 def _torch_device(*args: Any) -> str:
