@@ -18,7 +18,7 @@ from typing import Protocol
 from .errors import UnsafeCheckpointError
 from .source import ensure_scheme, is_url, open_source, url_scheme
 
-__all__ = ["Location", "register_location", "kind", "exists", "isfile", "isdir", "islink", "join", "parent", "basename",
+__all__ = ["Location", "register_location", "kind", "entry_kind", "exists", "isfile", "isdir", "islink", "join", "parent", "basename",
            "read_small"]
 
 
@@ -57,6 +57,17 @@ def kind(name: str) -> str | None:
     except (OSError, ValueError):
         return "file" if os.path.lexists(name) else None  # a dangling link still exists; a bad name does not
     return "directory" if stat.S_ISDIR(mode) else "file"
+
+
+def entry_kind(name: str) -> str | None:
+    """``kind(name)``, or ``"link"`` for a symbolic link (never followed): one system call for a local name."""
+    if is_url(name):
+        return kind(name)
+    try:
+        mode = os.lstat(name).st_mode
+    except (OSError, ValueError):
+        return None
+    return "link" if stat.S_ISLNK(mode) else "directory" if stat.S_ISDIR(mode) else "file"
 
 
 def exists(name: str) -> bool:

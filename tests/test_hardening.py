@@ -408,6 +408,22 @@ def test_tf_state_file_escapes_and_paths(tmp_path, named, match):
     refused("ls", str(tmp_path / "run"), match=match)
 
 
+@pytest.mark.parametrize("target, refused_", [("../other/model.ckpt", True), ("inside.ckpt", False)])
+def test_tf_state_file_naming_a_link_is_followed_only_inside_its_folder(tmp_path, target, refused_):
+    """The state file names a plain name that is a link: one that leads out of the folder is refused, like
+    ``../other``; one within it is the folder's own (what the realpath of every level of the path says)."""
+    for folder in ("run", "other"):
+        (tmp_path / folder).mkdir()
+        for p in (FIXTURES / "tensorflow" / "tf1_lstmcell").glob("model.ckpt.*"):
+            (tmp_path / folder / p.name).write_bytes(p.read_bytes())
+    (tmp_path / "run" / "link.ckpt").symlink_to(target)
+    (tmp_path / "run" / "checkpoint").write_text('model_checkpoint_path: "link.ckpt"\n')
+    if refused_:
+        refused("ls", str(tmp_path / "run"), match="outside")
+    else:  # inside the folder: followed to what it names (no link.ckpt.index: that is the refusal)
+        refused("ls", str(tmp_path / "run"), match="no link.ckpt.index")
+
+
 def test_tf_state_file_escapes_that_tensorflow_writes_still_work(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

@@ -57,6 +57,7 @@ PICKLE_SUFFIXES = (".pkl", ".pickle")  # members taken for pickles by name (any 
 _END = struct.Struct("<4s4H2LH")  # zip end of central directory record
 _END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record (before its 20-byte locator)
 _LOCAL, _EOCD, _CDIR, _EOCD64, _EOCD64_LOC = b"PK\x03\x04", b"PK\x05\x06", b"PK\x01\x02", b"PK\x06\x06", b"PK\x06\x07"
+_SMALL = 8 << 10  # bytes read whole at their first look (a member's end, then its front: one read, not two)
 _SCHEME = "ckptsurgeon-scan"  # compressed members inflated in memory, opened by name like any source
 _INFLATED: dict[str, _Inflated] = {}
 _IDS = itertools.count()
@@ -117,13 +118,17 @@ class _Bytes:
         self.locate(src, base, source)
 
     def locate(self, src: str | None, base: int, source: ByteSource | None = None) -> None:
-        self.src, self.base = src, base
+        self.src, self.base, self._whole = src, base, b""
         self.source = source if source is not None or src is None else open_source(src)
 
     def read(self, offset: int, size: int) -> bytes:
         if self.source is None:  # only the start of a compressed member (the walk inflates it whole otherwise)
             assert offset == 0 and self.zf is not None and self.member is not None
             return self.zf.read_head(self.member.name, size)
+        if self.size <= _SMALL and 0 <= offset and offset + size <= self.size:  # its end and front: one read
+            if len(self._whole) != self.size:
+                self._whole = bytes(self.source.read(self.base, self.size))
+            return self._whole[offset:offset + size]
         return bytes(self.source.read(self.base + offset, size))
 
     def at(self, pos: int) -> str:
@@ -283,7 +288,7 @@ class _Walk:
                          f"{MAX_DEPTH}); not looked into")
             return True
         try:
-            zf = SafeZip(blob.src, blob.base, blob.size)
+            zf = SafeZip(blob.src, blob.base, blob.size, source=blob.source)
         except CheckpointError as exc:
             self.refused(exc, blob.label)
             return False
@@ -299,7 +304,7 @@ class _Walk:
         names = zf.names()
         self._case_clash(names, zlabel)
         script = self._torchscript(names, zlabel)
-        source = open_source(zf.path)
+        source = zf.source
         if keras_names(names):
             try:
                 config = parse_config(zf.read("config.json", limit=MAX_CONFIG), f"{zlabel}:config.json")
@@ -377,7 +382,7 @@ class _Walk:
                 pos = stop
                 continue
             if head.startswith(numpy_fmt.NPY_MAGIC):
-                self._npy(blob, pos, end)
+                self._npy(blob, pos, end, head)
                 return
             if claims:
                 stop, complete, facts = self._pickle_end(blob, pos, end)
@@ -456,9 +461,12 @@ class _Walk:
             n *= 16
             head = blob.read(pos, min(n, end - pos))
 
-    def _npy(self, blob: _Bytes, pos: int, end: int) -> None:
-        """An .npy header; an object array's pickle follows it (numpy's own reader would unpickle it)."""
-        head = blob.read(pos, min(end - pos, numpy_fmt.MAX_HEADER + 12))
+    def _npy(self, blob: _Bytes, pos: int, end: int, head: bytes) -> None:
+        """An .npy header (``head``: the first bytes read at ``pos``); an object array's pickle follows it (numpy's
+        own reader would unpickle it)."""
+        want = min(end - pos, numpy_fmt.MAX_HEADER + 12)
+        if len(head) < want and len(head) < numpy_fmt.header_length(head):
+            head = blob.read(pos, want)
         dtype, _shape, _fortran, hlen = numpy_fmt.parse_header(head, blob.label, allow_object=True)
         if not dtype.hasobject:
             return
@@ -498,7 +506,8 @@ def walk_file(path: str, fmt: str | None, on_pickle: PickleSink, findings: list[
     ``ls`` opens it, whose refusal says what is wrong with the file as a whole."""
     walk = _Walk(on_pickle, findings, errors, ls_speaks)
     try:
-        blob = _Bytes(path, open_source(path).size, path, top=True)
+        src = open_source(path)
+        blob = _Bytes(path, src.size, path, top=True, source=src)
         walk.region(blob, 0, claims=fmt == "pytorch-legacy")
     except CheckpointError as exc:
         walk.refused(exc, path)

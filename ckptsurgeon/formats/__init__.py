@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointNotFoundError, FormatError, OutputError, UnsafeCheckpointError
 from .. import location
-from ..location import islink
 from ..source import ByteSource, open_source
-from .tensorflow.tf_paths import resolve_prefix
+from .tensorflow.tf_paths import prefix_of
 
 if TYPE_CHECKING:
     from ..index import CheckpointIndex
@@ -45,9 +44,9 @@ def _module(name: str) -> ModuleType:
 
 def detect(path: str) -> str:
     """Name the format of ``path`` (a file, a folder or a URL) from its content."""
-    if islink(path):
+    kind = location.entry_kind(path)
+    if kind == "link":
         raise UnsafeCheckpointError(f"{path}: is a symbolic link; ckptsurgeon follows no links (pass the real file)")
-    kind = location.kind(path)
     if kind != "file":  # a folder (remote folders cannot be told from missing names: probe what they hold)
         if _module("magic").sniff_dcp_folder(path):
             return "dcp"
@@ -55,7 +54,7 @@ def detect(path: str) -> str:
             return "hf-sharded"
         if _module("orbax.reader").sniff_folder(path):  # _METADATA: read through tensorstore (an optional extra)
             return "orbax"
-    if resolve_prefix(path) is not None:
+    if prefix_of(path, kind) is not None:
         return "tensorflow"  # the reader verifies the index's magic and every checksum
     if kind is None:
         raise CheckpointNotFoundError(f"{path}: no such file or directory")

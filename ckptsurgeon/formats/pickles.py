@@ -93,8 +93,7 @@ def _npz(path: str) -> list[tuple[str, bytes]]:
     out = []
     try:
         for name in zf.names():
-            member = zf.members[name]
-            start = _npy_object(zf.read_head(name, min(member.size, numpy_fmt.MAX_HEADER + 12)), f"{path}:{name}")
+            start = _npy_object(numpy_fmt.member_header(zf, name), f"{path}:{name}")
             if start is not None:
                 out.append((f"{path}:{name}@{start}", zf.read(name, limit=MAX_PICKLE)[start:]))
     finally:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from ..errors import FormatError, UnsafeCheckpointError
 from ..index import lazy_sha256
-from ..source import LocalFile, open_source
+from ..source import ByteSource, LocalFile, open_source
 from .zipdir import Entry, read_directory
 
 __all__ = ["SafeZip", "Member"]
@@ -44,13 +44,15 @@ class Member(NamedTuple):  # a tuple: an archive of 100,000 members makes 100,00
 class SafeZip:
     """A zip archive whose members can be located without trusting the archive."""
 
-    def __init__(self, path: str, offset: int = 0, size: int | None = None, *, hand_off: bool = False) -> None:
+    def __init__(self, path: str, offset: int = 0, size: int | None = None, *, hand_off: bool = False,
+                 source: ByteSource | None = None) -> None:
         """The archive in ``path``, or in its ``size`` bytes at ``offset`` (an archive inside a file).
 
         ``hand_off``: keep the parsed archive for the next ``SafeZip`` of the same unchanged file
-        (detection lists the members, then the reader opens it: one parse, not two)."""
+        (detection lists the members, then the reader opens it: one parse, not two). ``source``: ``path``
+        already opened (``open_source``) by the caller."""
         self.path = path
-        self._src = open_source(path)
+        self._src = open_source(path) if source is None else source
         self._base = offset
         self.file_size = self._src.size - offset if size is None else size
         if offset < 0 or self.file_size < 0 or offset + self.file_size > self._src.size:
@@ -179,6 +181,11 @@ class SafeZip:
     def names(self) -> list[str]:
         return list(self.members)
 
+    @property
+    def source(self) -> ByteSource:
+        """The byte source the archive lies in."""
+        return self._src
+
     def read(self, name: str, limit: int = MAX_SMALL_MEMBER) -> bytes:
         """Read one member whole (for small members: pickles, JSON, headers), its CRC-32 checked."""
         member = self.members[name]
@@ -198,7 +205,7 @@ class SafeZip:
         member = self.members[name]
         if member.stored:
             return bytes(self._src.read(member.data_offset, min(size, member.size)))
-        with self._inflating(member) as fh:
+        with self._inflating(member, min(_INFLATE_CHUNK, max(size, 1 << 10))) as fh:  # inflates little more than asked
             return fh.read(min(size, member.size))
 
     def read_with(self, name: str, parse: Callable[[Any], Any]) -> Any:
@@ -209,9 +216,9 @@ class SafeZip:
         with self._inflating(member) as fh:
             return parse(fh)
 
-    def _inflating(self, member: Member) -> io.BufferedReader:
-        raw = _Inflating(self._src.read, member, f"{self.path}: zip member {member.name!r}")
-        return io.BufferedReader(raw, _INFLATE_CHUNK)
+    def _inflating(self, member: Member, chunk: int = _INFLATE_CHUNK) -> io.BufferedReader:
+        raw = _Inflating(self._src.read, member, f"{self.path}: zip member {member.name!r}", chunk)
+        return io.BufferedReader(raw, chunk)
 
     def close(self) -> None:
         """Drop the member table (100,000 members' worth of tuples)."""
@@ -222,8 +229,8 @@ class _Inflating(io.RawIOBase):
     """A deflated member as a stream: inflated as it is read, never past its declared size; at its end the
     size and the CRC-32 are checked. Damage is a ``FormatError`` naming the member."""
 
-    def __init__(self, read: Callable[[int, int], Any], member: Member, where: str) -> None:
-        self._read, self._where, self._member = read, where, member
+    def __init__(self, read: Callable[[int, int], Any], member: Member, where: str, chunk: int = _INFLATE_CHUNK) -> None:
+        self._read, self._where, self._member, self._chunk = read, where, member, chunk
         self._pos, self._end = member.data_offset, member.data_offset + member.compressed_size
         self._z = zlib.decompressobj(-15)
         self._left, self._crc, self._out = member.size, 0, b""
@@ -247,10 +254,10 @@ class _Inflating(io.RawIOBase):
         if not data:
             if self._z.eof or self._pos >= self._end:
                 raise FormatError(f"{self._where}: damaged: its data ends {self._left} bytes before its declared size")
-            data = self._read(self._pos, min(_INFLATE_CHUNK, self._end - self._pos))
+            data = self._read(self._pos, min(self._chunk, self._end - self._pos))
             self._pos += len(data)
         try:
-            out = self._z.decompress(data, min(_INFLATE_CHUNK, self._left + 1))
+            out = self._z.decompress(data, min(self._chunk, self._left + 1))
         except zlib.error as exc:
             raise FormatError(f"{self._where}: damaged deflate data: {exc}") from None
         if len(out) > self._left:

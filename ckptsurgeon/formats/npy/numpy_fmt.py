@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 else:
     from ...lazy import numpy as np
 
-__all__ = ["sniff_npy", "sniff_names", "parse_header", "read_npz", "read_npy", "write_npz"]
+__all__ = ["sniff_npy", "sniff_names", "parse_header", "header_length", "member_header", "read_npz", "read_npy", "write_npz"]
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -68,6 +68,29 @@ def parse_header(head: bytes, where: str, allow_object: bool = False) -> tuple[n
             _PARSED.clear()
         _PARSED[key] = parsed
     return parsed
+
+
+def header_length(head: bytes) -> int:
+    """How many bytes the header starting ``head`` takes (magic, version, length, text), by its first 12 bytes;
+    0 when they do not tell (``parse_header`` says why)."""
+    if len(head) >= 10 and head[6] == 1:
+        return 10 + int(struct.unpack_from("<H", head, 8)[0])
+    if len(head) >= 12 and head[6] in (2, 3):
+        return 12 + int(struct.unpack_from("<I", head, 8)[0])
+    return 0
+
+
+_FIRST = 512  # bytes of a member read for its header first (numpy writes 128 for a plain array)
+
+
+def member_header(zf: SafeZip, name: str) -> bytes:
+    """The first bytes of an archive's ``.npy`` member, enough for ``parse_header``: a few hundred, then up to
+    ``MAX_HEADER`` when its header is longer (an archive's tensor bytes are not read to list it)."""
+    size = zf.members[name].size
+    head = zf.read_head(name, min(size, _FIRST))
+    if len(head) < min(size, MAX_HEADER + 12) and header_length(head) > len(head):
+        head = zf.read_head(name, min(size, MAX_HEADER + 12))
+    return head
 
 
 # headers parsed, by their bytes (scan reads an archive's headers by content, then opens it as ls does)
@@ -150,7 +173,7 @@ def _metadata(path: str, zf: SafeZip) -> dict[str, str] | None:
     name = METADATA_MEMBER + ".npy"
     if name not in zf.members or zf.members[name].size > 64 << 20:
         return None
-    head = zf.read_head(name, min(zf.members[name].size, MAX_HEADER + 12))
+    head = member_header(zf, name)
     dtype, shape, _fortran, hlen = parse_header(head, f"{path}:{name}")  # bounded, before numpy parses it
     if dtype.kind != "U" or shape != ():
         return None
@@ -194,7 +217,7 @@ def read_npz(path: str) -> CheckpointIndex:
         for name, key in zip(names, keys):
             member = zf.members[name]
             where = f"{path}:{name}"
-            dtype, shape, fortran, hlen = parse_header(zf.read_head(name, min(member.size, MAX_HEADER + 12)), where)
+            dtype, shape, fortran, hlen = parse_header(member_header(zf, name), where)
             check_shape(where, key, dtype, shape)
             nbytes = math.prod(shape) * dtype.itemsize
             if hlen + nbytes != member.size:

@@ -11,7 +11,7 @@ from ... import location as loc
 from ...errors import FormatError, UnsafeCheckpointError
 from ...source import is_url
 
-__all__ = ["resolve_prefix", "looks_like_tf"]
+__all__ = ["resolve_prefix", "prefix_of", "looks_like_tf"]
 
 _DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
 _STATE = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
@@ -84,12 +84,19 @@ def _escapes(relative: str, folder: str) -> bool:
     """Whether a relative name leads out of ``folder`` (``../other/model.ckpt``, or a link inside it)."""
     if is_url(folder):
         return posixpath.normpath(relative).startswith("..")
+    if relative not in ("", ".", "..") and os.sep not in relative and (os.altsep or os.sep) not in relative:
+        # one name, as state files hold: inside unless it is a link (what realpath, a call per folder level, finds)
+        return os.path.islink(os.path.join(folder, relative)) and not _inside(os.path.join(folder, relative), folder)
     return not _inside(os.path.join(folder, relative), folder)
 
 
 def resolve_prefix(path: str) -> str | None:
     """The checkpoint prefix for ``path``, or None when ``path`` is not a TF checkpoint."""
-    kind = loc.kind(path)
+    return prefix_of(path, loc.kind(path))
+
+
+def prefix_of(path: str, kind: str | None) -> str | None:
+    """``resolve_prefix(path)``, ``path`` being of ``kind`` (``location.kind``: the caller has just asked)."""
     if kind == "directory" or (kind is None and is_url(path)):
         saved = loc.join(path, SAVED_MODEL_VARIABLES, "variables")
         if loc.isfile(saved + ".index"):
