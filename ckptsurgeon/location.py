@@ -50,12 +50,15 @@ def kind(name: str) -> str | None:
     if is_url(name):
         loc = _remote(name)
         return loc.kind(name) if loc is not None else "file"
-    try:  # one lstat for a regular file (isdir + lexists took two); a link is followed as isdir follows it
+    try:  # one lstat for a regular file or a missing name (isdir + lexists took two)
         mode = os.lstat(name).st_mode
-        if stat.S_ISLNK(mode):
+    except (OSError, ValueError):  # ValueError: a bad name
+        return None
+    if stat.S_ISLNK(mode):  # followed as isdir follows it
+        try:
             mode = os.stat(name).st_mode
-    except (OSError, ValueError):
-        return "file" if os.path.lexists(name) else None  # a dangling link still exists; a bad name does not
+        except (OSError, ValueError):
+            return "file"  # a dangling link still exists
     return "directory" if stat.S_ISDIR(mode) else "file"
 
 

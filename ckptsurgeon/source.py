@@ -14,12 +14,13 @@ offer ``readinto(offset, buffer)`` to fill a buffer without an intermediate copy
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import io
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from .errors import CheckpointNotFoundError, FormatError, UnsafeCheckpointError
@@ -301,11 +302,28 @@ def register_scheme(scheme: str, opener: Callable[[str], ByteSource]) -> None:
     _SCHEMES[scheme.lower()] = opener
 
 
+_SETTLED: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar("ckptsurgeon_settled", default=None)
+
+
+@contextlib.contextmanager
+def settled() -> Iterator[None]:
+    """Within: a cached file is checked unchanged (``fresh``) at its first ``open_source``, not at every one (``scan``
+    of one file opens it several times within milliseconds, through the same descriptor)."""
+    token = _SETTLED.set(set())
+    try:
+        yield
+    finally:
+        _SETTLED.reset(token)
+
+
 def open_source(name: str) -> ByteSource:
     """The ByteSource for a path or URL; opened once and reused (a small cache of open files)."""
     src = _CACHE.pop(name, None)
-    if src is not None and getattr(src, "fresh", lambda: True)():
+    checked = _SETTLED.get()
+    if src is not None and ((checked is not None and name in checked) or getattr(src, "fresh", lambda: True)()):
         _CACHE[name] = src  # most recently used last
+        if checked is not None:
+            checked.add(name)
         return src
     if src is not None:
         getattr(src, "close", lambda: None)()
@@ -322,6 +340,9 @@ def open_source(name: str) -> ByteSource:
         old = _CACHE.pop(next(iter(_CACHE)))
         getattr(old, "close", lambda: None)()
     _CACHE[name] = src
+    checked = _SETTLED.get()
+    if checked is not None:
+        checked.add(name)
     return src
 
 

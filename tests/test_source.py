@@ -41,6 +41,30 @@ def test_a_replaced_file_is_reopened_not_served_stale(tmp_path):
     assert ckptsurgeon.open(path)["a"].numpy().tolist() == [0, 1, 2]
 
 
+def test_within_settled_a_file_is_checked_once_and_read_through_one_descriptor(tmp_path, monkeypatch):
+    """``settled()`` (one scan task): the first ``open_source`` of a file checks it as always, the next ones reuse
+    the descriptor without a stat; after the block, a replaced file is seen again."""
+    from ckptsurgeon.source import settled
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"old!")
+    stats = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda *a, **k: stats.append(a[0]) or real_stat(*a, **k))
+    first = open_source(str(path))
+    stats.clear()
+    with settled():
+        assert open_source(str(path)) is first and len(stats) == 1  # checked once ...
+        tmp = tmp_path / "new.bin"
+        tmp.write_bytes(b"new!")
+        os.replace(tmp, path)
+        for _ in range(3):  # ... then trusted: the descriptor reads the file it opened, whole and unchanged
+            assert open_source(str(path)) is first and bytes(first.read(0, 4)) == b"old!"
+        assert len(stats) == 1
+    again = open_source(str(path))
+    assert again is not first and bytes(again.read(0, 4)) == b"new!"
+
+
 def test_symlinks_are_refused(tmp_path):
     real = tmp_path / "real.safetensors"
     save_file({"a": np.zeros(3, np.float32)}, str(real))

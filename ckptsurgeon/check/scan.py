@@ -32,7 +32,7 @@ from ..formats.pytorch.safepickle import ALLOWED_OPCODES, global_allowed
 from ..formats.sharded.hf_index import INDEX_NAMES as hf_index_names, sniff_folder as hf_sniff_folder
 from ..formats.tensorflow.tf_paths import SAVED_MODEL_VARIABLES, STATE_FILE, resolve_prefix
 from ..formats.tree import work_budget
-from ..source import is_url
+from ..source import is_url, settled
 from .lfs import is_lfs_pointer, lfs_message
 from .scan_content import walk_file
 from .scan_keras import h5_config_findings
@@ -425,7 +425,12 @@ class _Done(NamedTuple):
 
 def _run(task: _Task) -> _Done:
     """A task; a file not deferred is opened as ``ls`` opens it, a finding the parent drops if a folder's reading
-    covers the file after all (``_finish``)."""
+    covers the file after all (``_finish``). Its files are checked unchanged once, not at each opening (``settled``)."""
+    with settled():
+        return _run_task(task)
+
+
+def _run_task(task: _Task) -> _Done:
     if task.whole:
         return _Done(None, scan_file(task.path, allow_globals=task.allow), 0, None)
     part = ScanResult(task.path, None, allow_globals=task.allow)

@@ -12,6 +12,7 @@ from ...source import ByteSource
 __all__ = ["Field", "Wire", "varints", "decode_packed"]
 
 CHUNK = 1 << 16  # bytes read at once while walking a message's fields
+_SMALL = 4 << 10  # payloads read through the last CHUNK
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +53,18 @@ class Wire:
         self.source = source
         self.name = source.name
         self.size = source.size
+        self._block, self._block_at = b"", 0  # the last CHUNK read for small payloads (names, attributes)
 
     def read(self, start: int, end: int, limit: int, what: str) -> bytes:
-        """The bytes of ``start:end``; refuses spans over ``limit`` (a size checked before allocating)."""
+        """The bytes of ``start:end``; refuses spans over ``limit`` (a size checked before allocating). A small
+        span comes from the CHUNK read at the first of its neighbours (a graph's names: one read, not thousands)."""
         if end - start > limit:
             raise FormatError(f"{self.name}: {what} of {end - start} bytes is over the {limit}-byte limit")
+        if 0 <= start <= end <= self.size and end - start <= _SMALL:
+            at = start - self._block_at
+            if not (0 <= at and end - self._block_at <= len(self._block)):
+                self._block, self._block_at, at = bytes(self.source.read(start, min(CHUNK, self.size - start))), start, 0
+            return self._block[at:at + end - start]
         return bytes(self.source.read(start, end - start))
 
     def fields(self, start: int, end: int) -> Iterator[Field]:
