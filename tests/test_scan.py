@@ -685,3 +685,41 @@ def test_a_chunk_a_worker_did_not_finish_is_run_again_here():
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)  # stopped and reaped
+
+
+def test_the_pool_keeps_the_collector_off_shared_objects_only_while_it_runs():
+    """While the workers run, the objects made before them are frozen (no collection copies the pages they share);
+    after results() or an error, this process's collector has them all again, unless its caller had frozen some."""
+    import gc
+    import os
+
+    from ckptsurgeon.check.scan_pool import SharedChunks
+
+    parent = os.getpid()
+    seen = []
+
+    def run(chunk: int) -> list[int]:
+        if os.getpid() == parent:
+            seen.append(gc.get_freeze_count())
+        else:
+            time.sleep(0.05)  # this process takes chunks too
+        return [chunk]
+
+    assert gc.get_freeze_count() == 0
+    shared = SharedChunks(list(range(6)), run, workers=1)
+    assert shared.results() == list(range(6)) and gc.get_freeze_count() == 0
+    assert seen and min(seen) > 0
+
+    def fails(chunk: int) -> list[int]:
+        raise ValueError("here")
+
+    with pytest.raises(ValueError, match="here"):
+        SharedChunks(list(range(6)), fails, workers=1).results()
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # a caller's own freeze (a pre-fork server) is left as it was
+    try:
+        frozen = gc.get_freeze_count()
+        assert SharedChunks(list(range(6)), run, workers=1).results() == list(range(6))
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()

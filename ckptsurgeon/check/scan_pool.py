@@ -10,6 +10,7 @@ raised as a serial run would raise it. Results come back in chunk order.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -46,7 +47,12 @@ class SharedChunks(Generic[T, R]):
             raise ValueError(f"at most {MAX_CHUNKS} chunks")
         self.chunks, self.run = chunks, run
         self.children: list[tuple[int, IO[bytes]]] = []
+        self._thaw = False
         self.queue, feed = os.pipe()
+        # the objects made so far are kept out of the collector until close(), in this process and the workers: a
+        # collection would write to each, copying the pages the workers share with this process (system time)
+        self._thaw = gc.get_freeze_count() == 0  # frozen by the caller before: left so
+        gc.freeze()
         try:
             os.write(feed, b"".join(_INDEX.pack(i) for i in range(len(chunks))))
             for _ in range(workers):
@@ -105,7 +111,11 @@ class SharedChunks(Generic[T, R]):
         return [r for i in range(len(self.chunks)) for r in done[i]]
 
     def close(self) -> None:
-        """Stop the workers still running (an error or an interrupt here) and release the queue."""
+        """Stop the workers still running (an error or an interrupt here), release the queue and give the objects
+        frozen at the start back to the collector."""
+        if self._thaw:
+            self._thaw = False
+            gc.unfreeze()
         for pid, out in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
