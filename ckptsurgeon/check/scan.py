@@ -359,6 +359,8 @@ def _may_name_a_checkpoint(names: set[str]) -> bool:
 def _names_a_checkpoint(path: str) -> bool:
     """Whether ``ls`` takes the folder for a checkpoint (a DCP ``.metadata``, an HF index, a TensorFlow state file
     or bundle), so that its refusal of it is a finding; any other folder is only a folder of files."""
+    if location.isfile(os.path.join(path, STATE_FILE)):
+        return True  # resolve_prefix names the checkpoint the state file names, or refuses the folder: either way
     try:
         return bool(dcp_sniff_folder(path) or hf_sniff_folder(path) or resolve_prefix(path) is not None)
     except CheckpointError:
@@ -554,8 +556,13 @@ def _plan(paths: Sequence[str], allow: tuple[str, ...]) -> tuple[list[tuple[str,
             walked = walk_folder(path)
             plans.append((path, walked))
             folders = {os.path.normpath(f) for f in walked.checkpoints}
-            tasks += [_Task(False, f, _under_checkpoint(os.path.normpath(f), folders), allow)
-                      for f, regular in walked.entries if regular]
+            under: dict[str, bool] = {}  # by the folder a file is in (the walk lists a folder's files together)
+            for f, regular in walked.entries:
+                if regular:
+                    where = os.path.dirname(f)
+                    if where not in under:
+                        under[where] = _under_checkpoint(os.path.normpath(f), folders)
+                    tasks.append(_Task(False, f, under[where], allow))
         else:
             plans.append((path, None))
             tasks.append(_Task(True, path, False, allow))
