@@ -18,7 +18,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["numpy", "is_ndarray", "is_np_integer", "is_np_generic", "is_np_dtype"]
+__all__ = ["numpy", "is_ndarray", "is_np_integer", "is_np_generic"]
 
 _PROBES = frozenset(("__wrapped__", "__path__", "__file__", "__getstate__", "__reduce__", "__reduce_ex__", "__copy__",
                      "__deepcopy__", "__mro_entries__", "__class_getitem__", "__all__"))
@@ -58,8 +58,3 @@ def is_np_integer(value: object) -> bool:
 def is_np_generic(value: object) -> bool:
     """``isinstance(value, numpy.generic)`` (a numpy scalar), without importing numpy."""
     return _is(value, "generic")
-
-
-def is_np_dtype(value: object) -> bool:
-    """``isinstance(value, numpy.dtype)``, without importing numpy."""
-    return _is(value, "dtype")

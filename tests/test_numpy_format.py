@@ -83,3 +83,38 @@ def test_zero_d_arrays_keep_their_shape(tmp_path, suffix):
     assert np.asarray(got["step"]).shape == () and int(got["step"]) == 7
     assert got["w"].shape == (2, 3)
 
+
+
+@pytest.mark.parametrize("values", [3000, 5000, 15000])  # members of 12-60 KB: inflated whole to read a header
+def test_a_compressed_member_whose_crc_is_wrong_is_refused_by_ls_and_scan(tmp_path, values):
+    """A member of ``np.savez_compressed`` whose CRC-32 no longer matches: numpy's zipfile raises on it, so ``ls``
+    refuses the archive and ``scan`` says it is damaged (the header's read inflates the member to its end)."""
+    import io
+    import json
+    import struct
+    import zipfile
+
+    from conftest import run_cli
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, a=np.random.default_rng(0).integers(0, 4, values).astype(np.float32), ok=np.ones(2))
+    data = bytearray(buf.getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("a.npy")
+    crc = struct.unpack_from("<I", data, info.header_offset + 14)[0] ^ 1
+    struct.pack_into("<I", data, info.header_offset + 14, crc)  # the local header's CRC-32 ...
+    at = struct.unpack_from("<I", data, data.rfind(b"PK\x05\x06") + 16)[0]
+    while data[at:at + 4] == b"PK\x01\x02":  # ... and the central directory's
+        n, m, k = struct.unpack_from("<HHH", data, at + 28)
+        if bytes(data[at + 46:at + 46 + n]) == b"a.npy":
+            struct.pack_into("<I", data, at + 16, crc)
+        at += 46 + n + m + k
+    path = tmp_path / "bad.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(zipfile.BadZipFile):
+        np.load(path)["a"]
+    ls = run_cli("ls", str(path))
+    assert ls.returncode == 1 and "zip member 'a.npy': damaged: CRC-32 mismatch" in ls.stderr
+    scan = run_cli("scan", str(path), "--json")
+    found = json.loads(scan.stdout)["files"][0]
+    assert scan.returncode == 1 and found["level"] == "unsafe"
+    assert any("CRC-32 mismatch" in f["message"] for f in found["findings"])

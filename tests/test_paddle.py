@@ -123,6 +123,24 @@ def test_split_big_arrays_are_reassembled(tmp_path):
     assert np.array_equal(index["w"].numpy(), w)
 
 
+@pytest.mark.parametrize("field", ["torch.float32", "torch.FloatStorage"])
+def test_an_array_record_whose_dtype_is_a_torch_class_is_refused(tmp_path, field):
+    """An array record's dtype must be a ``numpy.dtype``: a torch dtype or storage class there (which the common
+    allowlist admits elsewhere) is refused, whatever the stand-in for it carries."""
+    torch = pytest.importorskip("torch")
+    value = torch.float32 if field == "torch.float32" else torch.FloatStorage
+
+    class Record:
+        def __reduce__(self):
+            return (np._core.multiarray._reconstruct, (np.ndarray, (0,), b"b"),
+                    (1, (2,), value, False, b"\x00\x00\x80\x3f\x00\x00\x00\x40"))
+
+    path = tmp_path / "odd.pdparams"
+    path.write_bytes(pickle.dumps({"w": Record(), NAME_TABLE: {"w": "linear_0.w_0"}}, protocol=2))
+    with pytest.raises(ckptsurgeon.UnsafeCheckpointError, match="not \\(version, shape, dtype, order, bytes\\)"):
+        ckptsurgeon.open(path)
+
+
 def test_listing_reads_no_array_bytes(tmp_path, monkeypatch):
     big = np.zeros((1024, 1024), np.float32)
     path = tmp_path / "big.pdparams"

@@ -719,7 +719,8 @@ def test_the_pool_keeps_the_collector_off_shared_objects_only_while_it_runs():
     gc.freeze()  # a caller's own freeze (a pre-fork server) is left as it was
     try:
         frozen = gc.get_freeze_count()
-        assert SharedChunks(list(range(6)), run, workers=1).results() == list(range(6))
-        assert gc.get_freeze_count() >= frozen > 0
+        made_since = [[i] for i in range(1000)]  # neither frozen by the pool nor thawed after it
+        assert SharedChunks(list(range(6)), run, workers=1).results() == list(range(6)) and made_since
+        assert gc.get_freeze_count() == frozen > 0
     finally:
         gc.unfreeze()

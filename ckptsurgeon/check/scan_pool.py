@@ -51,8 +51,9 @@ class SharedChunks(Generic[T, R]):
         self.queue, feed = os.pipe()
         # the objects made so far are kept out of the collector until close(), in this process and the workers: a
         # collection would write to each, copying the pages the workers share with this process (system time)
-        self._thaw = gc.get_freeze_count() == 0  # frozen by the caller before: left so
-        gc.freeze()
+        self._thaw = gc.get_freeze_count() == 0  # a caller that froze objects itself: its collector is left as it is
+        if self._thaw:
+            gc.freeze()
         try:
             os.write(feed, b"".join(_INDEX.pack(i) for i in range(len(chunks))))
             for _ in range(workers):

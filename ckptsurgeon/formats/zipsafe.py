@@ -205,7 +205,7 @@ class SafeZip:
         member = self.members[name]
         if member.stored:
             return bytes(self._src.read(member.data_offset, min(size, member.size)))
-        with self._inflating(member, min(_INFLATE_CHUNK, max(size, 1 << 10))) as fh:  # inflates little more than asked
+        with self._inflating(member) as fh:  # a member of up to 64 KiB inflated whole: its CRC-32 checked
             return fh.read(min(size, member.size))
 
     def read_with(self, name: str, parse: Callable[[Any], Any]) -> Any:
@@ -216,9 +216,9 @@ class SafeZip:
         with self._inflating(member) as fh:
             return parse(fh)
 
-    def _inflating(self, member: Member, chunk: int = _INFLATE_CHUNK) -> io.BufferedReader:
-        raw = _Inflating(self._src.read, member, f"{self.path}: zip member {member.name!r}", chunk)
-        return io.BufferedReader(raw, chunk)
+    def _inflating(self, member: Member) -> io.BufferedReader:
+        raw = _Inflating(self._src.read, member, f"{self.path}: zip member {member.name!r}")
+        return io.BufferedReader(raw, _INFLATE_CHUNK)
 
     def close(self) -> None:
         """Drop the member table (100,000 members' worth of tuples)."""
@@ -229,8 +229,8 @@ class _Inflating(io.RawIOBase):
     """A deflated member as a stream: inflated as it is read, never past its declared size; at its end the
     size and the CRC-32 are checked. Damage is a ``FormatError`` naming the member."""
 
-    def __init__(self, read: Callable[[int, int], Any], member: Member, where: str, chunk: int = _INFLATE_CHUNK) -> None:
-        self._read, self._where, self._member, self._chunk = read, where, member, chunk
+    def __init__(self, read: Callable[[int, int], Any], member: Member, where: str) -> None:
+        self._read, self._where, self._member = read, where, member
         self._pos, self._end = member.data_offset, member.data_offset + member.compressed_size
         self._z = zlib.decompressobj(-15)
         self._left, self._crc, self._out = member.size, 0, b""
@@ -254,10 +254,10 @@ class _Inflating(io.RawIOBase):
         if not data:
             if self._z.eof or self._pos >= self._end:
                 raise FormatError(f"{self._where}: damaged: its data ends {self._left} bytes before its declared size")
-            data = self._read(self._pos, min(self._chunk, self._end - self._pos))
+            data = self._read(self._pos, min(_INFLATE_CHUNK, self._end - self._pos))
             self._pos += len(data)
         try:
-            out = self._z.decompress(data, min(self._chunk, self._left + 1))
+            out = self._z.decompress(data, min(_INFLATE_CHUNK, self._left + 1))
         except zlib.error as exc:
             raise FormatError(f"{self._where}: damaged deflate data: {exc}") from None
         if len(out) > self._left:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ...dtype_lite import LiteDtype, as_numpy
 from ...errors import FormatError, UnsafeCheckpointError
-from ...lazy import is_np_dtype
 from ...index import CheckpointIndex, IndexBuilder, TensorRef, check_shape
 from ...scopes import key_path
 from ...source import ByteSource, open_source, read_exact
@@ -91,19 +90,24 @@ class _LazyArray:
         self.data: bytes | Payload | None = None
 
     def __setstate__(self, state: Any) -> None:
-        if not (isinstance(state, tuple) and len(state) == 5 and _is_dtype(getattr(state[2], "dtype", None))):
+        dtype = _dtype_field(state[2]) if isinstance(state, tuple) and len(state) == 5 else None
+        if dtype is None:
             raise UnsafeCheckpointError("refusing a numpy array state that is not (version, shape, dtype, order, bytes)")
-        _ver, shape, dt, fortran, raw = state
+        _ver, shape, _dt, fortran, raw = state
         if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape) or type(fortran) is not bool:
             raise FormatError(f"malformed numpy array record: shape {str(shape)[:80]}")
-        self.dtype, self.shape, self.fortran = dt.dtype, shape, fortran
+        self.dtype, self.shape, self.fortran = dtype, shape, fortran
         self.data = raw if isinstance(raw, (bytes, Payload)) else payload_of(raw, self.payloads)
         if self.data is None:
             raise UnsafeCheckpointError("refusing a numpy array whose data is not plain bytes")
 
 
-def _is_dtype(value: object) -> bool:
-    return type(value) is LiteDtype or is_np_dtype(value)
+def _dtype_field(value: object) -> np.dtype | LiteDtype | None:
+    """The dtype an array record's dtype field gives: an unpickled ``numpy.dtype``'s, or another array's (whose
+    ``dtype`` numpy would take); None for anything else (a torch dtype or storage class)."""
+    from ..pytorch.safepickle import numpy_dtype_of  # loaded with the unpickler this runs under
+
+    return value.dtype if isinstance(value, _LazyArray) else numpy_dtype_of(value)
 
 
 def _encode(payloads: list[Payload]) -> Callable[..., Any]:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 else:
     from ...lazy import numpy as np
 
-__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "ALLOWED_OPCODES",
+__all__ = ["LazyTensor", "StorageRef", "InertObject", "safe_load", "scan_opcodes", "global_allowed", "numpy_dtype_of", "ALLOWED_OPCODES",
            "torch_dtype_of"]
 
 _ALLOWED_OPCODES = frozenset(
@@ -153,6 +153,11 @@ class _TorchDtype(_TableDtype):
 def torch_dtype_of(value: Any) -> LiteDtype | None:
     """The dtype of an unpickled ``torch.<dtype>`` global, else None."""
     return value.dtype if isinstance(value, _TorchDtype) else None
+
+
+def numpy_dtype_of(value: Any) -> np.dtype | LiteDtype | None:
+    """The dtype of an unpickled ``numpy.dtype(...)``, else None (a torch dtype or storage class is no numpy dtype)."""
+    return value.dtype if isinstance(value, _NumpyDtype) else None
 
 
 def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, _grad: Any, _hooks: Any,
