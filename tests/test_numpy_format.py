@@ -118,3 +118,35 @@ def test_a_compressed_member_whose_crc_is_wrong_is_refused_by_ls_and_scan(tmp_pa
     found = json.loads(scan.stdout)["files"][0]
     assert scan.returncode == 1 and found["level"] == "unsafe"
     assert any("CRC-32 mismatch" in f["message"] for f in found["findings"])
+
+
+def test_a_compressed_member_that_declares_more_bytes_than_it_holds_is_refused_for_that(tmp_path):
+    """A deflated member whose declared size exceeds what it inflates to: its header's read inflates it to its
+    end (it is small) and says so, before any size arithmetic of the array."""
+    import io
+    import struct
+    import zipfile
+
+    from conftest import run_cli
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:  # as numpy's savez_compressed, without zip64 sizes
+        for name, arr in (("a", np.arange(750, dtype=np.float32)), ("ok", np.ones(2))):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, arr)
+            zf.writestr(f"{name}.npy", member.getvalue())
+    data = bytearray(buf.getvalue())
+    info = zipfile.ZipFile(io.BytesIO(bytes(data))).getinfo("a.npy")
+    size = struct.unpack_from("<I", data, info.header_offset + 22)[0]
+    assert size == info.file_size
+    struct.pack_into("<I", data, info.header_offset + 22, size + 8)
+    at = struct.unpack_from("<I", data, data.rfind(b"PK\x05\x06") + 16)[0]
+    while data[at:at + 4] == b"PK\x01\x02":
+        n, m, k = struct.unpack_from("<HHH", data, at + 28)
+        if bytes(data[at + 46:at + 46 + n]) == b"a.npy":
+            struct.pack_into("<I", data, at + 24, size + 8)
+        at += 46 + n + m + k
+    path = tmp_path / "long.npz"
+    path.write_bytes(bytes(data))
+    ls = run_cli("ls", str(path))
+    assert ls.returncode == 1 and "zip member 'a.npy': damaged: its data ends 8 bytes before its declared size" in ls.stderr

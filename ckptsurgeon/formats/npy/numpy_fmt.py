@@ -84,9 +84,13 @@ _FIRST = 512  # bytes of a member read for its header first (numpy writes 128 fo
 
 
 def member_header(zf: SafeZip, name: str) -> bytes:
-    """The first bytes of an archive's ``.npy`` member, enough for ``parse_header``: a few hundred, then up to
-    ``MAX_HEADER`` when its header is longer (an archive's tensor bytes are not read to list it)."""
-    size = zf.members[name].size
+    """The first bytes of an archive's ``.npy`` member, enough for ``parse_header``: of a stored member a few hundred,
+    then up to ``MAX_HEADER`` when its header is longer (its tensor bytes are not read to list it); of a compressed
+    one up to ``MAX_HEADER`` at once (a member that small is inflated to its end, its size and CRC-32 checked)."""
+    member = zf.members[name]
+    size = member.size
+    if not member.stored:
+        return zf.read_head(name, min(size, MAX_HEADER + 12))
     head = zf.read_head(name, min(size, _FIRST))
     if len(head) < min(size, MAX_HEADER + 12) and header_length(head) > len(head):
         head = zf.read_head(name, min(size, MAX_HEADER + 12))
