@@ -50,15 +50,13 @@ def kind(name: str) -> str | None:
     if is_url(name):
         loc = _remote(name)
         return loc.kind(name) if loc is not None else "file"
-    try:  # one lstat for a regular file or a missing name (isdir + lexists took two)
-        mode = os.lstat(name).st_mode
-    except (OSError, ValueError):  # ValueError: a bad name
-        return None
-    if stat.S_ISLNK(mode):  # followed as isdir follows it
-        try:
-            mode = os.stat(name).st_mode
-        except (OSError, ValueError):
-            return "file"  # a dangling link still exists
+    found = entry_kind(name)  # one lstat for a regular file or a missing name (isdir + lexists took two)
+    if found != "link":
+        return found
+    try:  # followed as isdir follows it
+        mode = os.stat(name).st_mode
+    except (OSError, ValueError):
+        return "file"  # a dangling link still exists
     return "directory" if stat.S_ISDIR(mode) else "file"
 
 
@@ -68,7 +66,7 @@ def entry_kind(name: str) -> str | None:
         return kind(name)
     try:
         mode = os.lstat(name).st_mode
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # ValueError: a bad name
         return None
     return "link" if stat.S_ISLNK(mode) else "directory" if stat.S_ISDIR(mode) else "file"
 

@@ -340,7 +340,6 @@ def open_source(name: str) -> ByteSource:
         old = _CACHE.pop(next(iter(_CACHE)))
         getattr(old, "close", lambda: None)()
     _CACHE[name] = src
-    checked = _SETTLED.get()
     if checked is not None:
         checked.add(name)
     return src

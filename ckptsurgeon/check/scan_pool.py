@@ -47,7 +47,6 @@ class SharedChunks(Generic[T, R]):
             raise ValueError(f"at most {MAX_CHUNKS} chunks")
         self.chunks, self.run = chunks, run
         self.children: list[tuple[int, IO[bytes]]] = []
-        self._thaw = False
         self.queue, feed = os.pipe()
         # the objects made so far are kept out of the collector until close(), in this process and the workers: a
         # collection would write to each, copying the pages the workers share with this process (system time)

@@ -84,10 +84,11 @@ def _escapes(relative: str, folder: str) -> bool:
     """Whether a relative name leads out of ``folder`` (``../other/model.ckpt``, or a link inside it)."""
     if is_url(folder):
         return posixpath.normpath(relative).startswith("..")
+    target = os.path.join(folder, relative)
     if relative not in ("", ".", "..") and os.sep not in relative and (os.altsep or os.sep) not in relative:
         # one name, as state files hold: inside unless it is a link (what realpath, a call per folder level, finds)
-        return os.path.islink(os.path.join(folder, relative)) and not _inside(os.path.join(folder, relative), folder)
-    return not _inside(os.path.join(folder, relative), folder)
+        return os.path.islink(target) and not _inside(target, folder)
+    return not _inside(target, folder)
 
 
 def resolve_prefix(path: str) -> str | None:
